@@ -1,0 +1,212 @@
+//! The authentication chain: providers in order, composite-style.
+//!
+//! - `allow` stops with an identity; `deny` stops with a denial; `abstain` moves on.
+//! - A provider marked `on_deny = "next"` records its denial and lets the chain go on; if
+//!   nothing later allows, that denial is the answer. Off by default, because a silent
+//!   fall-through is how a misconfiguration becomes a bypass.
+//! - An `all` group needs every member to allow (multi-factor). Its identity takes the
+//!   subject of the first member, the union of all members' scopes (each factor vouches for
+//!   its own grants) and all claims, the first member winning on a repeated claim name. If
+//!   every member abstains, so does the group; if some allow and others abstain, the missing
+//!   factor denies with 401.
+//! - A provider error never allows: it denies with the chain's `on_error` status.
+//! - When nobody allows, the answer is 401 without an error code (no credential).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::provider::Authenticator;
+use super::trace::{Stage, StepOutcome, Trace};
+use crate::context::RequestContext;
+use crate::verdict::{Denial, DenialKind, Identity, Verdict};
+
+/// What happens after a provider denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDeny {
+    /// Stop with the denial (default).
+    #[default]
+    Stop,
+    /// Record the denial and try the next provider.
+    Next,
+}
+
+/// One position in the chain.
+#[derive(Debug, Clone)]
+pub enum ChainEntry {
+    /// A single provider.
+    One {
+        /// The provider.
+        provider: Arc<dyn Authenticator>,
+        /// What its denial does.
+        on_deny: OnDeny,
+    },
+    /// Every member must allow.
+    All {
+        /// The members, in order.
+        providers: Vec<Arc<dyn Authenticator>>,
+    },
+}
+
+/// An authenticated caller and the provider (or group) that vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The caller.
+    pub identity: Identity,
+    /// Name of the provider, or `a+b` for a group.
+    pub provider: String,
+}
+
+/// The ordered chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    entries: Vec<ChainEntry>,
+    on_error: DenialKind,
+}
+
+impl Chain {
+    /// A chain of `entries`; a failing provider denies with `on_error` (401 or 503).
+    pub fn new(entries: Vec<ChainEntry>, on_error: DenialKind) -> Self {
+        Self { entries, on_error }
+    }
+
+    /// Runs the chain. Never returns `Ok` unless a provider (or a whole group) allowed.
+    pub async fn authenticate(
+        &self,
+        request: &Arc<RequestContext>,
+        trace: &mut Trace,
+    ) -> Result<Authenticated, Denial> {
+        let mut deferred: Option<Denial> = None;
+        for entry in &self.entries {
+            let (outcome, on_deny) = match entry {
+                ChainEntry::One { provider, on_deny } => (
+                    self.run_one(provider.as_ref(), request, trace).await,
+                    *on_deny,
+                ),
+                ChainEntry::All { providers } => {
+                    (self.run_all(providers, request, trace).await, OnDeny::Stop)
+                }
+            };
+            match outcome {
+                Step::Allow(authenticated) => return Ok(authenticated),
+                Step::Abstain => {}
+                Step::Deny(denial) if on_deny == OnDeny::Next => {
+                    deferred.get_or_insert(denial);
+                }
+                Step::Deny(denial) => return Err(denial),
+            }
+        }
+        Err(deferred.unwrap_or_else(Denial::missing_credentials))
+    }
+
+    async fn run_one(
+        &self,
+        provider: &dyn Authenticator,
+        request: &Arc<RequestContext>,
+        trace: &mut Trace,
+    ) -> Step {
+        let started = Instant::now();
+        let name = provider.name();
+        match provider.authenticate(request).await {
+            Ok(Verdict::Allow(identity)) => {
+                trace.record(
+                    Stage::Authenticate,
+                    name,
+                    StepOutcome::Allow,
+                    format!("subject {}", identity.subject),
+                    started,
+                );
+                Step::Allow(Authenticated {
+                    identity,
+                    provider: name.to_owned(),
+                })
+            }
+            Ok(Verdict::Deny(denial)) => {
+                trace.record(
+                    Stage::Authenticate,
+                    name,
+                    StepOutcome::Deny,
+                    &denial.reason,
+                    started,
+                );
+                Step::Deny(denial)
+            }
+            Ok(Verdict::Abstain) => {
+                trace.record(Stage::Authenticate, name, StepOutcome::Abstain, "", started);
+                Step::Abstain
+            }
+            Err(error) => {
+                trace.record(
+                    Stage::Authenticate,
+                    name,
+                    StepOutcome::Error,
+                    &error.0,
+                    started,
+                );
+                Step::Deny(Denial {
+                    kind: self.on_error,
+                    code: if self.on_error == DenialKind::Unauthenticated {
+                        "invalid_token".into()
+                    } else {
+                        "temporarily_unavailable".into()
+                    },
+                    reason: format!("provider `{name}` failed"),
+                })
+            }
+        }
+    }
+
+    async fn run_all(
+        &self,
+        providers: &[Arc<dyn Authenticator>],
+        request: &Arc<RequestContext>,
+        trace: &mut Trace,
+    ) -> Step {
+        let mut allowed: Vec<Authenticated> = Vec::with_capacity(providers.len());
+        let mut abstained: Vec<&str> = Vec::new();
+        for provider in providers {
+            match self.run_one(provider.as_ref(), request, trace).await {
+                Step::Allow(a) => allowed.push(a),
+                Step::Abstain => abstained.push(provider.name()),
+                deny @ Step::Deny(_) => return deny,
+            }
+        }
+        if allowed.is_empty() {
+            return Step::Abstain;
+        }
+        if !abstained.is_empty() {
+            return Step::Deny(Denial::invalid_token(format!(
+                "missing factor: {}",
+                abstained.join(", ")
+            )));
+        }
+        let provider = allowed
+            .iter()
+            .map(|a| a.provider.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let mut members = allowed.into_iter();
+        let Some(first) = members.next() else {
+            return Step::Abstain;
+        };
+        let mut identity = first.identity;
+        for member in members {
+            for scope in member.identity.scopes {
+                if !identity.scopes.contains(&scope) {
+                    identity.scopes.push(scope);
+                }
+            }
+            for (key, value) in member.identity.claims {
+                if !identity.claims.iter().any(|(k, _)| *k == key) {
+                    identity.claims.push((key, value));
+                }
+            }
+        }
+        Step::Allow(Authenticated { identity, provider })
+    }
+}
+
+enum Step {
+    Allow(Authenticated),
+    Deny(Denial),
+    Abstain,
+}

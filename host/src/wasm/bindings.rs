@@ -1,0 +1,31 @@
+//! The generated bindings for the `portcullis:auth` worlds: the only `bindgen!` calls.
+//!
+//! `authenticator` generates the shared `types` and `host` interfaces; `authorizer` reuses
+//! them through `with`, so both worlds share one set of Rust types and one host impl.
+
+pub mod authenticator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "portcullis:auth/authenticator",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "portcullis:auth/types.request": crate::wasm::state::RequestHandle,
+        },
+    });
+}
+
+pub mod authorizer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "portcullis:auth/authorizer",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "portcullis:auth/types": super::authenticator::portcullis::auth::types,
+            "portcullis:auth/host": super::authenticator::portcullis::auth::host,
+        },
+    });
+}
+
+pub use authenticator::portcullis::auth::{host, types};

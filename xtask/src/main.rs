@@ -1,0 +1,165 @@
+//! Project tasks behind the README's two quickstart commands.
+//!
+//! - `cargo xtask run`: installs the `wasm32-wasip2` target if missing, builds the example
+//!   providers and starts the gateway on its embedded default.
+//! - `cargo xtask test`: installs the target if missing, then runs every check CI runs:
+//!   formatting, clippy, the host workspace tests (which build the guests) and the guest
+//!   workspace's native tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = project_root();
+    match task.as_str() {
+        "run" => run(&root),
+        "test" => test(&root),
+        "guests" => build_guests(&root).map(drop),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 run     build the example providers and start the gateway on its demo config\n  \
+                 test    run every test and check that CI runs\n  \
+                 guests  build the guest providers for wasm32-wasip2"
+            );
+            bail!("unknown task `{task}`")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Installs the `wasm32-wasip2` target when the pinned toolchain lacks it.
+fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the wasm32-wasip2 target");
+    cargo_like(root, "rustup", &["target", "add", "wasm32-wasip2"])
+}
+
+/// Builds every guest component; returns the directory holding the `.wasm` files.
+fn build_guests(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_wasm_target(root)?;
+    let target_dir = root.join("target").join("guests");
+    let manifest = root.join("guest-providers").join("Cargo.toml");
+    cargo_like(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+            "--target-dir",
+            &target_dir.to_string_lossy(),
+        ],
+    )?;
+    Ok(target_dir.join("wasm32-wasip2").join("release"))
+}
+
+fn run(root: &Path) -> anyhow::Result<()> {
+    let built = build_guests(root)?;
+    let providers = root.join("target").join("demo").join("providers");
+    std::fs::create_dir_all(&providers)?;
+    for example in ["partner_token", "hmac_signature", "ip_allowlist", "mcp_tool_policy"] {
+        let from = built.join(format!("{example}.wasm"));
+        let to = providers.join(format!("{}.wasm", example.replace('_', "-")));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    let extra: Vec<String> = std::env::args().skip(2).collect();
+    let mut args = vec![
+        "run".to_owned(),
+        "--package".into(),
+        "portcullis".into(),
+        "--".into(),
+        "serve".into(),
+        "--providers".into(),
+        providers.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cargo_like(root, "cargo", &args)
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target(root)?;
+    let guest_manifest = root.join("guest-providers").join("Cargo.toml");
+    let guest_manifest = guest_manifest.to_string_lossy();
+    let guest_target = root.join("target").join("guests");
+    let guest_target = guest_target.to_string_lossy();
+    cargo_like(root, "cargo", &["fmt", "--all", "--check"])?;
+    cargo_like(
+        root,
+        "cargo",
+        &["fmt", "--all", "--check", "--manifest-path", &guest_manifest],
+    )?;
+    cargo_like(
+        root,
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    cargo_like(
+        root,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--manifest-path",
+            &guest_manifest,
+            "--target-dir",
+            &guest_target,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cargo_like(
+        root,
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--manifest-path",
+            &guest_manifest,
+            "--target-dir",
+            &guest_target,
+        ],
+    )?;
+    cargo_like(root, "cargo", &["test", "--workspace"])?;
+    Ok(())
+}
+
+fn cargo_like(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .current_dir(root)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
