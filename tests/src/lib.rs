@@ -1,7 +1,145 @@
 //! Shared support for the integration tests: paths of the guest components built by
-//! `build.rs`, and small helpers.
+//! `build.rs`, one Wasm runtime per test binary, and request builders.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use portcullis::context::RequestContext;
+use portcullis::secret::SecretString;
+use portcullis::wasm::{
+    Grants, InstanceMode, Limits, LoadedComponent, RuntimeConfig, WasmProvider, WasmRuntime,
+};
 
 /// Paths of the built guest components, one constant per `.wasm` file.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The runtime shared by every test in this binary (engines reserve address space, so one
+/// per binary rather than one per test).
+pub fn runtime() -> &'static WasmRuntime {
+    static RUNTIME: OnceLock<WasmRuntime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        WasmRuntime::new(RuntimeConfig {
+            max_instances: 200,
+            ..RuntimeConfig::default()
+        })
+        .expect("the wasm runtime starts")
+    })
+}
+
+/// Loads (and caches per binary) the component at `path`.
+pub fn component(path: &str) -> LoadedComponent {
+    static LOADED: OnceLock<std::sync::Mutex<HashMap<String, LoadedComponent>>> = OnceLock::new();
+    let cache = LOADED.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(path.to_owned())
+        .or_insert_with(|| {
+            runtime()
+                .load_file(std::path::Path::new(path))
+                .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+        })
+        .clone()
+}
+
+/// A provider builder with test-friendly defaults.
+#[derive(Debug)]
+pub struct ProviderSpec {
+    /// Component path.
+    pub path: &'static str,
+    /// Name in config.
+    pub name: String,
+    /// JSON config.
+    pub config: serde_json::Value,
+    /// Granted secrets.
+    pub secrets: HashMap<String, SecretString>,
+    /// Body access.
+    pub body: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Instance mode.
+    pub mode: InstanceMode,
+}
+
+impl ProviderSpec {
+    /// A provider from `path` named after it, with an empty config.
+    pub fn new(path: &'static str) -> Self {
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .unwrap_or_default();
+        Self {
+            path,
+            name,
+            config: serde_json::json!({}),
+            secrets: HashMap::new(),
+            body: false,
+            limits: Limits::default(),
+            mode: InstanceMode::default(),
+        }
+    }
+
+    /// Sets the JSON config.
+    pub fn config(mut self, config: serde_json::Value) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Grants a secret.
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.insert(name.into(), SecretString::new(value));
+        self
+    }
+
+    /// Grants body access.
+    pub fn body(mut self) -> Self {
+        self.body = true;
+        self
+    }
+
+    /// Changes the limits.
+    pub fn limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
+        f(&mut self.limits);
+        self
+    }
+
+    /// Sets the instance mode.
+    pub fn mode(mut self, mode: InstanceMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Loads and configures the provider.
+    pub async fn build(self) -> Result<WasmProvider, portcullis::wasm::LoadError> {
+        let grants = Grants::new(self.name, self.secrets, self.body, self.limits);
+        WasmProvider::new(
+            component(self.path),
+            grants,
+            self.config.to_string(),
+            self.mode,
+        )
+        .await
+    }
+
+    /// Loads and configures the provider, panicking with the reason on failure.
+    pub async fn ready(self) -> WasmProvider {
+        let path = self.path;
+        self.build()
+            .await
+            .unwrap_or_else(|e| panic!("provider {path} should load: {e}"))
+    }
+}
+
+/// A request for `method path` with `headers`.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Arc<RequestContext> {
+    let method = http::Method::from_bytes(method.as_bytes()).expect("valid method");
+    let mut ctx = RequestContext::new(method, path);
+    for (name, value) in headers {
+        ctx.headers.append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
+            http::HeaderValue::from_str(value).expect("valid header value"),
+        );
+    }
+    Arc::new(ctx)
 }
