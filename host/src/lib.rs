@@ -8,11 +8,22 @@
 //! - [`wasm`]: the sandboxed runtime for providers written against `wit/auth.wit`.
 //! - [`crypto`] and [`secret`]: host-side crypto offered to providers, and secret handling.
 //! - [`mcp`]: what an MCP JSON-RPC body asks for.
+//! - [`config`]: the TOML configuration, validated, and the providers built from it.
+//! - [`gateway`]: the HTTP front end — listener, reverse proxy, OAuth resource-server
+//!   challenges and metadata, forward-auth — over the engine.
+//! - [`observability`]: metrics, logs and the audit line.
+//! - [`demo`]: the embedded default (a demo MCP server and its configuration).
+//! - [`cli`]: the `portcullis` commands.
 
+pub mod cli;
+pub mod config;
 pub mod context;
 pub mod crypto;
+pub mod demo;
 pub mod engine;
+pub mod gateway;
 pub mod mcp;
+pub mod observability;
 pub mod secret;
 pub mod verdict;
 pub mod wasm;

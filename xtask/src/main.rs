@@ -81,7 +81,12 @@ fn run(root: &Path) -> anyhow::Result<()> {
     let built = build_guests(root)?;
     let providers = root.join("target").join("demo").join("providers");
     std::fs::create_dir_all(&providers)?;
-    for example in ["partner_token", "hmac_signature", "ip_allowlist", "mcp_tool_policy"] {
+    for example in [
+        "partner_token",
+        "hmac_signature",
+        "ip_allowlist",
+        "mcp_tool_policy",
+    ] {
         let from = built.join(format!("{example}.wasm"));
         let to = providers.join(format!("{}.wasm", example.replace('_', "-")));
         std::fs::copy(&from, &to)
@@ -112,12 +117,25 @@ fn test(root: &Path) -> anyhow::Result<()> {
     cargo_like(
         root,
         "cargo",
-        &["fmt", "--all", "--check", "--manifest-path", &guest_manifest],
+        &[
+            "fmt",
+            "--all",
+            "--check",
+            "--manifest-path",
+            &guest_manifest,
+        ],
     )?;
     cargo_like(
         root,
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     cargo_like(
         root,

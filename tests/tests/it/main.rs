@@ -1,6 +1,19 @@
 //! The integration test binary. Each module drives the real thing: real wasmtime instances
 //! of real components, real HTTP servers on port 0.
 
+mod api_key;
+mod chain;
+mod config_ui;
+mod gateway_cli;
+mod gateway_forward_auth;
+mod gateway_harness;
+mod gateway_jwt;
+mod gateway_mcp;
+mod gateway_oauth;
+mod gateway_tls;
+mod gateway_upstream;
+mod gateway_wasm;
+mod jwt;
 mod wasm_examples;
 mod wasm_loading;
 mod wasm_sandbox;

@@ -55,12 +55,22 @@ async fn partner_token_allows_denies_and_abstains() {
     }
     match call(Some("Partner-Token acme:Xq7-not-the-secret")).await {
         Verdict::Deny(d) => {
-            assert_eq!((d.kind, d.code.as_str()), (DenialKind::Unauthenticated, "invalid_token"));
-            assert!(!d.reason.contains("Xq7"), "a denial never echoes the secret: {}", d.reason);
+            assert_eq!(
+                (d.kind, d.code.as_str()),
+                (DenialKind::Unauthenticated, "invalid_token")
+            );
+            assert!(
+                !d.reason.contains("Xq7"),
+                "a denial never echoes the secret: {}",
+                d.reason
+            );
         }
         other => panic!("expected: deny\ngot: {other:?}"),
     }
-    assert!(matches!(call(Some("partner-token nobody:x")).await, Verdict::Deny(_)));
+    assert!(matches!(
+        call(Some("partner-token nobody:x")).await,
+        Verdict::Deny(_)
+    ));
     assert_eq!(call(Some("Bearer abc")).await, Verdict::Abstain);
     assert_eq!(call(None).await, Verdict::Abstain);
 }
@@ -114,25 +124,43 @@ async fn hmac_signature_allows_once_and_denies_replays_skew_and_tampering() {
     let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let good = signed("POST", "/mcp", body, b"shared-key", now_secs());
     match provider.authenticate(&good).await.expect("answers") {
-        Verdict::Allow(id) => assert_eq!((id.subject.as_str(), id.scopes.as_slice()), ("k1", &["partner".to_owned()][..])),
+        Verdict::Allow(id) => assert_eq!(
+            (id.subject.as_str(), id.scopes.as_slice()),
+            ("k1", &["partner".to_owned()][..])
+        ),
         other => panic!("expected: allow\ngot: {other:?}"),
     }
     let replay = provider.authenticate(&good).await.expect("answers");
-    assert!(matches!(&replay, Verdict::Deny(d) if d.reason.contains("already used")), "{replay:?}");
+    assert!(
+        matches!(&replay, Verdict::Deny(d) if d.reason.contains("already used")),
+        "{replay:?}"
+    );
 
     let stale = signed("POST", "/mcp", body, b"shared-key", now_secs() - 3600);
-    assert!(matches!(provider.authenticate(&stale).await.expect("answers"), Verdict::Deny(_)));
+    assert!(matches!(
+        provider.authenticate(&stale).await.expect("answers"),
+        Verdict::Deny(_)
+    ));
 
     let mut tampered = (*signed("POST", "/mcp", body, b"shared-key", now_secs() + 1)).clone();
     tampered.body = Some(bytes::Bytes::from_static(b"{}"));
     let tampered = Arc::new(tampered);
-    assert!(matches!(provider.authenticate(&tampered).await.expect("answers"), Verdict::Deny(_)));
+    assert!(matches!(
+        provider.authenticate(&tampered).await.expect("answers"),
+        Verdict::Deny(_)
+    ));
 
     let wrong_key = signed("POST", "/mcp", body, b"other-key", now_secs() + 2);
-    assert!(matches!(provider.authenticate(&wrong_key).await.expect("answers"), Verdict::Deny(_)));
+    assert!(matches!(
+        provider.authenticate(&wrong_key).await.expect("answers"),
+        Verdict::Deny(_)
+    ));
 
     let unsigned = request("POST", "/mcp", &[]);
-    assert_eq!(provider.authenticate(&unsigned).await.expect("answers"), Verdict::Abstain);
+    assert_eq!(
+        provider.authenticate(&unsigned).await.expect("answers"),
+        Verdict::Abstain
+    );
 }
 
 fn from_peer(peer: &str) -> Arc<RequestContext> {
@@ -153,16 +181,40 @@ async fn ip_allowlist_admits_networks_and_their_required_scopes() {
         .await;
     let nobody = identity(&[]);
     let internal = identity(&["internal"]);
-    assert_eq!(provider.authorize(&from_peer("127.0.0.1:5000"), &nobody).await.expect("answers"), Ok(()));
-    assert_eq!(provider.authorize(&from_peer("[2001:db8::1]:443"), &nobody).await.expect("answers"), Ok(()));
-    assert_eq!(provider.authorize(&from_peer("10.1.2.3:5000"), &internal).await.expect("answers"), Ok(()));
+    assert_eq!(
+        provider
+            .authorize(&from_peer("127.0.0.1:5000"), &nobody)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
+    assert_eq!(
+        provider
+            .authorize(&from_peer("[2001:db8::1]:443"), &nobody)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
+    assert_eq!(
+        provider
+            .authorize(&from_peer("10.1.2.3:5000"), &internal)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
     let denied = provider
         .authorize(&from_peer("10.1.2.3:5000"), &nobody)
         .await
         .expect("answers")
         .expect_err("needs the internal scope");
     assert_eq!(denied.kind, DenialKind::Forbidden);
-    assert!(provider.authorize(&from_peer("192.0.2.1:5000"), &internal).await.expect("answers").is_err());
+    assert!(
+        provider
+            .authorize(&from_peer("192.0.2.1:5000"), &internal)
+            .await
+            .expect("answers")
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -198,15 +250,36 @@ async fn mcp_tool_policy_guards_matching_tools_only() {
         .await;
     let user = identity(&["mcp:read"]);
     let admin = identity(&["admin"]);
-    assert_eq!(provider.authorize(&tool_call(&["echo"]), &user).await.expect("answers"), Ok(()));
+    assert_eq!(
+        provider
+            .authorize(&tool_call(&["echo"]), &user)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
     let denied = provider
         .authorize(&tool_call(&["echo", "admin_reset"]), &user)
         .await
         .expect("answers")
         .expect_err("admin tool in the batch");
-    assert_eq!((denied.kind, denied.code.as_str()), (DenialKind::Forbidden, "insufficient_scope"));
-    assert_eq!(provider.authorize(&tool_call(&["admin_reset"]), &admin).await.expect("answers"), Ok(()));
-    assert_eq!(provider.authorize(&request("GET", "/mcp", &[]), &user).await.expect("answers"), Ok(()));
+    assert_eq!(
+        (denied.kind, denied.code.as_str()),
+        (DenialKind::Forbidden, "insufficient_scope")
+    );
+    assert_eq!(
+        provider
+            .authorize(&tool_call(&["admin_reset"]), &admin)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
+    assert_eq!(
+        provider
+            .authorize(&request("GET", "/mcp", &[]), &user)
+            .await
+            .expect("answers"),
+        Ok(())
+    );
 }
 
 #[tokio::test]
@@ -236,14 +309,21 @@ async fn the_request_handle_shows_method_path_headers_and_peer() {
         .await;
     let mut ctx = (*request("PATCH", "/a/b?x=1", &[("X-Echo", "hello")])).clone();
     ctx.peer = Some("192.0.2.7:4242".parse().expect("addr"));
-    match provider.authenticate(&Arc::new(ctx)).await.expect("answers") {
+    match provider
+        .authenticate(&Arc::new(ctx))
+        .await
+        .expect("answers")
+    {
         Verdict::Allow(id) => {
             let claims: std::collections::HashMap<_, _> = id.claims.into_iter().collect();
             assert_eq!(claims.get("method").map(String::as_str), Some("PATCH"));
             assert_eq!(claims.get("path").map(String::as_str), Some("/a/b"));
             assert_eq!(claims.get("query").map(String::as_str), Some("x=1"));
             assert_eq!(claims.get("x-echo").map(String::as_str), Some("hello"));
-            assert_eq!(claims.get("peer-addr").map(String::as_str), Some("192.0.2.7:4242"));
+            assert_eq!(
+                claims.get("peer-addr").map(String::as_str),
+                Some("192.0.2.7:4242")
+            );
         }
         other => panic!("expected: allow\ngot: {other:?}"),
     }

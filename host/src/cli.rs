@@ -1,0 +1,455 @@
+//! The command line: `serve` (default), `check`, `eval` and `hash-key`. Each command is a
+//! function here; `main.rs` only parses arguments and maps the result to an exit code.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::config::{self, Config, ConfigError, Overrides, assemble};
+use crate::context::RequestContext;
+use crate::demo::{self, upstream::DemoUpstream};
+use crate::engine::Decision;
+use crate::gateway::request::{ContextParts, check_path, context};
+use crate::gateway::{Gateway, Rejection, Site, listener, tls};
+use crate::observability::{Metrics, init_logging};
+use crate::wasm::{RuntimeConfig, WasmRuntime};
+
+/// Auth gateway for MCP servers, with auth providers as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about,
+    long_about = "Portcullis sits in front of MCP servers (and other HTTP APIs) and lets in \
+                  exactly the right callers: API keys, JWTs, client certificates and custom \
+                  WebAssembly providers, chained; scope rules per route and tool; OAuth \
+                  resource-server challenges and metadata; a forward-auth endpoint.\n\n\
+                  Run without arguments to start the embedded demo on 127.0.0.1:8080."
+)]
+pub struct Cli {
+    /// What to do (default: `serve`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (default). Without --config, runs the embedded demo: a demo MCP
+    /// server, demo API keys printed at start, and the example Wasm providers.
+    Serve(ServeArgs),
+    /// Validate a config file and compile every Wasm component it names; exits non-zero
+    /// with the reason when something is wrong.
+    Check(CheckArgs),
+    /// Run one described request through the engine and print the decision, the HTTP
+    /// answer the gateway would give, and the trace. Exit code: 0 allowed, 1 denied.
+    Eval(EvalArgs),
+    /// Print the `sha256:<hex>` form of an API key, for `hash = "…"` in config.
+    HashKey(HashKeyArgs),
+}
+
+/// `serve`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without it, the embedded demo configuration runs.
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of `.wasm` providers (overrides `server.providers_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub providers: Option<PathBuf>,
+    /// Address to listen on (overrides `server.listen`; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Directory of `.wasm` providers (overrides `server.providers_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub providers: Option<PathBuf>,
+}
+
+/// `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Directory of `.wasm` providers (overrides `server.providers_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub providers: Option<PathBuf>,
+    /// HTTP method.
+    #[arg(long, short, default_value = "POST")]
+    pub method: String,
+    /// Request path, with an optional query (`/mcp?x=1`).
+    #[arg(long, short)]
+    pub path: String,
+    /// A request header, `Name: value`; repeat for more.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// File holding the request body (an MCP JSON-RPC message); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+    /// Client address the request comes from.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Option<SocketAddr>,
+}
+
+/// `hash-key`.
+#[derive(Debug, Args)]
+pub struct HashKeyArgs {
+    /// The key. Prefer --stdin: a key on the command line lands in shell history.
+    #[arg(conflicts_with = "stdin", required_unless_present = "stdin")]
+    pub key: Option<String>,
+    /// Read the key from standard input (one trailing newline is ignored).
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Wasm runtime could not start.
+    #[error("the Wasm runtime could not start: {0}")]
+    Runtime(String),
+    /// TLS settings are unusable.
+    #[error("{source}: check `[server.tls]` in {file}")]
+    Tls {
+        /// The config file.
+        file: String,
+        /// Why.
+        source: tls::TlsError,
+    },
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}; pick another with --listen")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The demo upstream could not start.
+    #[error("the demo MCP server could not start: {0}")]
+    Demo(std::io::Error),
+    /// An argument is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading an input failed.
+    #[error("cannot read {what}: {source}")]
+    Input {
+        /// What was being read.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A config and everything built from it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// The site to serve.
+    pub site: Site,
+    /// The demo upstream, when running the embedded default (kept alive with the site).
+    pub demo: Option<(DemoUpstream, demo::DemoSetup)>,
+}
+
+fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overrides {
+    Overrides {
+        listen,
+        providers_dir: providers.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
+    }
+}
+
+/// Loads `config` (or the embedded demo when `None`), builds every provider and the site.
+pub async fn load_site(
+    config: Option<&Path>,
+    providers: Option<&Path>,
+    listen: Option<SocketAddr>,
+) -> Result<Loaded, CliError> {
+    load_site_with(config, providers, listen, None).await
+}
+
+/// [`load_site`] with a Wasm runtime to use (one is created when needed and not given).
+pub async fn load_site_with(
+    config: Option<&Path>,
+    providers: Option<&Path>,
+    listen: Option<SocketAddr>,
+    runtime: Option<WasmRuntime>,
+) -> Result<Loaded, CliError> {
+    let overrides = overrides(providers, listen);
+    let (config, demo) = match config {
+        Some(path) => (config::load_with(path, &overrides)?, None),
+        None => {
+            let listen = listen.unwrap_or_else(|| {
+                config::DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+            });
+            let providers_dir = overrides
+                .providers_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("providers"));
+            let upstream = demo::upstream::spawn_demo_upstream()
+                .await
+                .map_err(CliError::Demo)?;
+            let setup = demo::demo_setup(listen, &upstream.url, &providers_dir);
+            let config =
+                config::load_str(&setup.config_toml, "<embedded demo config>", Path::new("."))?;
+            (config, Some((upstream, setup)))
+        }
+    };
+    let runtime = if let Some(runtime) = runtime {
+        Some(runtime)
+    } else if config::needs_wasm(&config) {
+        Some(
+            WasmRuntime::new(RuntimeConfig::default())
+                .map_err(|e| CliError::Runtime(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let assembled = assemble(&config, runtime.as_ref()).await?;
+    let site = Site::new(&config, assembled);
+    Ok(Loaded { config, site, demo })
+}
+
+/// `serve`: runs until Ctrl-C or SIGTERM, then drains.
+pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let loaded = load_site(
+        args.config.as_deref(),
+        args.providers.as_deref(),
+        args.listen,
+    )
+    .await?;
+    let server = &loaded.config.server;
+    // A second initialisation (tests, embedding) keeps the first subscriber.
+    let _ = init_logging(server.log_format);
+    let tls = server
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(|source| CliError::Tls {
+            file: loaded.config.source.clone(),
+            source,
+        })?;
+    let listener = listener::bind(server.listen)
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(loaded.site, metrics);
+    tracing::info!(
+        listen = %server.listen,
+        public_url = %server.public_url,
+        routes = loaded.config.routes.len(),
+        providers = loaded.config.providers.len(),
+        tls = tls.is_some(),
+        "portcullis listening"
+    );
+    if let Some((upstream, setup)) = &loaded.demo {
+        tracing::info!(upstream = %upstream.url, "embedded demo MCP server running");
+        println!("{}", demo::banner(setup, &server.public_url));
+    }
+    listener::serve(
+        listener,
+        gateway,
+        tls,
+        listener::shutdown_signal(),
+        server.shutdown_grace,
+    )
+    .await;
+    Ok(())
+}
+
+/// `check`: a one-paragraph summary when the config is good.
+pub async fn check(args: &CheckArgs) -> Result<String, CliError> {
+    let loaded = load_site(Some(&args.config), args.providers.as_deref(), None).await?;
+    if let Some(tls) = &loaded.config.server.tls {
+        tls::server_config(tls).map_err(|source| CliError::Tls {
+            file: loaded.config.source.clone(),
+            source,
+        })?;
+    }
+    let providers: Vec<String> = loaded
+        .config
+        .providers
+        .values()
+        .map(|p| format!("{} ({})", p.name, p.settings.type_name()))
+        .collect();
+    let routes: Vec<String> = loaded
+        .site
+        .routes
+        .iter()
+        .map(|r| r.label().to_owned())
+        .collect();
+    Ok(format!(
+        "{}: OK — {} route(s) [{}], {} provider(s) [{}]",
+        loaded.config.source,
+        routes.len(),
+        routes.join(", "),
+        providers.len(),
+        providers.join(", ")
+    ))
+}
+
+/// The result of `eval`: the report to print and whether the request was allowed.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// Human-readable report.
+    pub text: String,
+    /// Whether the engine allowed the request.
+    pub allowed: bool,
+}
+
+/// `eval`: one request through the engine.
+pub async fn eval(args: &EvalArgs) -> Result<EvalReport, CliError> {
+    let loaded = load_site(Some(&args.config), args.providers.as_deref(), None).await?;
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| CliError::Usage(format!("`{}` is not an HTTP method", args.method)))?;
+    let mut headers = http::HeaderMap::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| CliError::Usage(format!("header `{header}` is not `Name: value`")))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| CliError::Usage(format!("`{name}` is not a header name")))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| CliError::Usage(format!("the value of `{name}` is not a header value")))?;
+        headers.append(name, value);
+    }
+    let body = match &args.body {
+        None => None,
+        Some(path) if path == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|source| CliError::Input {
+                    what: "stdin".into(),
+                    source,
+                })?;
+            Some(bytes::Bytes::from(buf))
+        }
+        Some(path) => Some(bytes::Bytes::from(std::fs::read(path).map_err(
+            |source| CliError::Input {
+                what: path.display().to_string(),
+                source,
+            },
+        )?)),
+    };
+    let probe = RequestContext::new(method.clone(), &args.path);
+    let site = &loaded.site;
+    let mut out = format!("request  {method} {}\n", args.path);
+    let answer = |rejection: Rejection, out: &mut String| {
+        out.push_str(&format!("answer   {}\n", rejection.status()));
+        if let Some(challenge) = rejection.challenge() {
+            out.push_str(&format!("         WWW-Authenticate: {challenge}\n"));
+        }
+        let (error, description) = rejection.error_body();
+        out.push_str(&format!("         {error}: {description}\n"));
+    };
+    if let Err(rejection) = check_path(&probe.path) {
+        answer(rejection, &mut out);
+        return Ok(EvalReport {
+            text: out,
+            allowed: false,
+        });
+    }
+    let Some(route) = site.route(&probe.path) else {
+        answer(Rejection::NotFound, &mut out);
+        return Ok(EvalReport {
+            text: out,
+            allowed: false,
+        });
+    };
+    out.push_str(&format!("route    {}\n", route.label()));
+    let ctx = context(
+        ContextParts {
+            method: &method,
+            path: &probe.path,
+            query: probe.query.as_deref(),
+            headers: &headers,
+            peer: args.peer,
+            client_cert: None,
+        },
+        route.mcp,
+        body.filter(|_| route.wants_body),
+    );
+    let ctx = match ctx {
+        Ok(ctx) => Arc::new(ctx),
+        Err(rejection) => {
+            answer(rejection, &mut out);
+            return Ok(EvalReport {
+                text: out,
+                allowed: false,
+            });
+        }
+    };
+    let outcome = route.policy.decide(&ctx).await;
+    let allowed = match &outcome.decision {
+        Decision::Allow { identity, provider } => {
+            out.push_str(&format!(
+                "decision allow — subject `{}` via `{provider}`, scopes [{}]\n",
+                identity.subject,
+                identity.scopes.join(" ")
+            ));
+            out.push_str(
+                "answer   proxied to the upstream with x-portcullis-subject/scopes/provider\n",
+            );
+            true
+        }
+        Decision::Deny {
+            denial,
+            required_scopes,
+        } => {
+            out.push_str(&format!("decision deny — {}\n", denial.reason));
+            answer(
+                Rejection::from_denial(denial, required_scopes, &route.challenge),
+                &mut out,
+            );
+            false
+        }
+    };
+    out.push_str("trace\n");
+    for line in outcome.trace.to_string().lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    Ok(EvalReport { text: out, allowed })
+}
+
+/// `hash-key`.
+pub fn hash_key(args: &HashKeyArgs) -> Result<String, CliError> {
+    let key = match (&args.key, args.stdin) {
+        (Some(key), false) => key.clone(),
+        _ => {
+            let mut buf = String::new();
+            std::io::stdin()
+                .read_to_string(&mut buf)
+                .map_err(|source| CliError::Input {
+                    what: "stdin".into(),
+                    source,
+                })?;
+            let trimmed = buf.strip_suffix('\n').unwrap_or(&buf);
+            trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()
+        }
+    };
+    if key.is_empty() {
+        return Err(CliError::Usage("the key is empty".into()));
+    }
+    Ok(crate::engine::api_key::hash_key(&key))
+}

@@ -1,0 +1,237 @@
+//! Builds what a validated [`Config`] describes: one live provider per `[providers.NAME]`
+//! (built-in validators, Wasm components compiled and configured) and one engine
+//! [`Policy`] per route. Everything that can fail does so here, at load, never on a request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::{ConfigError, Reporter};
+use super::model::{ChainItem, Config, ProviderSettings, Route, WasmSettings};
+use crate::engine::api_key::ApiKeyValidator;
+use crate::engine::jwt::JwtValidator;
+use crate::engine::mtls::MtlsValidator;
+use crate::engine::{Authenticator, Authorizer, Chain, ChainEntry, OnDeny, Policy, Rules};
+use crate::secret::SecretRef;
+use crate::verdict::DenialKind;
+use crate::wasm::{Grants, Limits, ProviderKind, WasmProvider, WasmRuntime};
+
+/// A provider ready to run.
+#[derive(Debug, Clone)]
+pub struct BuiltProvider {
+    /// Name in config.
+    pub name: String,
+    /// `type` in config.
+    pub type_name: &'static str,
+    /// What its denial does in a chain.
+    pub on_deny: OnDeny,
+    /// The provider.
+    pub role: Role,
+    /// For Wasm providers: the component file and its SHA-256.
+    pub component: Option<(PathBuf, String)>,
+    /// For JWT providers: the validator, for its key-fetch counters.
+    pub jwt: Option<Arc<JwtValidator>>,
+}
+
+/// Which engine trait a provider fills.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Authenticates callers.
+    Authenticator(Arc<dyn Authenticator>),
+    /// Authorizes authenticated callers.
+    Authorizer(Arc<dyn Authorizer>),
+}
+
+/// Every provider of a config, built, and one policy per route (in `config.routes` order).
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    /// Providers by name.
+    pub providers: BTreeMap<String, BuiltProvider>,
+    /// One policy per route, same order as `config.routes`.
+    pub policies: Vec<Policy>,
+}
+
+/// Whether building `config` needs the Wasm runtime.
+pub fn needs_wasm(config: &Config) -> bool {
+    config
+        .providers
+        .values()
+        .any(|p| matches!(p.settings, ProviderSettings::Wasm(_)))
+}
+
+/// Builds every provider and every route's policy. `runtime` is required when the config
+/// has Wasm providers ([`needs_wasm`]).
+pub async fn assemble(
+    config: &Config,
+    runtime: Option<&WasmRuntime>,
+) -> Result<Assembled, ConfigError> {
+    let report = Reporter {
+        file: config.source.clone(),
+    };
+    let mut providers = BTreeMap::new();
+    for (name, provider) in &config.providers {
+        let key = format!("providers.{name}");
+        let invalid = |e: &dyn std::fmt::Display| report.invalid(&key, e.to_string());
+        let (role, component, jwt) = match &provider.settings {
+            ProviderSettings::ApiKey(s) => {
+                let v = ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
+                (Role::Authenticator(Arc::new(v)), None, None)
+            }
+            ProviderSettings::Jwt(s) => {
+                let v = Arc::new(JwtValidator::new(name, s.clone()).map_err(|e| invalid(&e))?);
+                (Role::Authenticator(v.clone()), None, Some(v))
+            }
+            ProviderSettings::Mtls(s) => {
+                let v = MtlsValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
+                (Role::Authenticator(Arc::new(v)), None, None)
+            }
+            ProviderSettings::Wasm(w) => {
+                let Some(runtime) = runtime else {
+                    return Err(report.invalid(&key, "a Wasm provider needs the Wasm runtime"));
+                };
+                let (role, hash) = wasm(name, w, runtime, &report, &key).await?;
+                (role, Some((w.component.clone(), hash)), None)
+            }
+        };
+        providers.insert(
+            name.clone(),
+            BuiltProvider {
+                name: name.clone(),
+                type_name: provider.settings.type_name(),
+                on_deny: provider.on_deny,
+                role,
+                component,
+                jwt,
+            },
+        );
+    }
+    let policies = config
+        .routes
+        .iter()
+        .map(|route| policy(route, &providers, &report))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Assembled {
+        providers,
+        policies,
+    })
+}
+
+async fn wasm(
+    name: &str,
+    settings: &WasmSettings,
+    runtime: &WasmRuntime,
+    report: &Reporter,
+    key: &str,
+) -> Result<(Role, String), ConfigError> {
+    if !settings.component.is_file() {
+        return Err(report.invalid(
+            format!("{key}.component"),
+            format!(
+                "`{}` does not exist; build the provider (`cargo build --target wasm32-wasip2 \
+                 --release`) and copy its `.wasm` there, or fix `component`",
+                settings.component.display()
+            ),
+        ));
+    }
+    let component = runtime
+        .load_file(&settings.component)
+        .map_err(|e| report.invalid(format!("{key}.component"), e.to_string()))?;
+    let hash = component.content_hash.clone();
+    let kind = component.kind;
+    let mut secrets = HashMap::new();
+    for (secret, reference) in &settings.secrets {
+        let value = SecretRef::parse(reference)
+            .resolve()
+            .map_err(|e| report.invalid(format!("{key}.secrets.{secret}"), e.to_string()))?;
+        secrets.insert(secret.clone(), value);
+    }
+    let mut limits = Limits::default();
+    if let Some(timeout) = settings.timeout {
+        limits.timeout = timeout;
+    }
+    if let Some(bytes) = settings.memory_bytes {
+        limits.memory_bytes = bytes;
+    }
+    let grants = Grants::new(name, secrets, settings.body, limits);
+    let provider = WasmProvider::new(
+        component,
+        grants,
+        settings.config_json.clone(),
+        settings.instances,
+    )
+    .await
+    .map_err(|e| report.invalid(key, e.to_string()))?;
+    let provider = Arc::new(provider);
+    let role = match kind {
+        ProviderKind::Authenticator => Role::Authenticator(provider),
+        ProviderKind::Authorizer => Role::Authorizer(provider),
+    };
+    Ok((role, hash))
+}
+
+fn policy(
+    route: &Route,
+    providers: &BTreeMap<String, BuiltProvider>,
+    report: &Reporter,
+) -> Result<Policy, ConfigError> {
+    let route_key = format!("routes[path = \"{}\"]", display(&route.path));
+    let authenticator = |name: &str, key: &str| -> Result<Arc<dyn Authenticator>, ConfigError> {
+        match providers.get(name).map(|p| &p.role) {
+            Some(Role::Authenticator(a)) => Ok(a.clone()),
+            Some(Role::Authorizer(_)) => Err(report.invalid(
+                key,
+                format!(
+                    "`{name}` is an authorizer component (world `authorizer`); move it to \
+                     `authorizers = [\"{name}\"]` or use an authenticator here"
+                ),
+            )),
+            None => Err(report.invalid(key, format!("no provider is named `{name}`"))),
+        }
+    };
+    let mut entries = Vec::with_capacity(route.chain.len());
+    for item in &route.chain {
+        let key = format!("{route_key}.chain");
+        entries.push(match item {
+            ChainItem::One(name) => ChainEntry::One {
+                provider: authenticator(name, &key)?,
+                on_deny: providers.get(name).map_or(OnDeny::Stop, |p| p.on_deny),
+            },
+            ChainItem::All(names) => ChainEntry::All {
+                providers: names
+                    .iter()
+                    .map(|n| authenticator(n, &key))
+                    .collect::<Result<_, _>>()?,
+            },
+        });
+    }
+    let mut authorizers: Vec<Arc<dyn Authorizer>> = Vec::new();
+    for name in &route.authorizers {
+        match providers.get(name).map(|p| &p.role) {
+            Some(Role::Authorizer(a)) => authorizers.push(a.clone()),
+            _ => {
+                return Err(report.invalid(
+                    format!("{route_key}.authorizers"),
+                    format!(
+                        "`{name}` is not an authorizer component (it exports `authenticate`); \
+                         put it in `chain` instead"
+                    ),
+                ));
+            }
+        }
+    }
+    let (chain_error, authz_error) = if route.fail_unavailable {
+        (DenialKind::Unavailable, DenialKind::Unavailable)
+    } else {
+        (DenialKind::Unauthenticated, DenialKind::Forbidden)
+    };
+    Ok(Policy {
+        chain: Chain::new(entries, chain_error),
+        rules: Rules::new(route.rules.clone()),
+        authorizers,
+        on_error: authz_error,
+    })
+}
+
+fn display(path: &str) -> &str {
+    if path.is_empty() { "/" } else { path }
+}

@@ -1,0 +1,155 @@
+//! The configuration file: TOML read in two stages.
+//!
+//! 1. [`parse_str`]: TOML syntax, `${VAR}` expansion of string values ([`expand`]), then
+//!    the shape as serde types that refuse unknown keys ([`raw`]).
+//! 2. Validation into the types the gateway runs with ([`model`]): every value checked,
+//!    every error naming the file, the key path and the bad value, and the fix.
+//!
+//! [`load`] does both and is the one entry point for `serve`, `check` and `eval` (and for
+//! reloading). [`assemble`] then builds the providers: built-in validators, and Wasm
+//! components compiled and configured by the runtime.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"
+//! public_url = "https://mcp.example.com"
+//!
+//! [[routes]]
+//! path = "/mcp"
+//! upstream = "http://127.0.0.1:8000/mcp"
+//! chain = ["keys"]
+//!
+//! [providers.keys]
+//! type = "api_key"
+//! keys = [{ name = "ci", hash = "sha256:…", scopes = ["mcp:read"] }]
+//! ```
+
+pub mod assemble;
+mod error;
+mod expand;
+pub mod model;
+mod providers;
+pub mod raw;
+mod validate;
+
+use std::path::Path;
+
+pub use assemble::{Assembled, BuiltProvider, assemble, needs_wasm};
+pub use error::ConfigError;
+pub use model::Config;
+pub use validate::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES};
+
+use self::error::Reporter;
+use self::expand::{ExpandError, expand_value};
+use self::raw::RawConfig;
+
+/// Command-line settings that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--providers`.
+    pub providers_dir: Option<std::path::PathBuf>,
+}
+
+/// Reads and validates the config file at `path`. Relative paths inside it are taken from
+/// the file's folder; `${VAR}` reads the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, &Overrides::default())
+}
+
+/// [`load`] with command-line overrides applied before validation.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    load_str_with(&text, &path.display().to_string(), base_dir, overrides)
+}
+
+/// Validates config `text` named `source` in messages, with relative paths taken from
+/// `base_dir` and `${VAR}` read from the process environment.
+pub fn load_str(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    load_str_with(text, source, base_dir, &Overrides::default())
+}
+
+/// [`load_str`] with command-line overrides.
+pub fn load_str_with(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut raw = parse_str_with(text, source, &|var| std::env::var(var).ok())?;
+    if let Some(listen) = overrides.listen {
+        raw.server.listen = Some(listen.to_string());
+    }
+    if let Some(dir) = &overrides.providers_dir {
+        raw.server.providers_dir = Some(dir.display().to_string());
+    }
+    validate::validate(raw, &reporter(source), base_dir)
+}
+
+/// Stage one only: syntax, `${VAR}` expansion and shape. Used to check config snippets that
+/// are not whole files (every section may be absent).
+pub fn parse_str(text: &str, source: &str) -> Result<RawConfig, ConfigError> {
+    parse_str_with(text, source, &|var| std::env::var(var).ok())
+}
+
+/// Stage one with an explicit variable lookup (tests pass their own environment).
+pub fn parse_str_with(
+    text: &str,
+    source: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            file: source.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    let mut value = toml::Value::Table(table);
+    expand_value(&mut value, &mut Vec::new(), lookup).map_err(|e| match e {
+        ExpandError::Unset { key, var } => ConfigError::UnsetVariable {
+            file: source.to_owned(),
+            key,
+            var,
+        },
+        ExpandError::Malformed { key } => ConfigError::Invalid {
+            file: source.to_owned(),
+            key,
+            message: "has a malformed `${…}`: write `${VAR}`, `${VAR:-default}`, or `$${` for \
+                      a literal `${`"
+                .to_owned(),
+        },
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Shape {
+            file: source.to_owned(),
+            key: if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            },
+            message: shape_message(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// The deserializer's message without the `in `…`` line `toml` appends: the key path is
+/// already in front of it.
+fn shape_message(message: &str) -> String {
+    let message = message.trim_end();
+    match message.rfind("\nin `") {
+        Some(at) => message[..at].trim_end().to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn reporter(source: &str) -> Reporter {
+    Reporter {
+        file: source.to_owned(),
+    }
+}

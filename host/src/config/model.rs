@@ -1,0 +1,203 @@
+//! Stage two: the validated configuration the gateway runs with. Every value here has been
+//! checked; nothing is built yet (see [`super::assemble`] for the providers).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+use ipnet::IpNet;
+
+use crate::engine::OnDeny;
+use crate::engine::api_key::ApiKeySettings;
+use crate::engine::jwt::JwtSettings;
+use crate::engine::mtls::MtlsSettings;
+use crate::engine::rules::Rule;
+use crate::wasm::InstanceMode;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (a path, or `<embedded default>`), for messages.
+    pub source: String,
+    /// Listener and front-end settings.
+    pub server: Server,
+    /// Routes, longest path first.
+    pub routes: Vec<Route>,
+    /// Providers by name.
+    pub providers: BTreeMap<String, Provider>,
+    /// RFC 9728 metadata.
+    pub resource: Resource,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Canonical public URL without a trailing `/`.
+    pub public_url: String,
+    /// TLS, when on.
+    pub tls: Option<Tls>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Allowed `Origin` values, lower-case `scheme://host[:port]`.
+    pub allowed_origins: OriginPolicy,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Directory of `.wasm` providers.
+    pub providers_dir: PathBuf,
+    /// Path of the forward-auth endpoint, when on.
+    pub forward_auth_path: Option<String>,
+    /// Largest request body buffered for the engine.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// Which browser origins may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// Exactly these (plus the public URL's origin).
+    List(Vec<String>),
+    /// Not configured: the public URL's origin, plus any `localhost` / loopback origin when
+    /// the listener is on a loopback address.
+    Default {
+        /// Whether loopback origins are allowed.
+        loopback: bool,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// CA bundle for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required.
+    pub client_auth: ClientAuth,
+}
+
+/// Client-certificate policy when `client_ca` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Verified when presented; requests without one go on to the chain.
+    Optional,
+    /// The handshake fails without a valid client certificate.
+    Required,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix without a trailing `/` (`""` for the root route).
+    pub path: String,
+    /// Upstream base URL (`http://host:port/path`).
+    pub upstream: Uri,
+    /// Authentication chain.
+    pub chain: Vec<ChainItem>,
+    /// Authorizer provider names.
+    pub authorizers: Vec<String>,
+    /// Global rules followed by the route's own.
+    pub rules: Vec<Rule>,
+    /// Request headers removed before the upstream: the chain's credential headers (unless
+    /// `forward_auth_headers`) and `strip_headers`.
+    pub strip_headers: Vec<HeaderName>,
+    /// Whether credential headers pass to the upstream.
+    pub forward_auth_headers: bool,
+    /// Whether bodies are MCP JSON-RPC.
+    pub mcp: bool,
+    /// Whether a failing provider answers 503 (`true`) or 401/403.
+    pub fail_unavailable: bool,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the upstream's response headers.
+    pub response_timeout: Duration,
+}
+
+/// One chain position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainItem {
+    /// One provider.
+    One(String),
+    /// Every member must allow.
+    All(Vec<String>),
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Its name.
+    pub name: String,
+    /// What its denial does in a chain.
+    pub on_deny: OnDeny,
+    /// Type and settings.
+    pub settings: ProviderSettings,
+}
+
+/// A provider's type and settings.
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    /// `api_key`.
+    ApiKey(ApiKeySettings),
+    /// `jwt`.
+    Jwt(JwtSettings),
+    /// `mtls`.
+    Mtls(MtlsSettings),
+    /// `wasm`.
+    Wasm(WasmSettings),
+}
+
+impl ProviderSettings {
+    /// The `type` as written in config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::ApiKey(_) => "api_key",
+            Self::Jwt(_) => "jwt",
+            Self::Mtls(_) => "mtls",
+            Self::Wasm(_) => "wasm",
+        }
+    }
+}
+
+/// A `wasm` provider, validated.
+#[derive(Debug, Clone)]
+pub struct WasmSettings {
+    /// The component file.
+    pub component: PathBuf,
+    /// The config table as JSON.
+    pub config_json: String,
+    /// Secret name → reference (resolved when the provider is built).
+    pub secrets: BTreeMap<String, String>,
+    /// Body access.
+    pub body: bool,
+    /// Deadline per call.
+    pub timeout: Option<Duration>,
+    /// Memory cap per instance, bytes.
+    pub memory_bytes: Option<usize>,
+    /// Instance reuse.
+    pub instances: InstanceMode,
+}
+
+/// `[resource]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resource {
+    /// Authorization servers.
+    pub authorization_servers: Vec<String>,
+    /// Scopes this resource understands.
+    pub scopes_supported: Vec<String>,
+}

@@ -1,0 +1,216 @@
+//! Stage one: the config file's shape as serde types. Unknown keys are refused everywhere
+//! (`deny_unknown_fields`), so a typo is an error rather than a silently ignored setting.
+//! Nothing here checks values; [`super::validate`] does.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::engine::RuleSettings;
+use crate::engine::api_key::ApiKeySettings;
+use crate::engine::jwt::JwtSettings;
+use crate::engine::mtls::MtlsSettings;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// `[providers.NAME]`.
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    /// `[[rules]]`: rules for every route.
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    /// `[resource]`: the RFC 9728 metadata.
+    #[serde(default)]
+    pub resource: RawResource,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `host:port` to listen on (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// Canonical public URL; the resource identifier of RFC 9728.
+    pub public_url: Option<String>,
+    /// `[server.tls]`.
+    pub tls: Option<RawTls>,
+    /// CIDRs whose `X-Forwarded-*` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Browser origins allowed to call; absent means the default (see the gateway docs).
+    pub allowed_origins: Option<Vec<String>>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<String>,
+    /// Directory of `.wasm` providers (relative to the config file).
+    pub providers_dir: Option<String>,
+    /// Path of the forward-auth endpoint (default `/check`); `""` turns it off.
+    pub forward_auth_path: Option<String>,
+    /// Largest MCP request body buffered for the engine, in bytes (default 1 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// Seconds that shutdown waits for in-flight requests (default 30).
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// PEM CA bundle for client certificates; turns on mTLS.
+    pub client_ca: Option<String>,
+    /// `optional` (default) or `required`.
+    pub client_auth: Option<String>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path prefix, segment-wise.
+    pub path: String,
+    /// Upstream URL; the route's prefix is replaced by its path.
+    pub upstream: String,
+    /// Authentication chain: provider names, or `{ all = [..] }` groups.
+    #[serde(default)]
+    pub chain: Vec<RawChainEntry>,
+    /// Wasm authorizers run after the scope rules.
+    #[serde(default)]
+    pub authorizers: Vec<String>,
+    /// Rules for this route only, added to the global ones.
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    /// More request headers to remove before the upstream.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// Pass the credential headers to the upstream (off by default: no token passthrough).
+    #[serde(default)]
+    pub forward_auth_headers: bool,
+    /// Whether bodies are MCP JSON-RPC (default true).
+    pub mcp: Option<bool>,
+    /// `unavailable` (default, 503) or `deny` (401/403) when a provider fails.
+    pub on_error: Option<String>,
+    /// Upstream connect timeout, ms (default 5000).
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the upstream's response headers, ms (default 30000). Streams have no total
+    /// timeout.
+    pub response_timeout_ms: Option<u64>,
+}
+
+/// One chain position.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a provider name, or a group `{ all = [\"a\", \"b\"] }`"
+)]
+pub enum RawChainEntry {
+    /// A provider name.
+    One(String),
+    /// A group whose members must all allow.
+    All(RawAll),
+}
+
+/// `{ all = ["a", "b"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAll {
+    /// Members.
+    pub all: Vec<String>,
+}
+
+/// `[providers.NAME]`: `type`, the shared `on_deny`, and the type's own settings.
+#[derive(Debug, Clone)]
+pub struct RawProvider {
+    /// `stop` (default) or `next`.
+    pub on_deny: Option<String>,
+    /// The settings for this type.
+    pub settings: RawProviderSettings,
+}
+
+/// The type-specific part of a provider table, tagged by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RawProviderSettings {
+    /// Built-in API keys.
+    ApiKey(ApiKeySettings),
+    /// Built-in JWT validation.
+    Jwt(JwtSettings),
+    /// Built-in client-certificate identity.
+    Mtls(MtlsSettings),
+    /// A WebAssembly component.
+    Wasm(RawWasm),
+}
+
+/// The `on_deny` key is common to every provider type, so it is split off before the
+/// type's own table (which refuses unknown keys) sees the rest.
+#[derive(Debug, Deserialize)]
+struct ProviderTable {
+    #[serde(default)]
+    on_deny: Option<String>,
+    #[serde(flatten)]
+    settings: RawProviderSettings,
+}
+
+impl<'de> Deserialize<'de> for RawProvider {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let table = ProviderTable::deserialize(deserializer)?;
+        Ok(Self {
+            on_deny: table.on_deny,
+            settings: table.settings,
+        })
+    }
+}
+
+/// A `type = "wasm"` provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWasm {
+    /// Component name in the providers directory, or a path to a `.wasm` file.
+    pub component: String,
+    /// Passed to the component's `configure` as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// Secret name → `env://VAR`, `file://path` or a literal.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Whether the provider may read the request body.
+    #[serde(default)]
+    pub body: bool,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `pooled` (default) or `fresh`.
+    pub instances: Option<String>,
+}
+
+/// `limits = { timeout_ms, memory_mib }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Deadline per call, ms.
+    pub timeout_ms: Option<u64>,
+    /// Memory cap per instance, MiB.
+    pub memory_mib: Option<u64>,
+}
+
+/// `[resource]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// Authorization servers clients should get tokens from.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes this resource understands.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+}

@@ -1,0 +1,559 @@
+//! Stage two: checks every value of a [`RawConfig`] and builds the [`Config`] the gateway
+//! runs with. Each check names the key and the bad value, and says what to write instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+use ipnet::IpNet;
+
+use super::error::{ConfigError, Reporter};
+use super::model::{
+    ChainItem, ClientAuth, Config, LogFormat, OriginPolicy, Provider, Resource, Route, Server, Tls,
+};
+use super::providers::validate_provider;
+use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
+use crate::engine::RuleSettings;
+use crate::engine::rules::Rule;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default largest buffered request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Validates `raw`; relative paths are taken from `base_dir` (the config file's folder).
+pub(crate) fn validate(
+    raw: RawConfig,
+    report: &Reporter,
+    base_dir: &Path,
+) -> Result<Config, ConfigError> {
+    let server = server(&raw.server, report, base_dir)?;
+    let mut providers = BTreeMap::new();
+    for (name, provider) in raw.providers {
+        let validated = validate_provider(&name, provider, report, base_dir, &server)?;
+        providers.insert(name, validated);
+    }
+    if raw.routes.is_empty() {
+        return Err(report.invalid(
+            "routes",
+            "no route is configured; add a `[[routes]]` table with `path`, `upstream` and `chain`",
+        ));
+    }
+    let global_rules = rules(&raw.rules, "rules", report)?;
+    let mut all_rule_scopes: BTreeSet<String> = scopes_of(&raw.rules);
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+    for (i, raw_route) in raw.routes.iter().enumerate() {
+        all_rule_scopes.extend(scopes_of(&raw_route.rules));
+        let route = route(i, raw_route, &global_rules, &providers, report)?;
+        if let Some(other) = routes.iter().find(|r| r.path == route.path) {
+            return Err(report.invalid(
+                format!("routes[{i}].path"),
+                format!(
+                    "`{}` is already the path of another route (upstream `{}`); give each \
+                     route its own path",
+                    display_path(&other.path),
+                    other.upstream
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    check_jwt_audiences(&routes, &providers, &server, report)?;
+    // Longest prefix first, so the most specific route wins.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+    let resource = resource(raw.resource, all_rule_scopes, report)?;
+    Ok(Config {
+        source: report.file.clone(),
+        server,
+        routes,
+        providers,
+        resource,
+    })
+}
+
+fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server, ConfigError> {
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        report.invalid(
+            "server.listen",
+            format!(
+                "`{listen_text}` is not an `ip:port` address; write e.g. `127.0.0.1:8080` or \
+                 `0.0.0.0:8080` (names such as `localhost` are not resolved)"
+            ),
+        )
+    })?;
+    let public_url = match &raw.public_url {
+        Some(url) => public_url(url, report)?,
+        None if listen.ip().is_loopback() => {
+            let scheme = if raw.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{listen}")
+        }
+        None => {
+            return Err(report.invalid(
+                "server.public_url",
+                format!(
+                    "is required when listening on `{listen}` (not loopback): it is the resource \
+                     identifier clients and tokens use, e.g. `https://mcp.example.com`"
+                ),
+            ));
+        }
+    };
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|tls| self::tls(tls, report, base_dir))
+        .transpose()?;
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, cidr)| parse_cidr(cidr, &format!("server.trusted_proxies[{i}]"), report))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_origins = match &raw.allowed_origins {
+        None => OriginPolicy::Default {
+            loopback: listen.ip().is_loopback(),
+        },
+        Some(list) => OriginPolicy::List(
+            list.iter()
+                .enumerate()
+                .map(|(i, o)| origin(o, &format!("server.allowed_origins[{i}]"), report))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(report.invalid(
+                "server.log_format",
+                format!("`{other}` is not a log format; use `text` or `json`"),
+            ));
+        }
+    };
+    let forward_auth_path = match raw.forward_auth_path.as_deref() {
+        None => Some("/check".to_owned()),
+        Some("") => None,
+        Some(path) => {
+            Some(route_path(path, "server.forward_auth_path", report)?).filter(|p| !p.is_empty())
+        }
+    };
+    let max_body_bytes = match raw.max_body_bytes {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(0) => {
+            return Err(report.invalid(
+                "server.max_body_bytes",
+                "`0` would refuse every MCP request; use e.g. `1048576` (1 MiB)",
+            ));
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    Ok(Server {
+        listen,
+        public_url,
+        tls,
+        trusted_proxies,
+        allowed_origins,
+        log_format,
+        providers_dir: base_dir.join(raw.providers_dir.as_deref().unwrap_or("providers")),
+        forward_auth_path,
+        max_body_bytes,
+        shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
+    })
+}
+
+fn public_url(url: &str, report: &Reporter) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        report.invalid(
+            "server.public_url",
+            format!(
+                "`{url}` {why}; write the canonical URL clients use, e.g. \
+                 `https://mcp.example.com`"
+            ),
+        )
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("must start with `https://` (or `http://`)")),
+    }
+    if uri.authority().is_none() {
+        return Err(bad("has no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn tls(raw: &RawTls, report: &Reporter, base_dir: &Path) -> Result<Tls, ConfigError> {
+    let client_auth = match raw.client_auth.as_deref() {
+        None | Some("optional") => ClientAuth::Optional,
+        Some("required") => ClientAuth::Required,
+        Some(other) => {
+            return Err(report.invalid(
+                "server.tls.client_auth",
+                format!(
+                    "`{other}` is not a client-certificate policy; use `optional` or `required`"
+                ),
+            ));
+        }
+    };
+    if raw.client_auth.is_some() && raw.client_ca.is_none() {
+        return Err(report.invalid(
+            "server.tls.client_auth",
+            "is set but `client_ca` is not; add `client_ca = \"ca.pem\"` (the CA bundle that \
+             signs client certificates)",
+        ));
+    }
+    Ok(Tls {
+        cert: base_dir.join(&raw.cert),
+        key: base_dir.join(&raw.key),
+        client_ca: raw.client_ca.as_ref().map(|p| base_dir.join(p)),
+        client_auth,
+    })
+}
+
+fn parse_cidr(text: &str, key: &str, report: &Reporter) -> Result<IpNet, ConfigError> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(report.invalid(
+                key,
+                format!(
+                    "`{text}` has host bits set; did you mean `{}`?",
+                    net.trunc()
+                ),
+            ));
+        }
+        return Ok(net);
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        report.invalid(
+            key,
+            format!("`{text}` is not an IP address or CIDR such as `10.0.0.0/8` or `::1`"),
+        )
+    })
+}
+
+/// Normalises an origin to lower-case `scheme://host[:port]`.
+fn origin(text: &str, key: &str, report: &Reporter) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        report.invalid(
+            key,
+            format!("`{text}` {why}; write an origin such as `https://app.example.com`"),
+        )
+    };
+    if text == "*" {
+        return Err(bad(
+            "would let every web page call the gateway with the user's credentials",
+        ));
+    }
+    let uri: Uri = text.parse().map_err(|_| bad("is not an origin"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(bad("needs `http://` or `https://` and a host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("must not have a path"));
+    }
+    Ok(text.trim_end_matches('/').to_ascii_lowercase())
+}
+
+/// A route (or endpoint) path: starts with `/`, no empty, `.` or `..` segment; returned
+/// without its trailing `/`.
+fn route_path(path: &str, key: &str, report: &Reporter) -> Result<String, ConfigError> {
+    let trimmed = path.trim_end_matches('/');
+    let bad_segment = trimmed
+        .split('/')
+        .skip(1)
+        .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('%'));
+    if !path.starts_with('/') || bad_segment || path.contains(['?', '#', ' ']) {
+        return Err(report.invalid(
+            key,
+            format!(
+                "`{path}` is not a path prefix: it must start with `/` and have no empty, `.`, \
+                 `..` or percent-encoded segments, e.g. `/mcp`"
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "/" } else { path }
+}
+
+fn route(
+    i: usize,
+    raw: &RawRoute,
+    global_rules: &[Rule],
+    providers: &BTreeMap<String, Provider>,
+    report: &Reporter,
+) -> Result<Route, ConfigError> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    let path = route_path(&raw.path, &key("path"), report)?;
+    let upstream = upstream(&raw.upstream, &key("upstream"), report)?;
+    if raw.chain.is_empty() {
+        return Err(report.invalid(
+            key("chain"),
+            "is empty; list the providers that authenticate this route, e.g. \
+             `chain = [\"keys\"]`",
+        ));
+    }
+    let mut chain = Vec::with_capacity(raw.chain.len());
+    for (j, entry) in raw.chain.iter().enumerate() {
+        let entry_key = key(&format!("chain[{j}]"));
+        let item = match entry {
+            RawChainEntry::One(name) => {
+                authenticator(name, &entry_key, providers, report)?;
+                ChainItem::One(name.clone())
+            }
+            RawChainEntry::All(group) => {
+                if group.all.len() < 2 {
+                    return Err(report.invalid(
+                        format!("{entry_key}.all"),
+                        "an `all` group needs at least two providers; write a single provider \
+                         as a plain name",
+                    ));
+                }
+                for name in &group.all {
+                    authenticator(name, &format!("{entry_key}.all"), providers, report)?;
+                }
+                ChainItem::All(group.all.clone())
+            }
+        };
+        chain.push(item);
+    }
+    for (j, name) in raw.authorizers.iter().enumerate() {
+        let k = key(&format!("authorizers[{j}]"));
+        match providers.get(name).map(|p| p.settings.type_name()) {
+            Some("wasm") => {}
+            Some(other) => {
+                return Err(report.invalid(
+                    k,
+                    format!(
+                        "`{name}` is an `{other}` provider, which authenticates; only `wasm` \
+                         providers built for the authorizer world can be authorizers"
+                    ),
+                ));
+            }
+            None => return Err(unknown_provider(name, &k, providers, report)),
+        }
+    }
+    let mut rules = global_rules.to_vec();
+    rules.extend(self::rules(&raw.rules, &key("rules"), report)?);
+    let strip_headers = raw
+        .strip_headers
+        .iter()
+        .enumerate()
+        .map(|(j, h)| {
+            HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                report.invalid(
+                    key(&format!("strip_headers[{j}]")),
+                    format!("`{h}` is not a valid HTTP header name"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fail_unavailable = match raw.on_error.as_deref() {
+        None | Some("unavailable") => true,
+        Some("deny") => false,
+        Some(other) => {
+            return Err(report.invalid(
+                key("on_error"),
+                format!(
+                    "`{other}` is not a failure policy; use `unavailable` (503, default) or \
+                     `deny` (401/403)"
+                ),
+            ));
+        }
+    };
+    Ok(Route {
+        path,
+        upstream,
+        chain,
+        authorizers: raw.authorizers.clone(),
+        rules,
+        strip_headers,
+        forward_auth_headers: raw.forward_auth_headers,
+        mcp: raw.mcp.unwrap_or(true),
+        fail_unavailable,
+        connect_timeout: millis(
+            raw.connect_timeout_ms,
+            5_000,
+            &key("connect_timeout_ms"),
+            report,
+        )?,
+        response_timeout: millis(
+            raw.response_timeout_ms,
+            30_000,
+            &key("response_timeout_ms"),
+            report,
+        )?,
+    })
+}
+
+fn millis(
+    value: Option<u64>,
+    default: u64,
+    key: &str,
+    report: &Reporter,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(Duration::from_millis(default)),
+        Some(0) => Err(report.invalid(
+            key,
+            format!("`0` would fail every request; use a positive number (default {default})"),
+        )),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn upstream(text: &str, key: &str, report: &Reporter) -> Result<Uri, ConfigError> {
+    let uri: Uri = text.parse().map_err(|_| {
+        report.invalid(
+            key,
+            format!("`{text}` is not a URL; write e.g. `http://127.0.0.1:8000/mcp`"),
+        )
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(report.invalid(
+                key,
+                format!(
+                    "`{text}`: https upstreams are not supported yet; reach the upstream over \
+                     `http://` on a private network or a sidecar"
+                ),
+            ));
+        }
+        _ => {
+            return Err(report.invalid(
+                key,
+                format!("`{text}` must start with `http://`, e.g. `http://127.0.0.1:8000/mcp`"),
+            ));
+        }
+    }
+    if uri.authority().is_none() || uri.query().is_some() {
+        return Err(report.invalid(
+            key,
+            format!("`{text}` needs a host and no query, e.g. `http://127.0.0.1:8000/mcp`"),
+        ));
+    }
+    Ok(uri)
+}
+
+fn authenticator(
+    name: &str,
+    key: &str,
+    providers: &BTreeMap<String, Provider>,
+    report: &Reporter,
+) -> Result<(), ConfigError> {
+    if providers.contains_key(name) {
+        Ok(())
+    } else {
+        Err(unknown_provider(name, key, providers, report))
+    }
+}
+
+fn unknown_provider(
+    name: &str,
+    key: &str,
+    providers: &BTreeMap<String, Provider>,
+    report: &Reporter,
+) -> ConfigError {
+    let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+    let known = if known.is_empty() {
+        "none is defined".to_owned()
+    } else {
+        format!("defined: {}", known.join(", "))
+    };
+    report.invalid(
+        key,
+        format!("no provider is named `{name}` ({known}); add a `[providers.{name}]` table"),
+    )
+}
+
+fn rules(raw: &[RuleSettings], key: &str, report: &Reporter) -> Result<Vec<Rule>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, settings)| {
+            Rule::new(settings.clone())
+                .map_err(|e| report.invalid(format!("{key}[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+fn scopes_of(rules: &[RuleSettings]) -> BTreeSet<String> {
+    rules
+        .iter()
+        .flat_map(|r| r.scopes.iter().cloned())
+        .collect()
+}
+
+fn resource(
+    raw: RawResource,
+    rule_scopes: BTreeSet<String>,
+    report: &Reporter,
+) -> Result<Resource, ConfigError> {
+    for (i, server) in raw.authorization_servers.iter().enumerate() {
+        let ok = server.parse::<Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some()
+        });
+        if !ok {
+            return Err(report.invalid(
+                format!("resource.authorization_servers[{i}]"),
+                format!("`{server}` is not an issuer URL such as `https://auth.example.com`"),
+            ));
+        }
+    }
+    let scopes_supported = if raw.scopes_supported.is_empty() {
+        rule_scopes.into_iter().filter(|s| s != "*").collect()
+    } else {
+        raw.scopes_supported
+    };
+    Ok(Resource {
+        authorization_servers: raw.authorization_servers,
+        scopes_supported,
+    })
+}
+
+/// RFC 8707 / MCP: a token is for one resource. A JWT provider on a route must accept the
+/// route's resource URL (or the bare public URL) as audience, or tokens minted for this
+/// gateway would be refused — and tokens for other services could be accepted.
+fn check_jwt_audiences(
+    routes: &[Route],
+    providers: &BTreeMap<String, Provider>,
+    server: &Server,
+    report: &Reporter,
+) -> Result<(), ConfigError> {
+    use super::model::ProviderSettings;
+    for route in routes {
+        let resource = format!("{}{}", server.public_url, route.path);
+        let names = route.chain.iter().flat_map(|item| match item {
+            ChainItem::One(name) => std::slice::from_ref(name).iter(),
+            ChainItem::All(names) => names.iter(),
+        });
+        for name in names {
+            let Some(ProviderSettings::Jwt(jwt)) = providers.get(name).map(|p| &p.settings) else {
+                continue;
+            };
+            let accepted = jwt.audience.0.iter().any(|a| {
+                a.trim_end_matches('/') == resource || a.trim_end_matches('/') == server.public_url
+            });
+            if !accepted {
+                return Err(report.invalid(
+                    format!("providers.{name}.audience"),
+                    format!(
+                        "{:?} does not include this gateway's resource `{resource}` (route `{}`); \
+                         tokens must be minted for the resource they are used at: add \
+                         `audience = \"{resource}\"`",
+                        jwt.audience.0,
+                        display_path(&route.path),
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

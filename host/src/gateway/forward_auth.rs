@@ -1,0 +1,202 @@
+//! The forward-auth endpoint (`/check` by default) for nginx `auth_request`, Traefik
+//! ForwardAuth, Caddy `forward_auth` and Envoy `ext_authz` (HTTP).
+//!
+//! The original request is described by `X-Forwarded-Method` / `X-Forwarded-Uri` /
+//! `X-Forwarded-Host` (Traefik, Caddy) or `X-Original-Method` / `X-Original-URI` (nginx),
+//! believed only when the TCP peer is a trusted proxy; otherwise the check request itself is
+//! the original (Envoy sends the original method and `/check/<original path>`). The route is
+//! chosen by the original path. No body reaches this endpoint, so MCP tool rules cannot be
+//! enforced here; path, method and identity rules are.
+//!
+//! Answers: 200 with the identity headers; 401 with the challenge; 403; 400 for a malformed
+//! request; 503 when a provider failed.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+
+use super::ConnInfo;
+use super::body::{Body, empty};
+use super::proxy::add_identity_headers;
+use super::rejection::Rejection;
+use super::request::{ContextParts, check_origin, check_path, client_addr, context, is_trusted};
+use super::site::Site;
+use crate::engine::{Decision, Outcome};
+use crate::observability::Metrics;
+use crate::observability::logging::{AuditRecord, audit};
+
+/// Answers one forward-auth check.
+pub async fn check(
+    site: &Site,
+    request: Request<Body>,
+    conn: &ConnInfo,
+    metrics: &Metrics,
+) -> Response<Body> {
+    let (parts, _body) = request.into_parts();
+    let check_path_prefix = site.forward_auth_path.as_deref().unwrap_or("/check");
+    let trusted = conn
+        .peer
+        .is_some_and(|p| is_trusted(p.ip(), &site.trusted_proxies));
+    let (method, uri) = original(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        trusted,
+        check_path_prefix,
+    );
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (uri, None),
+    };
+    let deny = |rejection: Rejection, reason: &str, route: &str| {
+        audit(&AuditRecord {
+            route,
+            subject: None,
+            provider: "-",
+            verdict: "deny",
+            reason,
+            status: rejection.status().as_u16(),
+            method: method.as_str(),
+            path: &path,
+        });
+        rejection.into_response()
+    };
+    if let Err(rejection) = check_path(&path) {
+        return deny(rejection, "path not in normal form", check_path_prefix);
+    }
+    let Some(route) = site.route(&path) else {
+        return deny(
+            Rejection::Forbidden {
+                code: "access_denied".into(),
+                description: "no route covers this path".into(),
+            },
+            "no route",
+            check_path_prefix,
+        );
+    };
+    if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
+        return deny(rejection, "origin not allowed", route.label());
+    }
+    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
+    let ctx = context(
+        ContextParts {
+            method: &method,
+            path: &path,
+            query: query.as_deref(),
+            headers: &parts.headers,
+            peer,
+            client_cert: conn.client_cert.clone(),
+        },
+        route.mcp,
+        None,
+    );
+    let ctx = match ctx {
+        Ok(ctx) => Arc::new(ctx),
+        Err(rejection) => return deny(rejection, "malformed request", route.label()),
+    };
+    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
+    metrics.decision(&trace);
+    match decision {
+        Decision::Allow { identity, provider } => {
+            audit(&AuditRecord {
+                route: route.label(),
+                subject: Some(&identity.subject),
+                provider: &provider,
+                verdict: "allow",
+                reason: "",
+                status: 200,
+                method: method.as_str(),
+                path: &path,
+            });
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::OK;
+            add_identity_headers(response.headers_mut(), &identity, &provider);
+            response
+        }
+        Decision::Deny {
+            denial,
+            required_scopes,
+        } => {
+            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
+            let provider = trace.steps.last().map_or("-", |s| s.provider.as_str());
+            audit(&AuditRecord {
+                route: route.label(),
+                subject: None,
+                provider,
+                verdict: "deny",
+                reason: &denial.reason,
+                status: rejection.status().as_u16(),
+                method: method.as_str(),
+                path: &path,
+            });
+            rejection.into_response()
+        }
+    }
+}
+
+/// The original method and URI (path and query).
+fn original(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    trusted: bool,
+    check_path: &str,
+) -> (Method, String) {
+    let header = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+            .map(str::to_owned)
+    };
+    let forwarded_method = trusted
+        .then(|| header(["x-forwarded-method", "x-original-method"]))
+        .flatten()
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let forwarded_uri = trusted
+        .then(|| header(["x-forwarded-uri", "x-original-uri"]))
+        .flatten();
+    let uri = forwarded_uri.unwrap_or_else(|| {
+        // Envoy ext_authz sends `<check path><original path>`.
+        let original = match path.strip_prefix(check_path) {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => path,
+        };
+        match query {
+            Some(q) => format!("{original}?{q}"),
+            None => original.to_owned(),
+        }
+    });
+    (forwarded_method.unwrap_or_else(|| method.clone()), uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-uri", "/mcp?x=1".parse().expect("hv"));
+        headers.insert("x-forwarded-method", "DELETE".parse().expect("hv"));
+        let (m, uri) = original(&Method::GET, "/check", None, &headers, true, "/check");
+        assert_eq!((m, uri.as_str()), (Method::DELETE, "/mcp?x=1"));
+        let (m, uri) = original(&Method::GET, "/check", None, &headers, false, "/check");
+        assert_eq!((m, uri.as_str()), (Method::GET, "/check"));
+    }
+
+    #[test]
+    fn envoy_style_path_suffix_is_the_original_path() {
+        let headers = HeaderMap::new();
+        let (m, uri) = original(
+            &Method::POST,
+            "/check/mcp",
+            Some("a=b"),
+            &headers,
+            false,
+            "/check",
+        );
+        assert_eq!((m, uri.as_str()), (Method::POST, "/mcp?a=b"));
+    }
+}

@@ -1,0 +1,312 @@
+//! Filtering `tools/list`, `resources/list` and `prompts/list` responses down to what the
+//! caller may use, so clients are not shown tools they would be refused.
+//!
+//! The request body tells which JSON-RPC ids are listing calls; only responses to those ids
+//! are touched. A JSON response is filtered whole; an SSE response is filtered event by
+//! event as it streams (an event is held only until its blank line arrives). A listing that
+//! cannot be parsed is not passed through unfiltered: the stream ends with an error.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use serde_json::Value;
+
+use super::body::{Body, BoxError};
+use crate::mcp::{ListKind, McpCall, filter_listing};
+
+/// Largest SSE event (or JSON listing) held for filtering.
+pub const MAX_LISTING_BYTES: usize = 16 << 20;
+
+/// Decides whether one listed entry stays.
+pub type Allow = Arc<dyn Fn(&McpCall) -> bool + Send + Sync>;
+
+/// The listing calls of one request and the caller's permission check.
+#[derive(Clone)]
+pub struct ListingFilter {
+    ids: Vec<(Value, ListKind)>,
+    allow: Allow,
+}
+
+impl std::fmt::Debug for ListingFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListingFilter")
+            .field("ids", &self.ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListingFilter {
+    /// A filter for the listing calls in `body`, or `None` when it has none.
+    pub fn for_request(body: &[u8], allow: Allow) -> Option<Self> {
+        let ids = listing_ids(body);
+        (!ids.is_empty()).then_some(Self { ids, allow })
+    }
+
+    /// Filters one JSON-RPC message (or a batch) in place; returns whether it changed.
+    pub fn filter_value(&self, value: &mut Value) -> bool {
+        match value {
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= self.filter_value(item);
+                }
+                changed
+            }
+            Value::Object(_) => {
+                let Some(kind) = value
+                    .get("id")
+                    .and_then(|id| self.ids.iter().find(|(i, _)| i == id))
+                    .map(|(_, kind)| *kind)
+                else {
+                    return false;
+                };
+                filter_listing(value, kind, |call| (self.allow)(call)) > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Filters a complete JSON body. Unparseable JSON is an error (fail closed).
+    pub fn filter_json(&self, body: &[u8]) -> Result<Bytes, BoxError> {
+        let mut value: Value = serde_json::from_slice(body)?;
+        if self.filter_value(&mut value) {
+            Ok(Bytes::from(serde_json::to_vec(&value)?))
+        } else {
+            Ok(Bytes::copy_from_slice(body))
+        }
+    }
+
+    /// Filters one SSE event block (without its terminating blank line).
+    fn filter_event(&self, event: &[u8]) -> Result<Option<Vec<u8>>, BoxError> {
+        let text = std::str::from_utf8(event)?;
+        let mut data = String::new();
+        let mut has_data = false;
+        for line in text.lines() {
+            if let Some(value) = line.strip_prefix("data:") {
+                if has_data {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                has_data = true;
+            }
+        }
+        if !has_data {
+            return Ok(None);
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(&data) else {
+            // Not JSON: not a JSON-RPC message, so not a listing.
+            return Ok(None);
+        };
+        if !self.filter_value(&mut value) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(event.len());
+        let mut wrote_data = false;
+        for line in text.lines() {
+            if line.starts_with("data:") {
+                if !wrote_data {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&serde_json::to_vec(&value)?);
+                    out.push(b'\n');
+                    wrote_data = true;
+                }
+            } else {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// `(id, kind)` of every listing request in a JSON-RPC body.
+fn listing_ids(body: &[u8]) -> Vec<(Value, ListKind)> {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let kind = ListKind::from_method(item.get("method")?.as_str()?)?;
+            Some((item.get("id")?.clone(), kind))
+        })
+        .collect()
+}
+
+/// An SSE body whose listing events are filtered as they pass.
+pub struct SseFilterBody {
+    inner: Body,
+    filter: ListingFilter,
+    pending: BytesMut,
+    ready: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl std::fmt::Debug for SseFilterBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseFilterBody")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SseFilterBody {
+    /// Wraps an upstream SSE body.
+    pub fn new(inner: Body, filter: ListingFilter) -> Self {
+        Self {
+            inner,
+            filter,
+            pending: BytesMut::new(),
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Moves every complete event from `pending` to `ready`, filtered.
+    fn drain_events(&mut self) -> Result<(), BoxError> {
+        while let Some((end, sep)) = event_end(&self.pending) {
+            let block = self.pending.split_to(end + sep).freeze();
+            match self.filter.filter_event(&block[..end])? {
+                Some(mut filtered) => {
+                    filtered.push(b'\n');
+                    self.ready.push_back(Bytes::from(filtered));
+                }
+                None => self.ready.push_back(block),
+            }
+        }
+        if self.pending.len() > MAX_LISTING_BYTES {
+            return Err("an SSE event from the upstream is too large to filter".into());
+        }
+        Ok(())
+    }
+}
+
+/// Position of the end of the first event and the length of its separator.
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = find(buf, b"\n\n").map(|i| (i + 1, 1));
+    let crlf = find(buf, b"\r\n\r\n").map(|i| (i + 2, 2));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl http_body::Body for SseFilterBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.done = true;
+                    if !self.pending.is_empty() {
+                        // A last event without its blank line: filter it all the same.
+                        let rest = self.pending.split().freeze();
+                        let out = match self.filter.filter_event(&rest)? {
+                            Some(filtered) => Bytes::from(filtered),
+                            None => rest,
+                        };
+                        self.ready.push_back(out);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.pending.extend_from_slice(&data);
+                        self.drain_events()?;
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::McpTarget;
+    use http_body_util::BodyExt as _;
+
+    fn no_admin() -> Allow {
+        Arc::new(
+            |call: &McpCall| !matches!(&call.target, McpTarget::Tool(t) if t.starts_with("admin_")),
+        )
+    }
+
+    #[test]
+    fn only_listing_ids_are_collected() {
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"x"}}]"#;
+        let filter = ListingFilter::for_request(body, no_admin()).expect("has a listing");
+        assert_eq!(filter.ids.len(), 1);
+        assert!(
+            ListingFilter::for_request(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, no_admin())
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn sse_listing_is_filtered_across_chunk_boundaries() {
+        let filter = ListingFilter::for_request(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+            no_admin(),
+        )
+        .expect("listing");
+        let event = "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"admin_reset\"}]}}\n\n";
+        let other = "data: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{\"tools\":[{\"name\":\"admin_x\"}]}}\n\n";
+        let whole = format!("{event}{other}");
+        let (a, b) = whole.split_at(40);
+        let inner = Chunks(vec![Bytes::from(b.to_owned()), Bytes::from(a.to_owned())]);
+        let body = SseFilterBody::new(super::super::body::boxed(inner), filter);
+        let out = body.collect().await.expect("body").to_bytes();
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(out.starts_with("id: 1\ndata: "), "got: {out}");
+        assert!(!out.contains("admin_reset"), "got: {out}");
+        assert!(out.contains("admin_x"), "other ids pass unchanged: {out}");
+    }
+
+    /// A body yielding fixed chunks (stored in reverse), one per poll.
+    struct Chunks(Vec<Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
+        }
+    }
+}

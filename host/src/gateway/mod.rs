@@ -1,0 +1,101 @@
+//! The gateway: an HTTP front end over the engine.
+//!
+//! - [`Gateway`] holds the current [`Site`] (swapped whole on reload) and the metrics, and
+//!   answers requests with [`Gateway::handle`], which tests call without binding a port.
+//! - [`listener`] accepts connections (HTTP/1.1 and HTTP/2, optionally TLS with client
+//!   certificates) and drains them on shutdown.
+//! - [`handler`] runs one request: public endpoints ([`metadata`], health, metrics,
+//!   [`forward_auth`]), then the route's policy and the [`proxy`].
+//! - [`rejection`] is the one place where refusals get their status and challenge.
+//!
+//! Origin policy: a present `Origin` header must be the public URL's origin or one listed
+//! in `server.allowed_origins`. Without that list, a gateway listening on a loopback
+//! address also accepts `localhost` / loopback origins (local MCP clients and inspectors
+//! run there); one listening elsewhere accepts only the public origin. Requests without
+//! `Origin` (non-browser clients) are not affected.
+
+pub mod body;
+pub mod forward_auth;
+pub mod handler;
+pub mod listener;
+pub mod listing;
+pub mod metadata;
+pub mod proxy;
+pub mod rejection;
+pub mod request;
+pub mod site;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+
+pub use self::body::{Body, BoxError};
+pub use self::listener::serve;
+pub use self::rejection::Rejection;
+pub use self::site::Site;
+use crate::context::ClientCert;
+use crate::engine::BoxFuture;
+use crate::observability::Metrics;
+
+/// What the listener knows about a connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: Option<SocketAddr>,
+    /// The client certificate verified during the TLS handshake.
+    pub client_cert: Option<ClientCert>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    site: ArcSwap<Site>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// A gateway serving `site`.
+    pub fn new(site: Site, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            site: ArcSwap::from_pointee(site),
+            metrics,
+        })
+    }
+
+    /// Replaces the site; requests in flight finish on the old one.
+    pub fn swap(&self, site: Site) {
+        self.site.store(Arc::new(site));
+    }
+
+    /// The site being served.
+    pub fn site(&self) -> Arc<Site> {
+        self.site.load_full()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request.
+    ///
+    /// The future is boxed as `Send` here, where every lifetime is concrete: spawned
+    /// connection tasks otherwise hit rustc's higher-ranked `Send` inference limits.
+    pub fn handle<'a>(
+        &'a self,
+        request: Request<Body>,
+        conn: &'a ConnInfo,
+    ) -> BoxFuture<'a, Response<Body>> {
+        Box::pin(async move {
+            let site = self.site.load_full();
+            let (label, response) = handler::handle(&site, request, conn, &self.metrics).await;
+            self.metrics.request(&label, response.status().as_u16());
+            response
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! One immutable, ready-to-serve configuration of the gateway: the routes with their
+//! policies and upstream pools, the metadata documents, the readiness report. A reload
+//! builds a new [`Site`] and swaps it in whole; requests in flight keep the one they began
+//! with.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderName;
+use ipnet::IpNet;
+
+use super::metadata::{document, metadata_url};
+use super::proxy::Upstream;
+use super::rejection::ChallengeInfo;
+use crate::config::model::{ChainItem, OriginPolicy, ProviderSettings, Route};
+use crate::config::{Assembled, Config};
+use crate::engine::Policy;
+use crate::engine::api_key::CredentialLocation;
+use crate::engine::jwt::JwtValidator;
+use crate::engine::rules::path_has_prefix;
+
+/// A route ready to serve.
+#[derive(Debug)]
+pub struct LiveRoute {
+    /// Path prefix (`""` for the root).
+    pub path: String,
+    /// The decision function.
+    pub policy: Policy,
+    /// The upstream pool.
+    pub upstream: Upstream,
+    /// Headers removed before the upstream.
+    pub strip: Vec<HeaderName>,
+    /// Whether bodies are MCP JSON-RPC.
+    pub mcp: bool,
+    /// Whether POST bodies are buffered for the engine.
+    pub wants_body: bool,
+    /// Where challenges point.
+    pub challenge: ChallengeInfo,
+    /// The route's RFC 9728 document.
+    pub metadata: Bytes,
+}
+
+impl LiveRoute {
+    /// The label used in metrics and logs.
+    pub fn label(&self) -> &str {
+        if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        }
+    }
+}
+
+/// Everything one configuration serves.
+#[derive(Debug)]
+pub struct Site {
+    /// Canonical public URL.
+    pub public_url: String,
+    /// Lower-case origin of the public URL.
+    pub public_origin: String,
+    /// Trusted proxy networks.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origin policy.
+    pub origins: OriginPolicy,
+    /// Forward-auth endpoint path.
+    pub forward_auth_path: Option<String>,
+    /// Request-body buffering limit.
+    pub max_body_bytes: usize,
+    /// Routes, longest prefix first.
+    pub routes: Vec<LiveRoute>,
+    /// Metadata for the public URL itself.
+    pub root_metadata: Bytes,
+    /// Body of `/readyz`.
+    pub readiness: Bytes,
+    /// JWT validators, for metrics.
+    pub jwt_validators: Vec<(String, Arc<JwtValidator>)>,
+}
+
+impl Site {
+    /// Builds the site from a validated config and its assembled providers.
+    pub fn new(config: &Config, assembled: Assembled) -> Self {
+        let public_url = config.server.public_url.clone();
+        let routes = config
+            .routes
+            .iter()
+            .zip(assembled.policies)
+            .map(|(route, policy)| live_route(config, route, policy))
+            .collect();
+        let readiness = serde_json::json!({
+            "status": "ready",
+            "providers": assembled.providers.values().map(|p| {
+                let mut entry = serde_json::json!({ "name": p.name, "type": p.type_name });
+                if let Some((path, hash)) = &p.component {
+                    entry["component"] = serde_json::json!(path.display().to_string());
+                    entry["sha256"] = serde_json::json!(hash);
+                }
+                entry
+            }).collect::<Vec<_>>(),
+        });
+        let jwt_validators = assembled
+            .providers
+            .values()
+            .filter_map(|p| p.jwt.clone().map(|v| (p.name.clone(), v)))
+            .collect();
+        Self {
+            public_origin: origin_of(&public_url),
+            root_metadata: document(&public_url, &config.resource),
+            public_url,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            origins: config.server.allowed_origins.clone(),
+            forward_auth_path: config.server.forward_auth_path.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            routes,
+            readiness: Bytes::from(readiness.to_string()),
+            jwt_validators,
+        }
+    }
+
+    /// The route serving `path`: the longest matching prefix.
+    pub fn route(&self, path: &str) -> Option<&LiveRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.path.is_empty() || path_has_prefix(path, &r.path))
+    }
+
+    /// The metadata document served at `well_known_suffix` (after
+    /// `/.well-known/oauth-protected-resource`).
+    pub fn metadata(&self, suffix: &str) -> Option<&Bytes> {
+        if suffix.is_empty() || suffix == "/" {
+            return Some(
+                self.routes
+                    .iter()
+                    .find(|r| r.path.is_empty())
+                    .map_or(&self.root_metadata, |r| &r.metadata),
+            );
+        }
+        let suffix = suffix.trim_end_matches('/');
+        self.routes
+            .iter()
+            .find(|r| r.path == suffix)
+            .map(|r| &r.metadata)
+    }
+}
+
+fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
+    let public_url = &config.server.public_url;
+    let resource_url = format!("{public_url}{}", route.path);
+    let names: Vec<&String> = route
+        .chain
+        .iter()
+        .flat_map(|item| match item {
+            ChainItem::One(name) => std::slice::from_ref(name).iter(),
+            ChainItem::All(names) => names.iter(),
+        })
+        .chain(route.authorizers.iter())
+        .collect();
+    let mut strip: Vec<HeaderName> = route.strip_headers.clone();
+    if !route.forward_auth_headers {
+        strip.push(http::header::AUTHORIZATION);
+        for name in &names {
+            let location = match config.providers.get(*name).map(|p| &p.settings) {
+                Some(ProviderSettings::ApiKey(s)) => {
+                    CredentialLocation::from_settings(s.header.as_deref(), s.scheme.as_deref())
+                }
+                Some(ProviderSettings::Jwt(s)) => {
+                    CredentialLocation::from_settings(s.header.as_deref(), s.scheme.as_deref())
+                }
+                _ => continue,
+            };
+            if let Ok(location) = location
+                && !strip.contains(location.header())
+            {
+                strip.push(location.header().clone());
+            }
+        }
+    }
+    let wants_body = route.mcp
+        || names.iter().any(|name| {
+            matches!(
+                config.providers.get(*name).map(|p| &p.settings),
+                Some(ProviderSettings::Wasm(w)) if w.body
+            )
+        });
+    let default_scopes = config.resource.scopes_supported.clone();
+    LiveRoute {
+        path: route.path.clone(),
+        policy,
+        upstream: Upstream::new(
+            route.upstream.clone(),
+            route.connect_timeout,
+            route.response_timeout,
+        ),
+        strip,
+        mcp: route.mcp,
+        wants_body,
+        challenge: ChallengeInfo {
+            metadata_url: metadata_url(public_url, &route.path),
+            default_scopes,
+        },
+        metadata: document(&resource_url, &config.resource),
+    }
+}
+
+/// `scheme://host[:port]` of a URL, lower-case.
+fn origin_of(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    match lower.find("://") {
+        Some(i) => {
+            let after = &lower[i + 3..];
+            let end = after.find('/').unwrap_or(after.len());
+            lower[..i + 3 + end].to_owned()
+        }
+        None => lower,
+    }
+}

@@ -1,0 +1,53 @@
+//! The `portcullis` binary: parse the command line, run the command, map the outcome to an
+//! exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use portcullis::cli::{self, Cli, Command, ServeArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => {
+                cli::serve(&args).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Check(args) => {
+                println!("{}", cli::check(&args).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Eval(args) => {
+                let report = cli::eval(&args).await?;
+                print!("{}", report.text);
+                Ok(if report.allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            Command::HashKey(args) => {
+                println!("{}", cli::hash_key(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `portcullis_requests_total` | `route`, `status` |
+//! | `portcullis_decisions_total` | `provider`, `verdict` (`allow`, `deny`, `abstain`, `error`) |
+//! | `portcullis_provider_duration_seconds` | `provider` |
+//! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `other`) |
+//! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `timeout`, `other`) |
+//! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::jwt::JwtValidator;
+use crate::engine::{StepOutcome, Trace};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    provider: String,
+    verdict: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    provider: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksLabels {
+    provider: String,
+    result: &'static str,
+}
+
+type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
+
+/// The gateway's metrics. One per process; shared by every configuration it runs.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    latency: HistogramFamily,
+    wasm_failures: Family<KindLabels, Counter>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    jwks: Arc<JwksCollector>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 µs to ~1 s: built-in validators sit at the bottom, remote JWKS fetches at the top.
+    Histogram::new(exponential_buckets(1e-6, 4.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Provider verdicts, by provider and verdict",
+            decisions.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "provider_duration_seconds",
+            "Time spent in each provider per request",
+            latency.clone(),
+        );
+        let wasm_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "wasm_failures",
+            "Wasm provider calls that trapped, timed out or failed otherwise",
+            wasm_failures.clone(),
+        );
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed to connect, timed out or broke",
+            upstream_errors.clone(),
+        );
+        let jwks = Arc::new(JwksCollector::default());
+        registry.register_collector(Box::new(jwks.clone()));
+        Self {
+            registry,
+            requests,
+            decisions,
+            latency,
+            wasm_failures,
+            upstream_errors,
+            jwks,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Counts each step of a decision and its latency.
+    pub fn decision(&self, trace: &Trace) {
+        for step in &trace.steps {
+            let provider = step.provider.clone();
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    provider: provider.clone(),
+                    verdict: step.outcome.as_str(),
+                })
+                .inc();
+            // Precision loss is irrelevant at microsecond scale.
+            #[expect(clippy::cast_precision_loss, reason = "microseconds fit in f64")]
+            let seconds = step.micros as f64 / 1e6;
+            self.latency
+                .get_or_create(&ProviderLabels {
+                    provider: provider.clone(),
+                })
+                .observe(seconds);
+            if step.outcome == StepOutcome::Error {
+                // The runtime's errors read "provider `x` timed out …" / "… trapped: …".
+                let kind = if step.reason.contains("timed out") {
+                    "timeout"
+                } else if step.reason.contains("trapped") {
+                    "trap"
+                } else {
+                    "other"
+                };
+                self.wasm_failures
+                    .get_or_create(&KindLabels { provider, kind })
+                    .inc();
+            }
+        }
+    }
+
+    /// Counts a failed upstream request (`connect`, `timeout` or `other`).
+    pub fn upstream_error(&self, route: &str, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamLabels {
+                route: route.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Replaces the JWT validators whose key-fetch counters are exported.
+    pub fn set_jwt_validators(&self, validators: Vec<(String, Arc<JwtValidator>)>) {
+        *self
+            .jwks
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = validators;
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Reads the JWT validators' own counters at scrape time.
+#[derive(Debug, Default)]
+struct JwksCollector {
+    validators: Mutex<Vec<(String, Arc<JwtValidator>)>>,
+}
+
+impl Collector for JwksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let validators = self
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut family = encoder.encode_descriptor(
+            "portcullis_jwks_fetches",
+            "JWKS and discovery fetches, by provider and result",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (name, validator) in validators {
+            let stats = validator.fetch_stats();
+            for (result, value) in [("success", stats.successes), ("failure", stats.failures)] {
+                let labels = JwksLabels {
+                    provider: name.clone(),
+                    result,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

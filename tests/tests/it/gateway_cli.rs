@@ -1,0 +1,223 @@
+//! The commands behind `portcullis check`, `eval` and `hash-key`, the embedded demo
+//! configuration served end to end, and swapping a running gateway's site.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::cli::{self, CheckArgs, EvalArgs, HashKeyArgs};
+use portcullis::gateway::{Gateway, serve};
+use portcullis::observability::Metrics;
+
+use crate::gateway_harness::{READER_KEY, STANDARD, fill, send, start, tool_text};
+
+fn write_config(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
+    let text = fill(
+        template,
+        "127.0.0.1:8080".parse().expect("addr"),
+        "http://127.0.0.1:9/mcp",
+    );
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test]
+async fn check_accepts_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), STANDARD);
+    let summary = cli::check(&CheckArgs {
+        config: path.clone(),
+        providers: None,
+    })
+    .await
+    .expect("the standard config checks");
+    assert!(summary.contains("OK"), "{summary}");
+    assert!(summary.contains("keys (api_key)"), "{summary}");
+
+    let bad = STANDARD.replace("chain = [\"keys\"]", "chain = [\"keys\", \"ghost\"]");
+    let path = write_config(dir.path(), &bad);
+    let error = cli::check(&CheckArgs {
+        config: path.clone(),
+        providers: None,
+    })
+    .await
+    .expect_err("an unknown provider is refused");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(
+        message.contains("no provider is named `ghost`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn check_compiles_wasm_components_and_reports_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = format!(
+        "{STANDARD}\n[providers.partner]\ntype = \"wasm\"\ncomponent = \"nowhere/partner-token.wasm\"\n"
+    );
+    let path = write_config(dir.path(), &template);
+    let error = cli::check(&CheckArgs {
+        config: path,
+        providers: None,
+    })
+    .await
+    .expect_err("a missing component is refused");
+    assert!(
+        error.to_string().contains("providers.partner.component"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn eval_prints_the_decision_the_answer_and_the_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), STANDARD);
+    let body = dir.path().join("call.json");
+    std::fs::write(
+        &body,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset"}}"#,
+    )
+    .expect("write body");
+    let args = |headers: Vec<String>| EvalArgs {
+        config: path.clone(),
+        providers: None,
+        method: "POST".into(),
+        path: "/mcp".into(),
+        headers,
+        body: Some(body.clone()),
+        peer: None,
+    };
+    let denied = cli::eval(&args(vec![format!("Authorization: Bearer {READER_KEY}")]))
+        .await
+        .expect("eval runs");
+    assert!(!denied.allowed);
+    assert!(denied.text.contains("answer   403"), "{}", denied.text);
+    assert!(
+        denied
+            .text
+            .contains("error=\"insufficient_scope\", scope=\"admin mcp:read\""),
+        "{}",
+        denied.text
+    );
+    assert!(denied.text.contains("authn   keys"), "{}", denied.text);
+    assert!(
+        !denied.text.contains(READER_KEY),
+        "eval must not print credentials"
+    );
+
+    let anonymous = cli::eval(&args(vec![])).await.expect("eval runs");
+    assert!(
+        anonymous.text.contains("answer   401"),
+        "{}",
+        anonymous.text
+    );
+}
+
+#[test]
+fn hash_key_prints_the_sha256_form() {
+    let hashed = cli::hash_key(&HashKeyArgs {
+        key: Some("s3cret".into()),
+        stdin: false,
+    })
+    .expect("hash");
+    assert_eq!(
+        hashed,
+        "sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0"
+    );
+}
+
+#[tokio::test]
+async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
+    let providers = tempfile::tempdir().expect("tempdir");
+    for (from, to) in [
+        (
+            portcullis_tests::guests::PARTNER_TOKEN,
+            "partner-token.wasm",
+        ),
+        (
+            portcullis_tests::guests::MCP_TOOL_POLICY,
+            "mcp-tool-policy.wasm",
+        ),
+    ] {
+        std::fs::copy(from, providers.path().join(to)).expect("copy component");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let loaded = cli::load_site_with(
+        None,
+        Some(providers.path()),
+        Some(addr),
+        Some(portcullis_tests::runtime().clone()),
+    )
+    .await
+    .expect("the demo loads");
+    let (_upstream, setup) = loaded.demo.as_ref().expect("demo mode");
+    assert!(setup.partner_token, "notes: {:?}", setup.notes);
+    let banner = portcullis::demo::banner(setup, &loaded.config.server.public_url);
+    assert!(banner.contains("curl -s http://"), "{banner}");
+    assert!(banner.contains(portcullis::demo::DEMO_READ_KEY), "{banner}");
+
+    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
+    let task = tokio::spawn(serve(
+        listener,
+        gateway,
+        None,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let url = format!("http://{addr}/mcp");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    for auth in [
+        format!("Bearer {}", setup.read_key),
+        "partner-token demo-partner:demo-secret".to_owned(),
+    ] {
+        let reply = send(
+            &url,
+            "POST",
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("authorization", &auth),
+            ],
+            Some(init),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{auth}: {}", reply.body);
+    }
+    let anonymous = send(
+        &url,
+        "POST",
+        &[("content-type", "application/json")],
+        Some(init),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    task.abort();
+}
+
+#[tokio::test]
+async fn swapping_the_site_applies_to_new_requests() {
+    let h = start(STANDARD).await;
+    let session = h.mcp_session(READER_KEY).await;
+    let whoami = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let before = h.mcp_post(Some(READER_KEY), Some(&session), whoami).await;
+    assert_eq!(before.status, 200);
+    assert!(tool_text(&before).contains("\"x-portcullis-subject\":[\"reader\"]"));
+
+    // The same config with the reader key removed.
+    let upstream = h.upstream.as_ref().expect("upstream").url.clone();
+    let text = fill(STANDARD, h.addr, &upstream)
+        .replace("  { name = \"reader\"", "#  { name = \"reader\"");
+    let config =
+        portcullis::config::load_str(&text, "<swap>", std::path::Path::new(".")).expect("valid");
+    let assembled = portcullis::config::assemble(&config, None)
+        .await
+        .expect("assembles");
+    h.gateway
+        .swap(portcullis::gateway::Site::new(&config, assembled));
+    let after = h.mcp_post(Some(READER_KEY), Some(&session), whoami).await;
+    assert_eq!(after.status, 401, "the new site no longer knows the key");
+}

@@ -1,0 +1,278 @@
+//! Shared set-up for the gateway tests: a real gateway on port 0, configured from TOML
+//! through the same `config::load_str` → `assemble` path as `portcullis serve`, in front of
+//! the embedded demo MCP server (rmcp, Streamable HTTP); and a small raw HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use portcullis::config;
+use portcullis::demo::upstream::{DemoUpstream, spawn_demo_upstream};
+use portcullis::engine::api_key::hash_key;
+use portcullis::gateway::{Gateway, Site, serve};
+use portcullis::observability::Metrics;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Key with `mcp:read`.
+pub const READER_KEY: &str = "test-reader-key-0001";
+/// Key with `mcp:read admin`.
+pub const ADMIN_KEY: &str = "test-admin-key-0002";
+/// Key with no scopes.
+pub const NOSCOPE_KEY: &str = "test-noscope-key-0003";
+
+/// The standard test configuration. `{listen}`, `{gateway}` and `{upstream}` are filled in
+/// by [`start`]; `{reader}`, `{admin}`, `{noscope}` become key hashes.
+pub const STANDARD: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "{gateway}"
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["keys"]
+
+[providers.keys]
+type = "api_key"
+keys = [
+  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
+  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
+  { name = "noscope", hash = "{noscope}", scopes = [] },
+]
+
+[[rules]]
+path = "/mcp"
+scopes = ["mcp:read"]
+
+[[rules]]
+mcp_method = "tools/call"
+tool = "admin_*"
+scopes = ["admin"]
+
+[resource]
+authorization_servers = ["https://auth.example.com"]
+scopes_supported = ["mcp:read", "admin"]
+"#;
+
+/// A running gateway (and, usually, the demo upstream behind it).
+pub struct Harness {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub base: String,
+    /// The gateway, for swapping sites.
+    pub gateway: Arc<Gateway>,
+    /// The demo upstream, when started.
+    pub upstream: Option<DemoUpstream>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Fills the placeholders of a config template.
+pub fn fill(template: &str, addr: SocketAddr, upstream: &str) -> String {
+    template
+        .replace("{listen}", &addr.to_string())
+        .replace("{gateway}", &format!("http://{addr}"))
+        .replace("{upstream}", upstream)
+        .replace("{reader}", &hash_key(READER_KEY))
+        .replace("{admin}", &hash_key(ADMIN_KEY))
+        .replace("{noscope}", &hash_key(NOSCOPE_KEY))
+}
+
+/// Starts the demo upstream and a gateway configured by `template` in front of it.
+pub async fn start(template: &str) -> Harness {
+    let upstream = spawn_demo_upstream().await.expect("demo upstream starts");
+    let url = upstream.url.clone();
+    let mut harness = start_with_upstream(template, &url).await;
+    harness.upstream = Some(upstream);
+    harness
+}
+
+/// Starts a gateway configured by `template` in front of `upstream_url`.
+pub async fn start_with_upstream(template: &str, upstream_url: &str) -> Harness {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let text = fill(template, addr, upstream_url);
+    let config = config::load_str(&text, "<test config>", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"));
+    let runtime = config::needs_wasm(&config).then(portcullis_tests::runtime);
+    let assembled = config::assemble(&config, runtime)
+        .await
+        .unwrap_or_else(|e| panic!("test config assembles: {e}"));
+    let gateway = Gateway::new(Site::new(&config, assembled), Arc::new(Metrics::new()));
+    let tls = config.server.tls.as_ref().map(|t| {
+        portcullis::gateway::tls::server_config(t).unwrap_or_else(|e| panic!("test TLS: {e}"))
+    });
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve(
+        listener,
+        gateway.clone(),
+        tls,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Harness {
+        addr,
+        base: format!("http://{addr}"),
+        gateway,
+        upstream: None,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The JSON-RPC messages in the body: the body itself when JSON, or each SSE `data:`.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        if self.body.trim_start().starts_with(['{', '[']) {
+            return serde_json::from_str(&self.body).into_iter().collect();
+        }
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect()
+    }
+}
+
+impl Harness {
+    /// Sends one request and reads the whole reply (10 s deadline).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        send(&format!("{}{path}", self.base), method, headers, body).await
+    }
+
+    /// An MCP POST with the usual MCP headers.
+    pub async fn mcp_post(&self, key: Option<&str>, session: Option<&str>, body: &str) -> Reply {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
+        }
+        if let Some(session) = session {
+            headers.push(("mcp-session-id", session));
+            headers.push(("mcp-protocol-version", "2025-06-18"));
+        }
+        self.request("POST", "/mcp", &headers, Some(body)).await
+    }
+
+    /// Initializes an MCP session with `key`; returns the session id.
+    pub async fn mcp_session(&self, key: &str) -> String {
+        let init = self
+            .mcp_post(
+                Some(key),
+                None,
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw-test","version":"0"}}}"#,
+            )
+            .await;
+        assert_eq!(init.status, 200, "initialize: {}", init.body);
+        let session = init
+            .header("mcp-session-id")
+            .expect("the session id passes back through the gateway")
+            .to_owned();
+        let ack = self
+            .mcp_post(
+                Some(key),
+                Some(&session),
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            )
+            .await;
+        assert_eq!(ack.status, 202, "initialized: {}", ack.body);
+        session
+    }
+
+    /// Stops the gateway gracefully and waits for it (5 s deadline).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(8), task)
+                .await
+                .expect("the gateway stops within its grace period")
+                .expect("the gateway task does not panic");
+        }
+    }
+}
+
+/// Sends one request to `url` and reads the whole reply (10 s deadline).
+pub async fn send(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .expect("valid request");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("the gateway answers within 10 s")
+        .expect("the request is sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the body ends within 10 s")
+        .expect("the body is readable")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The text of the first content block of a `tools/call` result in `reply`.
+pub fn tool_text(reply: &Reply) -> String {
+    reply
+        .messages()
+        .iter()
+        .find_map(|m| {
+            m["result"]["content"][0]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no tool result in: {}", reply.body))
+}

@@ -1,0 +1,143 @@
+//! The gateway with a JWT provider whose keys come from a real JWKS endpoint over HTTP: an
+//! ES256 token for this gateway's resource is let in; one for another audience is not.
+
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+
+use crate::gateway_harness::start;
+
+const ISSUER: &str = "https://issuer.test";
+
+const JWT_CONFIG: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "{gateway}"
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["corp-jwt"]
+
+[providers.corp-jwt]
+type = "jwt"
+issuer = "https://issuer.test"
+audience = "{gateway}/mcp"
+jwks_url = "{jwks}"
+
+[[rules]]
+path = "/mcp"
+scopes = ["mcp:read"]
+"#;
+
+struct Signer {
+    pkcs8: Vec<u8>,
+    jwk: serde_json::Value,
+}
+
+fn signer() -> Signer {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .expect("generate")
+        .as_ref()
+        .to_vec();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("parse");
+    let point = pair.public_key().as_ref();
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    Signer { pkcs8, jwk }
+}
+
+impl Signer {
+    fn token(&self, audience: &str, scope: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let claims = serde_json::json!({
+            "iss": ISSUER, "sub": "alice", "aud": audience, "scope": scope,
+            "iat": now, "exp": now + 300,
+        });
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&self.pkcs8))
+            .expect("sign")
+    }
+}
+
+/// Serves `jwks` at `/jwks` on 127.0.0.1:0.
+async fn jwks_server(jwks: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let jwks = jwks.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let jwks = jwks.clone();
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(jwks)));
+                        r.headers_mut()
+                            .insert("content-type", "application/json".parse().expect("hv"));
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/jwks")
+}
+
+#[tokio::test]
+async fn jwt_from_a_remote_jwks_is_accepted_only_for_this_resource() {
+    let signer = signer();
+    let jwks = serde_json::json!({ "keys": [signer.jwk] }).to_string();
+    let jwks_url = jwks_server(jwks).await;
+    let h = start(&JWT_CONFIG.replace("{jwks}", &jwks_url)).await;
+    let resource = format!("{}/mcp", h.base);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+
+    let good = signer.token(&resource, "mcp:read");
+    let ok = h.mcp_post(Some(&good), None, init).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    let elsewhere = signer.token("https://other.example/mcp", "mcp:read");
+    let refused = h.mcp_post(Some(&elsewhere), None, init).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused
+            .header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer error=\"invalid_token\"")),
+        "{:?}",
+        refused.headers
+    );
+
+    let unscoped = signer.token(&resource, "profile");
+    let forbidden = h.mcp_post(Some(&unscoped), None, init).await;
+    assert_eq!(forbidden.status, 403);
+
+    let metrics = h.request("GET", "/metrics", &[], None).await.body;
+    assert!(
+        metrics
+            .contains(r#"portcullis_jwks_fetches_total{provider="corp-jwt",result="success"} 1"#),
+        "{metrics}"
+    );
+}

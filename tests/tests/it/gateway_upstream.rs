@@ -1,0 +1,226 @@
+//! The gateway when the upstream misbehaves: down (502), slow (504), and a client that
+//! leaves in the middle of a stream (the upstream stream is released, nothing hangs).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+use crate::gateway_harness::{READER_KEY, STANDARD, start_with_upstream};
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// Serves every connection on `listener` with `handler`.
+async fn fake_upstream<F, Fut>(handler: F) -> String
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<portcullis::gateway::Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/mcp")
+}
+
+#[tokio::test]
+async fn upstream_down_gets_502_with_a_clear_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    drop(listener);
+    let h = start_with_upstream(STANDARD, &dead).await;
+    let started = Instant::now();
+    let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(reply.body.contains("unreachable"), "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn slow_upstream_gets_504_after_the_response_timeout() {
+    let url = fake_upstream(|_req| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        hyper::Response::new(portcullis::gateway::body::full("late"))
+    })
+    .await;
+    let template = STANDARD.replace(
+        "chain = [\"keys\"]",
+        "chain = [\"keys\"]\nresponse_timeout_ms = 200",
+    );
+    let h = start_with_upstream(&template, &url).await;
+    let started = Instant::now();
+    let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(reply.body.contains("gateway_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn upstream_status_and_headers_pass_unchanged() {
+    let url = fake_upstream(|_req| async {
+        let mut r = hyper::Response::new(portcullis::gateway::body::full("{}"));
+        *r.status_mut() = http::StatusCode::IM_A_TEAPOT;
+        r.headers_mut()
+            .insert("mcp-session-id", "abc".parse().expect("hv"));
+        r.headers_mut().insert("x-custom", "1".parse().expect("hv"));
+        r.headers_mut()
+            .insert("connection", "x-custom".parse().expect("hv"));
+        r
+    })
+    .await;
+    let h = start_with_upstream(STANDARD, &url).await;
+    let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(reply.header("mcp-session-id"), Some("abc"));
+    assert_eq!(
+        reply.header("x-custom"),
+        None,
+        "named in Connection: hop-by-hop"
+    );
+}
+
+/// An endless SSE body that records when it is dropped.
+struct Endless {
+    dropped: Arc<AtomicBool>,
+    tick: tokio::time::Interval,
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = portcullis::gateway::BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.tick.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n",
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_leaving_mid_stream_releases_the_upstream_stream() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let url = fake_upstream(move |_req| {
+        let flag = flag.clone();
+        async move {
+            let body = Endless {
+                dropped: flag,
+                tick: tokio::time::interval(Duration::from_millis(20)),
+            };
+            let mut r = hyper::Response::new(portcullis::gateway::Body::new(body));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("hv"));
+            r
+        }
+    })
+    .await;
+    let h = start_with_upstream(STANDARD, &url).await;
+
+    // A raw client that reads the start of the stream and then hangs up.
+    let mut stream = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nauthorization: Bearer {READER_KEY}\r\n\r\n",
+        h.addr
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains("notifications/message") {
+        let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
+            .await
+            .expect("the stream starts within 5 s")
+            .expect("read");
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop(stream);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream stream leaked after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The gateway is still serving, and shuts down promptly.
+    assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let url = fake_upstream(|_req| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hyper::Response::new(portcullis::gateway::body::full("{}"))
+    })
+    .await;
+    let h = start_with_upstream(STANDARD, &url).await;
+    let target = format!("{}/mcp", h.base);
+    let auth = format!("Bearer {READER_KEY}");
+    let in_flight = tokio::spawn(async move {
+        crate::gateway_harness::send(
+            &target,
+            "POST",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            Some(LIST),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = h.addr;
+    h.stop().await;
+    let reply = in_flight.await.expect("request task");
+    assert_eq!(
+        reply.status, 200,
+        "the in-flight request completes during the drain"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
