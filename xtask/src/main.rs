@@ -5,6 +5,7 @@
 //! - `cargo xtask test`: installs the target if missing, then runs every check CI runs:
 //!   formatting, clippy, the host workspace tests (which build the guests) and the guest
 //!   workspace's native tests.
+//! - `cargo xtask load`: the load benchmark recorded in `BENCHMARKS.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,13 +19,15 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root),
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
+        "load" => load(&root),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  run     build the example providers and start the gateway on its demo config\n  \
                  test    run every test and check that CI runs\n  \
-                 guests  build the guest providers for wasm32-wasip2"
+                 guests  build the guest providers for wasm32-wasip2\n  \
+                 load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx"
             );
             bail!("unknown task `{task}`")
         }
@@ -105,6 +108,18 @@ fn run(root: &Path) -> anyhow::Result<()> {
     args.extend(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cargo_like(root, "cargo", &args)
+}
+
+/// The load harness behind `BENCHMARKS.md`: release build, then `tests/load/run.sh`.
+fn load(root: &Path) -> anyhow::Result<()> {
+    build_guests(root)?;
+    cargo_like(
+        root,
+        "cargo",
+        &["build", "--release", "--package", "portcullis"],
+    )?;
+    let script = root.join("tests").join("load").join("run.sh");
+    cargo_like(root, "bash", &[&script.to_string_lossy()])
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::error::{ConfigError, Reporter};
 use super::model::{ChainItem, Config, ProviderSettings, Route, WasmSettings};
+use crate::engine::anonymous::AnonymousProvider;
 use crate::engine::api_key::ApiKeyValidator;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::mtls::MtlsValidator;
@@ -73,6 +74,10 @@ pub async fn assemble(
         let key = format!("providers.{name}");
         let invalid = |e: &dyn std::fmt::Display| report.invalid(&key, e.to_string());
         let (role, component, jwt) = match &provider.settings {
+            ProviderSettings::Anonymous(s) => {
+                let v = AnonymousProvider::new(name, s.clone());
+                (Role::Authenticator(Arc::new(v)), None, None)
+            }
             ProviderSettings::ApiKey(s) => {
                 let v = ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
                 (Role::Authenticator(Arc::new(v)), None, None)

@@ -10,6 +10,7 @@ use http::{HeaderName, Uri};
 use ipnet::IpNet;
 
 use crate::engine::OnDeny;
+use crate::engine::anonymous::AnonymousSettings;
 use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
@@ -152,6 +153,8 @@ pub struct Provider {
 /// A provider's type and settings.
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
+    /// `anonymous`.
+    Anonymous(AnonymousSettings),
     /// `api_key`.
     ApiKey(ApiKeySettings),
     /// `jwt`.
@@ -166,6 +169,7 @@ impl ProviderSettings {
     /// The `type` as written in config.
     pub fn type_name(&self) -> &'static str {
         match self {
+            Self::Anonymous(_) => "anonymous",
             Self::ApiKey(_) => "api_key",
             Self::Jwt(_) => "jwt",
             Self::Mtls(_) => "mtls",

@@ -48,6 +48,7 @@ pub(crate) fn validate_provider(
         }
     };
     let settings = match raw.settings {
+        RawProviderSettings::Anonymous(s) => ProviderSettings::Anonymous(s),
         RawProviderSettings::ApiKey(s) => ProviderSettings::ApiKey(s),
         RawProviderSettings::Jwt(s) => ProviderSettings::Jwt(s),
         RawProviderSettings::Mtls(s) => {

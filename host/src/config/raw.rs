@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::engine::RuleSettings;
+use crate::engine::anonymous::AnonymousSettings;
 use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
@@ -141,6 +142,8 @@ pub struct RawProvider {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RawProviderSettings {
+    /// Allows everyone as one identity (an explicit public route).
+    Anonymous(AnonymousSettings),
     /// Built-in API keys.
     ApiKey(ApiKeySettings),
     /// Built-in JWT validation.

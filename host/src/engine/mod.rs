@@ -5,6 +5,7 @@
 //! authorizers. Built-in validators ([`api_key`], [`jwt`], [`mtls`]) and Wasm providers all
 //! implement the same [`Authenticator`] / [`Authorizer`] traits.
 
+pub mod anonymous;
 pub mod api_key;
 pub mod chain;
 mod glob;
