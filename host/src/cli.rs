@@ -16,6 +16,7 @@ use crate::engine::Decision;
 use crate::gateway::request::{ContextParts, check_path, context};
 use crate::gateway::{Gateway, Rejection, Site, listener, tls};
 use crate::observability::{Metrics, init_logging};
+use crate::reload;
 use crate::wasm::{RuntimeConfig, WasmRuntime};
 
 /// Auth gateway for MCP servers, with auth providers as sandboxed WebAssembly components.
@@ -164,9 +165,12 @@ pub struct Loaded {
     pub site: Site,
     /// The demo upstream, when running the embedded default (kept alive with the site).
     pub demo: Option<(DemoUpstream, demo::DemoSetup)>,
+    /// The Wasm runtime the providers run on, when the config needed one or one was given
+    /// (reloads reuse it).
+    pub runtime: Option<WasmRuntime>,
 }
 
-fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overrides {
+pub(crate) fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overrides {
     Overrides {
         listen,
         providers_dir: providers.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
@@ -223,7 +227,12 @@ pub async fn load_site_with(
     };
     let assembled = assemble(&config, runtime.as_ref()).await?;
     let site = Site::new(&config, assembled);
-    Ok(Loaded { config, site, demo })
+    Ok(Loaded {
+        config,
+        site,
+        demo,
+        runtime,
+    })
 }
 
 /// `serve`: runs until Ctrl-C or SIGTERM, then drains.
@@ -254,6 +263,16 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
         })?;
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(loaded.site, metrics);
+    // The embedded demo has no file to watch; a config file is watched, with its components.
+    let _reloading = args.config.as_ref().map(|path| {
+        let source = reload::Source {
+            config: path.clone(),
+            providers: args.providers.clone(),
+            listen: args.listen,
+        };
+        let reloader = reload::Reloader::new(gateway.clone(), source, loaded.runtime.clone());
+        reload::Reloading::start(reloader, reload::DEBOUNCE)
+    });
     tracing::info!(
         listen = %server.listen,
         public_url = %server.public_url,

@@ -12,6 +12,7 @@
 //! - [`gateway`]: the HTTP front end — listener, reverse proxy, OAuth resource-server
 //!   challenges and metadata, forward-auth — over the engine.
 //! - [`observability`]: metrics, logs and the audit line.
+//! - [`reload`]: hot reload of the config file and the Wasm components it names.
 //! - [`demo`]: the embedded default (a demo MCP server and its configuration).
 //! - [`cli`]: the `portcullis` commands.
 
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod gateway;
 pub mod mcp;
 pub mod observability;
+pub mod reload;
 pub mod secret;
 pub mod verdict;
 pub mod wasm;

@@ -5,7 +5,8 @@
 //! - `cargo xtask test`: installs the target if missing, then runs every check CI runs:
 //!   formatting, clippy, the host workspace tests (which build the guests) and the guest
 //!   workspace's native tests.
-//! - `cargo xtask load`: the load benchmark recorded in `BENCHMARKS.md`.
+//! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
+//!   `BENCHMARKS.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,8 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root),
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
-        "load" => load(&root),
+        "load" => load(&root, "run.sh"),
+        "reload-bench" => load(&root, "reload.sh"),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -27,7 +29,8 @@ fn main() -> anyhow::Result<()> {
                  run     build the example providers and start the gateway on its demo config\n  \
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
-                 load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx"
+                 load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
+                 reload-bench  hot-reload latency and throughput during swaps"
             );
             bail!("unknown task `{task}`")
         }
@@ -110,15 +113,21 @@ fn run(root: &Path) -> anyhow::Result<()> {
     cargo_like(root, "cargo", &args)
 }
 
-/// The load harness behind `BENCHMARKS.md`: release build, then `tests/load/run.sh`.
-fn load(root: &Path) -> anyhow::Result<()> {
+/// The load harnesses behind `BENCHMARKS.md`: guests (both probe versions, via the tests
+/// crate's build script), a release build, then `tests/load/<script>`.
+fn load(root: &Path, script: &str) -> anyhow::Result<()> {
     build_guests(root)?;
+    cargo_like(
+        root,
+        "cargo",
+        &["build", "--tests", "--package", "portcullis-tests"],
+    )?;
     cargo_like(
         root,
         "cargo",
         &["build", "--release", "--package", "portcullis"],
     )?;
-    let script = root.join("tests").join("load").join("run.sh");
+    let script = root.join("tests").join("load").join(script);
     cargo_like(root, "bash", &[&script.to_string_lossy()])
 }
 

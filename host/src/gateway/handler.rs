@@ -33,10 +33,7 @@ pub async fn handle(
     match path.as_str() {
         "/healthz" => return ("/healthz".into(), text("ok\n", "text/plain")),
         "/readyz" => {
-            return (
-                "/readyz".into(),
-                text(site.readiness.clone(), "application/json"),
-            );
+            return ("/readyz".into(), readiness(&site.readiness));
         }
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
@@ -70,6 +67,11 @@ pub async fn handle(
     };
     let response = proxy(site, route, request, conn, metrics).await;
     (route.label().to_owned(), response)
+}
+
+/// The `/readyz` answer with `body`.
+pub(super) fn readiness(body: &Bytes) -> Response<Body> {
+    text(body.clone(), "application/json")
 }
 
 fn text(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {

@@ -29,7 +29,8 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 use http::{Request, Response};
 
 pub use self::body::{Body, BoxError};
@@ -56,6 +57,8 @@ pub struct ConnInfo {
 pub struct Gateway {
     site: ArcSwap<Site>,
     metrics: Arc<Metrics>,
+    /// `/readyz` when a [`crate::reload::Reloader`] reports on reloads; else the site's own.
+    readiness: ArcSwapOption<Bytes>,
 }
 
 impl Gateway {
@@ -64,12 +67,19 @@ impl Gateway {
         Arc::new(Self {
             site: ArcSwap::from_pointee(site),
             metrics,
+            readiness: ArcSwapOption::empty(),
         })
     }
 
     /// Replaces the site; requests in flight finish on the old one.
     pub fn swap(&self, site: Site) {
         self.site.store(Arc::new(site));
+    }
+
+    /// Replaces the body of `/readyz` (the reloader adds load times and reload errors to
+    /// the site's own report, and must update it when a reload fails and nothing is swapped).
+    pub fn set_readiness(&self, body: Bytes) {
+        self.readiness.store(Some(Arc::new(body)));
     }
 
     /// The site being served.
@@ -93,7 +103,13 @@ impl Gateway {
     ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(async move {
             let site = self.site.load_full();
-            let (label, response) = handler::handle(&site, request, conn, &self.metrics).await;
+            let readiness = (request.uri().path() == "/readyz")
+                .then(|| self.readiness.load_full())
+                .flatten();
+            let (label, response) = match readiness {
+                Some(body) => ("/readyz".to_owned(), handler::readiness(&body)),
+                None => handler::handle(&site, request, conn, &self.metrics).await,
+            };
             self.metrics.request(&label, response.status().as_u16());
             response
         })

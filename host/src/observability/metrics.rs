@@ -8,6 +8,7 @@
 //! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `other`) |
 //! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `timeout`, `other`) |
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
+//! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +57,11 @@ struct JwksLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
 /// The gateway's metrics. One per process; shared by every configuration it runs.
@@ -68,6 +74,7 @@ pub struct Metrics {
     wasm_failures: Family<KindLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     jwks: Arc<JwksCollector>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -117,6 +124,12 @@ impl Metrics {
         );
         let jwks = Arc::new(JwksCollector::default());
         registry.register_collector(Box::new(jwks.clone()));
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of the config and its components, by result",
+            reloads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,7 +138,14 @@ impl Metrics {
             wasm_failures,
             upstream_errors,
             jwks,
+            reloads,
         }
+    }
+
+    /// Counts one reload attempt that was swapped in (`true`) or rejected (`false`).
+    pub fn reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
     /// Counts one answered request.

@@ -7,8 +7,13 @@ use crate::verdict::Identity;
 /// Resource limits for one provider's instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock deadline for one call (`configure`, `authenticate` or `authorize`).
+    /// Wall-clock deadline for one `authenticate` or `authorize` call.
     pub timeout: Duration,
+    /// Wall-clock deadline for creating an instance and running its `configure`. Separate
+    /// from `timeout` because a new instance may be needed on the request path (a cold pool
+    /// right after a reload, or fresh mode), and configuring can legitimately take longer
+    /// than answering (parsing a credentials file, building tables).
+    pub configure_timeout: Duration,
     /// Cap on the linear memory of one instance, in bytes.
     pub memory_bytes: usize,
     /// Longest accepted subject, in bytes.
@@ -33,6 +38,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_millis(20),
+            configure_timeout: Duration::from_secs(1),
             memory_bytes: 16 << 20,
             max_subject_bytes: 1024,
             max_scopes: 256,

@@ -9,7 +9,7 @@
 //! to re-enter it, and after a timeout its state is unknown.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -141,7 +141,7 @@ impl WasmProvider {
             return Err(self.bad_output("an authorizer was called as an authenticator".into()));
         };
         let outcome = self
-            .guarded(store, async |store| {
+            .guarded(store, self.grants.limits.timeout, async |store| {
                 let handle = store
                     .data_mut()
                     .table
@@ -179,7 +179,7 @@ impl WasmProvider {
             claims: caller.claims.clone(),
         };
         let outcome = self
-            .guarded(store, async |store| {
+            .guarded(store, self.grants.limits.timeout, async |store| {
                 let handle = store
                     .data_mut()
                     .table
@@ -207,15 +207,15 @@ impl WasmProvider {
     async fn guarded<R>(
         &self,
         store: &mut Store<StoreState>,
+        timeout: Duration,
         call: impl AsyncFnOnce(&mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let timeout = self.grants.limits.timeout;
         store.data_mut().begin_call(timeout);
         store.set_epoch_deadline(1);
         // The epoch callback interrupts the guest at its deadline. No outer timer: every host
         // import is synchronous and bounded, so the guest is the only thing that can run
         // long, and a tokio timer per call would cost more than the rest of the call.
-        call(store).await.map_err(|e| self.classify(e))
+        call(store).await.map_err(|e| self.classify(e, timeout))
     }
 
     async fn checkout(&self) -> Result<Ready, CallError> {
@@ -253,22 +253,26 @@ impl WasmProvider {
         let pre = self.component.pre.clone();
         let config = self.config_json.clone();
         let exports = self
-            .guarded(&mut store, async |store| match &pre {
-                ProviderPre::Authenticator(pre) => {
-                    let bindings = pre.instantiate_async(&mut *store).await?;
-                    Ok(bindings
-                        .call_configure(&mut *store, &config)
-                        .await?
-                        .map(|()| Exports::Authenticator(bindings)))
-                }
-                ProviderPre::Authorizer(pre) => {
-                    let bindings = pre.instantiate_async(&mut *store).await?;
-                    Ok(bindings
-                        .call_configure(&mut *store, &config)
-                        .await?
-                        .map(|()| Exports::Authorizer(bindings)))
-                }
-            })
+            .guarded(
+                &mut store,
+                self.grants.limits.configure_timeout,
+                async |store| match &pre {
+                    ProviderPre::Authenticator(pre) => {
+                        let bindings = pre.instantiate_async(&mut *store).await?;
+                        Ok(bindings
+                            .call_configure(&mut *store, &config)
+                            .await?
+                            .map(|()| Exports::Authenticator(bindings)))
+                    }
+                    ProviderPre::Authorizer(pre) => {
+                        let bindings = pre.instantiate_async(&mut *store).await?;
+                        Ok(bindings
+                            .call_configure(&mut *store, &config)
+                            .await?
+                            .map(|()| Exports::Authorizer(bindings)))
+                    }
+                },
+            )
             .await?
             .map_err(|reason| CallError::BadOutput {
                 provider: self.name().to_owned(),
@@ -277,13 +281,10 @@ impl WasmProvider {
         Ok(Ready { store, exports })
     }
 
-    fn classify(&self, error: wasmtime::Error) -> CallError {
+    fn classify(&self, error: wasmtime::Error, timeout: Duration) -> CallError {
         let provider = self.name().to_owned();
         if error.downcast_ref::<DeadlineExceeded>().is_some() {
-            return CallError::Timeout {
-                provider,
-                timeout: self.grants.limits.timeout,
-            };
+            return CallError::Timeout { provider, timeout };
         }
         let reason = match error.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => "stack overflow (recursion too deep)".to_owned(),

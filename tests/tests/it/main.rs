@@ -14,6 +14,7 @@ mod gateway_tls;
 mod gateway_upstream;
 mod gateway_wasm;
 mod jwt;
+mod reload;
 mod wasm_examples;
 mod wasm_loading;
 mod wasm_sandbox;
