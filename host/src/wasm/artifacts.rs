@@ -27,7 +27,7 @@ pub struct ArtifactCache {
 pub enum Origin {
     /// Compiled now (and stored, when a cache is configured).
     Compiled,
-    /// Loaded from a cached artifact.
+    /// Taken from this runtime's memory or from the on-disk artifact cache.
     Cached,
 }
 

@@ -15,6 +15,10 @@ use super::bindings::{authenticator, authorizer};
 use super::error::LoadError;
 use super::state::StoreState;
 
+/// Most compiled components kept in memory; past it the map is cleared (and refilled by the
+/// next loads), which bounds memory when many distinct versions come and go.
+const MAX_COMPILED: usize = 128;
+
 /// How often the epoch advances; deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -101,6 +105,9 @@ struct Inner {
     engine: Engine,
     linker: Linker<StoreState>,
     artifacts: Option<ArtifactCache>,
+    /// Components compiled by this runtime, by content hash: a reload recompiles only the
+    /// components whose bytes changed. Bounded by [`MAX_COMPILED`].
+    compiled: std::sync::Mutex<std::collections::HashMap<String, Component>>,
     config: RuntimeConfig,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -143,6 +150,7 @@ impl WasmRuntime {
                 engine,
                 linker,
                 artifacts,
+                compiled: std::sync::Mutex::default(),
                 config,
                 ticker_stop,
             }),
@@ -176,13 +184,22 @@ impl WasmRuntime {
             name: name.to_owned(),
             reason: format!("{e:#}"),
         };
-        let (component, origin) = match &self.inner.artifacts {
-            Some(cache) => cache.load(engine, bytes, &hash).map_err(compile_error)?,
-            None => (
+        let known = self.lock_compiled().get(&hash).cloned();
+        let (component, origin) = match (known, &self.inner.artifacts) {
+            (Some(component), _) => (component, Origin::Cached),
+            (None, Some(cache)) => cache.load(engine, bytes, &hash).map_err(compile_error)?,
+            (None, None) => (
                 Component::new(engine, bytes).map_err(compile_error)?,
                 Origin::Compiled,
             ),
         };
+        {
+            let mut compiled = self.lock_compiled();
+            if compiled.len() >= MAX_COMPILED {
+                compiled.clear();
+            }
+            compiled.insert(hash.clone(), component.clone());
+        }
         let kind = detect_kind(engine, name, &component)?;
         let link_error = |e: wasmtime::Error| LoadError::Link {
             name: name.to_owned(),
@@ -209,6 +226,16 @@ impl WasmRuntime {
             pre,
             engine: engine.clone(),
         })
+    }
+
+    fn lock_compiled(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Component>> {
+        // A poisoned map is still a valid map of compiled components.
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Loads every `*.wasm` file in `dir`, each result keyed by file stem, in name order.

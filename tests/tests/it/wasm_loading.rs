@@ -86,13 +86,34 @@ fn a_damaged_cached_artifact_is_recompiled() {
     let rt = WasmRuntime::new(config()).expect("runtime");
     rt.load_file(std::path::Path::new(guests::PARTNER_TOKEN))
         .expect("loads");
+    drop(rt);
     for entry in std::fs::read_dir(&cache).expect("dir") {
         std::fs::write(entry.expect("entry").path(), b"not an artifact").expect("overwrite");
     }
+    // A new runtime: the old one also remembers what it compiled, in memory.
+    let rt = WasmRuntime::new(config()).expect("runtime");
     let again = rt
         .load_file(std::path::Path::new(guests::PARTNER_TOKEN))
         .expect("recompiles");
     assert_eq!(again.origin, Origin::Compiled);
+}
+
+#[test]
+fn a_runtime_compiles_each_distinct_component_once() {
+    let rt = WasmRuntime::new(RuntimeConfig {
+        max_instances: 10,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let bytes = std::fs::read(guests::IP_ALLOWLIST).expect("built");
+    assert_eq!(
+        rt.load_bytes("a", &bytes).expect("loads").origin,
+        Origin::Compiled
+    );
+    assert_eq!(
+        rt.load_bytes("b", &bytes).expect("loads").origin,
+        Origin::Cached
+    );
 }
 
 #[test]
