@@ -275,11 +275,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_tables_per_component(16)
         .table_elements(100_000)
         .max_core_instance_size(4 << 20)
-        .max_component_instance_size(4 << 20)
-        // Reset reused slots with memset rather than madvise: fewer page faults and syscalls
-        // per fresh instance. Memory is still zeroed before reuse.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 << 10);
+        .max_component_instance_size(4 << 20);
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
