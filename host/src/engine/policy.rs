@@ -57,18 +57,19 @@ impl Policy {
     pub async fn decide(&self, request: &Arc<RequestContext>) -> Outcome {
         let mut trace = Trace::default();
         let needed = self.rules.required_scopes(request);
-        let required_scopes: Vec<String> = needed.iter().cloned().collect();
-        let deny = |denial: Denial, trace: Trace, required_scopes: Vec<String>| Outcome {
+        // The list of needed scopes is only copied out when denying: the allow path stays
+        // free of that allocation.
+        let deny = |denial: Denial, trace: Trace| Outcome {
             decision: Decision::Deny {
                 denial,
-                required_scopes,
+                required_scopes: needed.iter().cloned().collect(),
             },
             trace,
         };
 
         let authenticated = match self.chain.authenticate(request, &mut trace).await {
             Ok(a) => a,
-            Err(denial) => return deny(denial, trace, required_scopes),
+            Err(denial) => return deny(denial, trace),
         };
 
         let started = Instant::now();
@@ -76,11 +77,7 @@ impl Policy {
         if !missing.is_empty() {
             let reason = format!("missing scope(s): {}", missing.join(" "));
             trace.record(Stage::Scopes, "rules", StepOutcome::Deny, &reason, started);
-            return deny(
-                Denial::forbidden("insufficient_scope", reason),
-                trace,
-                required_scopes,
-            );
+            return deny(Denial::forbidden("insufficient_scope", reason), trace);
         }
         if !self.rules.is_empty() {
             trace.record(Stage::Scopes, "rules", StepOutcome::Allow, "", started);
@@ -101,7 +98,7 @@ impl Policy {
                         &denial.reason,
                         started,
                     );
-                    return deny(denial, trace, required_scopes);
+                    return deny(denial, trace);
                 }
                 Err(error) => {
                     trace.record(
@@ -120,7 +117,7 @@ impl Policy {
                         },
                         reason: format!("authorizer `{name}` failed"),
                     };
-                    return deny(denial, trace, required_scopes);
+                    return deny(denial, trace);
                 }
             }
         }
