@@ -180,10 +180,16 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    let client_ip = peer.map(|p| p.ip());
+    let client_ip_value = conn
+        .peer_ip_value
+        .as_ref()
+        .filter(|_| client_ip.is_some() && client_ip == conn.peer.map(|p| p.ip()));
     upstream_headers(
         &mut parts.headers,
         &route.strip,
-        peer.map(|p| p.ip()),
+        client_ip,
+        client_ip_value,
         original_host,
         conn.tls,
     );

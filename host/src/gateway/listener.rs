@@ -49,7 +49,7 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let conn = ConnInfo { peer: Some(peer), client_cert: None, tls: acceptor.is_some() };
+                    let conn = ConnInfo::new(Some(peer), None, acceptor.is_some());
                     match acceptor {
                         None => serve_connection(stream, conn, gateway, watcher).await,
                         Some(acceptor) => {

@@ -50,6 +50,23 @@ pub struct ConnInfo {
     pub client_cert: Option<ClientCert>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer's IP as a header value, rendered once per connection for
+    /// `X-Forwarded-For` (see [`ConnInfo::new`]).
+    pub peer_ip_value: Option<http::HeaderValue>,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`.
+    pub fn new(peer: Option<SocketAddr>, client_cert: Option<ClientCert>, tls: bool) -> Self {
+        let peer_ip_value =
+            peer.and_then(|p| http::HeaderValue::from_str(&p.ip().to_string()).ok());
+        Self {
+            peer,
+            client_cert,
+            tls,
+            peer_ip_value,
+        }
+    }
 }
 
 /// The running gateway.

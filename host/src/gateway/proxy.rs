@@ -33,21 +33,32 @@ pub const SCOPES_HEADER: &str = "x-portcullis-scopes";
 /// The provider that authenticated the caller.
 pub const PROVIDER_HEADER: &str = "x-portcullis-provider";
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+// Header names as `HeaderName` constants: inserting by `&str` copies the name into a fresh
+// allocation on every request, a constant does not.
+const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
+const SCOPES: HeaderName = HeaderName::from_static(SCOPES_HEADER);
+const PROVIDER: HeaderName = HeaderName::from_static(PROVIDER_HEADER);
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
 ];
 
 /// One route's upstream: its base URL and a keep-alive connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     base: Uri,
+    /// The upstream's own `Host`, built once: left to the client it is rebuilt per request.
+    host: Option<HeaderValue>,
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
 }
@@ -83,8 +94,12 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let host = base
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         Self {
             base,
+            host,
             client,
             response_timeout,
         }
@@ -113,9 +128,12 @@ impl Upstream {
     /// upstream's response with hop-by-hop headers removed and listings filtered.
     pub async fn send(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
         listing: Option<ListingFilter>,
     ) -> Result<Response<Body>, (Rejection, UpstreamFailure)> {
+        if let Some(host) = &self.host {
+            request.headers_mut().insert(HOST, host.clone());
+        }
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(request)).await;
         let response = match sent {
             Err(_) => {
@@ -219,17 +237,32 @@ fn classify(error: &hyper_util::client::legacy::Error) -> (Rejection, UpstreamFa
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these, or only `Connection: keep-alive`: one pass over
+    // the (few) names present is cheaper than a lookup per hop-by-hop name.
+    let is_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || *name == http::header::UPGRADE;
+    if !headers.keys().any(is_hop) {
+        return;
+    }
+    // `Connection: keep-alive` / `close` name nothing beyond the fixed list, so only other
+    // names are collected (and allocated).
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|fixed| name.eq_ignore_ascii_case(fixed.as_str()))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(http::header::UPGRADE);
@@ -249,17 +282,23 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 
 /// Adds the identity headers (after [`strip_identity_headers`]).
 pub fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity, provider: &str) {
-    headers.insert(SUBJECT_HEADER, header_value(&identity.subject));
-    headers.insert(SCOPES_HEADER, header_value(&identity.scopes.join(" ")));
-    headers.insert(PROVIDER_HEADER, header_value(provider));
+    headers.insert(SUBJECT, header_value(&identity.subject));
+    headers.insert(SCOPES, header_value(&identity.scopes.join(" ")));
+    headers.insert(PROVIDER, header_value(provider));
 }
 
 /// A header value for arbitrary text: visible ASCII and spaces pass; `%` and every other
 /// byte are percent-encoded, so a subject can never inject a header or a line break.
 pub fn header_value(text: &str) -> HeaderValue {
+    let safe = |byte: &u8| (0x20..0x7f).contains(byte) && *byte != b'%';
+    if text.bytes().all(|b| safe(&b))
+        && let Ok(value) = HeaderValue::from_str(text)
+    {
+        return value;
+    }
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+        if safe(&byte) {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -268,11 +307,13 @@ pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Prepares the request headers for the upstream.
+/// Prepares the request headers for the upstream. `client_ip_value`, when given, is
+/// `client_ip` already rendered as a header value.
 pub fn upstream_headers(
     headers: &mut HeaderMap,
     strip: &[HeaderName],
     client_ip: Option<std::net::IpAddr>,
+    client_ip_value: Option<&HeaderValue>,
     original_host: Option<HeaderValue>,
     tls: bool,
 ) {
@@ -285,19 +326,22 @@ pub fn upstream_headers(
     // `X-Forwarded-Host`.
     headers.remove(HOST);
     if let Some(host) = original_host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    if let Some(ip) = client_ip {
-        let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let previous = headers.get(&X_FORWARDED_FOR);
+    if let (None, Some(value)) = (previous, client_ip_value) {
+        headers.insert(X_FORWARDED_FOR, value.clone());
+    } else if let Some(ip) = client_ip {
+        let forwarded = match previous.and_then(|v| v.to_str().ok()) {
             Some(previous) => format!("{previous}, {ip}"),
             None => ip.to_string(),
         };
         if let Ok(value) = HeaderValue::from_str(&forwarded) {
-            headers.insert("x-forwarded-for", value);
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
 }

@@ -31,24 +31,28 @@ pub fn check_path(path: &str) -> Result<(), Rejection> {
     if path.contains('\\') {
         return bad("backslash");
     }
-    let lower = path.to_ascii_lowercase();
-    for encoded in ["%2f", "%2e", "%5c", "%00"] {
-        if lower.contains(encoded) {
-            return bad("percent-encoded `/`, `.`, `\\` or NUL");
-        }
+    // Checked byte-wise rather than on a lower-cased copy: this runs on every request.
+    let encoded_forbidden = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f' | b'e') | (b'5', b'c') | (b'0', b'0')
+            )
+    });
+    if encoded_forbidden {
+        return bad("percent-encoded `/`, `.`, `\\` or NUL");
     }
     // RFC 3986 §6.2.2.2: unreserved characters are never percent-encoded in normal form. An
     // upstream that decodes `/%61dmin` to `/admin` would otherwise dodge an `/admin` rule.
     if has_encoded_unreserved(path) {
         return bad("percent-encoded letter, digit, `-`, `_` or `~`");
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
-        match *segment {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
             "." | ".." => return bad("`.` or `..` segment"),
             // A trailing `/` is an empty last segment and is fine; `//` anywhere else is not.
-            "" if i != last => return bad("empty segment `//`"),
+            "" if segments.peek().is_some() => return bad("empty segment `//`"),
             _ => {}
         }
     }
