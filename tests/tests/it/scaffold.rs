@@ -413,7 +413,7 @@ async fn the_provider_guide_runs_from_scaffold_to_a_hot_reloaded_provider() {
                     "{at}: expected (the guide) vs got (the command)"
                 );
             }
-            (marker, lang) => panic!(
+            (marker, _) => panic!(
                 "{at}: a block this test cannot check (marker {marker:?}); mark it or make it `sh`"
             ),
         }
