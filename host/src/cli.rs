@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check`, `eval` and `hash-key`. Each command is a
+//! The command line: `serve` (default), `check`, `eval`, `hash-key` and `new`. Each command is a
 //! function here; `main.rs` only parses arguments and maps the result to an exit code.
 
 use std::io::Read as _;
@@ -17,6 +17,7 @@ use crate::gateway::request::{ContextParts, check_path, context};
 use crate::gateway::{Gateway, Rejection, Site, listener, tls};
 use crate::observability::{Metrics, init_logging};
 use crate::reload;
+use crate::scaffold::{self, Kind, NewProvider, ScaffoldError};
 use crate::wasm::{RuntimeConfig, WasmRuntime};
 
 /// Auth gateway for MCP servers, with auth providers as sandboxed WebAssembly components.
@@ -51,7 +52,20 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print the `sha256:<hex>` form of an API key, for `hash = "…"` in config.
     HashKey(HashKeyArgs),
+    /// Create a provider crate that builds to a Wasm component and passes its own tests.
+    #[command(long_about = NEW_ABOUT)]
+    New(NewArgs),
 }
+
+const NEW_ABOUT: &str = "Create a provider crate that builds to a Wasm component and passes \
+its own tests.\n\n\
+Writes <DIR>/<NAME>/: Cargo.toml (its own workspace, depending on the Portcullis SDK by \
+path), src/lib.rs (a working provider with native tests), README.md, rust-toolchain.toml \
+and .gitignore. Then prints the next steps: `cargo test`, `cargo build --release --target \
+wasm32-wasip2`, copying the component into the gateway's providers directory, and the \
+config table that turns it on. An existing directory is never overwritten.\n\n\
+The SDK is not published: the crate depends on it by path, from --sdk, or the SDK of the \
+checkout this binary was built from.";
 
 /// `serve`.
 #[derive(Debug, Default, Args)]
@@ -115,6 +129,24 @@ pub struct HashKeyArgs {
     pub stdin: bool,
 }
 
+/// `new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The provider's name: lower-case letters, digits and single dashes, starting with a
+    /// letter (`acme-token`). It names the crate, the component and the config table.
+    pub name: String,
+    /// Which world the provider targets.
+    #[arg(long, value_enum, default_value_t = Kind::Authenticator)]
+    pub kind: Kind,
+    /// Where to create the crate's directory (default: the current directory).
+    #[arg(long, value_name = "PATH", default_value = ".")]
+    pub dir: PathBuf,
+    /// The SDK (`guest-providers/sdk` of a Portcullis checkout) to depend on
+    /// [default: the SDK of the checkout this binary was built from].
+    #[arg(long, env = "PORTCULLIS_SDK", value_name = "PATH")]
+    pub sdk: Option<PathBuf>,
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -143,6 +175,9 @@ pub enum CliError {
     /// The demo upstream could not start.
     #[error("the demo MCP server could not start: {0}")]
     Demo(std::io::Error),
+    /// `new` refused.
+    #[error(transparent)]
+    Scaffold(#[from] ScaffoldError),
     /// An argument is malformed.
     #[error("{0}")]
     Usage(String),
@@ -471,4 +506,15 @@ pub fn hash_key(args: &HashKeyArgs) -> Result<String, CliError> {
         return Err(CliError::Usage("the key is empty".into()));
     }
     Ok(crate::engine::api_key::hash_key(&key))
+}
+
+/// `new`: writes the crate and returns what to do next.
+pub fn new_provider(args: &NewArgs) -> Result<String, CliError> {
+    let done = scaffold::scaffold(&NewProvider {
+        name: args.name.clone(),
+        kind: args.kind,
+        dir: args.dir.clone(),
+        sdk: args.sdk.clone(),
+    })?;
+    Ok(done.next_steps)
 }

@@ -14,6 +14,7 @@
 //! - [`observability`]: metrics, logs and the audit line.
 //! - [`reload`]: hot reload of the config file and the Wasm components it names.
 //! - [`demo`]: the embedded default (a demo MCP server and its configuration).
+//! - [`scaffold`]: `portcullis new`, a provider crate from the embedded templates.
 //! - [`cli`]: the `portcullis` commands.
 
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod mcp;
 pub mod observability;
 pub mod reload;
+pub mod scaffold;
 pub mod secret;
 pub mod verdict;
 pub mod wasm;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Eval(args) => {
+                portcullis::observability::init_stderr_logging_from_env();
                 let report = cli::eval(&args).await?;
                 print!("{}", report.text);
                 Ok(if report.allowed {
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
             }
             Command::HashKey(args) => {
                 println!("{}", cli::hash_key(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::New(args) => {
+                print!("{}", cli::new_provider(&args)?);
                 Ok(ExitCode::SUCCESS)
             }
         }

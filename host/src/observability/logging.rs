@@ -31,6 +31,21 @@ pub fn init_logging(format: LogFormat) -> Result<(), tracing_subscriber::util::T
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG`, only when `RUST_LOG` is set: for commands whose
+/// stdout is their report (`eval`), so a provider's `log` lines can be seen while debugging.
+pub fn init_stderr_logging_from_env() {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let Ok(filter) = EnvFilter::try_from_default_env() else {
+        return;
+    };
+    // A second initialisation (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .finish()
+        .try_init();
+}
+
 /// One decision, as the audit log records it.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditRecord<'a> {

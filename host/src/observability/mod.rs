@@ -4,5 +4,5 @@
 pub mod logging;
 pub mod metrics;
 
-pub use logging::{audit, init_logging};
+pub use logging::{audit, init_logging, init_stderr_logging_from_env};
 pub use metrics::Metrics;

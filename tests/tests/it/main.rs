@@ -15,6 +15,7 @@ mod gateway_upstream;
 mod gateway_wasm;
 mod jwt;
 mod reload;
+mod scaffold;
 mod wasm_examples;
 mod wasm_loading;
 mod wasm_sandbox;
