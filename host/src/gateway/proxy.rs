@@ -242,11 +242,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            name.as_str()
-                .replace('_', "-")
-                .starts_with("x-portcullis-")
-        })
+        .filter(|name| name.as_str().replace('_', "-").starts_with("x-portcullis-"))
         .cloned()
         .collect();
     for name in ours {
