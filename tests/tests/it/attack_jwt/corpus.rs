@@ -62,7 +62,7 @@ fn ec_spki_der(jwk: &Value) -> Vec<u8> {
 /// `json` in padded base64url, with spaces added until the encoding needs `=`.
 fn padded(json: &str) -> String {
     let mut text = json.to_owned();
-    while text.len() % 3 == 0 {
+    while text.len().is_multiple_of(3) {
         text.push(' ');
     }
     let encoded = URL_SAFE.encode(&text);
