@@ -10,7 +10,11 @@
 //!   every member abstains, so does the group; if some allow and others abstain, the missing
 //!   factor denies with 401.
 //! - A provider error never allows: it denies with the chain's `on_error` status.
-//! - When nobody allows, the answer is 401 without an error code (no credential).
+//! - When nobody allows, the answer is 401 without an error code (no credential) — unless
+//!   the request carries `Authorization: Bearer …`: a bearer token that no provider takes
+//!   (not a JWT, another issuer's) is an invalid token (RFC 6750 §3.1), as Envoy's
+//!   `jwt_authn` answers, so the client learns that its token, not its lack of one, is the
+//!   problem.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,7 +99,7 @@ impl Chain {
                 Step::Deny(denial) => return Err(denial),
             }
         }
-        Err(deferred.unwrap_or_else(Denial::missing_credentials))
+        Err(deferred.unwrap_or_else(|| nobody_accepted(request)))
     }
 
     async fn run_one(
@@ -201,8 +205,48 @@ impl Chain {
     }
 }
 
+/// The denial when every provider abstained.
+fn nobody_accepted(request: &RequestContext) -> Denial {
+    let bearer = request
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|value| is_bearer(value.as_bytes()));
+    if bearer {
+        Denial::invalid_token("no provider of this route accepts the bearer token")
+    } else {
+        Denial::missing_credentials()
+    }
+}
+
+/// Whether an `Authorization` value uses the `Bearer` scheme (any casing, any whitespace
+/// after it, or nothing).
+fn is_bearer(value: &[u8]) -> bool {
+    const SCHEME: &[u8] = b"bearer";
+    value.len() >= SCHEME.len()
+        && value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
+        && value
+            .get(SCHEME.len())
+            .is_none_or(|b| b.is_ascii_whitespace())
+}
+
 enum Step {
     Allow(Authenticated),
     Deny(Denial),
     Abstain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_bearer;
+
+    #[test]
+    fn bearer_scheme_is_recognised_in_any_casing_and_only_as_a_whole_word() {
+        for value in ["Bearer x", "bearer x", "BEARER\tx", "Bearer", "Bearer  x"] {
+            assert!(is_bearer(value.as_bytes()), "{value}");
+        }
+        for value in ["Basic x", "Bearerx", "Bear x", ""] {
+            assert!(!is_bearer(value.as_bytes()), "{value}");
+        }
+    }
 }

@@ -37,14 +37,29 @@ pub async fn check(
     let trusted = conn
         .peer
         .is_some_and(|p| is_trusted(p.ip(), &site.trusted_proxies));
-    let (method, uri) = original(
+    let (method, uri) = match original(
         &parts.method,
         parts.uri.path(),
         parts.uri.query(),
         &parts.headers,
         trusted,
         check_path_prefix,
-    );
+    ) {
+        Ok(original) => original,
+        Err(rejection) => {
+            audit(&AuditRecord {
+                route: check_path_prefix,
+                subject: None,
+                provider: "-",
+                verdict: "deny",
+                reason: "unreadable forwarded method or URI",
+                status: rejection.status().as_u16(),
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+            });
+            return rejection.into_response();
+        }
+    };
     let (path, query) = match uri.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (uri, None),
@@ -135,7 +150,10 @@ pub async fn check(
     }
 }
 
-/// The original method and URI (path and query).
+/// The original method and URI (path and query). A forwarded method or URI that a trusted
+/// proxy sent but that cannot be read (not ASCII, not a method) is a 400: falling back to the
+/// check request's own method and path would judge a different request than the one the
+/// proxy is about to let through.
 fn original(
     method: &Method,
     path: &str,
@@ -143,20 +161,29 @@ fn original(
     headers: &HeaderMap,
     trusted: bool,
     check_path: &str,
-) -> (Method, String) {
-    let header = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
-            .map(str::to_owned)
+) -> Result<(Method, String), Rejection> {
+    let unreadable = |what: &str| Rejection::InvalidRequest {
+        description: format!("the forwarded {what} is not readable"),
+        metadata_url: None,
     };
-    let forwarded_method = trusted
-        .then(|| header(["x-forwarded-method", "x-original-method"]))
-        .flatten()
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-    let forwarded_uri = trusted
-        .then(|| header(["x-forwarded-uri", "x-original-uri"]))
-        .flatten();
+    let header = |names: [&str; 2]| -> Result<Option<&str>, ()> {
+        match names.iter().find_map(|n| headers.get(*n)) {
+            None => Ok(None),
+            Some(value) => value.to_str().map(Some).map_err(|_| ()),
+        }
+    };
+    let (forwarded_method, forwarded_uri) = if trusted {
+        let method = header(["x-forwarded-method", "x-original-method"])
+            .map_err(|()| unreadable("method"))?
+            .map(|m| Method::from_bytes(m.as_bytes()).map_err(|_| unreadable("method")))
+            .transpose()?;
+        let uri = header(["x-forwarded-uri", "x-original-uri"])
+            .map_err(|()| unreadable("URI"))?
+            .map(str::to_owned);
+        (method, uri)
+    } else {
+        (None, None)
+    };
     let uri = forwarded_uri.unwrap_or_else(|| {
         // Envoy ext_authz sends `<check path><original path>`.
         let original = match path.strip_prefix(check_path) {
@@ -168,7 +195,7 @@ fn original(
             None => original.to_owned(),
         }
     });
-    (forwarded_method.unwrap_or_else(|| method.clone()), uri)
+    Ok((forwarded_method.unwrap_or_else(|| method.clone()), uri))
 }
 
 #[cfg(test)]
@@ -180,10 +207,25 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-uri", "/mcp?x=1".parse().expect("hv"));
         headers.insert("x-forwarded-method", "DELETE".parse().expect("hv"));
-        let (m, uri) = original(&Method::GET, "/check", None, &headers, true, "/check");
+        let (m, uri) =
+            original(&Method::GET, "/check", None, &headers, true, "/check").expect("readable");
         assert_eq!((m, uri.as_str()), (Method::DELETE, "/mcp?x=1"));
-        let (m, uri) = original(&Method::GET, "/check", None, &headers, false, "/check");
+        let (m, uri) =
+            original(&Method::GET, "/check", None, &headers, false, "/check").expect("readable");
         assert_eq!((m, uri.as_str()), (Method::GET, "/check"));
+    }
+
+    #[test]
+    fn unreadable_forwarded_uri_or_method_from_a_trusted_proxy_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-original-uri",
+            http::HeaderValue::from_bytes(b"/admin/\xff").expect("obs-text is a valid value"),
+        );
+        assert!(original(&Method::GET, "/check", None, &headers, true, "/check").is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-method", "GE T".parse().expect("hv"));
+        assert!(original(&Method::GET, "/check", None, &headers, true, "/check").is_err());
     }
 
     #[test]
@@ -196,7 +238,8 @@ mod tests {
             &headers,
             false,
             "/check",
-        );
+        )
+        .expect("readable");
         assert_eq!((m, uri.as_str()), (Method::POST, "/mcp?a=b"));
     }
 }

@@ -21,6 +21,12 @@ use super::{ConnInfo, Gateway};
 /// How long a client has to finish the TLS handshake or send its request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request head (request line and headers) accepted; larger ones get 431. It
+/// fits the largest token the JWT validator reads (16 KiB) with room for the rest, like
+/// nginx's default 4 × 8 KiB, where hyper's own default (~400 KiB) would let a client make
+/// the gateway buffer, parse and forward headers no upstream expects.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -109,7 +115,14 @@ async fn serve_connection<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        // hyper-util's builder has no `max_header_size`; the read buffer bounds the head the
+        // same way (a head that does not fit is a 431), and bodies stream through it anyway.
+        .max_buf_size(MAX_HEADER_BYTES);
+    // HTTP/2 counts the decoded list (each name and value plus 32 bytes): the same budget.
+    builder
+        .http2()
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(error) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%error, "connection ended with an error");

@@ -4,7 +4,8 @@
 //! - Hop-by-hop headers (RFC 9110 §7.6.1, and any named in `Connection`) are dropped both
 //!   ways; everything else, including every `Mcp-*` header, passes.
 //! - Before the upstream: the route's credential headers are removed (no token
-//!   passthrough), client-supplied `x-portcullis-*` headers are removed, then the identity
+//!   passthrough), client-supplied `x-portcullis-*` headers (and `x_portcullis_*`
+//!   look-alikes) are removed, then the identity
 //!   is added as `x-portcullis-subject`, `x-portcullis-scopes` (space-separated) and
 //!   `x-portcullis-provider`.
 //! - Connecting has a timeout, and so does waiting for the response headers; both answer
@@ -268,11 +269,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::UPGRADE);
 }
 
-/// Removes every client-supplied `x-portcullis-*` header.
+/// Removes every client-supplied `x-portcullis-*` header, and its look-alikes with `_` for
+/// `-` (`X_Portcullis_Subject`): CGI, WSGI, Rack and PHP upstreams read both spellings as
+/// the same `HTTP_X_PORTCULLIS_SUBJECT` variable, so a forged one could shadow the real one.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("x-portcullis-"))
+        .filter(|name| name.as_str().replace('_', "-").starts_with("x-portcullis-"))
         .cloned()
         .collect();
     for name in ours {
@@ -380,6 +383,18 @@ mod tests {
     fn identity_values_cannot_inject_lines() {
         assert_eq!(header_value("a\r\nx: y"), "a%0D%0Ax: y");
         assert_eq!(header_value("Zoë 100%"), "Zo%C3%AB 100%25");
+    }
+
+    #[test]
+    fn identity_headers_and_underscore_look_alikes_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-portcullis-subject", "admin".parse().expect("hv"));
+        h.insert("x_portcullis_subject", "admin".parse().expect("hv"));
+        h.insert("x-portcullis_scopes", "admin".parse().expect("hv"));
+        h.insert("x-portcullisx", "kept".parse().expect("hv"));
+        strip_identity_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-portcullisx"));
     }
 
     #[test]

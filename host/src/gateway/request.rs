@@ -14,10 +14,10 @@ use crate::context::{ClientCert, RequestContext};
 use crate::mcp::{McpMessage, parse_body};
 
 /// Refuses a path that is not in normal form: not starting with `/`, an empty (`//`), `.`
-/// or `..` segment, a backslash, or a percent-encoded `/`, `.`, `\` or NUL. The gateway,
-/// its rules and the upstream must all see the same path; a path that normalises
-/// differently in each of them is how prefix rules are bypassed, so it is refused rather
-/// than normalised.
+/// or `..` segment, a backslash, a `;` path parameter, a `#` fragment, or a percent-encoded
+/// `/`, `.`, `\` or NUL. The gateway, its rules and the upstream must all see the same path;
+/// a path that normalises differently in each of them is how prefix rules are bypassed, so
+/// it is refused rather than normalised.
 pub fn check_path(path: &str) -> Result<(), Rejection> {
     let bad = |why: &str| {
         Err(Rejection::InvalidRequest {
@@ -30,6 +30,17 @@ pub fn check_path(path: &str) -> Result<(), Rejection> {
     }
     if path.contains('\\') {
         return bad("backslash");
+    }
+    // Tomcat, Jetty and Spring drop `;…` from each segment before routing, so `/admin;x`
+    // is their `/admin` but not under this gateway's `/admin` rules, and `/public/..;/admin`
+    // climbs out of a public route. Matrix parameters are rare enough to refuse outright.
+    if path.contains(';') {
+        return bad("`;` path parameter");
+    }
+    // hyper drops a fragment from the request line; one can only arrive in a forwarded URI
+    // (forward-auth), where the proxy would route without it.
+    if path.contains('#') {
+        return bad("`#` fragment");
     }
     // Checked byte-wise rather than on a lower-cased copy: this runs on every request.
     let encoded_forbidden = path.as_bytes().windows(3).any(|w| {
@@ -246,6 +257,9 @@ mod tests {
             "/mcp\\x",
             "mcp",
             "/mcp/..",
+            "/mcp;x",
+            "/public/..;/admin",
+            "/mcp#x",
         ] {
             assert!(check_path(path).is_err(), "{path} should be refused");
         }

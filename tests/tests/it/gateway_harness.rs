@@ -1,9 +1,10 @@
 //! Shared set-up for the gateway tests: a real gateway on port 0, configured from TOML
 //! through the same `config::load_str` → `assemble` path as `portcullis serve`, in front of
-//! the embedded demo MCP server (rmcp, Streamable HTTP); and a small raw HTTP client.
+//! the embedded demo MCP server (rmcp, Streamable HTTP) or a [`RecordingUpstream`]; and a
+//! small raw HTTP client.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -275,4 +276,122 @@ pub fn tool_text(reply: &Reply) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| panic!("no tool result in: {}", reply.body))
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Headers.
+    pub headers: http::HeaderMap,
+}
+
+/// A plain HTTP upstream on 127.0.0.1:0 that answers every request `200 upstream` and
+/// records it, to prove what reached the upstream and what never did. Stops when dropped.
+#[derive(Debug)]
+pub struct RecordingUpstream {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingUpstream {
+    /// Starts the upstream.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                        log.lock().expect("lock").push(Seen {
+                            method: req.method().to_string(),
+                            target: req
+                                .uri()
+                                .path_and_query()
+                                .map_or_else(String::new, ToString::to_string),
+                            headers: req.headers().clone(),
+                        });
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"upstream"),
+                            )))
+                        }
+                    });
+                    // Errors are clients going away.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, seen, task }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What came back for a request written byte for byte over TCP.
+#[derive(Debug)]
+pub enum RawReply {
+    /// A response: its status and the whole text (head and body, lossily decoded).
+    Answered {
+        /// Status.
+        status: u16,
+        /// Everything read.
+        text: String,
+    },
+    /// The connection closed or was reset before a status line arrived.
+    Closed(String),
+}
+
+/// Writes `request` as is to `addr` (while reading, so an early answer to a large request is
+/// not lost) and reads until the gateway closes the connection (10 s deadline). Send
+/// `Connection: close` in `request`.
+pub async fn raw_request(addr: SocketAddr, request: Vec<u8>) -> RawReply {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        // The gateway may refuse before reading everything; a broken pipe is expected then.
+        let _ = writer.write_all(&request).await;
+        let _ = writer.flush().await;
+        writer
+    });
+    let mut text = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut text))
+        .await
+        .expect("the gateway answers or closes within 10 s");
+    drop(writing.await);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    match (status, read) {
+        (Some(status), _) => RawReply::Answered { status, text },
+        (None, Err(error)) => RawReply::Closed(error.to_string()),
+        (None, Ok(_)) => RawReply::Closed(format!("closed after {text:?}")),
+    }
 }

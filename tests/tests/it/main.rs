@@ -2,6 +2,8 @@
 //! of real components, real HTTP servers on port 0.
 
 mod api_key;
+mod attack_headers;
+mod attack_jwt;
 mod chain;
 mod config_ui;
 mod gateway_cli;
