@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Request, Response};
 
+use super::admission::{Admitted, admit};
 use super::body::{Body, full};
 use super::listing::{Allow, ListingFilter};
 use super::metadata::{WELL_KNOWN, respond};
-use super::proxy::{add_identity_headers, buffered, upstream_headers};
+use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{ContextParts, check_origin, check_path, client_addr, context, read_body};
+use super::request::check_path;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
-use crate::engine::{Decision, Outcome};
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
 
@@ -90,73 +90,24 @@ async fn proxy(
     metrics: &Metrics,
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
-    let deny = |rejection: Rejection, reason: &str| {
-        audit(&AuditRecord {
-            route: route.label(),
-            subject: None,
-            provider: "-",
-            verdict: "deny",
-            reason,
-            status: rejection.status().as_u16(),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        });
-        rejection.into_response()
-    };
-    if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
-        return deny(rejection, "origin not allowed");
-    }
-    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
-    let (buffered_body, stream) = if parts.method == Method::POST && route.wants_body {
-        match read_body(body, &parts.headers, site.max_body_bytes).await {
-            Ok(bytes) => (Some(bytes), None),
-            Err(rejection) => return deny(rejection, "request body refused"),
+    let Some(upstream) = &route.upstream else {
+        // Only a site built from an embedded config lacks upstreams, and the gateway is never
+        // given one; should it be, refuse rather than guess.
+        return Rejection::BadGateway {
+            description: "this route has no upstream (its config was validated for embedding)"
+                .into(),
         }
-    } else {
-        (None, Some(body))
+        .into_response();
     };
-    let ctx = context(
-        ContextParts {
-            method: &parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            peer,
-            client_cert: conn.client_cert.clone(),
-        },
-        route.mcp,
-        buffered_body.clone(),
-    );
-    let ctx = match ctx {
-        Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => return deny(rejection, "malformed MCP body"),
-    };
-    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
-    metrics.decision(&trace);
-    let (identity, provider) = match decision {
-        Decision::Deny {
-            denial,
-            required_scopes,
-        } => {
-            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
-            let decided_by = trace
-                .steps
-                .last()
-                .map_or("-", |s| s.provider.as_str())
-                .to_owned();
-            audit(&AuditRecord {
-                route: route.label(),
-                subject: None,
-                provider: &decided_by,
-                verdict: "deny",
-                reason: &denial.reason,
-                status: rejection.status().as_u16(),
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-            });
-            return rejection.into_response();
-        }
-        Decision::Allow { identity, provider } => (identity, provider),
+    let Admitted {
+        identity,
+        provider,
+        peer,
+        buffered: buffered_body,
+        body,
+    } = match admit(site, route, &parts, body, conn, metrics).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
 
     let listing = match (&buffered_body, route.mcp) {
@@ -171,9 +122,7 @@ async fn proxy(
         }
         _ => None,
     };
-    let target = route
-        .upstream
-        .target(&route.path, parts.uri.path(), parts.uri.query());
+    let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -192,13 +141,7 @@ async fn proxy(
     let method = parts.method.clone();
     parts.uri = target;
     parts.version = http::Version::HTTP_11;
-    let body = match (buffered_body, stream) {
-        (Some(bytes), _) => buffered(bytes),
-        (None, Some(stream)) => stream,
-        (None, None) => super::body::empty(),
-    };
-    let result = route
-        .upstream
+    let result = upstream
         .send(Request::from_parts(parts, body), listing)
         .await;
     let (response, reason) = match result {

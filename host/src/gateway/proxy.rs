@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -300,11 +299,6 @@ pub fn upstream_headers(
             headers.insert("x-forwarded-for", value);
         }
     }
-}
-
-/// A buffered body, for requests whose body the engine read.
-pub fn buffered(bytes: Bytes) -> Body {
-    full(bytes)
 }
 
 #[cfg(test)]
