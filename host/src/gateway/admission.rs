@@ -14,6 +14,7 @@ use http::{Method, Response};
 
 use super::ConnInfo;
 use super::body::{Body, full};
+use super::listing::{Allow, ListingFilter};
 use super::rejection::Rejection;
 use super::request::{ContextParts, check_origin, client_addr, context, read_body};
 use super::site::{LiveRoute, Site};
@@ -107,4 +108,21 @@ pub async fn admit(
             Err(deny(rejection, decided_by, &denial.reason))
         }
     }
+}
+
+/// The filter for the listing calls (`tools/list`, …) in an admitted MCP body: entries the
+/// caller could not call are removed from the answer. `None` when nothing is to be filtered.
+pub fn listing_filter(
+    route: &LiveRoute,
+    parts: &Parts,
+    identity: &Identity,
+    buffered: Option<&Bytes>,
+) -> Option<ListingFilter> {
+    let bytes = buffered.filter(|_| route.mcp)?;
+    let rules = route.policy.rules.clone();
+    let caller = identity.clone();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let allow: Allow = Arc::new(move |call| rules.allows_call(&caller, &method, &path, call));
+    ListingFilter::for_request(bytes, allow)
 }

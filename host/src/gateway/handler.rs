@@ -1,15 +1,12 @@
 //! One request through the gateway: public endpoints first, then route lookup, request
 //! context, the engine's decision, and the upstream.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 
-use super::admission::{Admitted, admit};
+use super::admission::{Admitted, admit, listing_filter};
 use super::body::{Body, full};
-use super::listing::{Allow, ListingFilter};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
@@ -47,13 +44,7 @@ pub async fn handle(
         }
         _ => {}
     }
-    if let Some(suffix) = path.strip_prefix(WELL_KNOWN)
-        && (suffix.is_empty() || suffix.starts_with('/'))
-    {
-        let response = match site.metadata(suffix) {
-            Some(doc) => respond(request.method(), doc),
-            None => Rejection::NotFound.into_response(),
-        };
+    if let Some(response) = metadata(site, request.method(), &path) {
         return (WELL_KNOWN.into(), response);
     }
     if let Some(check) = &site.forward_auth_path
@@ -67,6 +58,20 @@ pub async fn handle(
     };
     let response = proxy(site, route, request, conn, metrics).await;
     (route.label().to_owned(), response)
+}
+
+/// The answer for an RFC 9728 metadata path (`/.well-known/oauth-protected-resource[/…]`),
+/// or `None` for any other path. Served without authentication, by the gateway and by the
+/// tower layer alike, since their challenges point there.
+pub fn metadata(site: &Site, method: &Method, path: &str) -> Option<Response<Body>> {
+    let suffix = path.strip_prefix(WELL_KNOWN)?;
+    if !(suffix.is_empty() || suffix.starts_with('/')) {
+        return None;
+    }
+    Some(match site.metadata(suffix) {
+        Some(doc) => respond(method, doc),
+        None => Rejection::NotFound.into_response(),
+    })
 }
 
 /// The `/readyz` answer with `body`.
@@ -110,18 +115,7 @@ async fn proxy(
         Err(refusal) => return refusal,
     };
 
-    let listing = match (&buffered_body, route.mcp) {
-        (Some(bytes), true) => {
-            let rules = route.policy.rules.clone();
-            let caller = identity.clone();
-            let method = parts.method.clone();
-            let path = parts.uri.path().to_owned();
-            let allow: Allow =
-                Arc::new(move |call| rules.allows_call(&caller, &method, &path, call));
-            ListingFilter::for_request(bytes, allow)
-        }
-        _ => None,
-    };
+    let listing = listing_filter(route, &parts, &identity, buffered_body.as_ref());
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts
