@@ -185,8 +185,8 @@ impl AuthLayer {
     }
 
     /// Reads the config file at `path` ([`config::load_embedded`]) and builds the layer.
-    pub async fn from_file(path: &std::path::Path) -> Result<Self, EmbedError> {
-        Self::from_config(&config::load_embedded(path)?, None).await
+    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, EmbedError> {
+        Self::from_config(&config::load_embedded(path.as_ref())?, None).await
     }
 
     /// Builds a layer in code.

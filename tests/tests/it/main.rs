@@ -4,6 +4,7 @@
 mod api_key;
 mod chain;
 mod config_ui;
+mod embed;
 mod gateway_cli;
 mod gateway_forward_auth;
 mod gateway_harness;
