@@ -43,7 +43,11 @@ async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, Option<St
         .await
         .expect("body")
         .to_bytes();
-    (status, challenge, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        challenge,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -81,9 +85,9 @@ async fn admin_route_refuses_the_reader_and_admits_the_admin() {
     let (status, challenge, _) = get(addr, "/api/admin", Some("embed-reader-key")).await;
     assert_eq!(status, 403);
     assert!(
-        challenge
-            .as_deref()
-            .is_some_and(|c| c.starts_with("Bearer error=\"insufficient_scope\", scope=\"admin api:read\"")),
+        challenge.as_deref().is_some_and(
+            |c| c.starts_with("Bearer error=\"insufficient_scope\", scope=\"admin api:read\"")
+        ),
         "got: {challenge:?}"
     );
     assert_eq!(

@@ -92,12 +92,8 @@ impl Builder {
     /// with `<embedded builder>` as the file.
     pub async fn build(self) -> Result<AuthLayer, EmbedError> {
         let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("."));
-        let config = config::validate_raw(
-            self.raw,
-            "<embedded builder>",
-            &base_dir,
-            Purpose::Embedded,
-        )?;
+        let config =
+            config::validate_raw(self.raw, "<embedded builder>", &base_dir, Purpose::Embedded)?;
         AuthLayer::from_config(&config, self.runtime.as_ref()).await
     }
 }

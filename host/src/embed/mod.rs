@@ -100,17 +100,17 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::builder::Builder;
-pub use crate::gateway::body::{Body, BoxError};
-pub use crate::gateway::{ConnInfo, Rejection};
 use crate::config::{self, Config, ConfigError};
 use crate::engine::BoxFuture;
 use crate::gateway::Site;
 use crate::gateway::admission::{admit, listing_filter};
 use crate::gateway::body::boxed;
+pub use crate::gateway::body::{Body, BoxError};
 use crate::gateway::handler::metadata;
 use crate::gateway::listing::filter_response;
 use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
 use crate::gateway::request::check_path;
+pub use crate::gateway::{ConnInfo, Rejection};
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
 use crate::verdict::Identity;
@@ -317,7 +317,9 @@ where
     parts
         .extensions
         .insert(AuthenticatedBy(admitted.provider.clone()));
-    parts.extensions.insert::<Identity>(admitted.identity.clone());
+    parts
+        .extensions
+        .insert::<Identity>(admitted.identity.clone());
     let response = call_inner(&mut inner, Request::from_parts(parts, admitted.body))
         .await?
         .map(boxed);

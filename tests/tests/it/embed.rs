@@ -118,18 +118,72 @@ fn matrix() -> Vec<Case> {
     let mut cases = vec![
         case("no credential", "/mcp", None, Some(INITIALIZE), 401),
         case("bad key", "/mcp", Some("not-a-key"), Some(INITIALIZE), 401),
-        case("reader initializes", "/mcp", Some(READER_KEY), Some(INITIALIZE), 200),
-        case("reader calls echo", "/mcp", Some(READER_KEY), Some(CALL_ECHO), 200),
-        case("reader calls admin tool", "/mcp", Some(READER_KEY), Some(CALL_ADMIN), 403),
-        case("admin calls admin tool", "/mcp", Some(ADMIN_KEY), Some(CALL_ADMIN), 200),
-        case("no-scope key", "/mcp", Some(NOSCOPE_KEY), Some(CALL_ECHO), 403),
-        case("reader lists tools", "/mcp", Some(READER_KEY), Some(LIST_TOOLS), 200),
-        case("admin lists tools", "/mcp", Some(ADMIN_KEY), Some(LIST_TOOLS), 200),
-        case("malformed JSON-RPC", "/mcp", Some(READER_KEY), Some("{not json"), 400),
+        case(
+            "reader initializes",
+            "/mcp",
+            Some(READER_KEY),
+            Some(INITIALIZE),
+            200,
+        ),
+        case(
+            "reader calls echo",
+            "/mcp",
+            Some(READER_KEY),
+            Some(CALL_ECHO),
+            200,
+        ),
+        case(
+            "reader calls admin tool",
+            "/mcp",
+            Some(READER_KEY),
+            Some(CALL_ADMIN),
+            403,
+        ),
+        case(
+            "admin calls admin tool",
+            "/mcp",
+            Some(ADMIN_KEY),
+            Some(CALL_ADMIN),
+            200,
+        ),
+        case(
+            "no-scope key",
+            "/mcp",
+            Some(NOSCOPE_KEY),
+            Some(CALL_ECHO),
+            403,
+        ),
+        case(
+            "reader lists tools",
+            "/mcp",
+            Some(READER_KEY),
+            Some(LIST_TOOLS),
+            200,
+        ),
+        case(
+            "admin lists tools",
+            "/mcp",
+            Some(ADMIN_KEY),
+            Some(LIST_TOOLS),
+            200,
+        ),
+        case(
+            "malformed JSON-RPC",
+            "/mcp",
+            Some(READER_KEY),
+            Some("{not json"),
+            400,
+        ),
         case("reader GET", "/mcp", Some(READER_KEY), None, 200),
         case("GET without credential", "/mcp", None, None, 401),
         case("no route", "/elsewhere", Some(ADMIN_KEY), None, 404),
-        case("path not in normal form", "/mcp/../admin", Some(ADMIN_KEY), None, 400),
+        case(
+            "path not in normal form",
+            "/mcp/../admin",
+            Some(ADMIN_KEY),
+            None,
+            400,
+        ),
         case(
             "metadata",
             "/.well-known/oauth-protected-resource/mcp",
@@ -138,7 +192,13 @@ fn matrix() -> Vec<Case> {
             200,
         ),
     ];
-    let mut smuggled = case("smuggled identity", "/mcp", Some(READER_KEY), Some(CALL_ECHO), 200);
+    let mut smuggled = case(
+        "smuggled identity",
+        "/mcp",
+        Some(READER_KEY),
+        Some(CALL_ECHO),
+        200,
+    );
     smuggled
         .headers
         .push(("x-portcullis-subject", "admin".to_owned()));
@@ -146,7 +206,13 @@ fn matrix() -> Vec<Case> {
         .headers
         .push(("x-portcullis-scopes", "admin mcp:read".to_owned()));
     cases.push(smuggled);
-    let mut foreign = case("foreign origin", "/mcp", Some(READER_KEY), Some(CALL_ECHO), 403);
+    let mut foreign = case(
+        "foreign origin",
+        "/mcp",
+        Some(READER_KEY),
+        Some(CALL_ECHO),
+        403,
+    );
     foreign
         .headers
         .push(("origin", "https://evil.example".to_owned()));
@@ -155,12 +221,14 @@ fn matrix() -> Vec<Case> {
 }
 
 async fn ask(base: &str, case: &Case) -> Reply {
-    let headers: Vec<(&str, &str)> = case
-        .headers
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .collect();
-    send(&format!("{base}{}", case.path), case.method, &headers, case.body).await
+    let headers: Vec<(&str, &str)> = case.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    send(
+        &format!("{base}{}", case.path),
+        case.method,
+        &headers,
+        case.body,
+    )
+    .await
 }
 
 /// What must be equal between the two answers.
@@ -185,12 +253,7 @@ async fn tower_layer_allows_and_refuses_exactly_like_the_gateway() {
     let layer = AuthLayer::from_config(&config, None)
         .await
         .expect("the layer builds");
-    let service = serve(
-        Router::new()
-            .route("/mcp", any(embedded_echo))
-            .layer(layer),
-    )
-    .await;
+    let service = serve(Router::new().route("/mcp", any(embedded_echo)).layer(layer)).await;
     let embedded = format!("http://{service}");
 
     let mut mismatches = Vec::new();
@@ -233,20 +296,27 @@ async fn tower_layer_identity_and_filtered_listing_are_what_the_rules_allow() {
     let layer = AuthLayer::from_config(&config, None).await.expect("builds");
     let base = format!(
         "http://{}",
-        serve(
-            Router::new()
-                .route("/mcp", any(embedded_echo))
-                .layer(layer)
-        )
-        .await
+        serve(Router::new().route("/mcp", any(embedded_echo)).layer(layer)).await
     );
-    let reader = ask(&base, &case("", "/mcp", Some(READER_KEY), Some(CALL_ECHO), 200)).await;
+    let reader = ask(
+        &base,
+        &case("", "/mcp", Some(READER_KEY), Some(CALL_ECHO), 200),
+    )
+    .await;
     let seen: Value = serde_json::from_str(&reader.body).expect("echo JSON");
     assert_eq!(
-        (seen["subject"].as_str(), seen["scopes"].as_str(), seen["provider"].as_str()),
+        (
+            seen["subject"].as_str(),
+            seen["scopes"].as_str(),
+            seen["provider"].as_str()
+        ),
         (Some("reader"), Some("mcp:read"), Some("keys"))
     );
-    let listing = ask(&base, &case("", "/mcp", Some(READER_KEY), Some(LIST_TOOLS), 200)).await;
+    let listing = ask(
+        &base,
+        &case("", "/mcp", Some(READER_KEY), Some(LIST_TOOLS), 200),
+    )
+    .await;
     let tools: Vec<String> = serde_json::from_str::<Value>(&listing.body).expect("JSON")["result"]
         ["tools"]
         .as_array()
@@ -255,7 +325,11 @@ async fn tower_layer_identity_and_filtered_listing_are_what_the_rules_allow() {
         .filter_map(|t| t["name"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(tools, ["echo"], "the reader is not shown the admin tool");
-    let refused = ask(&base, &case("", "/mcp", Some(READER_KEY), Some(CALL_ADMIN), 403)).await;
+    let refused = ask(
+        &base,
+        &case("", "/mcp", Some(READER_KEY), Some(CALL_ADMIN), 403),
+    )
+    .await;
     assert_eq!(refused.status, 403);
     assert_eq!(
         refused.header("www-authenticate"),
@@ -298,7 +372,11 @@ async fn swapping_the_layers_site_changes_decisions_for_services_already_built()
         "[[rules]]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"\nscopes = [\"admin\"]\n",
         "",
     );
-    assert_ne!(relaxed, fill(&template, addr, ""), "the admin rule was removed");
+    assert_ne!(
+        relaxed,
+        fill(&template, addr, ""),
+        "the admin rule was removed"
+    );
     layer.reload(&load(&relaxed)).await.expect("reloads");
     assert_eq!(ask(&base, &admin_call).await.status, 200);
 
