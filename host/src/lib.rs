@@ -11,6 +11,8 @@
 //! - [`config`]: the TOML configuration, validated, and the providers built from it.
 //! - [`gateway`]: the HTTP front end — listener, reverse proxy, OAuth resource-server
 //!   challenges and metadata, forward-auth — over the engine.
+//! - [`embed`]: the engine as a `tower` layer in front of a Rust service's own handlers,
+//!   deciding through the gateway's own admission path.
 //! - [`observability`]: metrics, logs and the audit line.
 //! - [`reload`]: hot reload of the config file and the Wasm components it names.
 //! - [`demo`]: the embedded default (a demo MCP server and its configuration).
@@ -22,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod demo;
+pub mod embed;
 pub mod engine;
 pub mod gateway;
 pub mod mcp;

@@ -6,8 +6,10 @@
 //!    every error naming the file, the key path and the bad value, and the fix.
 //!
 //! [`load`] does both and is the one entry point for `serve`, `check` and `eval` (and for
-//! reloading). [`assemble`] then builds the providers: built-in validators, and Wasm
-//! components compiled and configured by the runtime.
+//! reloading); [`load_embedded`] / [`load_str_embedded`] do the same for a tower layer
+//! ([`crate::embed`]), where routes need no `upstream` ([`Purpose`]). [`assemble`] then
+//! builds the providers: built-in validators, and Wasm components compiled and configured
+//! by the runtime.
 //!
 //! ```toml
 //! [server]
@@ -36,7 +38,7 @@ use std::path::Path;
 
 pub use assemble::{Assembled, BuiltProvider, assemble, needs_wasm};
 pub use error::ConfigError;
-pub use model::Config;
+pub use model::{Config, Purpose};
 pub use validate::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES};
 
 use self::error::Reporter;
@@ -60,12 +62,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// [`load`] with command-line overrides applied before validation.
 pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    load_file(path, overrides, Purpose::Gateway)
+}
+
+/// [`load`] for an embedded tower layer: routes may leave `upstream` out, and it is ignored
+/// when present.
+pub fn load_embedded(path: &Path) -> Result<Config, ConfigError> {
+    load_file(path, &Overrides::default(), Purpose::Embedded)
+}
+
+fn load_file(path: &Path, overrides: &Overrides, purpose: Purpose) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    load_str_with(&text, &path.display().to_string(), base_dir, overrides)
+    load_text(
+        &text,
+        &path.display().to_string(),
+        base_dir,
+        overrides,
+        purpose,
+    )
 }
 
 /// Validates config `text` named `source` in messages, with relative paths taken from
@@ -81,6 +99,38 @@ pub fn load_str_with(
     base_dir: &Path,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
+    load_text(text, source, base_dir, overrides, Purpose::Gateway)
+}
+
+/// [`load_str`] for an embedded tower layer (see [`load_embedded`]).
+pub fn load_str_embedded(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    load_text(
+        text,
+        source,
+        base_dir,
+        &Overrides::default(),
+        Purpose::Embedded,
+    )
+}
+
+/// Stage two alone, on a [`RawConfig`] built in code (the embedding builder); `source` names
+/// it in messages.
+pub fn validate_raw(
+    raw: RawConfig,
+    source: &str,
+    base_dir: &Path,
+    purpose: Purpose,
+) -> Result<Config, ConfigError> {
+    validate::validate(raw, &reporter(source), base_dir, purpose)
+}
+
+fn load_text(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    overrides: &Overrides,
+    purpose: Purpose,
+) -> Result<Config, ConfigError> {
     let mut raw = parse_str_with(text, source, &|var| std::env::var(var).ok())?;
     if let Some(listen) = overrides.listen {
         raw.server.listen = Some(listen.to_string());
@@ -88,7 +138,7 @@ pub fn load_str_with(
     if let Some(dir) = &overrides.providers_dir {
         raw.server.providers_dir = Some(dir.display().to_string());
     }
-    validate::validate(raw, &reporter(source), base_dir)
+    validate::validate(raw, &reporter(source), base_dir, purpose)
 }
 
 /// Stage one only: syntax, `${VAR}` expansion and shape. Used to check config snippets that

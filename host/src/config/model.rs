@@ -17,6 +17,18 @@ use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
 use crate::wasm::InstanceMode;
 
+/// What a configuration is validated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `portcullis serve`, `check`, `eval`: every route proxies to its `upstream`, which is
+    /// required.
+    Gateway,
+    /// A tower layer in a Rust service ([`crate::embed`]): routes guard the service's own
+    /// handlers, so `upstream` may be left out, and is ignored when present (the same file
+    /// can drive both).
+    Embedded,
+}
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,8 +119,9 @@ pub enum ClientAuth {
 pub struct Route {
     /// Path prefix without a trailing `/` (`""` for the root route).
     pub path: String,
-    /// Upstream base URL (`http://host:port/path`).
-    pub upstream: Uri,
+    /// Upstream base URL (`http://host:port/path`): always set for [`Purpose::Gateway`];
+    /// `None` for [`Purpose::Embedded`], whose routes lead to the host service's handlers.
+    pub upstream: Option<Uri>,
     /// Authentication chain.
     pub chain: Vec<ChainItem>,
     /// Authorizer provider names.

@@ -75,13 +75,15 @@ pub struct RawTls {
 }
 
 /// `[[routes]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Path prefix, segment-wise.
     pub path: String,
-    /// Upstream URL; the route's prefix is replaced by its path.
-    pub upstream: String,
+    /// Upstream URL; the route's prefix is replaced by its path. Required by the gateway;
+    /// an embedded layer ([`crate::embed`]) serves its own handlers and ignores it.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Authentication chain: provider names, or `{ all = [..] }` groups.
     #[serde(default)]
     pub chain: Vec<RawChainEntry>,

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 
 use super::error::{ConfigError, Reporter};
 use super::model::{
-    ChainItem, ClientAuth, Config, LogFormat, OriginPolicy, Provider, Resource, Route, Server, Tls,
+    ChainItem, ClientAuth, Config, LogFormat, OriginPolicy, Provider, Purpose, Resource, Route,
+    Server, Tls,
 };
 use super::providers::validate_provider;
 use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
@@ -23,11 +24,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default largest buffered request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Validates `raw`; relative paths are taken from `base_dir` (the config file's folder).
+/// Validates `raw` for `purpose`; relative paths are taken from `base_dir` (the config
+/// file's folder).
 pub(crate) fn validate(
     raw: RawConfig,
     report: &Reporter,
     base_dir: &Path,
+    purpose: Purpose,
 ) -> Result<Config, ConfigError> {
     let server = server(&raw.server, report, base_dir)?;
     let mut providers = BTreeMap::new();
@@ -46,15 +49,19 @@ pub(crate) fn validate(
     let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
     for (i, raw_route) in raw.routes.iter().enumerate() {
         all_rule_scopes.extend(scopes_of(&raw_route.rules));
-        let route = route(i, raw_route, &global_rules, &providers, report)?;
+        let route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
         if let Some(other) = routes.iter().find(|r| r.path == route.path) {
+            let upstream = other
+                .upstream
+                .as_ref()
+                .map(|u| format!(" (upstream `{u}`)"))
+                .unwrap_or_default();
             return Err(report.invalid(
                 format!("routes[{i}].path"),
                 format!(
-                    "`{}` is already the path of another route (upstream `{}`); give each \
-                     route its own path",
+                    "`{}` is already the path of another route{upstream}; give each route its \
+                     own path",
                     display_path(&other.path),
-                    other.upstream
                 ),
             ));
         }
@@ -289,10 +296,24 @@ fn route(
     global_rules: &[Rule],
     providers: &BTreeMap<String, Provider>,
     report: &Reporter,
+    purpose: Purpose,
 ) -> Result<Route, ConfigError> {
     let key = |field: &str| format!("routes[{i}].{field}");
     let path = route_path(&raw.path, &key("path"), report)?;
-    let upstream = upstream(&raw.upstream, &key("upstream"), report)?;
+    let upstream = match (purpose, &raw.upstream) {
+        (Purpose::Gateway, Some(text)) => Some(upstream(text, &key("upstream"), report)?),
+        (Purpose::Gateway, None) => {
+            return Err(report.invalid(
+                key("upstream"),
+                "is missing; name the server this route proxies to, e.g. \
+                 `upstream = \"http://127.0.0.1:8000/mcp\"` (only a config for an embedded \
+                 tower layer may leave it out)",
+            ));
+        }
+        // The layer hands allowed requests to the service it wraps; an upstream written for
+        // the gateway is not used (nor checked) there.
+        (Purpose::Embedded, _) => None,
+    };
     if raw.chain.is_empty() {
         return Err(report.invalid(
             key("chain"),

@@ -71,6 +71,25 @@ pub struct ApiKeyEntry {
     pub revoked: bool,
 }
 
+impl ApiKeyEntry {
+    /// A key known by its `sha256:` hash (as [`hash_key`] or `portcullis hash-key` prints
+    /// it), for settings built in code.
+    pub fn hashed(
+        name: impl Into<String>,
+        hash: impl Into<String>,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            hash: Some(hash.into()),
+            key: None,
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            expires_at: None,
+            revoked: false,
+        }
+    }
+}
+
 impl fmt::Debug for ApiKeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A literal in `key` is a plaintext key that was put there by mistake: never print it.

@@ -15,7 +15,7 @@ use crate::mcp::{McpCall, McpTarget};
 use crate::verdict::Identity;
 
 /// One rule as written in config (`[[rules]]` or `[[routes.rules]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSettings {
     /// Applies under this path prefix (segment-wise: `/mcp` covers `/mcp` and `/mcp/x`, not

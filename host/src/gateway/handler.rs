@@ -1,21 +1,18 @@
 //! One request through the gateway: public endpoints first, then route lookup, request
 //! context, the engine's decision, and the upstream.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response};
 
+use super::admission::{Admitted, admit, listing_filter};
 use super::body::{Body, full};
-use super::listing::{Allow, ListingFilter};
 use super::metadata::{WELL_KNOWN, respond};
-use super::proxy::{add_identity_headers, buffered, upstream_headers};
+use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{ContextParts, check_origin, check_path, client_addr, context, read_body};
+use super::request::check_path;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
-use crate::engine::{Decision, Outcome};
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
 
@@ -47,13 +44,7 @@ pub async fn handle(
         }
         _ => {}
     }
-    if let Some(suffix) = path.strip_prefix(WELL_KNOWN)
-        && (suffix.is_empty() || suffix.starts_with('/'))
-    {
-        let response = match site.metadata(suffix) {
-            Some(doc) => respond(request.method(), doc),
-            None => Rejection::NotFound.into_response(),
-        };
+    if let Some(response) = metadata(site, request.method(), &path) {
         return (WELL_KNOWN.into(), response);
     }
     if let Some(check) = &site.forward_auth_path
@@ -67,6 +58,20 @@ pub async fn handle(
     };
     let response = proxy(site, route, request, conn, metrics).await;
     (route.label().to_owned(), response)
+}
+
+/// The answer for an RFC 9728 metadata path (`/.well-known/oauth-protected-resource[/…]`),
+/// or `None` for any other path. Served without authentication, by the gateway and by the
+/// tower layer alike, since their challenges point there.
+pub fn metadata(site: &Site, method: &Method, path: &str) -> Option<Response<Body>> {
+    let suffix = path.strip_prefix(WELL_KNOWN)?;
+    if !(suffix.is_empty() || suffix.starts_with('/')) {
+        return None;
+    }
+    Some(match site.metadata(suffix) {
+        Some(doc) => respond(method, doc),
+        None => Rejection::NotFound.into_response(),
+    })
 }
 
 /// The `/readyz` answer with `body`.
@@ -90,90 +95,28 @@ async fn proxy(
     metrics: &Metrics,
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
-    let deny = |rejection: Rejection, reason: &str| {
-        audit(&AuditRecord {
-            route: route.label(),
-            subject: None,
-            provider: "-",
-            verdict: "deny",
-            reason,
-            status: rejection.status().as_u16(),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        });
-        rejection.into_response()
-    };
-    if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
-        return deny(rejection, "origin not allowed");
-    }
-    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
-    let (buffered_body, stream) = if parts.method == Method::POST && route.wants_body {
-        match read_body(body, &parts.headers, site.max_body_bytes).await {
-            Ok(bytes) => (Some(bytes), None),
-            Err(rejection) => return deny(rejection, "request body refused"),
+    let Some(upstream) = &route.upstream else {
+        // Only a site built from an embedded config lacks upstreams, and the gateway is never
+        // given one; should it be, refuse rather than guess.
+        return Rejection::BadGateway {
+            description: "this route has no upstream (its config was validated for embedding)"
+                .into(),
         }
-    } else {
-        (None, Some(body))
+        .into_response();
     };
-    let ctx = context(
-        ContextParts {
-            method: &parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            peer,
-            client_cert: conn.client_cert.clone(),
-        },
-        route.mcp,
-        buffered_body.clone(),
-    );
-    let ctx = match ctx {
-        Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => return deny(rejection, "malformed MCP body"),
-    };
-    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
-    metrics.decision(&trace);
-    let (identity, provider) = match decision {
-        Decision::Deny {
-            denial,
-            required_scopes,
-        } => {
-            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
-            let decided_by = trace
-                .steps
-                .last()
-                .map_or("-", |s| s.provider.as_str())
-                .to_owned();
-            audit(&AuditRecord {
-                route: route.label(),
-                subject: None,
-                provider: &decided_by,
-                verdict: "deny",
-                reason: &denial.reason,
-                status: rejection.status().as_u16(),
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-            });
-            return rejection.into_response();
-        }
-        Decision::Allow { identity, provider } => (identity, provider),
+    let Admitted {
+        identity,
+        provider,
+        peer,
+        buffered: buffered_body,
+        body,
+    } = match admit(site, route, &parts, body, conn, metrics).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
 
-    let listing = match (&buffered_body, route.mcp) {
-        (Some(bytes), true) => {
-            let rules = route.policy.rules.clone();
-            let caller = identity.clone();
-            let method = parts.method.clone();
-            let path = parts.uri.path().to_owned();
-            let allow: Allow =
-                Arc::new(move |call| rules.allows_call(&caller, &method, &path, call));
-            ListingFilter::for_request(bytes, allow)
-        }
-        _ => None,
-    };
-    let target = route
-        .upstream
-        .target(&route.path, parts.uri.path(), parts.uri.query());
+    let listing = listing_filter(route, &parts, &identity, buffered_body.as_ref());
+    let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -198,13 +141,7 @@ async fn proxy(
     let method = parts.method.clone();
     parts.uri = target;
     parts.version = http::Version::HTTP_11;
-    let body = match (buffered_body, stream) {
-        (Some(bytes), _) => buffered(bytes),
-        (None, Some(stream)) => stream,
-        (None, None) => super::body::empty(),
-    };
-    let result = route
-        .upstream
+    let result = upstream
         .send(Request::from_parts(parts, body), listing)
         .await;
     let (response, reason) = match result {

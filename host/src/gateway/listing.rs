@@ -12,11 +12,53 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use http::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::{Frame, SizeHint};
 use serde_json::Value;
 
-use super::body::{Body, BoxError};
+use super::body::{Body, BoxError, collect_limited, full};
+use super::rejection::Rejection;
 use crate::mcp::{ListKind, McpCall, filter_listing};
+
+/// Filters the listings in a successful `response` (from the upstream, or from the service
+/// behind the tower layer) with `filter`: JSON whole, SSE event by event. A JSON listing
+/// that cannot be read or parsed is a 502, never passed on unfiltered.
+pub async fn filter_response(
+    response: Response<Body>,
+    filter: Option<ListingFilter>,
+) -> Result<Response<Body>, Rejection> {
+    let (mut parts, body) = response.into_parts();
+    let Some(filter) = filter.filter(|_| parts.status.is_success()) else {
+        return Ok(Response::from_parts(parts, body));
+    };
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("text/event-stream") {
+        parts.headers.remove(CONTENT_LENGTH);
+        let body = Body::new(SseFilterBody::new(body, filter));
+        Ok(Response::from_parts(parts, body))
+    } else if content_type.starts_with("application/json") {
+        let bytes = collect_limited(body, MAX_LISTING_BYTES)
+            .await
+            .map_err(|_| Rejection::BadGateway {
+                description: "the upstream's listing could not be read".into(),
+            })?;
+        let filtered = filter
+            .filter_json(&bytes)
+            .map_err(|_| Rejection::BadGateway {
+                description: "the upstream's listing is not valid JSON".into(),
+            })?;
+        parts.headers.remove(CONTENT_LENGTH);
+        Ok(Response::from_parts(parts, full(filtered)))
+    } else {
+        Ok(Response::from_parts(parts, body))
+    }
+}
 
 /// Largest SSE event (or JSON listing) held for filtering.
 pub const MAX_LISTING_BYTES: usize = 16 << 20;

@@ -5,7 +5,8 @@
 //! - [`listener`] accepts connections (HTTP/1.1 and HTTP/2, optionally TLS with client
 //!   certificates) and drains them on shutdown.
 //! - [`handler`] runs one request: public endpoints ([`metadata`], health, metrics,
-//!   [`forward_auth`]), then the route's policy and the [`proxy`].
+//!   [`forward_auth`]), then [`admission`] (the route's policy: the one decision path, shared
+//!   with the tower layer in [`crate::embed`]) and the [`proxy`].
 //! - [`rejection`] is the one place where refusals get their status and challenge.
 //!
 //! Origin policy: a present `Origin` header must be the public URL's origin or one listed
@@ -14,6 +15,7 @@
 //! run there); one listening elsewhere accepts only the public origin. Requests without
 //! `Origin` (non-browser clients) are not affected.
 
+pub mod admission;
 pub mod body;
 pub mod forward_auth;
 pub mod handler;

@@ -14,16 +14,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::body::{Body, collect_limited, full};
-use super::listing::{ListingFilter, MAX_LISTING_BYTES, SseFilterBody};
+use super::body::Body;
+use super::listing::{ListingFilter, filter_response};
 use super::rejection::Rejection;
 use crate::verdict::Identity;
 
@@ -153,44 +152,10 @@ impl Upstream {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = super::body::boxed(body);
-        let Some(filter) = listing.filter(|_| parts.status.is_success()) else {
-            return Ok(Response::from_parts(parts, body));
-        };
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if content_type.starts_with("text/event-stream") {
-            parts.headers.remove(CONTENT_LENGTH);
-            let body = Body::new(SseFilterBody::new(body, filter));
-            Ok(Response::from_parts(parts, body))
-        } else if content_type.starts_with("application/json") {
-            let bytes = collect_limited(body, MAX_LISTING_BYTES)
-                .await
-                .map_err(|_| {
-                    (
-                        Rejection::BadGateway {
-                            description: "the upstream's listing could not be read".into(),
-                        },
-                        UpstreamFailure::Other,
-                    )
-                })?;
-            let filtered = filter.filter_json(&bytes).map_err(|_| {
-                (
-                    Rejection::BadGateway {
-                        description: "the upstream's listing is not valid JSON".into(),
-                    },
-                    UpstreamFailure::Other,
-                )
-            })?;
-            parts.headers.remove(CONTENT_LENGTH);
-            Ok(Response::from_parts(parts, full(filtered)))
-        } else {
-            Ok(Response::from_parts(parts, body))
-        }
+        let response = Response::from_parts(parts, super::body::boxed(body));
+        filter_response(response, listing)
+            .await
+            .map_err(|rejection| (rejection, UpstreamFailure::Other))
     }
 }
 
@@ -347,11 +312,6 @@ pub fn upstream_headers(
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
-}
-
-/// A buffered body, for requests whose body the engine read.
-pub fn buffered(bytes: Bytes) -> Body {
-    full(bytes)
 }
 
 #[cfg(test)]

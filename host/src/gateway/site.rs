@@ -26,8 +26,9 @@ pub struct LiveRoute {
     pub path: String,
     /// The decision function.
     pub policy: Policy,
-    /// The upstream pool.
-    pub upstream: Upstream,
+    /// The upstream pool; `None` only in a site built from an embedded config
+    /// ([`crate::config::Purpose::Embedded`]), which the gateway never serves.
+    pub upstream: Option<Upstream>,
     /// Headers removed before the upstream.
     pub strip: Vec<HeaderName>,
     /// Whether bodies are MCP JSON-RPC.
@@ -185,11 +186,10 @@ fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
     LiveRoute {
         path: route.path.clone(),
         policy,
-        upstream: Upstream::new(
-            route.upstream.clone(),
-            route.connect_timeout,
-            route.response_timeout,
-        ),
+        upstream: route
+            .upstream
+            .clone()
+            .map(|base| Upstream::new(base, route.connect_timeout, route.response_timeout)),
         strip,
         mcp: route.mcp,
         wants_body,

@@ -6,6 +6,7 @@ mod attack_headers;
 mod attack_jwt;
 mod chain;
 mod config_ui;
+mod embed;
 mod gateway_cli;
 mod gateway_forward_auth;
 mod gateway_harness;

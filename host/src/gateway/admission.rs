@@ -1,0 +1,128 @@
+//! Admission: from a request on a route to the engine's decision. The gateway's proxy and
+//! the embedded tower layer ([`crate::embed`]) both call [`admit`], so one code path decides
+//! for both: the `Origin` check, the client address behind trusted proxies, the body
+//! buffered (MCP POSTs, and Wasm providers with `body = true`) and parsed,
+//! [`Policy::decide`](crate::engine::Policy::decide), the decision metrics, and on a denial
+//! the audit line and the [`Rejection`] answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response};
+
+use super::ConnInfo;
+use super::body::{Body, full};
+use super::listing::{Allow, ListingFilter};
+use super::rejection::Rejection;
+use super::request::{ContextParts, check_origin, client_addr, context, read_body};
+use super::site::{LiveRoute, Site};
+use crate::engine::{Decision, Outcome};
+use crate::observability::Metrics;
+use crate::observability::logging::{AuditRecord, audit};
+use crate::verdict::Identity;
+
+/// A request the engine let through.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The caller.
+    pub identity: Identity,
+    /// The provider (or `a+b` group) that authenticated it.
+    pub provider: String,
+    /// The client address the engine saw (the peer, or the forwarded client behind a
+    /// trusted proxy).
+    pub peer: Option<SocketAddr>,
+    /// The body as the engine read it, when it was buffered.
+    pub buffered: Option<Bytes>,
+    /// The body to hand on, intact: the buffered bytes again, or the untouched stream.
+    pub body: Body,
+}
+
+/// Decides one request that `route` serves. `Err` is the complete refusal, already audited.
+pub async fn admit(
+    site: &Site,
+    route: &LiveRoute,
+    parts: &Parts,
+    body: Body,
+    conn: &ConnInfo,
+    metrics: &Metrics,
+) -> Result<Admitted, Response<Body>> {
+    let deny = |rejection: Rejection, provider: &str, reason: &str| {
+        audit(&AuditRecord {
+            route: route.label(),
+            subject: None,
+            provider,
+            verdict: "deny",
+            reason,
+            status: rejection.status().as_u16(),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+        });
+        rejection.into_response()
+    };
+    if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
+        return Err(deny(rejection, "-", "origin not allowed"));
+    }
+    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
+    let (buffered, body) = if parts.method == Method::POST && route.wants_body {
+        match read_body(body, &parts.headers, site.max_body_bytes).await {
+            Ok(bytes) => (Some(bytes.clone()), full(bytes)),
+            Err(rejection) => return Err(deny(rejection, "-", "request body refused")),
+        }
+    } else {
+        (None, body)
+    };
+    let ctx = context(
+        ContextParts {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            peer,
+            client_cert: conn.client_cert.clone(),
+        },
+        route.mcp,
+        buffered.clone(),
+    );
+    let ctx = match ctx {
+        Ok(ctx) => Arc::new(ctx),
+        Err(rejection) => return Err(deny(rejection, "-", "malformed MCP body")),
+    };
+    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
+    metrics.decision(&trace);
+    match decision {
+        Decision::Allow { identity, provider } => Ok(Admitted {
+            identity,
+            provider,
+            peer,
+            buffered,
+            body,
+        }),
+        Decision::Deny {
+            denial,
+            required_scopes,
+        } => {
+            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
+            let decided_by = trace.steps.last().map_or("-", |s| s.provider.as_str());
+            Err(deny(rejection, decided_by, &denial.reason))
+        }
+    }
+}
+
+/// The filter for the listing calls (`tools/list`, …) in an admitted MCP body: entries the
+/// caller could not call are removed from the answer. `None` when nothing is to be filtered.
+pub fn listing_filter(
+    route: &LiveRoute,
+    parts: &Parts,
+    identity: &Identity,
+    buffered: Option<&Bytes>,
+) -> Option<ListingFilter> {
+    let bytes = buffered.filter(|_| route.mcp)?;
+    let rules = route.policy.rules.clone();
+    let caller = identity.clone();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let allow: Allow = Arc::new(move |call| rules.allows_call(&caller, &method, &path, call));
+    ListingFilter::for_request(bytes, allow)
+}
