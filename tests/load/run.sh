@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load harness: requests/s, latency and CPU per request through the gateway with auth off
+# Load harness: requests/s, latency and CPU per request through a bare hyper proxy (the
+# floor of the stack the gateway is built on), through the gateway with auth off
 # (an `anonymous` provider), an API key, an RS256 JWT and the Wasm partner-token provider,
 # and through nginx `proxy_pass` (keepalive upstream) to the same upstream, all in one run.
 #
@@ -9,6 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="$ROOT/target/release/portcullis"
+BARE="$ROOT/target/release/examples/bare_proxy"
 WASM="$ROOT/target/guests/wasm32-wasip2/release/partner_token.wasm"
 DURATION="${LOAD_DURATION:-10s}"
 CONNECTIONS="${LOAD_CONNECTIONS:-32}"
@@ -24,6 +26,7 @@ for tool in nginx wrk openssl; do
     fi
 done
 [ -x "$BIN" ] || { echo "missing $BIN: run cargo xtask load" >&2; exit 1; }
+[ -x "$BARE" ] || { echo "missing $BARE: run cargo xtask load" >&2; exit 1; }
 
 UPSTREAM=18181 NGINX_PROXY=18182
 cat > "$WORK/nginx.conf" <<NGINX
@@ -98,6 +101,11 @@ gateway wasm 18193 'type = "wasm"
 component = "partner-token"
 secrets = { credentials = "file://'"$WORK"'/partner.creds" }'
 
+# The floor: the same HTTP stack (hyper-util server and pooled client) with nothing else.
+"$BARE" 127.0.0.1:18189 "http://127.0.0.1:$UPSTREAM" > "$WORK/bare.log" 2>&1 &
+PIDS+=($!)
+PID_bare=$!
+
 wait_up() {
     for _ in $(seq 1 200); do
         curl -s -o /dev/null "http://127.0.0.1:$1/healthz" 2>/dev/null && return 0
@@ -107,6 +115,7 @@ wait_up() {
     echo "port $1 did not come up; logs in $WORK" >&2; exit 1
 }
 for port in $NGINX_PROXY 18190 18191 18192 18193; do wait_up $port; done
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:18189/" && break; sleep 0.05; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 nginx_ticks() { local t=0; for p in $(pgrep -f "nginx: worker process" ); do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
@@ -138,6 +147,7 @@ run() { # name port header
 }
 run nginx $NGINX_PROXY "X-Nothing: 1"
 run off 18190 "X-Nothing: 1"
+run bare 18189 "X-Nothing: 1"
 run api_key 18191 "Authorization: Bearer load-key-0123456789"
 run jwt 18192 "Authorization: Bearer $TOKEN"
 run wasm 18193 "Authorization: partner-token load:load-secret"

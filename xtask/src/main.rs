@@ -127,6 +127,18 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
         "cargo",
         &["build", "--release", "--package", "portcullis"],
     )?;
+    cargo_like(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "portcullis-tests",
+            "--example",
+            "bare_proxy",
+        ],
+    )?;
     let script = root.join("tests").join("load").join(script);
     cargo_like(root, "bash", &[&script.to_string_lossy()])
 }
