@@ -2,6 +2,7 @@
 //! of real components, real HTTP servers on port 0.
 
 mod api_key;
+mod attack_plugins;
 mod chain;
 mod config_ui;
 mod gateway_cli;
