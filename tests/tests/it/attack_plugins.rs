@@ -73,6 +73,17 @@ path = "/every"
 upstream = "{upstream}"
 chain = ["every"]
 
+[[routes]]
+path = "/good"
+upstream = "{upstream}"
+chain = ["good"]
+
+[providers.good]
+type = "wasm"
+component = "{hostile}"
+config = { mode = "ok" }
+limits = { timeout_ms = 10 }
+
 [providers.keys]
 type = "api_key"
 keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
@@ -332,4 +343,33 @@ async fn fifty_concurrent_calls_to_a_looping_plugin_fail_closed_while_another_ro
     assert_eq!(statuses.values().sum::<usize>(), LOOPERS, "{statuses:?}");
     api_key_route_answers(&h).await;
     assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looping_neighbours_do_not_time_out_a_well_behaved_provider() {
+    let h = Arc::new(hostile_gateway().await);
+    // Spinners hold the workers; each yields every epoch tick. A quick call that happens to
+    // yield once then waits behind them for longer than its own 10 ms deadline: that wait
+    // is not the provider's running time and must not time it out.
+    let mut loopers = JoinSet::new();
+    for _ in 0..16 {
+        let h = h.clone();
+        loopers.spawn(async move { proxied(&h, "/loop").await.status });
+    }
+    let mut failures = Vec::new();
+    for call in 0..300 {
+        let reply = h
+            .request("GET", "/check/good", &[("x-test", "1")], None)
+            .await;
+        if reply.status != 200 {
+            failures.push(format!("call {call}: {} {}", reply.status, reply.body));
+        }
+        if loopers.len() == 0 || loopers.try_join_next().is_some() {
+            break;
+        }
+    }
+    assert!(failures.is_empty(), "{} failures: {failures:?}", failures.len());
+    while let Some(status) = loopers.join_next().await {
+        assert_eq!(status.expect("looper"), 503);
+    }
 }

@@ -2,7 +2,7 @@
 //! real HTTP server on 127.0.0.1, the validator called through the `Authenticator` trait.
 
 pub(crate) mod keys;
-mod server;
+pub(crate) mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

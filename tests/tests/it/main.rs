@@ -4,6 +4,7 @@
 mod api_key;
 mod attack_plugins;
 mod chain;
+mod faults;
 mod config_ui;
 mod gateway_cli;
 mod gateway_forward_auth;
@@ -14,8 +15,10 @@ mod gateway_oauth;
 mod gateway_tls;
 mod gateway_upstream;
 mod gateway_wasm;
+mod jwks_faults;
 mod jwt;
 mod reload;
+mod soak;
 mod wasm_examples;
 mod wasm_loading;
 mod wasm_sandbox;
