@@ -7,9 +7,7 @@ use crate::verdict::Identity;
 /// Resource limits for one provider's instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Deadline for one `authenticate` or `authorize` call: the guest is stopped once it
-    /// has been running this long. Time a call spends waiting for a thread is not counted,
-    /// up to a hard wall-clock limit of ten times this (see `StoreState::tick`).
+    /// Wall-clock deadline for one `authenticate` or `authorize` call.
     pub timeout: Duration,
     /// Wall-clock deadline for creating an instance and running its `configure`. Separate
     /// from `timeout` because a new instance may be needed on the request path (a cold pool

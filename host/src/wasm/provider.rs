@@ -9,7 +9,7 @@
 //! to re-enter it, and after a timeout its state is unknown.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -243,8 +243,8 @@ impl WasmProvider {
     async fn instantiate(&self) -> Result<Ready, CallError> {
         let mut store = Store::new(&self.component.engine, StoreState::new(self.grants.clone()));
         store.limiter(|state| &mut state.store_limits);
-        store.epoch_deadline_callback(|mut ctx| {
-            if ctx.data_mut().tick_now() {
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -12,7 +12,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{host, types};
 use super::kv::ProviderCache;
 use super::limits::Limits;
-use super::runtime::EPOCH_TICK;
 use crate::context::RequestContext;
 use crate::crypto;
 use crate::mcp::McpTarget;
@@ -62,13 +61,8 @@ pub struct StoreState {
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
     pub(super) store_limits: StoreLimits,
-    /// The current call's deadline; checked on every epoch tick (see [`Self::tick`]).
-    deadline: Instant,
-    /// Past this the current call stops however little it ran.
-    hard_deadline: Instant,
-    /// Epoch ticks the guest reached in the current call, and how many make its timeout.
-    ticks: u64,
-    tick_budget: u64,
+    /// When the current call must end; checked on every epoch tick.
+    pub(super) deadline: Instant,
     log_lines: u32,
 }
 
@@ -97,53 +91,20 @@ impl StoreState {
             wasi,
             store_limits,
             deadline: Instant::now(),
-            hard_deadline: Instant::now(),
-            ticks: 0,
-            tick_budget: 0,
             log_lines: 0,
         }
     }
 
     /// Starts a call: sets its deadline and resets per-call counters.
     pub(super) fn begin_call(&mut self, timeout: Duration) {
-        self.begin_call_at(timeout, Instant::now());
-    }
-
-    fn begin_call_at(&mut self, timeout: Duration, now: Instant) {
-        self.deadline = now + timeout;
-        self.hard_deadline = now + timeout * HARD_DEADLINE_FACTOR;
-        self.ticks = 0;
-        self.tick_budget = (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        self.deadline = Instant::now() + timeout;
         self.log_lines = 0;
-    }
-
-    /// Called on each epoch tick the running guest reaches; true when the call must stop.
-    ///
-    /// A call stops once its deadline has passed *and* it has reached as many ticks as its
-    /// timeout holds, i.e. once it has been running that long. A guest that spins reaches a
-    /// tick every [`EPOCH_TICK`], so it stops at its deadline as before. A quick call that
-    /// merely waited for a thread (it yielded at a tick and a busy executor or an overloaded
-    /// machine resumed it late) has reached only a tick or two: it is not timed out for time
-    /// it spent not running, which would let a looping neighbour fail well-behaved providers.
-    /// Each late resume counts as a tick too, so waiting cannot stretch a spinning call much,
-    /// and the hard deadline bounds every call in wall time whatever happens.
-    fn tick(&mut self, now: Instant) -> bool {
-        self.ticks += 1;
-        now >= self.hard_deadline || (now >= self.deadline && self.ticks >= self.tick_budget)
-    }
-
-    /// The epoch callback's check, for [`wasmtime::Store::epoch_deadline_callback`].
-    pub(super) fn tick_now(&mut self) -> bool {
-        self.tick(Instant::now())
     }
 
     fn request(&self, handle: &Resource<RequestHandle>) -> wasmtime::Result<&RequestContext> {
         Ok(&self.table.get(handle)?.0)
     }
 }
-
-/// The hard deadline of a call, as a multiple of its timeout.
-const HARD_DEADLINE_FACTOR: u32 = 10;
 
 impl std::fmt::Debug for StoreState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -349,59 +310,5 @@ impl host::Host for StoreState {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state() -> StoreState {
-        StoreState::new(Arc::new(Grants::new(
-            "p",
-            HashMap::new(),
-            false,
-            Limits::default(),
-        )))
-    }
-
-    const TIMEOUT: Duration = Duration::from_millis(20);
-
-    #[test]
-    fn a_spinning_call_stops_at_its_deadline() {
-        let (mut s, start) = (state(), Instant::now());
-        s.begin_call_at(TIMEOUT, start);
-        for ms in 1..20 {
-            assert!(!s.tick(start + Duration::from_millis(ms)), "stopped at {ms} ms");
-        }
-        assert!(s.tick(start + TIMEOUT));
-    }
-
-    #[test]
-    fn a_call_resumed_late_is_not_timed_out_for_time_it_did_not_run() {
-        let (mut s, start) = (state(), Instant::now());
-        s.begin_call_at(TIMEOUT, start);
-        assert!(!s.tick(start + Duration::from_millis(1)));
-        // Resumed 50 ms later, past the deadline, having run for about a tick.
-        assert!(!s.tick(start + Duration::from_millis(51)));
-    }
-
-    #[test]
-    fn every_call_stops_at_the_hard_deadline() {
-        let (mut s, start) = (state(), Instant::now());
-        s.begin_call_at(TIMEOUT, start);
-        assert!(s.tick(start + TIMEOUT * HARD_DEADLINE_FACTOR));
-    }
-
-    #[test]
-    fn a_new_call_starts_with_no_ticks() {
-        let (mut s, start) = (state(), Instant::now());
-        s.begin_call_at(TIMEOUT, start);
-        for ms in 1..=25 {
-            s.tick(start + Duration::from_millis(ms));
-        }
-        let next = start + Duration::from_millis(30);
-        s.begin_call_at(TIMEOUT, next);
-        assert!(!s.tick(next + Duration::from_millis(21)));
     }
 }

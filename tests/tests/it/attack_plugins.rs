@@ -73,17 +73,6 @@ path = "/every"
 upstream = "{upstream}"
 chain = ["every"]
 
-[[routes]]
-path = "/good"
-upstream = "{upstream}"
-chain = ["good"]
-
-[providers.good]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "ok" }
-limits = { timeout_ms = 10 }
-
 [providers.keys]
 type = "api_key"
 keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
@@ -175,7 +164,10 @@ async fn sandbox_escape_attempts_are_refused_and_the_guest_reports_every_failure
     let h = hostile_gateway().await;
     for (route, attempts) in [
         ("/file", &["read /etc/passwd", "list /"][..]),
-        ("/socket", &["tcp connect 127.0.0.1:80", "udp bind 0.0.0.0:0"][..]),
+        (
+            "/socket",
+            &["tcp connect 127.0.0.1:80", "udp bind 0.0.0.0:0"][..],
+        ),
         ("/env", &["env: no variables", "args: no arguments"][..]),
     ] {
         for reply in [check(&h, route).await, proxied(&h, route).await] {
@@ -200,7 +192,10 @@ async fn sandbox_escape_attempts_are_refused_and_the_guest_reports_every_failure
 #[tokio::test]
 async fn host_import_called_in_a_tight_loop_times_out_as_503() {
     let h = hostile_gateway().await;
-    for reply in [check(&h, "/hostcalls").await, proxied(&h, "/hostcalls").await] {
+    for reply in [
+        check(&h, "/hostcalls").await,
+        proxied(&h, "/hostcalls").await,
+    ] {
         assert_not_allowed(&reply, "/hostcalls");
         assert_eq!(reply.status, 503, "{}", reply.body);
         assert!(
@@ -232,8 +227,13 @@ async fn ungranted_secret_is_not_handed_out_so_the_scope_rule_refuses() {
     // The control: the same component granted that secret does get it.
     let granted = check(&h, "/granted").await;
     assert_eq!(granted.status, 200, "{}", granted.body);
-    assert_eq!(granted.header("x-portcullis-scopes"), Some("secret:present"));
-    assert!(!granted.body.contains("s3cret") && !format!("{:?}", granted.headers).contains("s3cret"));
+    assert_eq!(
+        granted.header("x-portcullis-scopes"),
+        Some("secret:present")
+    );
+    assert!(
+        !granted.body.contains("s3cret") && !format!("{:?}", granted.headers).contains("s3cret")
+    );
 }
 
 #[tokio::test]
@@ -272,7 +272,10 @@ async fn provider_trapping_every_tenth_call_allows_the_other_nine_and_replaces_t
                 Some("hostile-trap-every")
             ),
             503 => refused.push(call),
-            other => panic!("call {call}: expected 200 or 503\ngot: {other} {}", reply.body),
+            other => panic!(
+                "call {call}: expected 200 or 503\ngot: {other} {}",
+                reply.body
+            ),
         }
     }
     assert_eq!(refused, vec![10, 20, 30], "calls refused");
@@ -343,33 +346,4 @@ async fn fifty_concurrent_calls_to_a_looping_plugin_fail_closed_while_another_ro
     assert_eq!(statuses.values().sum::<usize>(), LOOPERS, "{statuses:?}");
     api_key_route_answers(&h).await;
     assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn looping_neighbours_do_not_time_out_a_well_behaved_provider() {
-    let h = Arc::new(hostile_gateway().await);
-    // Spinners hold the workers; each yields every epoch tick. A quick call that happens to
-    // yield once then waits behind them for longer than its own 10 ms deadline: that wait
-    // is not the provider's running time and must not time it out.
-    let mut loopers = JoinSet::new();
-    for _ in 0..16 {
-        let h = h.clone();
-        loopers.spawn(async move { proxied(&h, "/loop").await.status });
-    }
-    let mut failures = Vec::new();
-    for call in 0..300 {
-        let reply = h
-            .request("GET", "/check/good", &[("x-test", "1")], None)
-            .await;
-        if reply.status != 200 {
-            failures.push(format!("call {call}: {} {}", reply.status, reply.body));
-        }
-        if loopers.len() == 0 || loopers.try_join_next().is_some() {
-            break;
-        }
-    }
-    assert!(failures.is_empty(), "{} failures: {failures:?}", failures.len());
-    while let Some(status) = loopers.join_next().await {
-        assert_eq!(status.expect("looper"), 503);
-    }
 }

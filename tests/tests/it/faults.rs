@@ -92,8 +92,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn upstream_reset_mid_stream_cuts_the_client_stream_visibly_and_the_gateway_keeps_serving()
-{
+async fn upstream_reset_mid_stream_cuts_the_client_stream_visibly_and_the_gateway_keeps_serving() {
     let (url, reset) = resetting_upstream().await;
     let h = start_with_upstream(STANDARD, &url).await;
     // Twenty streams cut one after another: each is seen as cut, none is left hanging.

@@ -158,13 +158,24 @@ async fn jwks_down_at_start_answers_503_naming_the_cause_and_recovers_when_it_re
     // A request without a token is still a plain 401 challenge, not an outage.
     assert_eq!(h.request("GET", "/check/mcp", &[], None).await.status, 401);
     let keys = h
-        .request("GET", "/check/keys", &[("authorization", &format!("Bearer {READER_KEY}"))], None)
+        .request(
+            "GET",
+            "/check/keys",
+            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            None,
+        )
         .await;
     assert_eq!(keys.status, 200, "{}", keys.body);
     assert!(fetch_failures(&h.request("GET", "/metrics", &[], None).await.body) >= 1);
 
     server.set_mode(Mode::Up);
-    poll_status(&h, &token(&signer, &h, &server), 200, "the token allowed once the IdP is back").await;
+    poll_status(
+        &h,
+        &token(&signer, &h, &server),
+        200,
+        "the token allowed once the IdP is back",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -184,9 +195,17 @@ async fn jwks_down_after_keys_were_fetched_keeps_the_last_good_keys() {
         assert!(took < BOUND, "{mode:?}: {took:?}");
         assert!(server.jwks_hits() > hits, "{mode:?}: the IdP was asked");
         // The keys fetched before the outage keep working...
-        assert_eq!(status(&h, &token(&signer, &h, &server)).await, 200, "{mode:?}");
+        assert_eq!(
+            status(&h, &token(&signer, &h, &server)).await,
+            200,
+            "{mode:?}"
+        );
         // ...and still tell a forgery using a known kid from the real thing.
-        assert_eq!(status(&h, &token(&attacker, &h, &server)).await, 401, "{mode:?}");
+        assert_eq!(
+            status(&h, &token(&attacker, &h, &server)).await,
+            401,
+            "{mode:?}"
+        );
     }
 }
 
@@ -205,7 +224,12 @@ async fn jwks_slower_than_the_fetch_timeout_never_hangs_requests() {
     }
     // Meanwhile the API-key route answers.
     let keys = h
-        .request("GET", "/check/keys", &[("authorization", &format!("Bearer {READER_KEY}"))], None)
+        .request(
+            "GET",
+            "/check/keys",
+            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            None,
+        )
         .await;
     assert_eq!(keys.status, 200, "{}", keys.body);
     while let Some(joined) = clients.join_next().await {
@@ -319,7 +343,10 @@ async fn key_rotation_under_load_allows_nothing_by_mistake_and_never_answers_5xx
     });
     let server = Arc::new(JwksServer::start(jwks(&[&keys.old])).await);
     let h = Arc::new(gateway(&server, 1).await);
-    assert_eq!(status(&h, &rotation_token(&keys, Class::Old, &h, &server)).await, 200);
+    assert_eq!(
+        status(&h, &rotation_token(&keys, Class::Old, &h, &server)).await,
+        200
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = JoinSet::new();
@@ -348,12 +375,27 @@ async fn key_rotation_under_load_allows_nothing_by_mistake_and_never_answers_5xx
     // Publish the new key next to the old one: new-kid tokens are accepted once the
     // gateway refetches (an unknown kid triggers that, at most once a second).
     server.set_jwks(jwks(&[&keys.old, &keys.new]));
-    poll_status(&h, &rotation_token(&keys, Class::New, &h, &server), 200, "new key accepted").await;
+    poll_status(
+        &h,
+        &rotation_token(&keys, Class::New, &h, &server),
+        200,
+        "new key accepted",
+    )
+    .await;
     // Retire the old key: after the next refetch (random kids keep triggering one), the
     // old kid is gone and its tokens are refused as bad tokens, not as an outage.
     server.set_jwks(jwks(&[&keys.new]));
-    poll_status(&h, &rotation_token(&keys, Class::Old, &h, &server), 401, "old key retired").await;
-    assert_eq!(status(&h, &rotation_token(&keys, Class::New, &h, &server)).await, 200);
+    poll_status(
+        &h,
+        &rotation_token(&keys, Class::Old, &h, &server),
+        401,
+        "old key retired",
+    )
+    .await;
+    assert_eq!(
+        status(&h, &rotation_token(&keys, Class::New, &h, &server)).await,
+        200
+    );
     stop.store(true, Ordering::SeqCst);
 
     let mut totals: BTreeMap<Class, BTreeMap<u16, u64>> = BTreeMap::new();

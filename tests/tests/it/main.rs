@@ -4,8 +4,8 @@
 mod api_key;
 mod attack_plugins;
 mod chain;
-mod faults;
 mod config_ui;
+mod faults;
 mod gateway_cli;
 mod gateway_forward_auth;
 mod gateway_harness;

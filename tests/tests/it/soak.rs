@@ -44,9 +44,10 @@ const RELOAD_EVERY: Duration = Duration::from_millis(250);
 /// Any one request must be answered within this (a hang otherwise).
 const ANSWER_BOUND: Duration = Duration::from_secs(10);
 /// Allowed growth of resident memory from the end of warm-up to the end of the run.
-/// Chosen from measurement (see the report in `SECURITY.md`): warm-up high-water marks were
-/// within a few MiB of the end of 30 s and 300 s runs; a leak of one allocation per request
-/// would add tens of MiB over the thousands of requests of even the short run.
+/// Chosen from measurement: in 30 s runs (debug build, ~10 000 requests, ~80 reloads) the
+/// end was 7 to 10 MiB *below* the warm-up high-water mark (about 62 MiB): allocator and
+/// pooled-instance noise is a few MiB either way. A leak of 1 KiB per request would exceed
+/// this margin within about 16 000 requests.
 const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
 const KEY: &str = "soak-reader-key-0001";
@@ -100,9 +101,14 @@ scopes = ["admin"]
 type = "api_key"
 keys = [{ name = "reader", hash = "{hash}", scopes = ["read"] }]
 
+# Well-behaved providers get a deadline far above their running time: deadlines are wall
+# clock, so on a saturated machine (spinning guests, other processes) a quick call that is
+# descheduled past 20 ms fails closed with 503. That is the intended trade (hostile guests
+# are bounded in wall time), but it is not what this run measures.
 [providers.probe]
 type = "wasm"
 component = "probe"
+limits = { timeout_ms = 500 }
 
 [providers.loop]
 type = "wasm"
@@ -114,17 +120,19 @@ limits = { timeout_ms = {loop_ms} }
 type = "wasm"
 component = "hostile"
 config = { mode = "panic" }
+limits = { timeout_ms = 500 }
 
 [providers.bomb]
 type = "wasm"
 component = "hostile"
 config = { mode = "memory-bomb" }
-limits = { memory_mib = 8 }
+limits = { memory_mib = 8, timeout_ms = 500 }
 
 [providers.escape]
 type = "wasm"
 component = "hostile"
 config = { mode = "read-file" }
+limits = { timeout_ms = 500 }
 "#;
 
 /// What a request is, and what it must get.
@@ -488,7 +496,11 @@ async fn soak_in_this_process() {
         "allowed by mistake: {:?}",
         tally.allowed_by_mistake
     );
-    assert!(tally.wrong.is_empty(), "wrong answers: {:?}", &tally.wrong[..tally.wrong.len().min(20)]);
+    assert!(
+        tally.wrong.is_empty(),
+        "wrong answers: {:?}",
+        &tally.wrong[..tally.wrong.len().min(20)]
+    );
     assert!(
         tally.unanswered.is_empty(),
         "unanswered: {:?}",
