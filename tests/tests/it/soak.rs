@@ -428,8 +428,8 @@ async fn soak_in_this_process() {
         tokio::time::sleep(RELOAD_EVERY).await;
         n += 1;
         replace(&probe, &versions[n % 2]);
-        if n % 3 == 0 {
-            let loop_ms = if n % 2 == 0 { 20 } else { 25 };
+        if n.is_multiple_of(3) {
+            let loop_ms = if n.is_multiple_of(2) { 20 } else { 25 };
             replace(&config, config_text(&upstream, loop_ms).as_bytes());
         }
         match reloader.reload(Trigger::Request).await {
