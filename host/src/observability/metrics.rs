@@ -233,8 +233,9 @@ impl Collector for JwksCollector {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // The registry adds the `portcullis_` prefix to collectors' names too.
         let mut family = encoder.encode_descriptor(
-            "portcullis_jwks_fetches",
+            "jwks_fetches",
             "JWKS and discovery fetches, by provider and result",
             None,
             prometheus_client::metrics::MetricType::Counter,

@@ -206,6 +206,20 @@ fn parse_jwk(value: serde_json::Value) -> Result<VerifyKey, &'static str> {
             return Err("symmetric keys are never taken from a JWKS");
         }
     };
+    // `DecodingKey::from_jwk` takes any base64 as a coordinate and only a signature check
+    // would fail later, so a JWKS of malformed keys would parse and replace the last good
+    // keys. A coordinate must have its curve's size.
+    let coordinates_fit = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) => {
+            let size = if kind == KeyKind::EcP256 { 32 } else { 48 };
+            decoded_len(&p.x) == Some(size) && decoded_len(&p.y) == Some(size)
+        }
+        AlgorithmParameters::OctetKeyPair(p) => decoded_len(&p.x) == Some(32),
+        _ => true,
+    };
+    if !coordinates_fit {
+        return Err("key coordinates do not have the curve's size");
+    }
     let alg = match jwk.common.key_algorithm {
         None => None,
         Some(alg) => Some(signing_algorithm(alg).ok_or("key `alg` is not a signature algorithm")?),
@@ -220,6 +234,15 @@ fn parse_jwk(value: serde_json::Value) -> Result<VerifyKey, &'static str> {
         alg,
         key,
     })
+}
+
+/// Length of a base64url (unpadded) value once decoded.
+fn decoded_len(value: &str) -> Option<usize> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .map(|bytes| bytes.len())
 }
 
 fn signing_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
@@ -326,6 +349,19 @@ mod tests {
         let odd = json!({ "kty": "EC", "crv": "secp256k1", "x": EC_X, "y": EC_Y, "kid": "k" });
         let es512 = json!({ "kty": "EC", "crv": "P-521", "x": EC_X, "y": EC_Y, "alg": "ES512" });
         let s = set(json!([odd, es512, ec("e1")])).expect("parses");
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn keys_with_coordinates_of_the_wrong_size_are_dropped() {
+        let short = json!({ "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "kid": "bad" });
+        let p384 = json!({ "kty": "EC", "crv": "P-384", "x": EC_X, "y": EC_Y, "kid": "bad" });
+        let okp = json!({ "kty": "OKP", "crv": "Ed25519", "x": "AA", "kid": "bad" });
+        assert!(matches!(
+            set(json!([short.clone(), p384.clone(), okp.clone()])),
+            Err(JwksError::NoUsableKeys { total: 3 })
+        ));
+        let s = set(json!([short, p384, okp, ec("e1")])).expect("parses");
         assert_eq!(s.len(), 1);
     }
 
