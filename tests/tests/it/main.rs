@@ -16,5 +16,6 @@ mod gateway_wasm;
 mod jwt;
 mod reload;
 mod wasm_examples;
+mod wasm_languages;
 mod wasm_loading;
 mod wasm_sandbox;
