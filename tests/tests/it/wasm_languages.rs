@@ -6,10 +6,15 @@
 //! The components are built by `cargo xtask lang` into `target/guests-lang/`; see
 //! [`portcullis_tests::lang::guest`] for when these tests skip (with a printed reason) or fail.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
+use portcullis::secret::SecretString;
 use portcullis::verdict::{DenialKind, Verdict};
-use portcullis::wasm::{InstanceMode, LoadError, WasmProvider};
+use portcullis::wasm::{
+    Grants, InstanceMode, Limits, LoadError, Origin, RuntimeConfig, WasmProvider, WasmRuntime,
+};
 use portcullis_tests::{ProviderSpec, guests, lang, request};
 use serde_json::{Value, json};
 
@@ -351,6 +356,56 @@ async fn a_python_guest_cannot_open_files_sockets_or_read_the_environment() {
         assert!(
             !attempt.contains("ModuleNotFoundError") && !attempt.contains("AttributeError"),
             "`{what}` did not reach the host: {attempt}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn python_and_js_are_compiled_once_then_loaded_from_the_artifact_cache() {
+    let Some(paths) = implementations() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The production pool settings (only fewer slots): a runtime restarted on a warm cache
+    // loads these components without compiling them, and they answer.
+    let config = || RuntimeConfig {
+        max_instances: 10,
+        artifact_dir: Some(dir.path().join("cache")),
+        ..RuntimeConfig::default()
+    };
+    for path in &paths[1..] {
+        let path = Path::new(path);
+        let first = WasmRuntime::new(config()).expect("runtime");
+        let compiled = first.load_file(path).expect("compiles");
+        assert_eq!(compiled.origin, Origin::Compiled, "{}", path.display());
+        drop(first);
+        let restarted = WasmRuntime::new(config()).expect("runtime");
+        let cached = restarted.load_file(path).expect("loads");
+        assert_eq!(cached.origin, Origin::Cached, "{}", path.display());
+        let secrets = HashMap::from([("credentials".to_owned(), SecretString::new(CREDENTIALS))]);
+        let limits = Limits {
+            timeout: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let provider = WasmProvider::new(
+            cached,
+            Grants::new("partner", secrets, false, limits),
+            "{}".into(),
+            InstanceMode::default(),
+        )
+        .await
+        .expect("configures");
+        let req = request(
+            "GET",
+            "/",
+            &[("authorization", "partner-token acme:s3cret")],
+        );
+        let verdict = provider.authenticate(&req).await.expect("verdict");
+        assert!(
+            matches!(&verdict, Verdict::Allow(id) if id.subject == "acme"),
+            "{}: {}",
+            path.display(),
+            observed(&verdict)
         );
     }
 }
