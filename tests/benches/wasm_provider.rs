@@ -116,7 +116,12 @@ fn languages(c: &mut Criterion) {
                 .mode(InstanceMode::Pooled { max_idle: 4 })
                 // A preempted call on a busy machine must not abort the run: this measures
                 // cost, and the 20 ms default deadline is not what is under test.
-                .limits(|l| l.timeout = Duration::from_secs(1))
+                // 64 MiB: a pooled CPython instance's heap grows past the 16 MiB default over
+                // many calls (see BENCHMARKS.md); the same cap for all three.
+                .limits(|l| {
+                    l.timeout = Duration::from_secs(1);
+                    l.memory_bytes = 64 << 20;
+                })
                 .ready(),
         );
         group.bench_function(format!("{language}_ready_instance"), |b| {

@@ -36,8 +36,9 @@ fn implementations() -> Option<[&'static str; 3]> {
     ])
 }
 
-/// Every provider here runs under the default memory cap (16 MiB): the interpreters fit it,
-/// and these tests show it. The call deadline is raised from 20 ms because these tests check
+/// Every provider here runs under the default memory cap (16 MiB), enough to load and answer
+/// these few calls (a pooled CPython instance outgrows it over thousands of calls, so the
+/// READMEs advise 64 MiB for Python). The call deadline is raised from 20 ms because these tests check
 /// answers, not speed, on a machine that may be busy compiling (`BENCHMARKS.md` has the
 /// per-call costs).
 fn spec(path: &'static str, config: Value, credentials: Option<&str>) -> ProviderSpec {
