@@ -15,6 +15,38 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// Components written in Python and JavaScript. `cargo xtask test` (through `cargo xtask
+/// lang`) installs their pinned tool chains and builds them into `target/guests-lang/`; when a
+/// tool cannot be installed it sets [`lang::SKIP_ENV`] to the reason.
+pub mod lang {
+    /// Set by xtask to why the other-language components could not be built.
+    pub const SKIP_ENV: &str = "PORTCULLIS_LANG_GUESTS_SKIP";
+
+    /// The path of `target/guests-lang/<file>`, or `None` (after printing why) when xtask
+    /// recorded a reason it could not build it. Panics when the file is simply missing: a test
+    /// never skips silently.
+    pub fn guest(file: &str) -> Option<&'static str> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ has a parent");
+        let path = root.join("target").join("guests-lang").join(file);
+        if path.is_file() {
+            return Some(String::leak(path.display().to_string()));
+        }
+        match std::env::var(SKIP_ENV) {
+            Ok(reason) => {
+                println!("skipped: {} is not built: {reason}", path.display());
+                None
+            }
+            Err(_) => panic!(
+                "{} is missing: run `cargo xtask lang` (or `cargo xtask test`), which installs \
+                 componentize-py and componentize-js and builds it",
+                path.display()
+            ),
+        }
+    }
+}
+
 /// The runtime shared by every test in this binary (engines reserve address space, so one
 /// per binary rather than one per test).
 pub fn runtime() -> &'static WasmRuntime {

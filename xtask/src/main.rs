@@ -5,6 +5,9 @@
 //! - `cargo xtask test`: installs the target if missing, then runs every check CI runs:
 //!   formatting, clippy, the host workspace tests (which build the guests) and the guest
 //!   workspace's native tests.
+//! - `cargo xtask lang`: installs componentize-py and componentize-js (pinned) under
+//!   `target/lang-tools/` and builds the Python and JavaScript providers (see `lang.rs`);
+//!   `test` runs it first.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
 //!   `BENCHMARKS.md`.
 
@@ -13,6 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+mod lang;
+
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let root = project_root();
@@ -20,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root),
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
+        "lang" => lang::build(&root).map(drop),
         "load" => load(&root, "run.sh"),
         "reload-bench" => load(&root, "reload.sh"),
         _ => {
@@ -29,6 +35,7 @@ fn main() -> anyhow::Result<()> {
                  run     build the example providers and start the gateway on its demo config\n  \
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
+                 lang    install componentize-py/-js and build the Python and JS providers\n  \
                  load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
                  reload-bench  hot-reload latency and throughput during swaps"
             );
@@ -145,6 +152,7 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
 
 fn test(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_target(root)?;
+    let lang_env = lang::build(root)?;
     let guest_manifest = root.join("guest-providers").join("Cargo.toml");
     let guest_manifest = guest_manifest.to_string_lossy();
     let guest_target = root.join("target").join("guests");
@@ -201,15 +209,25 @@ fn test(root: &Path) -> anyhow::Result<()> {
             &guest_target,
         ],
     )?;
-    cargo_like(root, "cargo", &["test", "--workspace"])?;
+    cargo_like_with_env(root, "cargo", &["test", "--workspace"], &lang_env)?;
     Ok(())
 }
 
 fn cargo_like(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    cargo_like_with_env(root, program, args, &[])
+}
+
+fn cargo_like_with_env(
+    root: &Path,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
     eprintln!("xtask: {program} {}", args.join(" "));
     let status = Command::new(program)
         .current_dir(root)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .with_context(|| format!("running {program}"))?;
     if !status.success() {

@@ -265,8 +265,12 @@ impl WasmRuntime {
 
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
+    // Core instances are only counted by the pool (nothing is reserved per slot), so allow
+    // for componentize-py components, which link CPython from 14 core instances each; a
+    // Rust or componentize-js component has 3. Memories and tables are reserved per slot,
+    // and every component here defines at most one memory and two tables.
     pool.total_component_instances(config.max_instances)
-        .total_core_instances(config.max_instances.saturating_mul(4))
+        .total_core_instances(config.max_instances.saturating_mul(16))
         .total_memories(config.max_instances.saturating_mul(2))
         .total_tables(config.max_instances.saturating_mul(4))
         .total_stacks(config.max_instances)

@@ -17,6 +17,9 @@ use crate::crypto;
 use crate::mcp::McpTarget;
 use crate::secret::SecretString;
 
+/// Most core instances one provider instance may create; see [`StoreState::new`].
+pub const MAX_CORE_INSTANCES: usize = 32;
+
 /// What the operator granted one provider; shared by all of its instances.
 #[derive(Debug)]
 pub struct Grants {
@@ -77,10 +80,14 @@ impl StoreState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
+        // Counts of core instances, memories and tables are fixed by the component's
+        // structure (nothing can create more at run time), so these only refuse odd
+        // components; the memory cap is what bounds a running guest. A Rust component has 3
+        // core instances; componentize-py links CPython from 14 (componentize-js: 3).
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(grants.limits.memory_bytes)
             .table_elements(100_000)
-            .instances(8)
+            .instances(MAX_CORE_INSTANCES)
             .memories(4)
             .tables(8)
             .trap_on_grow_failure(true)

@@ -24,5 +24,6 @@ mod reload;
 mod scaffold;
 mod soak;
 mod wasm_examples;
+mod wasm_languages;
 mod wasm_loading;
 mod wasm_sandbox;
