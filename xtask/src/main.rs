@@ -5,8 +5,12 @@
 //! - `cargo xtask test`: installs the target if missing, then runs every check CI runs:
 //!   formatting, clippy, the host workspace tests (which build the guests) and the guest
 //!   workspace's native tests.
+//! - `cargo xtask fuzz [target] [seconds]`: the `fuzz/` targets for longer (see
+//!   [`fuzz`]); `cargo xtask test` runs each for a few seconds.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
 //!   `BENCHMARKS.md`.
+
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root),
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
+        "fuzz" => fuzz::long(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         "load" => load(&root, "run.sh"),
         "reload-bench" => load(&root, "reload.sh"),
         _ => {
@@ -29,6 +34,7 @@ fn main() -> anyhow::Result<()> {
                  run     build the example providers and start the gateway on its demo config\n  \
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
+                 fuzz [target] [secs]  run the fuzz targets (nightly), 300 s each by default\n  \
                  load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
                  reload-bench  hot-reload latency and throughput during swaps"
             );
@@ -190,6 +196,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     cargo_like(root, "cargo", &["test", "--workspace"])?;
+    fuzz::smoke(root)?;
     Ok(())
 }
 
