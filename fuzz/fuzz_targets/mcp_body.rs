@@ -86,7 +86,7 @@ fn check_listing(value: &Value, seed: u8) {
         (ListKind::Resources, "resources", "uri"),
         (ListKind::Prompts, "prompts", "name"),
     ] {
-        let allow = |name: &str| (name.len() + usize::from(seed)) % 2 == 0;
+        let allow = |name: &str| (name.len() + usize::from(seed)).is_multiple_of(2);
         let mut filtered = value.clone();
         let removed = filter_listing(&mut filtered, kind, |call| {
             assert_eq!(call, &kind.target(call.target.name().expect("named")));
