@@ -8,8 +8,12 @@
 //! - `cargo xtask lang`: installs componentize-py and componentize-js (pinned) under
 //!   `target/lang-tools/` and builds the Python and JavaScript providers (see `lang.rs`);
 //!   `test` runs it first.
+//! - `cargo xtask fuzz [target] [seconds]`: the `fuzz/` targets for longer (see
+//!   [`fuzz`]); `cargo xtask test` runs each for a few seconds.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
 //!   `BENCHMARKS.md`.
+
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
         "lang" => lang::build(&root).map(drop),
+        "fuzz" => fuzz::long(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         "load" => load(&root, "run.sh"),
         "reload-bench" => load(&root, "reload.sh"),
         _ => {
@@ -36,6 +41,7 @@ fn main() -> anyhow::Result<()> {
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
                  lang    install componentize-py/-js and build the Python and JS providers\n  \
+                 fuzz [target] [secs]  run the fuzz targets (nightly), 300 s each by default\n  \
                  load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
                  reload-bench  hot-reload latency and throughput during swaps"
             );
@@ -210,6 +216,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     cargo_like_with_env(root, "cargo", &["test", "--workspace"], &lang_env)?;
+    fuzz::smoke(root)?;
     Ok(())
 }
 
