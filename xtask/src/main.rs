@@ -14,13 +14,12 @@
 //!   `BENCHMARKS.md`.
 
 mod fuzz;
+mod lang;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-
-mod lang;
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
