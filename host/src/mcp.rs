@@ -78,7 +78,7 @@ struct RawMessage {
 /// Parses an MCP POST body: one JSON-RPC message or a batch (array). Responses sent by the
 /// client (messages without `method`) are skipped. An empty batch is an error.
 pub fn parse_body(body: &[u8], session_id: Option<String>) -> Result<McpMessage, McpParseError> {
-    let value: Value =
+    let UniqueKeys(value) =
         serde_json::from_slice(body).map_err(|e| McpParseError::Json(e.to_string()))?;
     let items = match value {
         Value::Array(items) if items.is_empty() => {
@@ -105,6 +105,82 @@ pub fn parse_body(body: &[u8], session_id: Option<String>) -> Result<McpMessage,
         calls.push(McpCall { method, target });
     }
     Ok(McpMessage { session_id, calls })
+}
+
+/// A JSON value whose objects have no duplicate member names.
+///
+/// JSON leaves duplicates undefined: serde_json keeps the last, some parsers keep the first.
+/// Were they accepted, `{"name":"admin_reset","name":"echo"}` would be authorized as `echo`
+/// here and run as `admin_reset` by a first-wins upstream, so a body with a duplicate
+/// anywhere is refused (as JWT headers and claims are).
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if members.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate member `{key}`"
+                )));
+            }
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 fn target_of(method: &str, params: Option<&Value>) -> Result<McpTarget, McpParseError> {
@@ -210,6 +286,21 @@ mod tests {
 
     fn parse(body: &str) -> Result<McpMessage, McpParseError> {
         parse_body(body.as_bytes(), None)
+    }
+
+    #[test]
+    fn duplicate_members_anywhere_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset","name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset","na\u006de":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/list","method":"tools/call","params":{"name":"x"}}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":{"b":1,"b":2}}}]"#,
+        ] {
+            let error = parse(body).expect_err(body);
+            assert!(error.to_string().contains("duplicate member"), "{error}");
+        }
+        parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":{"b":1},"b":[1.5,-2,null,true]}}"#)
+            .expect("distinct members at every level are fine");
     }
 
     #[test]
