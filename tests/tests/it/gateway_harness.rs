@@ -395,3 +395,59 @@ pub async fn raw_request(addr: SocketAddr, request: Vec<u8>) -> RawReply {
         (None, Ok(_)) => RawReply::Closed(format!("closed after {text:?}")),
     }
 }
+
+/// A gateway serving a config file with hot reload on (as `portcullis serve --config FILE`
+/// does), on port 0.
+pub struct Watched {
+    /// `http://<addr>`.
+    pub base: String,
+    _reloading: portcullis::reload::Reloading,
+    _shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Loads `config` (and `providers`, when given) the way `serve` does and serves it with the
+/// config file and the providers directory watched.
+pub async fn serve_watched(
+    config: std::path::PathBuf,
+    providers: Option<std::path::PathBuf>,
+) -> Watched {
+    use portcullis::reload::{DEBOUNCE, Reloader, Reloading, Source};
+    let runtime = portcullis_tests::runtime().clone();
+    let loaded =
+        portcullis::cli::load_site_with(Some(&config), providers.as_deref(), None, Some(runtime))
+            .await
+            .unwrap_or_else(|e| panic!("the first config loads: {e}"));
+    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
+    let source = Source {
+        config,
+        providers,
+        listen: None,
+    };
+    let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
+    let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve(
+        listener,
+        gateway,
+        None,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Watched {
+        base: format!("http://{addr}"),
+        _reloading: reloading,
+        _shutdown: tx,
+        task,
+    }
+}

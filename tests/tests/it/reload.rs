@@ -13,13 +13,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use portcullis::cli;
-use portcullis::gateway::{Gateway, serve};
-use portcullis::observability::Metrics;
-use portcullis::reload::{DEBOUNCE, Reloader, Reloading, Source};
 use portcullis_tests::guests;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+
+use crate::gateway_harness::{Watched, serve_watched};
 
 /// Long enough for a component compile on a busy two-core CI machine.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -44,17 +40,10 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// A gateway serving `<dir>/portcullis.toml`, with `<dir>/providers/probe.wasm` watched.
 struct Live {
     base: String,
+    // Before `dir`: the gateway stops before its directory is removed.
+    _served: Watched,
     dir: tempfile::TempDir,
     client: HttpClient,
-    _reloading: Reloading,
-    _shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Live {
@@ -72,37 +61,12 @@ impl Live {
     }
 
     async fn serve(dir: tempfile::TempDir, config: PathBuf, providers: Option<PathBuf>) -> Self {
-        let runtime = portcullis_tests::runtime().clone();
-        let loaded = cli::load_site_with(Some(&config), providers.as_deref(), None, Some(runtime))
-            .await
-            .unwrap_or_else(|e| panic!("the first config loads: {e}"));
-        let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
-        let source = Source {
-            config,
-            providers,
-            listen: None,
-        };
-        let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
-        let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            listener,
-            gateway,
-            None,
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        ));
+        let served = serve_watched(config, providers).await;
         Self {
-            base: format!("http://{addr}"),
+            base: served.base.clone(),
+            _served: served,
             dir,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            _reloading: reloading,
-            _shutdown: tx,
-            task,
         }
     }
 

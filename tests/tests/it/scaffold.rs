@@ -32,19 +32,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use portcullis::cli::{self, Cli, NewArgs};
-use portcullis::gateway::{Gateway, serve};
 use portcullis::mcp::{McpCall, McpMessage, McpTarget};
-use portcullis::observability::Metrics;
-use portcullis::reload::{DEBOUNCE, Reloader, Reloading, Source};
 use portcullis::scaffold::Kind;
 use portcullis::verdict::{DenialKind, Identity, Verdict};
 use portcullis::wasm::{Grants, InstanceMode, Limits, WasmProvider};
 use portcullis::{config, secret::SecretString};
 use portcullis_tests::request;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-use crate::gateway_harness::send;
+use crate::gateway_harness::{Watched, send, serve_watched};
 
 /// Long enough for a cold component compile and a reload on a busy two-core machine.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -141,25 +136,12 @@ fn masked(text: &str) -> Vec<String> {
 }
 
 /// A gateway started by the guide's `portcullis serve`.
-struct Served {
-    base: String,
-    _reloading: Reloading,
-    _shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The state of a walk through the guide.
 struct Walk {
     root: PathBuf,
     cwd: PathBuf,
     stdout: Option<String>,
-    served: Option<Served>,
+    served: Option<Watched>,
     /// Every command run, for the check that the guide still does what it promises.
     ran: Vec<String>,
 }
@@ -254,7 +236,7 @@ impl Walk {
             }
             cli::Command::Serve(args) => {
                 let config = self.path(args.config.as_deref().expect("serve --config"));
-                self.served = Some(serve_watched(config).await);
+                self.served = Some(serve_watched(config, None).await);
                 self.stdout = None;
             }
             other => panic!("{at}: this test does not run {other:?}; teach `Walk::portcullis`"),
@@ -307,40 +289,6 @@ impl Walk {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// What `portcullis serve --config FILE` starts, on a free port.
-async fn serve_watched(config: PathBuf) -> Served {
-    let runtime = portcullis_tests::runtime().clone();
-    let loaded = cli::load_site_with(Some(&config), None, None, Some(runtime))
-        .await
-        .unwrap_or_else(|e| panic!("the guide's config loads: {e}"));
-    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
-    let source = Source {
-        config,
-        providers: None,
-        listen: None,
-    };
-    let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
-    let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(
-        listener,
-        gateway,
-        None,
-        async {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
-    Served {
-        base: format!("http://{addr}"),
-        _reloading: reloading,
-        _shutdown: tx,
-        task,
     }
 }
 
