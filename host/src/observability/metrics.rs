@@ -8,6 +8,7 @@
 //! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `other`) |
 //! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `timeout`, `other`) |
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
+//! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 
 use std::sync::{Arc, Mutex};
@@ -240,9 +241,26 @@ impl Collector for JwksCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (name, validator) in validators {
+        for (name, validator) in &validators {
             let stats = validator.fetch_stats();
             for (result, value) in [("success", stats.successes), ("failure", stats.failures)] {
+                let labels = JwksLabels {
+                    provider: name.clone(),
+                    result,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        drop(family);
+        let mut family = encoder.encode_descriptor(
+            "jwt_token_cache",
+            "JWTs answered from the verified-token cache (hit) or verified (miss), by provider",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (name, validator) in &validators {
+            let stats = validator.token_cache_stats();
+            for (result, value) in [("hit", stats.hits), ("miss", stats.misses)] {
                 let labels = JwksLabels {
                     provider: name.clone(),
                     result,

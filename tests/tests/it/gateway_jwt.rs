@@ -134,12 +134,17 @@ async fn jwt_from_a_remote_jwks_is_accepted_only_for_this_resource() {
     let forbidden = h.mcp_post(Some(&unscoped), None, init).await;
     assert_eq!(forbidden.status, 403);
 
+    // The same token again: answered from the verified-token cache, same answer.
+    let again = h.mcp_post(Some(&good), None, init).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+
     let metrics = h.request("GET", "/metrics", &[], None).await.body;
-    assert!(
-        // Whole lines: a substring match also passed for a doubled `portcullis_` prefix.
-        metrics.lines().any(
-            |l| l == r#"portcullis_jwks_fetches_total{provider="corp-jwt",result="success"} 1"#
-        ),
-        "{metrics}"
-    );
+    // Whole lines: a substring match also passed for a doubled `portcullis_` prefix.
+    for line in [
+        r#"portcullis_jwks_fetches_total{provider="corp-jwt",result="success"} 1"#,
+        r#"portcullis_jwt_token_cache_total{provider="corp-jwt",result="hit"} 1"#,
+        r#"portcullis_jwt_token_cache_total{provider="corp-jwt",result="miss"} 3"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
 }

@@ -308,6 +308,31 @@ async fn unknown_kid_refetches_once_and_the_rotated_key_then_works() {
     );
 }
 
+#[tokio::test]
+async fn a_cached_token_is_refused_once_rotation_removes_its_key() {
+    let (old, new) = (es256("2024-01"), es256("2024-02"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let v = validator(&server, json!({ "min_refetch_interval_secs": 0 }));
+    let token = old.sign(&claims(server.base()));
+    assert_allowed(&v, &token).await;
+    assert_allowed(&v, &token).await;
+    assert_eq!(
+        v.token_cache_stats().hits,
+        1,
+        "the same token again is answered from the verified-token cache"
+    );
+
+    server.set_jwks(jwks(&[&new]));
+    // A token with the new kid makes the validator fetch the rotated set.
+    assert_allowed(&v, &new.sign(&claims(server.base()))).await;
+    assert_eq!(server.jwks_hits(), 2);
+    let d = denied(&v, &token).await;
+    assert_eq!(
+        d.code, "invalid_token",
+        "the very bytes verified before are refused once their key is gone"
+    );
+}
+
 fn random_kid_tokens(signer: &Signer, issuer: &str, count: usize) -> Vec<String> {
     let c = claims(issuer);
     (0..count)

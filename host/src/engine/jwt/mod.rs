@@ -17,13 +17,15 @@
 //! - `token`: shape, refusal reasons and key-independent claim checks;
 //! - `parse`: strict header and claims parsing;
 //! - `keys`: parsed keys and the choice of a key for a token;
-//! - `jwks`: remote key sets, their cache and refetch policy.
+//! - `jwks`: remote key sets, their cache and refetch policy;
+//! - `verified`: the cache of tokens already verified, so a repeated token costs a hash.
 
 mod jwks;
 mod keys;
 mod parse;
 mod settings;
 mod token;
+mod verified;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ use self::parse::Alg;
 use self::settings::KeySourceSetting;
 pub use self::settings::{Audience, JwtConfigError, JwtSettings, SecretReference};
 use self::token::{ScopeClaim, TokenError};
+use self::verified::{Cached, VerifiedTokens};
+pub use self::verified::{DEFAULT_TOKEN_CACHE_SIZE, TokenCacheStats};
 use crate::context::RequestContext;
 use crate::engine::api_key::{CredentialLocation, Presented, invalid_request};
 use crate::engine::{Authenticator, BoxFuture, ProviderError};
@@ -62,6 +66,7 @@ pub struct JwtValidator {
     /// Every claim the validator reads; the others are skipped while parsing.
     wanted_claims: Vec<String>,
     keys: Keys,
+    verified: VerifiedTokens,
 }
 
 enum Keys {
@@ -126,6 +131,7 @@ impl JwtValidator {
             copied_claims: settings.claims,
             wanted_claims,
             keys,
+            verified: VerifiedTokens::new(settings.token_cache_size),
             name,
         })
     }
@@ -142,6 +148,11 @@ impl JwtValidator {
             Keys::Static(set) => Ok(set.len()),
             Keys::Remote(remote) => remote.refresh().await,
         }
+    }
+
+    /// Verified-token cache counters.
+    pub fn token_cache_stats(&self) -> TokenCacheStats {
+        self.verified.stats()
     }
 
     /// Key-set fetch counters (all zero for static key sets).
@@ -192,6 +203,14 @@ impl JwtValidator {
         if token.len() > token::MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge.into());
         }
+        let digest = match self
+            .verified
+            .lookup(token, self.key_generation(), now, self.leeway_secs)
+        {
+            Cached::Valid(identity) => return Ok(Some(identity)),
+            Cached::Refused(error) => return Err(error.into()),
+            Cached::Unknown(digest) => digest,
+        };
         let header = parse::parse_header(parts.header)?;
         let claims = parse::parse_claims(parts.payload, &self.wanted_claims)?;
         match token::issuer(&claims) {
@@ -207,8 +226,10 @@ impl JwtValidator {
         if parts.signature.is_empty() {
             return Err(TokenError::BadSignature.into());
         }
-        let verified = match &self.keys {
-            Keys::Static(set) => verify_with(set, header.kid.as_deref(), alg, &parts)?,
+        // `generation` is that of the keys the signature was checked with (read before
+        // them, so a fetch landing meanwhile can only make the cache entry stale early).
+        let (verified, generation) = match &self.keys {
+            Keys::Static(set) => (verify_with(set, header.kid.as_deref(), alg, &parts)?, 0),
             Keys::Remote(remote) => {
                 self.verify_remote(remote, header.kid.as_deref(), alg, &parts)
                     .await?
@@ -217,7 +238,7 @@ impl JwtValidator {
         if !verified {
             return Err(TokenError::BadSignature.into());
         }
-        token::check_times(&claims, now, self.leeway_secs)?;
+        let validity = token::check_times(&claims, now, self.leeway_secs)?;
         token::check_audience(&claims, &self.audiences)?;
         let subject = token::subject(&claims, &self.subject_claim)?;
         let scopes = token::scopes(&claims, &self.scope_claim);
@@ -230,11 +251,31 @@ impl JwtValidator {
                     .map(|v| (name.clone(), token::claim_text(v)))
             })
             .collect();
-        Ok(Some(Identity {
+        let identity = Identity {
             subject,
             scopes,
             claims,
-        }))
+        };
+        if let Some(digest) = digest {
+            self.verified.insert(
+                digest,
+                &identity,
+                validity,
+                generation,
+                now,
+                self.leeway_secs,
+            );
+        }
+        Ok(Some(identity))
+    }
+
+    /// Changes whenever the keys may have: never for static keys, on every fetch for
+    /// remote ones.
+    fn key_generation(&self) -> u64 {
+        match &self.keys {
+            Keys::Static(_) => 0,
+            Keys::Remote(remote) => remote.generation(),
+        }
     }
 
     async fn verify_remote(
@@ -243,17 +284,18 @@ impl JwtValidator {
         kid: Option<&str>,
         alg: Algorithm,
         parts: &token::Parts<'_>,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<(bool, u64), Refusal> {
         let generation = remote.generation();
         let snapshot = remote.snapshot();
         remote.refresh_if_stale(&snapshot, Instant::now());
         match verify_with(&snapshot.keys, kid, alg, parts) {
             Err(Refusal::Token(TokenError::UnknownKey)) => {}
-            done => return done,
+            done => return done.map(|verified| (verified, generation)),
         }
         let fetched = remote.refetch(generation).await;
+        let generation = remote.generation();
         let snapshot = remote.snapshot();
-        match verify_with(&snapshot.keys, kid, alg, parts) {
+        match verify_with(&snapshot.keys, kid, alg, parts).map(|verified| (verified, generation)) {
             Err(Refusal::Token(TokenError::UnknownKey)) => match fetched {
                 // Never loaded, or the fetch meant to find this key failed: the key may well
                 // exist, so this is an outage (503), not a bad token.

@@ -34,6 +34,9 @@ pub(super) const ASYMMETRIC_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
+/// The largest `token_cache_size` accepted.
+pub const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
+
 const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 /// The `[providers.NAME]` table of a `jwt` provider (without its `type` key). One provider
@@ -91,6 +94,11 @@ pub struct JwtSettings {
     /// Timeout of one key-set or discovery request, in seconds (default 5).
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_secs: u64,
+    /// How many verified tokens to remember, so a repeated token skips the signature check
+    /// (default 1024; 0 turns the cache off). See the `verified` module for why a hit is as
+    /// strict as a full check.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: usize,
 }
 
 fn default_leeway() -> u64 {
@@ -104,6 +112,9 @@ fn default_min_refetch() -> u64 {
 }
 fn default_fetch_timeout() -> u64 {
     5
+}
+fn default_token_cache_size() -> usize {
+    super::verified::DEFAULT_TOKEN_CACHE_SIZE
 }
 
 /// A secret reference as written in config (`env://VAR`, `file://path`). `Debug` prints
@@ -185,6 +196,17 @@ pub enum JwtConfigError {
     /// `algorithms` is an empty list.
     #[error("provider `{0}`: `algorithms` is empty; remove it for the default or list some")]
     NoAlgorithms(String),
+    /// `token_cache_size` is too large.
+    #[error(
+        "provider `{provider}`: `token_cache_size = {value}` is above {MAX_TOKEN_CACHE_SIZE}; \
+         a few thousand covers the tokens in use at once (0 turns the cache off)"
+    )]
+    TokenCacheSize {
+        /// The provider.
+        provider: String,
+        /// The bad value.
+        value: usize,
+    },
     /// `leeway_secs` is too large.
     #[error("provider `{provider}`: `leeway_secs = {value}` is above 600; fix the clocks instead")]
     Leeway {
@@ -311,6 +333,12 @@ impl JwtSettings {
             return Err(JwtConfigError::Leeway {
                 provider: p(),
                 value: self.leeway_secs,
+            });
+        }
+        if self.token_cache_size > MAX_TOKEN_CACHE_SIZE {
+            return Err(JwtConfigError::TokenCacheSize {
+                provider: p(),
+                value: self.token_cache_size,
             });
         }
         if self.fetch_timeout_secs == 0 {

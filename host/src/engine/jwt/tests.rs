@@ -204,6 +204,64 @@ async fn missing_kid_uses_the_single_key_of_that_type() {
 }
 
 #[tokio::test]
+async fn a_repeated_token_is_answered_from_the_cache_and_its_expiry_still_applies() {
+    let ec = es256("k");
+    let v = validator(&[&ec]);
+    let mut c = claims();
+    c["exp"] = json!(NOW + 60);
+    let token = sign(&ec, &c);
+    let first = v.check_token(&token, NOW).await;
+    assert!(matches!(first, Verdict::Allow(_)), "{first:?}");
+    let again = v.check_token(&token, NOW + 1).await;
+    assert_eq!(again, first, "the cached answer is the same identity");
+    assert_eq!(
+        v.token_cache_stats(),
+        TokenCacheStats { hits: 1, misses: 1 }
+    );
+    // Past `exp` + leeway the cached token is refused with the full path's reason.
+    match v.check_token(&token, NOW + 91).await {
+        Verdict::Deny(d) => assert_eq!(d.reason, "token has expired"),
+        other => panic!("an expired cached token must be refused, got {other:?}"),
+    }
+    assert_eq!(v.token_cache_stats().hits, 2, "refused from the cache entry");
+}
+
+#[tokio::test]
+async fn refused_tokens_are_never_cached_and_the_cache_is_bounded() {
+    let ec = es256("k");
+    let other = es256("k");
+    let mut settings = settings(json!({ "keys": [ec.jwk] }));
+    settings.token_cache_size = 2;
+    let v = JwtValidator::new("jwt", settings).expect("validator");
+    let forged = sign(&other, &claims());
+    for _ in 0..3 {
+        assert_eq!(denial(&v, &forged).await.reason, "token signature does not verify");
+    }
+    assert_eq!(v.verified.len(), 0, "a refusal is not remembered");
+    for sub in ["a", "b", "c", "d"] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        assert!(matches!(v.check_token(&sign(&ec, &c), NOW).await, Verdict::Allow(_)));
+        assert!(v.verified.len() <= 2, "never more than token_cache_size entries");
+    }
+    assert_eq!(v.verified.len(), 2);
+}
+
+#[tokio::test]
+async fn a_cache_size_of_zero_verifies_every_time() {
+    let ec = es256("k");
+    let mut settings = settings(json!({ "keys": [ec.jwk] }));
+    settings.token_cache_size = 0;
+    let v = JwtValidator::new("jwt", settings).expect("validator");
+    let token = sign(&ec, &claims());
+    for _ in 0..3 {
+        assert!(matches!(v.check_token(&token, NOW).await, Verdict::Allow(_)));
+    }
+    assert_eq!(v.token_cache_stats().hits, 0);
+    assert_eq!(v.verified.len(), 0);
+}
+
+#[tokio::test]
 async fn expired_not_yet_valid_and_wrong_audience_are_denied() {
     let ec = es256("k");
     let v = validator(&[&ec]);
@@ -465,4 +523,8 @@ fn empty_issuer_audience_and_huge_leeway_are_refused() {
         "issuer": ISS, "audience": AUD, "jwks_url": "https://a/j", "leeway_secs": 3600
     }));
     assert!(msg.contains("`leeway_secs = 3600`"), "{msg}");
+    let msg = config_error(json!({
+        "issuer": ISS, "audience": AUD, "jwks_url": "https://a/j", "token_cache_size": 2_000_000
+    }));
+    assert!(msg.contains("`token_cache_size = 2000000`"), "{msg}");
 }

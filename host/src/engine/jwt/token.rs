@@ -109,9 +109,38 @@ pub(super) fn issuer<'c>(claims: &'c Claims<'_>) -> Option<&'c str> {
     claims.get("iss").and_then(Value::as_str)
 }
 
+/// A token's validity window: `exp` and, when present, `nbf` (NumericDates: seconds,
+/// possibly fractional). Kept with a verified token so that every later use is checked
+/// against the clock again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Validity {
+    exp: f64,
+    nbf: Option<f64>,
+}
+
+impl Validity {
+    /// `exp` must be after `now - leeway`; `nbf`, when present, before `now + leeway`.
+    pub(super) fn check(&self, now: u64, leeway: u64) -> Result<(), TokenError> {
+        let (now, leeway) = (now as f64, leeway as f64);
+        if now >= self.exp + leeway {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = self.nbf
+            && now + leeway < nbf
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+}
+
 /// `exp` is required and must be after `now - leeway`; `nbf`, when present, must be before
-/// `now + leeway`. Both are NumericDates (seconds, possibly fractional).
-pub(super) fn check_times(claims: &Claims<'_>, now: u64, leeway: u64) -> Result<(), TokenError> {
+/// `now + leeway`. Returns the window for later checks of the same token.
+pub(super) fn check_times(
+    claims: &Claims<'_>,
+    now: u64,
+    leeway: u64,
+) -> Result<Validity, TokenError> {
     let number = |name: &'static str, malformed: &'static str| match claims.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -120,17 +149,15 @@ pub(super) fn check_times(claims: &Claims<'_>, now: u64, leeway: u64) -> Result<
             .map(Some)
             .ok_or(TokenError::Malformed(malformed)),
     };
-    let (now, leeway) = (now as f64, leeway as f64);
     let exp = number("exp", "token `exp` is not a number")?.ok_or(TokenError::MissingExpiry)?;
-    if now >= exp + leeway {
-        return Err(TokenError::Expired);
-    }
-    if let Some(nbf) = number("nbf", "token `nbf` is not a number")?
-        && now + leeway < nbf
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(())
+    // `exp` is judged before `nbf` is read: an expired token is reported as expired.
+    Validity { exp, nbf: None }.check(now, leeway)?;
+    let validity = Validity {
+        exp,
+        nbf: number("nbf", "token `nbf` is not a number")?,
+    };
+    validity.check(now, leeway)?;
+    Ok(validity)
 }
 
 /// `aud` (a string or an array of strings) must name one of `accepted`.
@@ -240,7 +267,7 @@ mod tests {
             Err(TokenError::MissingExpiry)
         );
         let c = claims(json!({ "exp": now - 10 }));
-        assert_eq!(check_times(&c, now, 30), Ok(()));
+        assert_eq!(check_times(&c, now, 30).map(drop), Ok(()));
         assert_eq!(check_times(&c, now, 0), Err(TokenError::Expired));
         let c = claims(json!({ "exp": now - 30 }));
         assert_eq!(check_times(&c, now, 30), Err(TokenError::Expired));
@@ -255,11 +282,11 @@ mod tests {
     fn nbf_in_the_future_beyond_leeway_is_refused() {
         let now = 1_000_000;
         let c = claims(json!({ "exp": now + 600, "nbf": now + 20 }));
-        assert_eq!(check_times(&c, now, 30), Ok(()));
+        assert_eq!(check_times(&c, now, 30).map(drop), Ok(()));
         let c = claims(json!({ "exp": now + 600, "nbf": now + 31 }));
         assert_eq!(check_times(&c, now, 30), Err(TokenError::NotYetValid));
         let c = claims(json!({ "exp": now as f64 + 600.5, "nbf": now as f64 - 0.5 }));
-        assert_eq!(check_times(&c, now, 0), Ok(()));
+        assert_eq!(check_times(&c, now, 0).map(drop), Ok(()));
     }
 
     #[test]
