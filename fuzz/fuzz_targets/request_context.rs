@@ -125,7 +125,7 @@ fuzz_target!(|input: Input<'_>| {
             method: &method,
             path,
             query: uri.query(),
-            headers: &headers,
+            headers: headers.clone(),
             peer: client,
             client_cert: None,
         },

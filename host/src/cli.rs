@@ -437,7 +437,7 @@ pub async fn eval(args: &EvalArgs) -> Result<EvalReport, CliError> {
             method: &method,
             path: &probe.path,
             query: probe.query.as_deref(),
-            headers: &headers,
+            headers: headers.clone(),
             peer: args.peer,
             client_cert: None,
         },

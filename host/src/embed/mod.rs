@@ -301,7 +301,7 @@ where
         .cloned()
         .unwrap_or_default();
     let (mut parts, body) = request.into_parts();
-    let admitted = match admit(&site, route, &parts, body, &conn, &metrics).await {
+    let admitted = match admit(&site, route, &mut parts, body, &conn, &metrics).await {
         Ok(admitted) => admitted,
         Err(refusal) => return Ok(refusal),
     };

@@ -43,7 +43,7 @@ pub struct Admitted {
 pub async fn admit(
     site: &Site,
     route: &LiveRoute,
-    parts: &Parts,
+    parts: &mut Parts,
     body: Body,
     conn: &ConnInfo,
     metrics: &Metrics,
@@ -78,7 +78,8 @@ pub async fn admit(
             method: &parts.method,
             path: parts.uri.path(),
             query: parts.uri.query(),
-            headers: &parts.headers,
+            // Moved, not copied: the context is dropped before the upstream needs them.
+            headers: std::mem::take(&mut parts.headers),
             peer,
             client_cert: conn.client_cert.clone(),
         },
@@ -90,6 +91,10 @@ pub async fn admit(
         Err(rejection) => return Err(deny(rejection, "-", "malformed MCP body")),
     };
     let Outcome { decision, trace } = route.policy.decide(&ctx).await;
+    // The headers go back to the request. A provider that still holds the context (a Wasm
+    // call abandoned at its deadline) leaves a copy behind instead.
+    parts.headers =
+        Arc::try_unwrap(ctx).map_or_else(|shared| shared.headers.clone(), |ctx| ctx.headers);
     metrics.decision(&trace);
     match decision {
         Decision::Allow { identity, provider } => Ok(Admitted {

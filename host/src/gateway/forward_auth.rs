@@ -99,7 +99,7 @@ pub async fn check(
             method: &method,
             path: &path,
             query: query.as_deref(),
-            headers: &parts.headers,
+            headers: parts.headers.clone(),
             peer,
             client_cert: conn.client_cert.clone(),
         },

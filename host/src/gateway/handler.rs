@@ -14,28 +14,28 @@ use super::request::check_path;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
 use crate::observability::Metrics;
-use crate::observability::logging::{AuditRecord, audit};
+use crate::observability::logging::{AuditRecord, audit, audit_enabled};
 
 /// Answers one request. Returns the metrics label of what served it and the response.
-pub async fn handle(
-    site: &Site,
+pub async fn handle<'s>(
+    site: &'s Site,
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
-) -> (String, Response<Body>) {
-    let path = request.uri().path().to_owned();
-    if let Err(rejection) = check_path(&path) {
-        return ("-".into(), rejection.into_response());
+) -> (&'s str, Response<Body>) {
+    let path = request.uri().path();
+    if let Err(rejection) = check_path(path) {
+        return ("-", rejection.into_response());
     }
-    match path.as_str() {
-        "/healthz" => return ("/healthz".into(), text("ok\n", "text/plain")),
+    match path {
+        "/healthz" => return ("/healthz", text("ok\n", "text/plain")),
         "/readyz" => {
-            return ("/readyz".into(), readiness(&site.readiness));
+            return ("/readyz", readiness(&site.readiness));
         }
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
             return (
-                "/metrics".into(),
+                "/metrics",
                 text(
                     metrics.encode(),
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -44,20 +44,22 @@ pub async fn handle(
         }
         _ => {}
     }
-    if let Some(response) = metadata(site, request.method(), &path) {
-        return (WELL_KNOWN.into(), response);
+    if let Some(response) = metadata(site, request.method(), path) {
+        return (WELL_KNOWN, response);
     }
     if let Some(check) = &site.forward_auth_path
-        && (path == *check || path.starts_with(&format!("{check}/")))
+        && path
+            .strip_prefix(check.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
         let response = forward_auth::check(site, request, conn, metrics).await;
-        return (check.clone(), response);
+        return (check.as_str(), response);
     }
-    let Some(route) = site.route(&path) else {
-        return ("-".into(), Rejection::NotFound.into_response());
+    let Some(route) = site.route(path) else {
+        return ("-", Rejection::NotFound.into_response());
     };
     let response = proxy(site, route, request, conn, metrics).await;
-    (route.label().to_owned(), response)
+    (route.label(), response)
 }
 
 /// The answer for an RFC 9728 metadata path (`/.well-known/oauth-protected-resource[/…]`),
@@ -110,7 +112,7 @@ async fn proxy(
         peer,
         buffered: buffered_body,
         body,
-    } = match admit(site, route, &parts, body, conn, metrics).await {
+    } = match admit(site, route, &mut parts, body, conn, metrics).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
@@ -137,8 +139,8 @@ async fn proxy(
         conn.tls,
     );
     add_identity_headers(&mut parts.headers, &identity, &provider);
-    let audit_path = parts.uri.path().to_owned();
-    let method = parts.method.clone();
+    // Kept for the audit line only, so only when it is written.
+    let audited = audit_enabled().then(|| (parts.uri.path().to_owned(), parts.method.clone()));
     parts.uri = target;
     parts.version = http::Version::HTTP_11;
     let result = upstream
@@ -152,15 +154,17 @@ async fn proxy(
             (rejection.into_response(), reason)
         }
     };
-    audit(&AuditRecord {
-        route: route.label(),
-        subject: Some(&identity.subject),
-        provider: &provider,
-        verdict: "allow",
-        reason: &reason,
-        status: response.status().as_u16(),
-        method: method.as_str(),
-        path: &audit_path,
-    });
+    if let Some((path, method)) = audited {
+        audit(&AuditRecord {
+            route: route.label(),
+            subject: Some(&identity.subject),
+            provider: &provider,
+            verdict: "allow",
+            reason: &reason,
+            status: response.status().as_u16(),
+            method: method.as_str(),
+            path: &path,
+        });
+    }
     response
 }

@@ -126,10 +126,10 @@ impl Gateway {
                 .then(|| self.readiness.load_full())
                 .flatten();
             let (label, response) = match readiness {
-                Some(body) => ("/readyz".to_owned(), handler::readiness(&body)),
+                Some(body) => ("/readyz", handler::readiness(&body)),
                 None => handler::handle(&site, request, conn, &self.metrics).await,
             };
-            self.metrics.request(&label, response.status().as_u16());
+            self.metrics.request(label, response.status().as_u16());
             response
         })
     }

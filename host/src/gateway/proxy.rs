@@ -42,7 +42,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP_COUNT: usize = 9;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones); `Connection` comes first. A
+/// `static`, not a `const`: a `const` array is built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -51,6 +55,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::TE,
     http::header::TRAILER,
     http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// One route's upstream: its base URL and a keep-alive connection pool.
@@ -203,44 +208,62 @@ fn classify(error: &hyper_util::client::legacy::Error) -> (Rejection, UpstreamFa
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these, or only `Connection: keep-alive`: one pass over
-    // the (few) names present is cheaper than a lookup per hop-by-hop name.
-    let is_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || *name == http::header::UPGRADE;
-    if !headers.keys().any(is_hop) {
-        return;
+    // One pass over the (few) names present finds which hop-by-hop ones to remove; most
+    // messages carry none, or only `Connection: keep-alive`, and a removal per fixed name
+    // would hash each of them on every request and response.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
     }
-    // `Connection: keep-alive` / `close` name nothing beyond the fixed list, so only other
-    // names are collected (and allocated).
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !name.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|fixed| name.eq_ignore_ascii_case(fixed.as_str()))
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
+    if present[0] {
+        // `Connection: keep-alive` / `close` name nothing beyond the fixed list, so only
+        // other names are collected (and allocated).
+        let named: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| {
+                !name.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|fixed| name.eq_ignore_ascii_case(fixed.as_str()))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(http::header::UPGRADE);
+}
+
+/// Whether `name` is `x-portcullis-…` with `_` read as `-` (names are lower-case).
+fn is_identity_header(name: &HeaderName) -> bool {
+    const PREFIX: &[u8] = b"x-portcullis-";
+    let name = name.as_str().as_bytes();
+    name.len() >= PREFIX.len()
+        && name
+            .iter()
+            .zip(PREFIX)
+            .all(|(&b, &p)| b == p || (b == b'_' && p == b'-'))
 }
 
 /// Removes every client-supplied `x-portcullis-*` header, and its look-alikes with `_` for
 /// `-` (`X_Portcullis_Subject`): CGI, WSGI, Rack and PHP upstreams read both spellings as
 /// the same `HTTP_X_PORTCULLIS_SUBJECT` variable, so a forged one could shadow the real one.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_identity_header) {
+        return;
+    }
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().replace('_', "-").starts_with("x-portcullis-"))
+        .filter(|name| is_identity_header(name))
         .cloned()
         .collect();
     for name in ours {

@@ -192,8 +192,9 @@ pub struct ContextParts<'a> {
     pub path: &'a str,
     /// Query.
     pub query: Option<&'a str>,
-    /// Headers.
-    pub headers: &'a HeaderMap,
+    /// Headers, moved into the context (the gateway takes them back after the decision;
+    /// see [`crate::gateway::admission`]).
+    pub headers: HeaderMap,
     /// The client (after trusted-proxy resolution).
     pub peer: Option<SocketAddr>,
     /// Verified client certificate.
@@ -231,7 +232,7 @@ pub fn context(
         method: parts.method.clone(),
         path: parts.path.to_owned(),
         query: parts.query.map(str::to_owned),
-        headers: parts.headers.clone(),
+        headers: parts.headers,
         peer: parts.peer,
         client_cert: parts.client_cert,
         mcp: message,

@@ -67,6 +67,12 @@ pub struct AuditRecord<'a> {
     pub path: &'a str,
 }
 
+/// Whether audit lines are written at all (`RUST_LOG` may turn them off), so a caller can
+/// skip gathering what only the audit line needs.
+pub fn audit_enabled() -> bool {
+    tracing::enabled!(target: "portcullis::audit", tracing::Level::INFO)
+}
+
 /// Writes the audit line for one decision.
 pub fn audit(record: &AuditRecord<'_>) {
     tracing::info!(

@@ -11,7 +11,7 @@
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 use crate::engine::jwt::JwtValidator;
 use crate::engine::{StepOutcome, Trace};
@@ -65,6 +66,43 @@ struct ReloadLabels {
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
+/// A [`StepOutcome`]'s place in [`ProviderHandles::decisions`].
+fn outcome_slot(outcome: StepOutcome) -> usize {
+    match outcome {
+        StepOutcome::Allow => 0,
+        StepOutcome::Deny => 1,
+        StepOutcome::Abstain => 2,
+        StepOutcome::Error => 3,
+    }
+}
+
+/// Statuses 100 to 599 have a resolved counter slot each.
+const STATUS_SLOTS: usize = 500;
+
+/// One route's request counters, resolved from the family on first use. A request then
+/// costs one lookup by route name with a fast hasher (labels come from config, not from
+/// clients) instead of allocating label strings and SipHash-ing them in the family.
+#[derive(Debug)]
+struct RouteHandles {
+    statuses: Box<[OnceLock<Counter>]>,
+}
+
+impl Default for RouteHandles {
+    fn default() -> Self {
+        Self {
+            statuses: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+/// One provider's decision counters (by [`StepOutcome`]) and latency histogram, resolved
+/// on first use like [`RouteHandles`]. Unused label sets stay out of the exposition.
+#[derive(Debug, Default)]
+struct ProviderHandles {
+    decisions: [OnceLock<Counter>; 4],
+    latency: OnceLock<Histogram>,
+}
+
 /// The gateway's metrics. One per process; shared by every configuration it runs.
 #[derive(Debug)]
 pub struct Metrics {
@@ -76,6 +114,8 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     jwks: Arc<JwksCollector>,
     reloads: Family<ReloadLabels, Counter>,
+    routes: RwLock<FxHashMap<String, Box<RouteHandles>>>,
+    providers: RwLock<FxHashMap<String, Box<ProviderHandles>>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -140,6 +180,8 @@ impl Metrics {
             upstream_errors,
             jwks,
             reloads,
+            routes: RwLock::default(),
+            providers: RwLock::default(),
         }
     }
 
@@ -151,32 +193,61 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, route: &str, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                status,
-            })
-            .inc();
+        let slot = usize::from(status.wrapping_sub(100));
+        if slot >= STATUS_SLOTS {
+            // Not an HTTP status hyper would send; counted the slow way.
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    status,
+                })
+                .inc();
+            return;
+        }
+        self.with_handles(&self.routes, route, |counters: &RouteHandles| {
+            counters.statuses[slot]
+                .get_or_init(|| {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            route: route.to_owned(),
+                            status,
+                        })
+                        .clone()
+                })
+                .inc();
+        });
     }
 
     /// Counts each step of a decision and its latency.
     pub fn decision(&self, trace: &Trace) {
         for step in &trace.steps {
-            let provider = step.provider.clone();
-            self.decisions
-                .get_or_create(&DecisionLabels {
-                    provider: provider.clone(),
-                    verdict: step.outcome.as_str(),
-                })
-                .inc();
-            // Precision loss is irrelevant at microsecond scale.
-            #[expect(clippy::cast_precision_loss, reason = "microseconds fit in f64")]
-            let seconds = step.micros as f64 / 1e6;
-            self.latency
-                .get_or_create(&ProviderLabels {
-                    provider: provider.clone(),
-                })
-                .observe(seconds);
+            let provider = step.provider.as_str();
+            self.with_handles(&self.providers, provider, |handles: &ProviderHandles| {
+                let verdict = step.outcome;
+                handles.decisions[outcome_slot(verdict)]
+                    .get_or_init(|| {
+                        self.decisions
+                            .get_or_create(&DecisionLabels {
+                                provider: provider.to_owned(),
+                                verdict: verdict.as_str(),
+                            })
+                            .clone()
+                    })
+                    .inc();
+                // Precision loss is irrelevant at microsecond scale.
+                #[expect(clippy::cast_precision_loss, reason = "microseconds fit in f64")]
+                let seconds = step.micros as f64 / 1e6;
+                handles
+                    .latency
+                    .get_or_init(|| {
+                        self.latency
+                            .get_or_create(&ProviderLabels {
+                                provider: provider.to_owned(),
+                            })
+                            .clone()
+                    })
+                    .observe(seconds);
+            });
             if step.outcome == StepOutcome::Error {
                 // The runtime's errors read "provider `x` timed out …" / "… trapped: …".
                 let kind = if step.reason.contains("timed out") {
@@ -187,10 +258,27 @@ impl Metrics {
                     "other"
                 };
                 self.wasm_failures
-                    .get_or_create(&KindLabels { provider, kind })
+                    .get_or_create(&KindLabels {
+                        provider: provider.to_owned(),
+                        kind,
+                    })
                     .inc();
             }
         }
+    }
+
+    /// Runs `f` with the resolved handles of `label`, creating them on first use.
+    fn with_handles<H: Default>(
+        &self,
+        map: &RwLock<FxHashMap<String, Box<H>>>,
+        label: &str,
+        f: impl FnOnce(&H),
+    ) {
+        if let Some(handles) = map.read().unwrap_or_else(|p| p.into_inner()).get(label) {
+            return f(handles);
+        }
+        let mut map = map.write().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(label.to_owned()).or_default());
     }
 
     /// Counts a failed upstream request (`connect`, `timeout` or `other`).
@@ -251,7 +339,6 @@ impl Collector for JwksCollector {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
-        drop(family);
         let mut family = encoder.encode_descriptor(
             "jwt_token_cache",
             "JWTs answered from the verified-token cache (hit) or verified (miss), by provider",

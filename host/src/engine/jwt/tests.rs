@@ -223,7 +223,11 @@ async fn a_repeated_token_is_answered_from_the_cache_and_its_expiry_still_applie
         Verdict::Deny(d) => assert_eq!(d.reason, "token has expired"),
         other => panic!("an expired cached token must be refused, got {other:?}"),
     }
-    assert_eq!(v.token_cache_stats().hits, 2, "refused from the cache entry");
+    assert_eq!(
+        v.token_cache_stats().hits,
+        2,
+        "refused from the cache entry"
+    );
 }
 
 #[tokio::test]
@@ -235,14 +239,23 @@ async fn refused_tokens_are_never_cached_and_the_cache_is_bounded() {
     let v = JwtValidator::new("jwt", settings).expect("validator");
     let forged = sign(&other, &claims());
     for _ in 0..3 {
-        assert_eq!(denial(&v, &forged).await.reason, "token signature does not verify");
+        assert_eq!(
+            denial(&v, &forged).await.reason,
+            "token signature does not verify"
+        );
     }
     assert_eq!(v.verified.len(), 0, "a refusal is not remembered");
     for sub in ["a", "b", "c", "d"] {
         let mut c = claims();
         c["sub"] = json!(sub);
-        assert!(matches!(v.check_token(&sign(&ec, &c), NOW).await, Verdict::Allow(_)));
-        assert!(v.verified.len() <= 2, "never more than token_cache_size entries");
+        assert!(matches!(
+            v.check_token(&sign(&ec, &c), NOW).await,
+            Verdict::Allow(_)
+        ));
+        assert!(
+            v.verified.len() <= 2,
+            "never more than token_cache_size entries"
+        );
     }
     assert_eq!(v.verified.len(), 2);
 }
@@ -255,7 +268,10 @@ async fn a_cache_size_of_zero_verifies_every_time() {
     let v = JwtValidator::new("jwt", settings).expect("validator");
     let token = sign(&ec, &claims());
     for _ in 0..3 {
-        assert!(matches!(v.check_token(&token, NOW).await, Verdict::Allow(_)));
+        assert!(matches!(
+            v.check_token(&token, NOW).await,
+            Verdict::Allow(_)
+        ));
     }
     assert_eq!(v.token_cache_stats().hits, 0);
     assert_eq!(v.verified.len(), 0);

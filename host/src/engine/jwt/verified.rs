@@ -110,7 +110,8 @@ impl VerifiedTokens {
     ) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, e| e.generation == generation && e.validity.check(now, leeway).is_ok());
+            entries
+                .retain(|_, e| e.generation == generation && e.validity.check(now, leeway).is_ok());
             if entries.len() >= self.capacity
                 && let Some(victim) = entries.keys().next().copied()
             {
