@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
-# Load harness: requests/s, latency and CPU per request through a bare hyper proxy (the
-# floor of the stack the gateway is built on), through the gateway with auth off
-# (an `anonymous` provider), an API key, an RS256 JWT and the Wasm partner-token provider,
-# and through nginx `proxy_pass` (keepalive upstream) to the same upstream, all in one run.
+# Load harness, all in one run, loopback only:
+# 1. Saturation (wrk, closed loop): requests/s, latency and CPU per request through nginx
+#    `proxy_pass` (keepalive upstream), a bare hyper proxy (the floor of the stack the
+#    gateway is built on), and the gateway with auth off (an `anonymous` provider), an API
+#    key, an RS256 JWT presented again and again (what an MCP client does: the
+#    verified-token cache answers), an RS256 JWT verified on every request
+#    (`token_cache_size = 0`), and the Wasm partner-token provider.
+# 2. JWT cost at a fixed rate (h2load --rps, open loop): CPU per request with auth off and
+#    with both JWT gateways at the same request rate, so that the difference is the JWT
+#    work alone (at saturation a slower case also batches fewer requests per wake-up, which
+#    adds kernel time that is not the auth's), beside a bare ring RS256 verify of the same
+#    token measured in this run (`verify_rs256`).
 #
-# Run: `cargo xtask load` (builds the release binary and the guests, then runs this).
-# Loopback only. Needs nginx, wrk and openssl (installed from Debian's packages if missing).
-# Results: a Markdown table on stdout; raw wrk output in $WORK.
+# Run: `cargo xtask load` (builds the release binaries and the guests, then runs this).
+# Needs nginx, wrk, h2load and openssl (installed from Debian's packages if missing).
+# Results: Markdown tables on stdout; raw tool output in $WORK.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="$ROOT/target/release/portcullis"
 BARE="$ROOT/target/release/examples/bare_proxy"
+VERIFY="$ROOT/target/release/examples/verify_rs256"
 WASM="$ROOT/target/guests/wasm32-wasip2/release/partner_token.wasm"
 DURATION="${LOAD_DURATION:-10s}"
 CONNECTIONS="${LOAD_CONNECTIONS:-32}"
+RATE_CLIENTS="${LOAD_RATE_CLIENTS:-12}"
+RATE_PER_CLIENT="${LOAD_RATE_PER_CLIENT:-500}"
 WORK="$(mktemp -d /tmp/portcullis-load.XXXXXX)"
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-for tool in nginx wrk openssl; do
+for tool in nginx wrk h2load openssl; do
     if ! command -v "$tool" >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            "$([ "$tool" = nginx ] && echo nginx-light || echo "$tool")"
+        case $tool in nginx) package=nginx-light ;; h2load) package=nghttp2-client ;; *) package=$tool ;; esac
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"
     fi
 done
 [ -x "$BIN" ] || { echo "missing $BIN: run cargo xtask load" >&2; exit 1; }
 [ -x "$BARE" ] || { echo "missing $BARE: run cargo xtask load" >&2; exit 1; }
+[ -x "$VERIFY" ] || { echo "missing $VERIFY: run cargo xtask load" >&2; exit 1; }
 
 UPSTREAM=18181 NGINX_PROXY=18182
 cat > "$WORK/nginx.conf" <<NGINX
@@ -97,6 +109,11 @@ gateway jwt 18192 "type = \"jwt\"
 issuer = \"https://idp.load.test\"
 audience = [\"http://127.0.0.1:18190/api\", \"http://127.0.0.1:18192/api\"]
 jwks = '$JWKS'"
+gateway jwt_verify 18194 "type = \"jwt\"
+issuer = \"https://idp.load.test\"
+audience = [\"http://127.0.0.1:18190/api\"]
+jwks = '$JWKS'
+token_cache_size = 0"
 gateway wasm 18193 'type = "wasm"
 component = "partner-token"
 secrets = { credentials = "file://'"$WORK"'/partner.creds" }'
@@ -114,7 +131,7 @@ wait_up() {
     done
     echo "port $1 did not come up; logs in $WORK" >&2; exit 1
 }
-for port in $NGINX_PROXY 18190 18191 18192 18193; do wait_up $port; done
+for port in $NGINX_PROXY 18190 18191 18192 18193 18194; do wait_up $port; done
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:18189/" && break; sleep 0.05; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -150,6 +167,41 @@ run off 18190 "X-Nothing: 1"
 run bare 18189 "X-Nothing: 1"
 run api_key 18191 "Authorization: Bearer load-key-0123456789"
 run jwt 18192 "Authorization: Bearer $TOKEN"
+run jwt_verify 18194 "Authorization: Bearer $TOKEN"
 run wasm 18193 "Authorization: partner-token load:load-secret"
 echo
 echo "wrk: 1 thread, $CONNECTIONS connections, $DURATION per case, keep-alive; raw output in $WORK"
+
+# 2. The same request rate for every case: CPU per request then differs only by the work.
+RATE=$((RATE_CLIENTS * RATE_PER_CLIENT))
+echo
+echo "| case at $RATE requests/s | requests | CPU µs/request (server) | added over auth off |"
+echo "|---|---:|---:|---:|"
+declare -A FIXED
+fixed() { # name port header
+    local name=$1 port=$2 header=$3 before after done_count cpu
+    h2load --h1 -c"$RATE_CLIENTS" --rps="$RATE_PER_CLIENT" -D 2 -H "$header" \
+        "http://127.0.0.1:$port/api/x" > /dev/null # warm-up
+    before=$(cpu_ticks "$(eval echo \$PID_$name)")
+    h2load --h1 -c"$RATE_CLIENTS" --rps="$RATE_PER_CLIENT" -D "${DURATION%s}" -H "$header" \
+        "http://127.0.0.1:$port/api/x" > "$WORK/$name.h2load"
+    after=$(cpu_ticks "$(eval echo \$PID_$name)")
+    done_count=$(awk '/^requests:/ {print $8}' "$WORK/$name.h2load")
+    grep -q "status codes: $done_count 2xx" "$WORK/$name.h2load" \
+        || { echo "$name: non-2xx answers at the fixed rate; see $WORK/$name.h2load" >&2; exit 1; }
+    cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$done_count" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    FIXED[$name]=$cpu
+    printf '| %s | %s | %s | %s |\n' "$name" "$done_count" "$cpu" \
+        "$(awk -v a="$cpu" -v b="${FIXED[off]:-$cpu}" 'BEGIN {printf "%+.1f µs", a - b}')"
+}
+fixed off 18190 "x-nothing: 1"
+fixed jwt 18192 "authorization: Bearer $TOKEN"
+fixed jwt_verify 18194 "authorization: Bearer $TOKEN"
+VERIFY_US=$("$VERIFY" "$N" "$TOKEN" 3 | sed 's/.*cpu_us_per_verify=//')
+echo
+echo "Bare ring RS256 verify of the same token (verify_rs256, this run): $VERIFY_US µs CPU."
+awk -v v="$VERIFY_US" -v j="${FIXED[jwt_verify]}" -v c="${FIXED[jwt]}" -v o="${FIXED[off]}" 'BEGIN {
+    printf "JWT verified on every request: added %.1f µs = %.2f× the bare verify.\n", j - o, (j - o) / v
+    printf "JWT repeated (verified-token cache): added %.1f µs = %.2f× the bare verify.\n", c - o, (c - o) / v
+}'
+echo "h2load: $RATE_CLIENTS HTTP/1.1 clients × $RATE_PER_CLIENT requests/s, $DURATION per case; raw output in $WORK"

@@ -149,6 +149,8 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
             "portcullis-tests",
             "--example",
             "bare_proxy",
+            "--example",
+            "verify_rs256",
         ],
     )?;
     let script = root.join("tests").join("load").join(script);
