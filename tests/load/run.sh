@@ -175,24 +175,30 @@ echo "wrk: 1 thread, $CONNECTIONS connections, $DURATION per case, keep-alive; r
 # 2. The same request rate for every case: CPU per request then differs only by the work.
 RATE=$((RATE_CLIENTS * RATE_PER_CLIENT))
 echo
-echo "| case at $RATE requests/s | requests | CPU µs/request (server) | added over auth off |"
-echo "|---|---:|---:|---:|"
-declare -A FIXED
+echo "| case at $RATE requests/s | requests | CPU µs/request (server) | added over auth off | user CPU µs/request | added user CPU |"
+echo "|---|---:|---:|---:|---:|---:|"
+declare -A FIXED FIXED_USER
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 fixed() { # name port header
-    local name=$1 port=$2 header=$3 before after done_count cpu
+    local name=$1 port=$2 header=$3 before after user_before user_after done_count cpu user
     h2load --h1 -c"$RATE_CLIENTS" --rps="$RATE_PER_CLIENT" -D 2 -H "$header" \
         "http://127.0.0.1:$port/api/x" > /dev/null # warm-up
     before=$(cpu_ticks "$(eval echo \$PID_$name)")
+    user_before=$(user_ticks "$(eval echo \$PID_$name)")
     h2load --h1 -c"$RATE_CLIENTS" --rps="$RATE_PER_CLIENT" -D "${DURATION%s}" -H "$header" \
         "http://127.0.0.1:$port/api/x" > "$WORK/$name.h2load"
     after=$(cpu_ticks "$(eval echo \$PID_$name)")
+    user_after=$(user_ticks "$(eval echo \$PID_$name)")
     done_count=$(awk '/^requests:/ {print $8}' "$WORK/$name.h2load")
     grep -q "status codes: $done_count 2xx" "$WORK/$name.h2load" \
         || { echo "$name: non-2xx answers at the fixed rate; see $WORK/$name.h2load" >&2; exit 1; }
     cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$done_count" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    user=$(awk -v t=$((user_after - user_before)) -v hz="$HZ" -v n="$done_count" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
     FIXED[$name]=$cpu
-    printf '| %s | %s | %s | %s |\n' "$name" "$done_count" "$cpu" \
-        "$(awk -v a="$cpu" -v b="${FIXED[off]:-$cpu}" 'BEGIN {printf "%+.1f µs", a - b}')"
+    FIXED_USER[$name]=$user
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$done_count" "$cpu" \
+        "$(awk -v a="$cpu" -v b="${FIXED[off]:-$cpu}" 'BEGIN {printf "%+.1f µs", a - b}')" "$user" \
+        "$(awk -v a="$user" -v b="${FIXED_USER[off]:-$user}" 'BEGIN {printf "%+.1f µs", a - b}')"
 }
 fixed off 18190 "x-nothing: 1"
 fixed jwt 18192 "authorization: Bearer $TOKEN"
@@ -200,8 +206,9 @@ fixed jwt_verify 18194 "authorization: Bearer $TOKEN"
 VERIFY_US=$("$VERIFY" "$N" "$TOKEN" 3 | sed 's/.*cpu_us_per_verify=//')
 echo
 echo "Bare ring RS256 verify of the same token (verify_rs256, this run): $VERIFY_US µs CPU."
-awk -v v="$VERIFY_US" -v j="${FIXED[jwt_verify]}" -v c="${FIXED[jwt]}" -v o="${FIXED[off]}" 'BEGIN {
-    printf "JWT verified on every request: added %.1f µs = %.2f× the bare verify.\n", j - o, (j - o) / v
-    printf "JWT repeated (verified-token cache): added %.1f µs = %.2f× the bare verify.\n", c - o, (c - o) / v
+awk -v v="$VERIFY_US" -v j="${FIXED[jwt_verify]}" -v c="${FIXED[jwt]}" -v o="${FIXED[off]}" \
+    -v ju="${FIXED_USER[jwt_verify]}" -v cu="${FIXED_USER[jwt]}" -v ou="${FIXED_USER[off]}" 'BEGIN {
+    printf "JWT verified on every request: added %.1f µs CPU = %.2f× the bare verify (user CPU: %.1f µs = %.2f×).\n", j - o, (j - o) / v, ju - ou, (ju - ou) / v
+    printf "JWT repeated (verified-token cache): added %.1f µs CPU = %.2f× the bare verify (user CPU: %.1f µs = %.2f×).\n", c - o, (c - o) / v, cu - ou, (cu - ou) / v
 }'
 echo "h2load: $RATE_CLIENTS HTTP/1.1 clients × $RATE_PER_CLIENT requests/s, $DURATION per case; raw output in $WORK"

@@ -134,11 +134,8 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
         "cargo",
         &["build", "--tests", "--package", "portcullis-tests"],
     )?;
-    cargo_like(
-        root,
-        "cargo",
-        &["build", "--release", "--package", "portcullis"],
-    )?;
+    // One invocation for the binary and the harness's helpers: built separately, the two
+    // package selections unify features differently and each rebuilds wasmtime and ring.
     cargo_like(
         root,
         "cargo",
@@ -146,7 +143,11 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
             "build",
             "--release",
             "--package",
+            "portcullis",
+            "--package",
             "portcullis-tests",
+            "--bin",
+            "portcullis",
             "--example",
             "bare_proxy",
             "--example",
