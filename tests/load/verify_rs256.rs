@@ -18,7 +18,10 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 fn cpu_time() -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name (which may contain spaces) start at `) `.
-    let rest = stat.rsplit_once(") ").context("unexpected /proc/self/stat")?.1;
+    let rest = stat
+        .rsplit_once(") ")
+        .context("unexpected /proc/self/stat")?
+        .1;
     let fields: Vec<&str> = rest.split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     Ok(Duration::from_millis(ticks * 10))
@@ -37,14 +40,22 @@ fn main() -> anyhow::Result<()> {
         n: n.as_slice(),
         e: [1u8, 0, 1].as_slice(),
     };
-    key.verify(&RSA_PKCS1_2048_8192_SHA256, signing_input.as_bytes(), &signature)
-        .map_err(|_| anyhow::anyhow!("the token does not verify with this key"))?;
+    key.verify(
+        &RSA_PKCS1_2048_8192_SHA256,
+        signing_input.as_bytes(),
+        &signature,
+    )
+    .map_err(|_| anyhow::anyhow!("the token does not verify with this key"))?;
     let (started, cpu_before) = (Instant::now(), cpu_time()?);
     let mut verifies: u64 = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         for _ in 0..100 {
             let ok = key
-                .verify(&RSA_PKCS1_2048_8192_SHA256, signing_input.as_bytes(), &signature)
+                .verify(
+                    &RSA_PKCS1_2048_8192_SHA256,
+                    signing_input.as_bytes(),
+                    &signature,
+                )
                 .is_ok();
             std::hint::black_box(ok);
         }
