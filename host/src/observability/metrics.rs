@@ -309,6 +309,33 @@ impl Metrics {
     }
 }
 
+/// One counter family read from every JWT validator: `counts` gives each `result` label
+/// and its value.
+fn encode_validator_counters(
+    encoder: &mut DescriptorEncoder,
+    validators: &[(String, Arc<JwtValidator>)],
+    name: &str,
+    help: &str,
+    counts: impl Fn(&JwtValidator) -> [(&'static str, u64); 2],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (provider, validator) in validators {
+        for (result, value) in counts(validator) {
+            let labels = JwksLabels {
+                provider: provider.clone(),
+                result,
+            };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the JWT validators' own counters at scrape time.
 #[derive(Debug, Default)]
 struct JwksCollector {
@@ -323,38 +350,26 @@ impl Collector for JwksCollector {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         // The registry adds the `portcullis_` prefix to collectors' names too.
-        let mut family = encoder.encode_descriptor(
+        encode_validator_counters(
+            &mut encoder,
+            &validators,
             "jwks_fetches",
             "JWKS and discovery fetches, by provider and result",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
+            |v| {
+                let stats = v.fetch_stats();
+                [("success", stats.successes), ("failure", stats.failures)]
+            },
         )?;
-        for (name, validator) in &validators {
-            let stats = validator.fetch_stats();
-            for (result, value) in [("success", stats.successes), ("failure", stats.failures)] {
-                let labels = JwksLabels {
-                    provider: name.clone(),
-                    result,
-                };
-                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_validator_counters(
+            &mut encoder,
+            &validators,
             "jwt_token_cache",
             "JWTs answered from the verified-token cache (hit) or verified (miss), by provider",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
+            |v| {
+                let stats = v.token_cache_stats();
+                [("hit", stats.hits), ("miss", stats.misses)]
+            },
         )?;
-        for (name, validator) in &validators {
-            let stats = validator.token_cache_stats();
-            for (result, value) in [("hit", stats.hits), ("miss", stats.misses)] {
-                let labels = JwksLabels {
-                    provider: name.clone(),
-                    result,
-                };
-                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-            }
-        }
         Ok(())
     }
 }

@@ -90,6 +90,12 @@ fn validator(signers: &[&Signer]) -> JwtValidator {
     JwtValidator::new("jwt", settings(json!({ "keys": keys }))).expect("validator")
 }
 
+fn validator_with_cache(signer: &Signer, token_cache_size: usize) -> JwtValidator {
+    let mut settings = settings(json!({ "keys": [signer.jwk] }));
+    settings.token_cache_size = token_cache_size;
+    JwtValidator::new("jwt", settings).expect("validator")
+}
+
 async fn denial(v: &JwtValidator, token: &str) -> Denial {
     match v.check_token(token, NOW).await {
         Verdict::Deny(d) => d,
@@ -234,9 +240,7 @@ async fn a_repeated_token_is_answered_from_the_cache_and_its_expiry_still_applie
 async fn refused_tokens_are_never_cached_and_the_cache_is_bounded() {
     let ec = es256("k");
     let other = es256("k");
-    let mut settings = settings(json!({ "keys": [ec.jwk] }));
-    settings.token_cache_size = 2;
-    let v = JwtValidator::new("jwt", settings).expect("validator");
+    let v = validator_with_cache(&ec, 2);
     let forged = sign(&other, &claims());
     for _ in 0..3 {
         assert_eq!(
@@ -263,9 +267,7 @@ async fn refused_tokens_are_never_cached_and_the_cache_is_bounded() {
 #[tokio::test]
 async fn a_cache_size_of_zero_verifies_every_time() {
     let ec = es256("k");
-    let mut settings = settings(json!({ "keys": [ec.jwk] }));
-    settings.token_cache_size = 0;
-    let v = JwtValidator::new("jwt", settings).expect("validator");
+    let v = validator_with_cache(&ec, 0);
     let token = sign(&ec, &claims());
     for _ in 0..3 {
         assert!(matches!(
