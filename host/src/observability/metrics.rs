@@ -193,28 +193,22 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, route: &str, status: u16) {
-        let slot = usize::from(status.wrapping_sub(100));
-        if slot >= STATUS_SLOTS {
-            // Not an HTTP status hyper would send; counted the slow way.
+        let counter = || {
             self.requests
                 .get_or_create(&RequestLabels {
                     route: route.to_owned(),
                     status,
                 })
-                .inc();
+                .clone()
+        };
+        let slot = usize::from(status.wrapping_sub(100));
+        if slot >= STATUS_SLOTS {
+            // Not an HTTP status hyper would send; counted the slow way.
+            counter().inc();
             return;
         }
         self.with_handles(&self.routes, route, |counters: &RouteHandles| {
-            counters.statuses[slot]
-                .get_or_init(|| {
-                    self.requests
-                        .get_or_create(&RequestLabels {
-                            route: route.to_owned(),
-                            status,
-                        })
-                        .clone()
-                })
-                .inc();
+            counters.statuses[slot].get_or_init(counter).inc();
         });
     }
 

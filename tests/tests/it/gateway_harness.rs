@@ -118,16 +118,7 @@ pub async fn start_with_upstream(template: &str, upstream_url: &str) -> Harness 
     let tls = config.server.tls.as_ref().map(|t| {
         portcullis::gateway::tls::server_config(t).unwrap_or_else(|e| panic!("test TLS: {e}"))
     });
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(
-        listener,
-        gateway.clone(),
-        tls,
-        async {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (tx, task) = spawn_serve(listener, gateway.clone(), tls);
     Harness {
         addr,
         base: format!("http://{addr}"),
@@ -136,6 +127,26 @@ pub async fn start_with_upstream(template: &str, upstream_url: &str) -> Harness 
         shutdown: Some(tx),
         task: Some(task),
     }
+}
+
+/// Serves `gateway` on `listener` in a task until the returned sender is used (or
+/// dropped), then drains for at most 5 s.
+pub fn spawn_serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve(
+        listener,
+        gateway,
+        tls,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    (tx, task)
 }
 
 /// A response, read whole.
@@ -434,16 +445,7 @@ pub async fn serve_watched(
     let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(
-        listener,
-        gateway,
-        None,
-        async {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (tx, task) = spawn_serve(listener, gateway, None);
     Watched {
         base: format!("http://{addr}"),
         _reloading: reloading,

@@ -28,12 +28,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::cli;
 use portcullis::engine::api_key::hash_key;
-use portcullis::gateway::{Gateway, serve};
+use portcullis::gateway::Gateway;
 use portcullis::observability::Metrics;
 use portcullis::reload::{Outcome, Reloader, Source, Trigger};
 use portcullis_tests::guests;
+
+use crate::gateway_harness::spawn_serve;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// Seconds of load when `PORTCULLIS_SOAK_SECS` is unset: short enough for CI.
 const DEFAULT_SECS: u64 = 30;
@@ -396,16 +397,7 @@ async fn soak_in_this_process() {
     let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        gateway,
-        None,
-        async {
-            let _ = shutdown_rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (shutdown, server) = spawn_serve(listener, gateway, None);
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
