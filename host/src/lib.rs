@@ -8,6 +8,8 @@
 //! - [`wasm`]: the sandboxed runtime for providers written against `wit/auth.wit`.
 //! - [`crypto`] and [`secret`]: host-side crypto offered to providers, and secret handling.
 //! - [`mcp`]: what an MCP JSON-RPC body asks for.
+//! - [`normal_form`]: the one spelling of a path or resource URI that rules and upstreams
+//!   read alike.
 //! - [`config`]: the TOML configuration, validated, and the providers built from it.
 //! - [`gateway`]: the HTTP front end — listener, reverse proxy, OAuth resource-server
 //!   challenges and metadata, forward-auth — over the engine.
@@ -28,6 +30,7 @@ pub mod embed;
 pub mod engine;
 pub mod gateway;
 pub mod mcp;
+pub mod normal_form;
 pub mod observability;
 pub mod reload;
 pub mod scaffold;

@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::normal_form::resource_uri_problem;
+
 /// What one JSON-RPC message acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum McpTarget {
@@ -65,6 +67,28 @@ pub enum McpParseError {
         /// The missing field.
         field: &'static str,
     },
+    /// A request id that upstreams could read as another id.
+    #[error(
+        "request id `{0}` is not canonical: use a string or an integer of at most 2^53-1 \
+         (no fraction, exponent or `-0`), once per batch"
+    )]
+    Id(String),
+    /// A resource URI that upstreams could resolve differently from its spelling.
+    #[error("resource URI `{uri}` is not in normal form ({why})")]
+    ResourceUri {
+        /// The URI as sent.
+        uri: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// An `Mcp-Method`, `Mcp-Name` or `Mcp-Param-*` header that does not mirror the body.
+    #[error("header `{header}` does not match the body: {why}")]
+    HeaderMismatch {
+        /// The header.
+        header: String,
+        /// How it differs.
+        why: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -75,11 +99,41 @@ struct RawMessage {
     params: Option<Value>,
 }
 
+/// Largest integer id every upstream reads exactly: JavaScript parses JSON numbers as
+/// doubles, so a TypeScript-SDK server echoes `2^53 + 1` as `2^53`, and a listing answered
+/// under the rounded id would escape the filter that waits for the original.
+const MAX_SAFE_ID: u64 = (1 << 53) - 1;
+
+/// Whether `id` is one that every upstream reads, and echoes, as itself: a string, or an
+/// integer written without fraction or exponent within ±(2^53-1). `3.0`, `1e0` and `-0.0`
+/// are the integer 3, 1 and 0 to rmcp (which echoes them so) but floats to serde_json.
+fn canonical_id(id: &Value) -> bool {
+    match id {
+        Value::String(_) => true,
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_i64().map(i64::unsigned_abs))
+            .is_some_and(|magnitude| magnitude <= MAX_SAFE_ID),
+        _ => false,
+    }
+}
+
 /// Parses an MCP POST body: one JSON-RPC message or a batch (array). Responses sent by the
 /// client (messages without `method`) are skipped. An empty batch is an error.
 pub fn parse_body(body: &[u8], session_id: Option<String>) -> Result<McpMessage, McpParseError> {
+    parse_body_mirrored(body, session_id, &Mirrored::default())
+}
+
+/// [`parse_body`], and checks that the `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` headers
+/// (`mirrored`) match the body they mirror.
+pub fn parse_body_mirrored(
+    body: &[u8],
+    session_id: Option<String>,
+    mirrored: &Mirrored,
+) -> Result<McpMessage, McpParseError> {
     let UniqueKeys(value) =
         serde_json::from_slice(body).map_err(|e| McpParseError::Json(e.to_string()))?;
+    let batch = value.is_array();
     let items = match value {
         Value::Array(items) if items.is_empty() => {
             return Err(McpParseError::Shape("empty batch"));
@@ -88,23 +142,176 @@ pub fn parse_body(body: &[u8], session_id: Option<String>) -> Result<McpMessage,
         object @ Value::Object(_) => vec![object],
         _ => return Err(McpParseError::Shape("expected an object or an array")),
     };
+    if !mirrored.is_empty() && batch {
+        return Err(McpParseError::HeaderMismatch {
+            header: "mcp-method".into(),
+            why: "a batch cannot be mirrored in headers".into(),
+        });
+    }
     let mut calls = Vec::with_capacity(items.len());
+    let mut ids: Vec<Value> = Vec::new();
     for item in items {
         if !item.is_object() {
             return Err(McpParseError::Shape("batch entries must be objects"));
         }
+        // Read before deserializing: `"id": null` must not look like a missing id.
+        let id = item.get("id").cloned();
         let raw: RawMessage = serde_json::from_value(item)
             .map_err(|_| McpParseError::Shape("`method` and `jsonrpc` must be strings"))?;
         if raw.jsonrpc.as_deref() != Some("2.0") {
             return Err(McpParseError::Shape("`jsonrpc` must be \"2.0\""));
         }
         let Some(method) = raw.method else {
+            mirrored.check(None, None, None)?;
             continue;
         };
+        if let Some(id) = id {
+            if !canonical_id(&id) || ids.contains(&id) {
+                return Err(McpParseError::Id(id.to_string()));
+            }
+            ids.push(id);
+        }
         let target = target_of(&method, raw.params.as_ref())?;
+        if let McpTarget::Resource(uri) = &target
+            && let Some(why) = resource_uri_problem(uri)
+        {
+            return Err(McpParseError::ResourceUri {
+                uri: uri.clone(),
+                why,
+            });
+        }
+        let arguments = raw.params.as_ref().and_then(|p| p.get("arguments"));
+        mirrored.check(Some(&method), target.name(), arguments)?;
         calls.push(McpCall { method, target });
     }
     Ok(McpMessage { session_id, calls })
+}
+
+/// The MCP request headers that mirror the body (MCP 2026-07-28 Streamable HTTP):
+/// `Mcp-Method`, `Mcp-Name` and `Mcp-Param-{name}`. Servers may route on them, so an
+/// intermediary that judged the body must make sure they say the same thing; the revision
+/// asks for 400 on a mismatch.
+///
+/// `Mcp-Param-{name}` mirrors the tool argument that the tool's schema marks with
+/// `x-mcp-header: {name}`. The gateway does not hold tool schemas, so it checks the header
+/// against the top-level argument of that name (compared case-insensitively, as header names
+/// are) when the call has one, and otherwise only that it decodes. No rule reads these
+/// headers; the upstream, which knows the schema, must still check the rest itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mirrored {
+    method: Option<String>,
+    name: Option<String>,
+    params: Vec<(String, String)>,
+}
+
+impl Mirrored {
+    /// Reads the mirrored headers. A repeated one, or one whose value cannot be read or
+    /// decoded, is a mismatch.
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Self, McpParseError> {
+        let mut mirrored = Self::default();
+        for name in headers.keys() {
+            let key = name.as_str();
+            let slot = if key == "mcp-method" || key == "mcp-name" {
+                None
+            } else if let Some(param) = key.strip_prefix("mcp-param-") {
+                Some(param)
+            } else {
+                continue;
+            };
+            let mismatch = |why: &str| McpParseError::HeaderMismatch {
+                header: key.to_owned(),
+                why: why.to_owned(),
+            };
+            let mut values = headers.get_all(name).iter();
+            let value = values.next().ok_or_else(|| mismatch("empty"))?;
+            if values.next().is_some() {
+                return Err(mismatch("sent more than once"));
+            }
+            let value = decode_mirrored(value.as_bytes())
+                .ok_or_else(|| mismatch("not visible ASCII, nor `=?base64?…?=` holding UTF-8"))?;
+            match slot {
+                None if key == "mcp-method" => mirrored.method = Some(value),
+                None => mirrored.name = Some(value),
+                Some(param) => mirrored.params.push((param.to_owned(), value)),
+            }
+        }
+        Ok(mirrored)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.method.is_none() && self.name.is_none() && self.params.is_empty()
+    }
+
+    /// Checks one message's method, target name and tool arguments against the headers.
+    fn check(
+        &self,
+        method: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&Value>,
+    ) -> Result<(), McpParseError> {
+        let mismatch = |header: &str, why: String| McpParseError::HeaderMismatch {
+            header: header.to_owned(),
+            why,
+        };
+        if let Some(header) = &self.method
+            && Some(header.as_str()) != method
+        {
+            return Err(mismatch(
+                "mcp-method",
+                format!("it says `{header}`, the body `{}`", method.unwrap_or("")),
+            ));
+        }
+        if let Some(header) = &self.name
+            && Some(header.as_str()) != name
+        {
+            return Err(mismatch(
+                "mcp-name",
+                format!("it says `{header}`, the body `{}`", name.unwrap_or("")),
+            ));
+        }
+        for (param, value) in &self.params {
+            let argument = arguments
+                .and_then(Value::as_object)
+                .and_then(|args| args.iter().find(|(k, _)| k.eq_ignore_ascii_case(param)));
+            let Some((_, argument)) = argument else {
+                continue;
+            };
+            let same = match argument {
+                Value::String(s) => s == value,
+                Value::Bool(b) => value == if *b { "true" } else { "false" },
+                Value::Number(n) => n.as_i64().is_some_and(|n| value == &n.to_string()),
+                _ => false,
+            };
+            if !same {
+                return Err(mismatch(
+                    &format!("mcp-param-{param}"),
+                    "it differs from the argument of that name".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mirrored header's value: visible ASCII as is, or `=?base64?{base64}?=` holding UTF-8.
+fn decode_mirrored(raw: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(raw).ok()?;
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    match text
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(text.to_owned()),
+    }
 }
 
 /// A JSON value whose objects have no duplicate member names.
@@ -211,6 +418,10 @@ pub enum ListKind {
     Tools,
     /// `resources/list`: entries in `resources`, named by `uri`.
     Resources,
+    /// `resources/templates/list`: entries in `resourceTemplates`, named by `uriTemplate`.
+    /// A template is judged as the resource URI it is spelled as (`file:///secret/{name}`
+    /// matches a `file:///secret/*` rule); reading what it expands to is judged again.
+    ResourceTemplates,
     /// `prompts/list`: entries in `prompts`, named by `name`.
     Prompts,
 }
@@ -221,6 +432,7 @@ impl ListKind {
         match method {
             "tools/list" => Some(Self::Tools),
             "resources/list" => Some(Self::Resources),
+            "resources/templates/list" => Some(Self::ResourceTemplates),
             "prompts/list" => Some(Self::Prompts),
             _ => None,
         }
@@ -230,6 +442,7 @@ impl ListKind {
         match self {
             Self::Tools => ("tools", "name"),
             Self::Resources => ("resources", "uri"),
+            Self::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
             Self::Prompts => ("prompts", "name"),
         }
     }
@@ -241,7 +454,7 @@ impl ListKind {
                 method: "tools/call".into(),
                 target: McpTarget::Tool(name.into()),
             },
-            Self::Resources => McpCall {
+            Self::Resources | Self::ResourceTemplates => McpCall {
                 method: "resources/read".into(),
                 target: McpTarget::Resource(name.into()),
             },
@@ -251,6 +464,24 @@ impl ListKind {
             },
         }
     }
+}
+
+/// The call each named entry of a listing response would be, in listing order: what
+/// [`filter_listing`] asks `allowed` about, in the same order.
+pub fn listed_calls(response: &Value, kind: ListKind) -> Vec<McpCall> {
+    let (list_field, name_field) = kind.fields();
+    response
+        .get("result")
+        .and_then(|r| r.get(list_field))
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry.get(name_field).and_then(Value::as_str))
+                .map(|name| kind.target(name))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Removes from a JSON-RPC response to a listing every entry for which `allowed` says no.
@@ -301,6 +532,102 @@ mod tests {
         }
         parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":{"b":1},"b":[1.5,-2,null,true]}}"#)
             .expect("distinct members at every level are fine");
+    }
+
+    #[test]
+    fn ids_must_be_strings_or_safe_integers_and_unique_in_a_batch() {
+        for id in [
+            "3.0",
+            "-0.0",
+            "1e0",
+            "9007199254740992",
+            "-9007199254740992",
+            "null",
+            "true",
+            "[1]",
+            "{}",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            let error = parse(&body).expect_err(&body);
+            assert!(matches!(error, McpParseError::Id(_)), "{id}: {error}");
+        }
+        for id in [
+            "3",
+            "-3",
+            "0",
+            "\"3\"",
+            "\"3.0\"",
+            "9007199254740991",
+            "-9007199254740991",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            parse(&body).expect(&body);
+        }
+        let twice = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
+        assert!(matches!(parse(twice), Err(McpParseError::Id(_))));
+        let distinct = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#;
+        parse(distinct).expect("1 and \"1\" are different ids everywhere");
+    }
+
+    #[test]
+    fn resource_uris_not_in_normal_form_are_refused() {
+        for uri in [
+            "FILE:///secret/x",
+            "file:///public/../secret/x",
+            "file:///%73ecret/x",
+            "file://localhost/secret/x",
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
+            );
+            assert!(
+                matches!(parse(&body), Err(McpParseError::ResourceUri { .. })),
+                "{uri}"
+            );
+        }
+    }
+
+    fn mirrored(pairs: &[(&str, &str)]) -> Result<Mirrored, McpParseError> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        Mirrored::from_headers(&headers)
+    }
+
+    #[test]
+    fn mirrored_headers_must_match_the_body() {
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"region":"eu","n":3}}}"#;
+        let check = |pairs: &[(&str, &str)]| {
+            mirrored(pairs).and_then(|m| parse_body_mirrored(call.as_bytes(), None, &m))
+        };
+        check(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]).expect("matching");
+        check(&[("mcp-name", "=?base64?ZWNobw==?=")]).expect("base64 form");
+        check(&[("mcp-param-region", "eu"), ("mcp-param-n", "3")]).expect("params match");
+        check(&[("mcp-param-unknown", "x")]).expect("no argument of that name to compare");
+        for bad in [
+            vec![("mcp-method", "tools/list")],
+            vec![("mcp-name", "admin_reset")],
+            vec![("mcp-name", "=?base64?YWRtaW5fcmVzZXQ=?=")],
+            vec![("mcp-name", "=?base64?not base64?=")],
+            vec![("mcp-name", "echo"), ("mcp-name", "echo")],
+            vec![("mcp-param-region", "us")],
+            vec![("mcp-param-n", "3.0")],
+        ] {
+            assert!(
+                matches!(check(&bad), Err(McpParseError::HeaderMismatch { .. })),
+                "{bad:?}"
+            );
+        }
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
+        let m = mirrored(&[("mcp-method", "ping")]).expect("reads");
+        assert!(parse_body_mirrored(batch.as_bytes(), None, &m).is_err());
+        let listing = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let m = mirrored(&[("mcp-name", "echo")]).expect("reads");
+        assert!(parse_body_mirrored(listing.as_bytes(), None, &m).is_err());
     }
 
     #[test]

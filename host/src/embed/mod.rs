@@ -310,6 +310,8 @@ where
         &parts,
         &admitted.identity,
         admitted.buffered.as_ref(),
+        admitted.peer,
+        conn.client_cert.clone(),
     );
     strip_identity_headers(&mut parts.headers);
     add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);

@@ -51,6 +51,10 @@ impl AnonymousProvider {
 }
 
 impl Authenticator for AnonymousProvider {
+    fn grants_wildcard(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -439,6 +439,10 @@ impl fmt::Debug for ApiKeyValidator {
 }
 
 impl Authenticator for ApiKeyValidator {
+    fn grants_wildcard(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -112,6 +112,16 @@ impl Chain {
         let name = provider.name();
         match provider.authenticate(request).await {
             Ok(Verdict::Allow(identity)) => {
+                if let Some(reason) = scope_problem(&identity, provider.grants_wildcard()) {
+                    trace.record(
+                        Stage::Authenticate,
+                        name,
+                        StepOutcome::Deny,
+                        &reason,
+                        started,
+                    );
+                    return Step::Deny(Denial::invalid_token(reason));
+                }
                 // No reason on allow: the decision carries the identity, and formatting one
                 // here would cost every allowed request an allocation.
                 trace.record(Stage::Authenticate, name, StepOutcome::Allow, "", started);
@@ -205,6 +215,27 @@ impl Chain {
     }
 }
 
+/// Why an allowed identity's scopes cannot be used, or `None`.
+///
+/// Scopes reach the upstream space-separated (`x-portcullis-scopes`) and are matched one by
+/// one, so a scope holding whitespace (`["mcp:read admin"]` in a JWT `scp` array) would be
+/// one scope here and two there; an empty one or one with control characters is no scope at
+/// all. The wildcard `*` counts only where the operator wrote it (see
+/// [`Authenticator::grants_wildcard`]).
+fn scope_problem(identity: &Identity, wildcard_allowed: bool) -> Option<String> {
+    identity.scopes.iter().find_map(|scope| {
+        if scope.is_empty() || scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some(format!(
+                "the scope {scope:?} is empty or holds whitespace or control characters"
+            ))
+        } else if scope == "*" && !wildcard_allowed {
+            Some("the scope `*` is reserved to scopes the operator configures".to_owned())
+        } else {
+            None
+        }
+    })
+}
+
 /// The denial when every provider abstained.
 fn nobody_accepted(request: &RequestContext) -> Denial {
     let bearer = request
@@ -238,7 +269,28 @@ enum Step {
 
 #[cfg(test)]
 mod tests {
-    use super::is_bearer;
+    use super::{Identity, is_bearer, scope_problem};
+
+    #[test]
+    fn scopes_with_whitespace_and_credential_borne_wildcards_are_refused() {
+        let with = |scopes: &[&str]| Identity {
+            subject: "s".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            claims: vec![],
+        };
+        for bad in [
+            &["mcp:read admin"][..],
+            &["a\tb"],
+            &[""],
+            &["x\u{85}"],
+            &["ok", "a\nb"],
+        ] {
+            assert!(scope_problem(&with(bad), true).is_some(), "{bad:?}");
+        }
+        assert!(scope_problem(&with(&["*"]), false).is_some());
+        assert_eq!(scope_problem(&with(&["*"]), true), None);
+        assert_eq!(scope_problem(&with(&["mcp:read", "admin"]), false), None);
+    }
 
     #[test]
     fn bearer_scheme_is_recognised_in_any_casing_and_only_as_a_whole_word() {

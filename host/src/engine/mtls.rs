@@ -207,6 +207,10 @@ impl MtlsValidator {
 }
 
 impl Authenticator for MtlsValidator {
+    fn grants_wildcard(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

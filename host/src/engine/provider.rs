@@ -35,6 +35,15 @@ pub trait Authenticator: Send + Sync + Debug {
         &'a self,
         request: &'a Arc<RequestContext>,
     ) -> BoxFuture<'a, Result<Verdict, ProviderError>>;
+
+    /// Whether the scopes this provider grants are written by the operator in config (API
+    /// keys, mTLS identities, anonymous access), so that the wildcard scope `*` in them
+    /// means "every scope". Scopes that arrive in a credential (a JWT, a Wasm provider's
+    /// identity) are the issuer's word, and `*` from there is refused: one token minted
+    /// with `scope: "*"` by any trusted issuer would otherwise pass every rule.
+    fn grants_wildcard(&self) -> bool {
+        false
+    }
 }
 
 /// Decides whether an authenticated caller may make this request.

@@ -9,16 +9,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::Response;
 use http::request::Parts;
-use http::{Method, Response};
+use http_body::Body as _;
 
 use super::ConnInfo;
 use super::body::{Body, full};
 use super::listing::{Allow, ListingFilter};
 use super::rejection::Rejection;
-use super::request::{ContextParts, check_origin, client_addr, context, read_body};
+use super::request::{
+    ContextParts, check_mcp_media, check_method, check_origin, client_addr, context, read_body,
+};
 use super::site::{LiveRoute, Site};
+use crate::context::{ClientCert, RequestContext};
 use crate::engine::{Decision, Outcome};
+use crate::mcp::{McpCall, McpMessage};
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
 use crate::verdict::Identity;
@@ -64,8 +69,20 @@ pub async fn admit(
     if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
         return Err(deny(rejection, "-", "origin not allowed"));
     }
+    if let Err(rejection) = check_method(&parts.method) {
+        return Err(deny(rejection, "-", "method not in upper case"));
+    }
     let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
-    let (buffered, body) = if parts.method == Method::POST && route.wants_body {
+    // Every request with a body is read when the route needs bodies, whatever its method:
+    // an upstream may act on the body of a `PUT` or a `DELETE` as readily as of a `POST`.
+    let has_body = !body.is_end_stream();
+    if has_body
+        && route.mcp
+        && let Err(rejection) = check_mcp_media(&parts.headers)
+    {
+        return Err(deny(rejection, "-", "MCP body media type refused"));
+    }
+    let (buffered, body) = if has_body && route.wants_body {
         match read_body(body, &parts.headers, site.max_body_bytes).await {
             Ok(bytes) => (Some(bytes.clone()), full(bytes)),
             Err(rejection) => return Err(deny(rejection, "-", "request body refused")),
@@ -117,17 +134,65 @@ pub async fn admit(
 
 /// The filter for the listing calls (`tools/list`, …) in an admitted MCP body: entries the
 /// caller could not call are removed from the answer. `None` when nothing is to be filtered.
+///
+/// An entry is kept when the scope rules allow its call and so does every authorizer of
+/// the route, asked with the listing request's context (`parts`, `peer`, `client_cert`)
+/// holding that one call instead of the listing.
 pub fn listing_filter(
     route: &LiveRoute,
     parts: &Parts,
     identity: &Identity,
     buffered: Option<&Bytes>,
+    peer: Option<SocketAddr>,
+    client_cert: Option<ClientCert>,
 ) -> Option<ListingFilter> {
     let bytes = buffered.filter(|_| route.mcp)?;
     let rules = route.policy.rules.clone();
+    let authorizers = route.policy.authorizers.clone();
     let caller = identity.clone();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
-    let allow: Allow = Arc::new(move |call| rules.allows_call(&caller, &method, &path, call));
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    let base = (!authorizers.is_empty()).then(|| RequestContext {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        peer,
+        client_cert,
+        mcp: None,
+        body: None,
+    });
+    let session_id = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allow: Allow = Arc::new(move |calls: Vec<McpCall>| {
+        let (rules, authorizers, caller) = (rules.clone(), authorizers.clone(), caller.clone());
+        let (method, path) = (method.clone(), path.clone());
+        let (base, session_id) = (base.clone(), session_id.clone());
+        Box::pin(async move {
+            let mut verdicts = Vec::with_capacity(calls.len());
+            for call in calls {
+                let mut allowed = rules.allows_call(&caller, &method, &path, &call);
+                if allowed && let Some(base) = &base {
+                    let ctx = Arc::new(RequestContext {
+                        mcp: Some(McpMessage {
+                            session_id: session_id.clone(),
+                            calls: vec![call],
+                        }),
+                        ..base.clone()
+                    });
+                    for authorizer in &authorizers {
+                        if !matches!(authorizer.authorize(&ctx, &caller).await, Ok(Ok(()))) {
+                            allowed = false;
+                            break;
+                        }
+                    }
+                }
+                verdicts.push(allowed);
+            }
+            verdicts
+        })
+    });
     ListingFilter::for_request(bytes, allow)
 }

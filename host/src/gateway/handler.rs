@@ -10,7 +10,8 @@ use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::check_path;
+use super::request::{check_path, session_id};
+use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
 use crate::observability::Metrics;
@@ -22,6 +23,7 @@ pub async fn handle<'s>(
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
+    sessions: &SessionBindings,
 ) -> (&'s str, Response<Body>) {
     let path = request.uri().path();
     if let Err(rejection) = check_path(path) {
@@ -58,7 +60,7 @@ pub async fn handle<'s>(
     let Some(route) = site.route(path) else {
         return ("-", Rejection::NotFound.into_response());
     };
-    let response = proxy(site, route, request, conn, metrics).await;
+    let response = proxy(site, route, request, conn, metrics, sessions).await;
     (route.label(), response)
 }
 
@@ -95,6 +97,7 @@ async fn proxy(
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
+    sessions: &SessionBindings,
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     let Some(upstream) = &route.upstream else {
@@ -117,7 +120,36 @@ async fn proxy(
         Err(refusal) => return refusal,
     };
 
-    let listing = listing_filter(route, &parts, &identity, buffered_body.as_ref());
+    // Checked after admission: only an authenticated caller can own a session, and the
+    // 404 must not tell an anonymous prober which session ids exist.
+    let session = match route.mcp.then(|| session_id(&parts.headers)).transpose() {
+        Ok(session) => session.flatten().map(str::to_owned),
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Some(session) = &session
+        && !sessions.owned_by(session, route.label(), &provider, &identity.subject)
+    {
+        audit(&AuditRecord {
+            route: route.label(),
+            subject: Some(&identity.subject),
+            provider: &provider,
+            verdict: "deny",
+            reason: "MCP session not opened by this caller",
+            status: Rejection::SessionNotFound.status().as_u16(),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+        });
+        return Rejection::SessionNotFound.into_response();
+    }
+    let deleting = parts.method == Method::DELETE;
+    let listing = listing_filter(
+        route,
+        &parts,
+        &identity,
+        buffered_body.as_ref(),
+        peer,
+        conn.client_cert.clone(),
+    );
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts
@@ -147,7 +179,20 @@ async fn proxy(
         .send(Request::from_parts(parts, body), listing)
         .await;
     let (response, reason) = match result {
-        Ok(response) => (response, String::new()),
+        Ok(response) => {
+            if route.mcp && response.status().is_success() {
+                track_session(
+                    sessions,
+                    session.as_deref(),
+                    deleting,
+                    &response,
+                    route,
+                    &provider,
+                    &identity.subject,
+                );
+            }
+            (response, String::new())
+        }
         Err((rejection, failure)) => {
             metrics.upstream_error(route.label(), failure.label());
             let reason = rejection.error_body().1;
@@ -167,4 +212,32 @@ async fn proxy(
         });
     }
     response
+}
+
+/// Binds a session id the upstream handed out to the caller it handed it to, and forgets a
+/// session the caller deleted.
+fn track_session(
+    sessions: &SessionBindings,
+    presented: Option<&str>,
+    deleting: bool,
+    response: &Response<Body>,
+    route: &LiveRoute,
+    provider: &str,
+    subject: &str,
+) {
+    if deleting {
+        if let Some(session) = presented {
+            sessions.forget(session);
+        }
+        return;
+    }
+    let issued = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok());
+    if let Some(issued) = issued
+        && Some(issued) != presented
+    {
+        sessions.bind(issued, route.label(), provider, subject);
+    }
 }

@@ -1,10 +1,17 @@
-//! Filtering `tools/list`, `resources/list` and `prompts/list` responses down to what the
-//! caller may use, so clients are not shown tools they would be refused.
+//! Filtering `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list`
+//! responses down to what the caller may use, so clients are not shown tools they would be
+//! refused.
+//!
+//! An entry stays only when the call it names would be allowed: every scope rule that
+//! applies to it is satisfied, and every authorizer of the route (Wasm policies such as
+//! `mcp-tool-policy`) allows it, asked once per listed entry with the listing request's
+//! context and that one call; an authorizer that fails hides the entry (fail closed).
 //!
 //! The request body tells which JSON-RPC ids are listing calls; only responses to those ids
 //! are touched. A JSON response is filtered whole; an SSE response is filtered event by
-//! event as it streams (an event is held only until its blank line arrives). A listing that
-//! cannot be parsed is not passed through unfiltered: the stream ends with an error.
+//! event as it streams (an event is held only until its blank line arrives and its entries
+//! are judged). A listing that cannot be parsed is not passed through unfiltered: the stream
+//! ends with an error.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,7 +26,8 @@ use serde_json::Value;
 
 use super::body::{Body, BoxError, collect_limited, full};
 use super::rejection::Rejection;
-use crate::mcp::{ListKind, McpCall, filter_listing};
+use crate::engine::BoxFuture;
+use crate::mcp::{ListKind, McpCall, filter_listing, listed_calls};
 
 /// Filters the listings in a successful `response` (from the upstream, or from the service
 /// behind the tower layer) with `filter`: JSON whole, SSE event by event. A JSON listing
@@ -50,6 +58,7 @@ pub async fn filter_response(
             })?;
         let filtered = filter
             .filter_json(&bytes)
+            .await
             .map_err(|_| Rejection::BadGateway {
                 description: "the upstream's listing is not valid JSON".into(),
             })?;
@@ -63,8 +72,9 @@ pub async fn filter_response(
 /// Largest SSE event (or JSON listing) held for filtering.
 pub const MAX_LISTING_BYTES: usize = 16 << 20;
 
-/// Decides whether one listed entry stays.
-pub type Allow = Arc<dyn Fn(&McpCall) -> bool + Send + Sync>;
+/// Decides which listed entries stay: given the calls they name, one verdict per call, in
+/// order.
+pub type Allow = Arc<dyn Fn(Vec<McpCall>) -> BoxFuture<'static, Vec<bool>> + Send + Sync>;
 
 /// The listing calls of one request and the caller's permission check.
 #[derive(Clone)]
@@ -88,42 +98,62 @@ impl ListingFilter {
         (!ids.is_empty()).then_some(Self { ids, allow })
     }
 
-    /// Filters one JSON-RPC message (or a batch) in place; returns whether it changed.
-    pub fn filter_value(&self, value: &mut Value) -> bool {
-        match value {
-            Value::Array(items) => {
-                let mut changed = false;
-                for item in items {
-                    changed |= self.filter_value(item);
-                }
-                changed
-            }
-            Value::Object(_) => {
-                let Some(kind) = value
+    /// The listing responses in one JSON-RPC message (or a batch), with their kinds.
+    fn listings<'v>(&self, value: &'v mut Value) -> Vec<(&'v mut Value, ListKind)> {
+        let items: Vec<&mut Value> = match value {
+            Value::Array(items) => items.iter_mut().collect(),
+            object @ Value::Object(_) => vec![object],
+            _ => Vec::new(),
+        };
+        items
+            .into_iter()
+            .filter_map(|item| {
+                let kind = item
                     .get("id")
                     .and_then(|id| self.ids.iter().find(|(i, _)| i == id))
-                    .map(|(_, kind)| *kind)
-                else {
-                    return false;
-                };
-                filter_listing(value, kind, |call| (self.allow)(call)) > 0
-            }
-            _ => false,
+                    .map(|(_, kind)| *kind)?;
+                Some((item, kind))
+            })
+            .collect()
+    }
+
+    /// Filters one JSON-RPC message (or a batch) in place; returns whether it changed.
+    pub async fn filter_value(&self, value: &mut Value) -> bool {
+        let mut listings = self.listings(value);
+        if listings.is_empty() {
+            return false;
         }
+        let calls: Vec<McpCall> = listings
+            .iter()
+            .flat_map(|(item, kind)| listed_calls(item, *kind))
+            .collect();
+        let verdicts = if calls.is_empty() {
+            Vec::new()
+        } else {
+            (self.allow)(calls).await
+        };
+        // A missing verdict hides its entry (fail closed).
+        let mut verdicts = verdicts.into_iter();
+        let mut removed = 0;
+        for (item, kind) in &mut listings {
+            removed += filter_listing(item, *kind, |_| verdicts.next().unwrap_or(false));
+        }
+        removed > 0
     }
 
     /// Filters a complete JSON body. Unparseable JSON is an error (fail closed).
-    pub fn filter_json(&self, body: &[u8]) -> Result<Bytes, BoxError> {
+    pub async fn filter_json(&self, body: &[u8]) -> Result<Bytes, BoxError> {
         let mut value: Value = serde_json::from_slice(body)?;
-        if self.filter_value(&mut value) {
+        if self.filter_value(&mut value).await {
             Ok(Bytes::from(serde_json::to_vec(&value)?))
         } else {
             Ok(Bytes::copy_from_slice(body))
         }
     }
 
-    /// Filters one SSE event block (without its terminating blank line).
-    fn filter_event(&self, event: &[u8]) -> Result<Option<Vec<u8>>, BoxError> {
+    /// The JSON-RPC message in one SSE event block (without its blank line), when the event
+    /// carries one that answers a listing call.
+    fn listing_event(&self, event: &[u8]) -> Result<Option<Value>, BoxError> {
         let text = std::str::from_utf8(event)?;
         let mut data = String::new();
         let mut has_data = false;
@@ -143,9 +173,23 @@ impl ListingFilter {
             // Not JSON: not a JSON-RPC message, so not a listing.
             return Ok(None);
         };
-        if !self.filter_value(&mut value) {
-            return Ok(None);
+        Ok((!self.listings(&mut value).is_empty()).then_some(value))
+    }
+
+    /// Filters one SSE event that [`Self::listing_event`] found to hold `value`: the event
+    /// with its data lines replaced by the filtered message.
+    /// `block` is the event with its separator, which starts at `end`.
+    async fn filter_event(
+        self,
+        block: Bytes,
+        end: usize,
+        mut value: Value,
+    ) -> Result<Bytes, BoxError> {
+        if !self.filter_value(&mut value).await {
+            return Ok(block);
         }
+        let event = block.slice(..end);
+        let text = std::str::from_utf8(&event)?;
         let mut out = Vec::with_capacity(event.len());
         let mut wrote_data = false;
         for line in text.lines() {
@@ -161,7 +205,8 @@ impl ListingFilter {
                 out.push(b'\n');
             }
         }
-        Ok(Some(out))
+        out.push(b'\n');
+        Ok(Bytes::from(out))
     }
 }
 
@@ -189,6 +234,8 @@ pub struct SseFilterBody {
     filter: ListingFilter,
     pending: BytesMut,
     ready: VecDeque<Bytes>,
+    /// The listing event being judged; events behind it wait in `pending`, in order.
+    judging: Option<BoxFuture<'static, Result<Bytes, BoxError>>>,
     done: bool,
 }
 
@@ -208,24 +255,36 @@ impl SseFilterBody {
             filter,
             pending: BytesMut::new(),
             ready: VecDeque::new(),
+            judging: None,
             done: false,
         }
     }
 
-    /// Moves every complete event from `pending` to `ready`, filtered.
+    /// Moves complete events from `pending` to `ready` until one needs judging, which then
+    /// becomes `judging`.
     fn drain_events(&mut self) -> Result<(), BoxError> {
-        while let Some((end, sep)) = event_end(&self.pending) {
+        while self.judging.is_none() {
+            let Some((end, sep)) = event_end(&self.pending) else {
+                break;
+            };
             let block = self.pending.split_to(end + sep).freeze();
-            match self.filter.filter_event(&block[..end])? {
-                Some(mut filtered) => {
-                    filtered.push(b'\n');
-                    self.ready.push_back(Bytes::from(filtered));
-                }
-                None => self.ready.push_back(block),
-            }
+            self.take_event(block, end)?;
         }
         if self.pending.len() > MAX_LISTING_BYTES {
             return Err("an SSE event from the upstream is too large to filter".into());
+        }
+        Ok(())
+    }
+
+    /// Passes `block` on, or starts judging it when it answers a listing call. `end` is
+    /// where its blank-line separator starts.
+    fn take_event(&mut self, block: Bytes, end: usize) -> Result<(), BoxError> {
+        match self.filter.listing_event(&block[..end])? {
+            Some(value) => {
+                let filter = self.filter.clone();
+                self.judging = Some(Box::pin(filter.filter_event(block, end, value)));
+            }
+            None => self.ready.push_back(block),
         }
         Ok(())
     }
@@ -257,23 +316,29 @@ impl http_body::Body for SseFilterBody {
             if let Some(chunk) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
+            if let Some(judging) = self.judging.as_mut() {
+                let filtered = match judging.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(filtered) => filtered,
+                };
+                self.judging = None;
+                self.ready.push_back(filtered?);
+                self.drain_events()?;
+                continue;
+            }
             if self.done {
-                return Poll::Ready(None);
+                if self.pending.is_empty() {
+                    return Poll::Ready(None);
+                }
+                // A last event without its blank line: filter it all the same.
+                let rest = self.pending.split().freeze();
+                let end = rest.len();
+                self.take_event(rest, end)?;
+                continue;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    self.done = true;
-                    if !self.pending.is_empty() {
-                        // A last event without its blank line: filter it all the same.
-                        let rest = self.pending.split().freeze();
-                        let out = match self.filter.filter_event(&rest)? {
-                            Some(filtered) => Bytes::from(filtered),
-                            None => rest,
-                        };
-                        self.ready.push_back(out);
-                    }
-                }
+                Poll::Ready(None) => self.done = true,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
@@ -287,7 +352,7 @@ impl http_body::Body for SseFilterBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.ready.is_empty()
+        self.done && self.ready.is_empty() && self.pending.is_empty() && self.judging.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -302,9 +367,13 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     fn no_admin() -> Allow {
-        Arc::new(
-            |call: &McpCall| !matches!(&call.target, McpTarget::Tool(t) if t.starts_with("admin_")),
-        )
+        Arc::new(|calls: Vec<McpCall>| {
+            let verdicts = calls
+                .iter()
+                .map(|call| !matches!(&call.target, McpTarget::Tool(t) if t.starts_with("admin_")))
+                .collect();
+            Box::pin(async move { verdicts })
+        })
     }
 
     #[test]
@@ -336,6 +405,45 @@ mod tests {
         assert!(out.starts_with("id: 1\ndata: "), "got: {out}");
         assert!(!out.contains("admin_reset"), "got: {out}");
         assert!(out.contains("admin_x"), "other ids pass unchanged: {out}");
+    }
+
+    #[tokio::test]
+    async fn sse_events_keep_their_order_while_a_listing_is_judged_asynchronously() {
+        let slow: Allow = Arc::new(|calls: Vec<McpCall>| {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                calls
+                    .iter()
+                    .map(|c| c.target != McpTarget::Tool("admin_reset".into()))
+                    .collect()
+            })
+        });
+        let filter = ListingFilter::for_request(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"resources/templates/list"}]"#,
+            slow,
+        )
+        .expect("listing");
+        let events = [
+            "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"echo\"}]}}\n\n",
+            "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"resourceTemplates\":[{\"uriTemplate\":\"file:///{x}\"},{\"name\":\"nameless\"}]}}",
+        ];
+        let inner = Chunks(
+            events
+                .iter()
+                .rev()
+                .map(|e| Bytes::from(e.to_string()))
+                .collect(),
+        );
+        let body = SseFilterBody::new(super::super::body::boxed(inner), filter);
+        let out = body.collect().await.expect("body").to_bytes();
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        let echo = out.find("echo").expect("echo stays");
+        let progress = out.find("progress").expect("other events pass");
+        let template = out.find("file:///{x}").expect("allowed template stays");
+        assert!(echo < progress && progress < template, "order kept: {out}");
+        assert!(!out.contains("admin_reset"), "got: {out}");
+        assert!(!out.contains("nameless"), "nameless entries go: {out}");
     }
 
     /// A body yielding fixed chunks (stored in reverse), one per poll.

@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod proxy;
 pub mod rejection;
 pub mod request;
+pub mod sessions;
 pub mod site;
 pub mod tls;
 
@@ -39,6 +40,7 @@ pub use self::body::{Body, BoxError};
 pub use self::listener::serve;
 pub use self::rejection::Rejection;
 pub use self::site::Site;
+use self::sessions::SessionBindings;
 use crate::context::ClientCert;
 use crate::engine::BoxFuture;
 use crate::observability::Metrics;
@@ -78,6 +80,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// `/readyz` when a [`crate::reload::Reloader`] reports on reloads; else the site's own.
     readiness: ArcSwapOption<Bytes>,
+    /// MCP sessions and the callers that opened them; kept across reloads.
+    sessions: SessionBindings,
 }
 
 impl Gateway {
@@ -87,6 +91,7 @@ impl Gateway {
             site: ArcSwap::from_pointee(site),
             metrics,
             readiness: ArcSwapOption::empty(),
+            sessions: SessionBindings::default(),
         })
     }
 
@@ -127,7 +132,9 @@ impl Gateway {
                 .flatten();
             let (label, response) = match readiness {
                 Some(body) => ("/readyz", handler::readiness(&body)),
-                None => handler::handle(&site, request, conn, &self.metrics).await,
+                None => {
+                    handler::handle(&site, request, conn, &self.metrics, &self.sessions).await
+                }
             };
             self.metrics.request(label, response.status().as_u16());
             response

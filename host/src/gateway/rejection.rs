@@ -8,7 +8,7 @@
 //! | bad credential | 401 | `Bearer error="invalid_token", error_description="…", resource_metadata="…"` |
 //! | missing scope | 403 | `Bearer error="insufficient_scope", scope="…", resource_metadata="…"` |
 //! | malformed request | 400 | `Bearer error="invalid_request", error_description="…", resource_metadata="…"` (only for credential problems) |
-//! | other refusals | 403, 404, 405, 413, 502, 503, 504 | none |
+//! | other refusals | 403, 404, 405, 413, 415, 502, 503, 504 | none |
 //!
 //! Every body is `{"error": "…", "error_description": "…"}`.
 
@@ -82,10 +82,19 @@ pub enum Rejection {
     },
     /// No route serves the path (404).
     NotFound,
+    /// The `Mcp-Session-Id` is not a session this caller opened on this route (404, as the
+    /// MCP transport answers for a session that no longer exists).
+    SessionNotFound,
     /// The method is not served here (405).
     MethodNotAllowed {
         /// Allowed methods, for the `Allow` header.
         allow: &'static str,
+    },
+    /// The body is in a media type, charset or content coding the gateway does not judge
+    /// (415): an MCP body must be `application/json` in UTF-8, as sent.
+    UnsupportedMediaType {
+        /// Why.
+        description: String,
     },
     /// The body is larger than the buffering limit (413).
     PayloadTooLarge {
@@ -157,9 +166,10 @@ impl Rejection {
             | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -226,6 +236,12 @@ impl Rejection {
             ),
             Self::Unavailable { description } => ("temporarily_unavailable", description.clone()),
             Self::NotFound => ("not_found", "no route serves this path".into()),
+            Self::SessionNotFound => (
+                "session_not_found",
+                "no MCP session with this id was opened by this caller here; start a new one \
+                 with `initialize`"
+                    .into(),
+            ),
             Self::MethodNotAllowed { allow } => (
                 "method_not_allowed",
                 format!("this endpoint answers {allow}"),
@@ -234,6 +250,9 @@ impl Rejection {
                 "request_too_large",
                 format!("the request body is larger than {limit} bytes"),
             ),
+            Self::UnsupportedMediaType { description } => {
+                ("unsupported_media_type", description.clone())
+            }
             Self::BadGateway { description } => ("bad_gateway", description.clone()),
             Self::GatewayTimeout { description } => ("gateway_timeout", description.clone()),
         };

@@ -63,16 +63,22 @@ fn signer() -> Signer {
 
 impl Signer {
     fn token(&self, audience: &str, scope: &str) -> String {
+        self.token_with(audience, "scope", serde_json::json!(scope))
+    }
+
+    /// A token whose scopes are `scopes` in claim `claim` (`scope` or `scp`).
+    fn token_with(&self, audience: &str, claim: &str, scopes: serde_json::Value) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
             .as_secs();
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("k1".into());
-        let claims = serde_json::json!({
-            "iss": ISSUER, "sub": "alice", "aud": audience, "scope": scope,
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "sub": "alice", "aud": audience,
             "iat": now, "exp": now + 300,
         });
+        claims[claim] = scopes;
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&self.pkcs8))
             .expect("sign")
     }
@@ -147,4 +153,39 @@ async fn jwt_from_a_remote_jwks_is_accepted_only_for_this_resource() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn token_scopes_that_split_in_two_or_claim_everything_are_refused() {
+    let signer = signer();
+    let jwks = serde_json::json!({ "keys": [signer.jwk] }).to_string();
+    let jwks_url = jwks_server(jwks).await;
+    let config = JWT_CONFIG.replace("{jwks}", &jwks_url).replace(
+        "[[rules]]\npath = \"/mcp\"\nscopes = [\"mcp:read\"]",
+        "[[rules]]\npath = \"/mcp\"\nscopes = [\"mcp:read\"]\n\n[[rules]]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"\nscopes = [\"admin\"]",
+    );
+    let h = start(&config).await;
+    let resource = format!("{}/mcp", h.base);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
+    // One `scp` member holding a space would be two scopes to the upstream reading
+    // `x-portcullis-scopes`; `*` from an issuer would pass every rule.
+    for scopes in [
+        serde_json::json!(["mcp:read admin"]),
+        serde_json::json!(["mcp:read", "admin\tx"]),
+        serde_json::json!(["*"]),
+        serde_json::json!(["mcp:read", "*"]),
+    ] {
+        let token = signer.token_with(&resource, "scp", scopes.clone());
+        let reply = h.mcp_post(Some(&token), None, call).await;
+        assert_eq!(reply.status, 401, "{scopes}: {reply:?}");
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.starts_with("Bearer error=\"invalid_token\"")),
+            "{scopes}: {:?}",
+            reply.headers
+        );
+    }
+    let plain = signer.token_with(&resource, "scp", serde_json::json!(["mcp:read"]));
+    assert_eq!(h.mcp_post(Some(&plain), None, call).await.status, 403);
 }

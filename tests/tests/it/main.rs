@@ -3,6 +3,7 @@
 
 mod api_key;
 mod attack_headers;
+mod attack_mcp;
 mod attack_jwt;
 mod attack_plugins;
 mod chain;
