@@ -67,6 +67,14 @@ pub enum McpParseError {
         /// The missing field.
         field: &'static str,
     },
+    /// A member spelled in another case than the protocol's (`METHOD`, `Name`).
+    #[error("member `{member}` is `{exact}` to case-insensitive upstreams; spell it `{exact}`")]
+    CaseVariant {
+        /// The member as sent.
+        member: String,
+        /// The protocol's spelling.
+        exact: String,
+    },
     /// A request id that upstreams could read as another id.
     #[error(
         "request id `{0}` is not canonical: use a string or an integer of at most 2^53-1 \
@@ -154,6 +162,13 @@ pub fn parse_body_mirrored(
         if !item.is_object() {
             return Err(McpParseError::Shape("batch entries must be objects"));
         }
+        refuse_near_misses(&item, MESSAGE_MEMBERS)?;
+        if let Some(params) = item.get("params") {
+            refuse_near_misses(params, TARGET_MEMBERS)?;
+            if let Some(reference) = params.get("ref") {
+                refuse_near_misses(reference, TARGET_MEMBERS)?;
+            }
+        }
         // Read before deserializing: `"id": null` must not look like a missing id.
         let id = item.get("id").cloned();
         let raw: RawMessage = serde_json::from_value(item)
@@ -173,7 +188,11 @@ pub fn parse_body_mirrored(
         }
         let target = target_of(&method, raw.params.as_ref())?;
         if let McpTarget::Resource(uri) = &target
-            && let Some(why) = resource_uri_problem(uri)
+            && let Some(why) = if method == "completion/complete" {
+                resource_uri_problem(&template_example(uri))
+            } else {
+                resource_uri_problem(uri)
+            }
         {
             return Err(McpParseError::ResourceUri {
                 uri: uri.clone(),
@@ -377,11 +396,17 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = serde_json::Map::new();
+        let mut folded = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             let UniqueKeys(value) = map.next_value()?;
-            if members.contains_key(&key) {
+            // Go's encoding/json (mcp-go) and System.Text.Json with web defaults (the C#
+            // SDK's params) match member names case-insensitively, last one winning: to
+            // them `{"name":"echo","Name":"admin_reset"}` names `admin_reset`.
+            let key_folded = fold_case(&key);
+            if !folded.insert(key_folded) {
                 return Err(serde::de::Error::custom(format!(
-                    "duplicate member `{key}`"
+                    "duplicate member `{key}` (member names that differ only in case are \
+                     duplicates to some upstreams)"
                 )));
             }
             members.insert(key, value);
@@ -389,6 +414,61 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
         Ok(Value::Object(members))
     }
 }
+
+/// A URI template (RFC 6570) with each `{…}` expression replaced by `x`: the URI it spells
+/// for one expansion, checked in its place (its braces alone would fail the URL check).
+fn template_example(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut in_expression = false;
+    for c in template.chars() {
+        match (c, in_expression) {
+            ('{', false) => in_expression = true,
+            ('}', true) => {
+                in_expression = false;
+                out.push('x');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+/// A member name under Unicode simple case folding, as Go's `bytes.EqualFold` compares
+/// names (`K` KELVIN SIGN is `k`, `ſ` LONG S is `s`).
+fn fold_case(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Refuses a member whose name is not `wanted` but folds to it: a case-insensitive upstream
+/// reads `"METHOD"` as the method, or `"Name"` as the tool, when the exact name is absent,
+/// while this parser would see neither.
+fn refuse_near_misses(object: &Value, wanted: &[&str]) -> Result<(), McpParseError> {
+    let Some(members) = object.as_object() else {
+        return Ok(());
+    };
+    for key in members.keys() {
+        let key_folded = fold_case(key);
+        if let Some(exact) = wanted
+            .iter()
+            .find(|w| **w != key.as_str() && fold_case(w) == key_folded)
+        {
+            return Err(McpParseError::CaseVariant {
+                member: key.clone(),
+                exact: (*exact).to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Members of a JSON-RPC message the gateway reads or that upstreams dispatch on.
+const MESSAGE_MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+/// Members of `params` that name what a call acts on.
+const TARGET_MEMBERS: &[&str] = &["name", "uri", "arguments", "ref", "type"];
 
 fn target_of(method: &str, params: Option<&Value>) -> Result<McpTarget, McpParseError> {
     let field = |name: &'static str| -> Result<String, McpParseError> {
@@ -406,6 +486,31 @@ fn target_of(method: &str, params: Option<&Value>) -> Result<McpTarget, McpParse
         "prompts/get" => McpTarget::Prompt(field("name")?),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             McpTarget::Resource(field("uri")?)
+        }
+        // Completions reveal what a resource template or a prompt argument would take, so
+        // they are judged as the resource or prompt they refer to.
+        "completion/complete" => {
+            let reference = params.and_then(|p| p.get("ref"));
+            let text = |name: &'static str| {
+                reference
+                    .and_then(|r| r.get(name))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| McpParseError::MissingTarget {
+                        method: method.to_owned(),
+                        field: name,
+                    })
+            };
+            match text("type")?.as_str() {
+                "ref/resource" => McpTarget::Resource(text("uri")?),
+                "ref/prompt" => McpTarget::Prompt(text("name")?),
+                _ => {
+                    return Err(McpParseError::MissingTarget {
+                        method: method.to_owned(),
+                        field: "ref.type",
+                    });
+                }
+            }
         }
         _ => McpTarget::None,
     })

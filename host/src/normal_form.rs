@@ -89,14 +89,29 @@ fn hex_pair(a: u8, b: u8) -> Option<u8> {
 /// `file:///%73ecret/x` and `file://localhost/secret/x` all name `/secret/x` to a file
 /// server. So: the scheme and the authority must be lower-case, a `file:` URI has an empty
 /// authority, the path of a hierarchical URI must pass [`path_problem`], and no part may hold
-/// control characters, whitespace or a backslash. Opaque URIs (`urn:…`, `app:thing`) are
-/// checked for scheme, escapes and characters only.
+/// control characters, whitespace or a backslash, and the URI must be its own WHATWG
+/// serialisation. Opaque URIs (`urn:…`, `app:thing`) are checked for scheme, escapes and
+/// characters only.
 pub fn resource_uri_problem(uri: &str) -> Option<&'static str> {
     if uri
         .chars()
         .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
     {
         return Some("control characters, whitespace or a backslash");
+    }
+    // The TypeScript SDK (`new URL`) and the Python SDK (pydantic's `AnyUrl`, on the WHATWG
+    // `url` crate) look resources up by the WHATWG serialisation, which turns `file:/x` and
+    // `file:x` into `file:///x`, drops `:443` from `https`, reads `0x7f.1` as `127.0.0.1`
+    // and maps full-width letters: only the spelling that is already its own serialisation
+    // names one resource for the rule and the server alike.
+    match url::Url::parse(uri) {
+        // User info names no part of a resource to a rule; some servers drop it.
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            return Some("user info (`user@`) in the authority");
+        }
+        Ok(parsed) if parsed.as_str() == uri => {}
+        Ok(_) => return Some("it is not in its WHATWG serialisation (how SDKs read it)"),
+        Err(_) => return Some("it is not a URL"),
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
         return Some("no scheme");
@@ -200,6 +215,15 @@ mod tests {
             "urn:%61",
             "no-scheme",
             ":empty-scheme",
+            "file:/secret/x",
+            "file:secret/x",
+            "https://example.com:443/secret/report",
+            "https:example.com/secret/report",
+            "https:///example.com/secret",
+            "https://\u{ff45}xample.com/secret",
+            "https://0x7f.1/secret",
+            "https://example.com",
+            "https://user@example.com/x",
         ] {
             assert!(
                 resource_uri_problem(uri).is_some(),
@@ -210,7 +234,8 @@ mod tests {
             "file:///secret/x",
             "file:///public/a%20b.txt",
             "https://example.com/docs/x?page=2",
-            "https://example.com",
+            "https://example.com/",
+            "https://127.0.0.1:8443/x",
             "urn:isbn:0451450523",
             "app:thing",
             "db://main/users/",

@@ -309,7 +309,6 @@ where
         route,
         &parts,
         &admitted.identity,
-        admitted.buffered.as_ref(),
         admitted.peer,
         conn.client_cert.clone(),
     );

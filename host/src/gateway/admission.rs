@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::Response;
 use http::request::Parts;
 use http_body::Body as _;
@@ -38,8 +37,6 @@ pub struct Admitted {
     /// The client address the engine saw (the peer, or the forwarded client behind a
     /// trusted proxy).
     pub peer: Option<SocketAddr>,
-    /// The body as the engine read it, when it was buffered.
-    pub buffered: Option<Bytes>,
     /// The body to hand on, intact: the buffered bytes again, or the untouched stream.
     pub body: Body,
 }
@@ -72,7 +69,10 @@ pub async fn admit(
     if let Err(rejection) = check_method(&parts.method) {
         return Err(deny(rejection, "-", "method not in upper case"));
     }
-    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
+    let peer = match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
+        Ok(peer) => peer,
+        Err(rejection) => return Err(deny(rejection, "-", "unreadable X-Forwarded-For")),
+    };
     // Every request with a body is read when the route needs bodies, whatever its method:
     // an upstream may act on the body of a `PUT` or a `DELETE` as readily as of a `POST`.
     let has_body = !body.is_end_stream();
@@ -101,7 +101,7 @@ pub async fn admit(
             client_cert: conn.client_cert.clone(),
         },
         route.mcp,
-        buffered.clone(),
+        buffered,
     );
     let ctx = match ctx {
         Ok(ctx) => Arc::new(ctx),
@@ -118,7 +118,6 @@ pub async fn admit(
             identity,
             provider,
             peer,
-            buffered,
             body,
         }),
         Decision::Deny {
@@ -132,8 +131,9 @@ pub async fn admit(
     }
 }
 
-/// The filter for the listing calls (`tools/list`, …) in an admitted MCP body: entries the
-/// caller could not call are removed from the answer. `None` when nothing is to be filtered.
+/// The filter for the listings (`tools/list`, …) in the answer to an admitted request on an
+/// MCP route, whatever the request: entries the caller could not call are removed. `None`
+/// on routes that are not MCP.
 ///
 /// An entry is kept when the scope rules allow its call and so does every authorizer of
 /// the route, asked with the listing request's context (`parts`, `peer`, `client_cert`)
@@ -142,11 +142,12 @@ pub fn listing_filter(
     route: &LiveRoute,
     parts: &Parts,
     identity: &Identity,
-    buffered: Option<&Bytes>,
     peer: Option<SocketAddr>,
     client_cert: Option<ClientCert>,
 ) -> Option<ListingFilter> {
-    let bytes = buffered.filter(|_| route.mcp)?;
+    if !route.mcp {
+        return None;
+    }
     let rules = route.policy.rules.clone();
     let authorizers = route.policy.authorizers.clone();
     let caller = identity.clone();
@@ -194,5 +195,5 @@ pub fn listing_filter(
             verdicts
         })
     });
-    ListingFilter::for_request(bytes, allow)
+    Some(ListingFilter::new(allow))
 }

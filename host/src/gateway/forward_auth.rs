@@ -93,7 +93,10 @@ pub async fn check(
     if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
         return deny(rejection, "origin not allowed", route.label());
     }
-    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies);
+    let peer = match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
+        Ok(peer) => peer,
+        Err(rejection) => return deny(rejection, "unreadable X-Forwarded-For", route.label()),
+    };
     let ctx = context(
         ContextParts {
             method: &method,

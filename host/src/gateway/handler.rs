@@ -113,7 +113,6 @@ async fn proxy(
         identity,
         provider,
         peer,
-        buffered: buffered_body,
         body,
     } = match admit(site, route, &mut parts, body, conn, metrics).await {
         Ok(admitted) => admitted,
@@ -142,14 +141,7 @@ async fn proxy(
         return Rejection::SessionNotFound.into_response();
     }
     let deleting = parts.method == Method::DELETE;
-    let listing = listing_filter(
-        route,
-        &parts,
-        &identity,
-        buffered_body.as_ref(),
-        peer,
-        conn.client_cert.clone(),
-    );
+    let listing = listing_filter(route, &parts, &identity, peer, conn.client_cert.clone());
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts

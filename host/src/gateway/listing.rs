@@ -7,11 +7,17 @@
 //! `mcp-tool-policy`) allows it, asked once per listed entry with the listing request's
 //! context and that one call; an authorizer that fails hides the entry (fail closed).
 //!
-//! The request body tells which JSON-RPC ids are listing calls; only responses to those ids
-//! are touched. A JSON response is filtered whole; an SSE response is filtered event by
-//! event as it streams (an event is held only until its blank line arrives and its entries
-//! are judged). A listing that cannot be parsed is not passed through unfiltered: the stream
-//! ends with an error.
+//! Every JSON-RPC response on an MCP route is looked at, whatever the request was: a listing
+//! is recognised by its shape (`result.tools`, `result.resources`,
+//! `result.resourceTemplates`, `result.prompts`), not by the id of the request that asked
+//! for it. Matching ids would trust the upstream to answer each id on the stream of the
+//! request that used it, and rmcp and the Python SDK route an answer to the stream that
+//! used the id last: a `ping` sent with the id of a concurrent `tools/list` would receive
+//! the listing unfiltered. A JSON response is filtered whole; an SSE response is filtered
+//! event by event as it streams (an event is held only until its blank line arrives and its
+//! entries are judged). A listing that cannot be parsed — JSON that serde refuses, such as a
+//! lone surrogate escape — is not passed through unfiltered: the answer is a 502, or the
+//! stream ends with an error.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -76,26 +82,40 @@ pub const MAX_LISTING_BYTES: usize = 16 << 20;
 /// order.
 pub type Allow = Arc<dyn Fn(Vec<McpCall>) -> BoxFuture<'static, Vec<bool>> + Send + Sync>;
 
-/// The listing calls of one request and the caller's permission check.
+/// The caller's permission check, applied to every listing in a response.
 #[derive(Clone)]
 pub struct ListingFilter {
-    ids: Vec<(Value, ListKind)>,
     allow: Allow,
 }
 
 impl std::fmt::Debug for ListingFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListingFilter")
-            .field("ids", &self.ids)
-            .finish_non_exhaustive()
+        f.debug_struct("ListingFilter").finish_non_exhaustive()
     }
 }
 
+/// The `result` members that hold a listing, and their kinds.
+const LISTING_FIELDS: [(&str, ListKind); 4] = [
+    ("tools", ListKind::Tools),
+    ("resources", ListKind::Resources),
+    ("resourceTemplates", ListKind::ResourceTemplates),
+    ("prompts", ListKind::Prompts),
+];
+
+/// Whether `bytes` could hold a listing: one of the listing member names, quoted. An
+/// upstream is trusted for its content (it does not hide its own keys behind `\u`
+/// escapes), so bytes without any of them need no parse.
+fn may_hold_listing(bytes: &[u8]) -> bool {
+    LISTING_FIELDS.iter().any(|(field, _)| {
+        let quoted = format!("\"{field}\"");
+        bytes.windows(quoted.len()).any(|w| w == quoted.as_bytes())
+    })
+}
+
 impl ListingFilter {
-    /// A filter for the listing calls in `body`, or `None` when it has none.
-    pub fn for_request(body: &[u8], allow: Allow) -> Option<Self> {
-        let ids = listing_ids(body);
-        (!ids.is_empty()).then_some(Self { ids, allow })
+    /// A filter that asks `allow` about every listed entry.
+    pub fn new(allow: Allow) -> Self {
+        Self { allow }
     }
 
     /// The listing responses in one JSON-RPC message (or a batch), with their kinds.
@@ -108,9 +128,10 @@ impl ListingFilter {
         items
             .into_iter()
             .filter_map(|item| {
-                let kind = item
-                    .get("id")
-                    .and_then(|id| self.ids.iter().find(|(i, _)| i == id))
+                let result = item.get("result")?;
+                let kind = LISTING_FIELDS
+                    .iter()
+                    .find(|(field, _)| result.get(*field).is_some_and(Value::is_array))
                     .map(|(_, kind)| *kind)?;
                 Some((item, kind))
             })
@@ -143,6 +164,9 @@ impl ListingFilter {
 
     /// Filters a complete JSON body. Unparseable JSON is an error (fail closed).
     pub async fn filter_json(&self, body: &[u8]) -> Result<Bytes, BoxError> {
+        if !may_hold_listing(body) {
+            return Ok(Bytes::copy_from_slice(body));
+        }
         let mut value: Value = serde_json::from_slice(body)?;
         if self.filter_value(&mut value).await {
             Ok(Bytes::from(serde_json::to_vec(&value)?))
@@ -166,12 +190,13 @@ impl ListingFilter {
                 has_data = true;
             }
         }
-        if !has_data {
+        if !has_data || !may_hold_listing(data.as_bytes()) {
             return Ok(None);
         }
         let Ok(mut value) = serde_json::from_str::<Value>(&data) else {
-            // Not JSON: not a JSON-RPC message, so not a listing.
-            return Ok(None);
+            return Err(
+                "an SSE event that may hold a listing is not JSON this gateway reads".into(),
+            );
         };
         Ok((!self.listings(&mut value).is_empty()).then_some(value))
     }
@@ -208,24 +233,6 @@ impl ListingFilter {
         out.push(b'\n');
         Ok(Bytes::from(out))
     }
-}
-
-/// `(id, kind)` of every listing request in a JSON-RPC body.
-fn listing_ids(body: &[u8]) -> Vec<(Value, ListKind)> {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
-    let items = match value {
-        Value::Array(items) => items,
-        other => vec![other],
-    };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let kind = ListKind::from_method(item.get("method")?.as_str()?)?;
-            Some((item.get("id")?.clone(), kind))
-        })
-        .collect()
 }
 
 /// An SSE body whose listing events are filtered as they pass.
@@ -376,24 +383,25 @@ mod tests {
         })
     }
 
-    #[test]
-    fn only_listing_ids_are_collected() {
-        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"x"}}]"#;
-        let filter = ListingFilter::for_request(body, no_admin()).expect("has a listing");
-        assert_eq!(filter.ids.len(), 1);
+    #[tokio::test]
+    async fn listings_are_found_by_shape_whatever_their_id_and_unreadable_ones_fail() {
+        let filter = ListingFilter::new(no_admin());
+        let answer = br#"{"jsonrpc":"2.0","id":"anything","result":{"tools":[{"name":"admin_reset"},{"name":"echo"}]}}"#;
+        let out = filter.filter_json(answer).await.expect("filtered");
+        assert!(!String::from_utf8_lossy(&out).contains("admin_reset"));
+        let plain = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"admin_reset"}]}}"#;
+        assert_eq!(filter.filter_json(plain).await.expect("passes"), &plain[..]);
+        let lone_surrogate = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"admin_reset\",\"description\":\"\\ud800\"}]}}\n\n";
+        let body = SseFilterBody::new(full(Bytes::from(lone_surrogate)), filter);
         assert!(
-            ListingFilter::for_request(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, no_admin())
-                .is_none()
+            body.collect().await.is_err(),
+            "fails closed, never unfiltered"
         );
     }
 
     #[tokio::test]
     async fn sse_listing_is_filtered_across_chunk_boundaries() {
-        let filter = ListingFilter::for_request(
-            br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
-            no_admin(),
-        )
-        .expect("listing");
+        let filter = ListingFilter::new(no_admin());
         let event = "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"admin_reset\"}]}}\n\n";
         let other = "data: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{\"tools\":[{\"name\":\"admin_x\"}]}}\n\n";
         let whole = format!("{event}{other}");
@@ -404,7 +412,10 @@ mod tests {
         let out = String::from_utf8(out.to_vec()).expect("utf8");
         assert!(out.starts_with("id: 1\ndata: "), "got: {out}");
         assert!(!out.contains("admin_reset"), "got: {out}");
-        assert!(out.contains("admin_x"), "other ids pass unchanged: {out}");
+        assert!(
+            !out.contains("admin_x"),
+            "every listing is filtered, whatever its id: {out}"
+        );
     }
 
     #[tokio::test]
@@ -418,11 +429,7 @@ mod tests {
                     .collect()
             })
         });
-        let filter = ListingFilter::for_request(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"resources/templates/list"}]"#,
-            slow,
-        )
-        .expect("listing");
+        let filter = ListingFilter::new(slow);
         let events = [
             "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"echo\"}]}}\n\n",
             "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n",

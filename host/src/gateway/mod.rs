@@ -39,8 +39,8 @@ use http::{Request, Response};
 pub use self::body::{Body, BoxError};
 pub use self::listener::serve;
 pub use self::rejection::Rejection;
-pub use self::site::Site;
 use self::sessions::SessionBindings;
+pub use self::site::Site;
 use crate::context::ClientCert;
 use crate::engine::BoxFuture;
 use crate::observability::Metrics;
@@ -132,9 +132,7 @@ impl Gateway {
                 .flatten();
             let (label, response) = match readiness {
                 Some(body) => ("/readyz", handler::readiness(&body)),
-                None => {
-                    handler::handle(&site, request, conn, &self.metrics, &self.sessions).await
-                }
+                None => handler::handle(&site, request, conn, &self.metrics, &self.sessions).await,
             };
             self.metrics.request(label, response.status().as_u16());
             response

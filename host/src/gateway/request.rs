@@ -94,36 +94,63 @@ pub fn check_mcp_media(headers: &HeaderMap) -> Result<(), Rejection> {
 }
 
 /// The client's address: the TCP peer, or — when the peer is a trusted proxy — the
-/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy (the left-most
+/// when every hop is trusted).
+///
+/// Hops are read from the right, the side the trusted proxies wrote, so whatever a client
+/// put on the left (`X-Forwarded-For: bogus`, which nginx's `$proxy_add_x_forwarded_for`
+/// keeps) is never read once an untrusted hop is found. A hop may carry a port
+/// (`203.0.113.7:5555`, `[2001:db8::1]:443`, as some proxies write it). A hop that cannot be
+/// read before the client is found is a 400: falling back to the peer would make the
+/// client the trusted proxy itself, which is what an address allow-list trusts.
 pub fn client_addr(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[IpNet],
-) -> Option<SocketAddr> {
-    let peer = peer?;
+) -> Result<Option<SocketAddr>, Rejection> {
+    let Some(peer) = peer else {
+        return Ok(None);
+    };
     if !is_trusted(peer.ip(), trusted) {
-        return Some(peer);
+        return Ok(Some(peer));
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(value) = value.to_str() else {
-            return Some(peer);
-        };
-        for hop in value.split(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                // One unparseable hop makes the whole chain untrustworthy.
-                Err(_) => return Some(peer),
-            }
-        }
-    }
-    let client = hops
+    let unreadable = || Rejection::InvalidRequest {
+        description: "`X-Forwarded-For` from a trusted proxy has a hop that is not an IP \
+                      address"
+            .into(),
+        metadata_url: None,
+    };
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
         .iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip, trusted))
-        .or(hops.first())
-        .copied();
-    Some(client.map_or(peer, |ip| SocketAddr::new(ip, 0)))
+        .map(|v| v.to_str().map_err(|_| unreadable()))
+        .collect::<Result<_, _>>()?;
+    let mut leftmost = None;
+    for hop in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let hop = hop.trim();
+        if hop.is_empty() {
+            continue;
+        }
+        let ip = parse_hop(hop).ok_or_else(unreadable)?;
+        if !is_trusted(ip, trusted) {
+            return Ok(Some(SocketAddr::new(ip, 0)));
+        }
+        leftmost = Some(ip);
+    }
+    Ok(Some(leftmost.map_or(peer, |ip| SocketAddr::new(ip, 0))))
+}
+
+/// One `X-Forwarded-For` hop: an IP, optionally with a port (`[v6]:port` for IPv6).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|v6| v6.parse::<IpAddr>().ok())
 }
 
 /// Whether `ip` is in one of the trusted proxy networks.
@@ -287,14 +314,27 @@ mod tests {
         );
         let proxy: SocketAddr = "10.0.0.2:5000".parse().expect("addr");
         let stranger: SocketAddr = "198.51.100.1:5000".parse().expect("addr");
-        assert_eq!(
-            client_addr(Some(proxy), &headers, &trusted).map(|a| a.ip()),
-            Some("203.0.113.9".parse().expect("ip"))
-        );
-        assert_eq!(
-            client_addr(Some(stranger), &headers, &trusted),
-            Some(stranger)
-        );
+        let client = |peer, headers: &HeaderMap| {
+            client_addr(Some(peer), headers, &trusted)
+                .ok()
+                .flatten()
+                .map(|a| a.ip().to_string())
+        };
+        assert_eq!(client(proxy, &headers), Some("203.0.113.9".into()));
+        assert_eq!(client(stranger, &headers), Some("198.51.100.1".into()));
+        for (value, expected) in [
+            // What nginx makes of a client's own `X-Forwarded-For: bogus`.
+            ("bogus, 203.0.113.7", Some("203.0.113.7")),
+            ("203.0.113.7:5555", Some("203.0.113.7")),
+            ("[2001:db8::1]:443, 10.0.0.9", Some("2001:db8::1")),
+            ("10.1.1.1, 10.2.2.2", Some("10.1.1.1")),
+            ("203.0.113.7, bogus", None),
+            ("bogus", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().expect("hv"));
+            assert_eq!(client(proxy, &headers).as_deref(), expected, "{value}");
+        }
     }
 
     #[test]

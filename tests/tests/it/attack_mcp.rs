@@ -257,6 +257,8 @@ async fn resource_uris_are_judged_only_in_their_one_spelling() {
         "file://localhost/secret/x",
         "file:////secret/x",
         "file:///secret\\\\x",
+        "file:/secret/x",
+        "file:secret/x",
     ] {
         let reply = post(&h, "POST", READER_KEY, None, &json, &read(uri)).await;
         assert_eq!(reply.status, 400, "{uri}: {reply:?}");
@@ -419,4 +421,68 @@ async fn listings_hide_what_a_wasm_authorizer_would_refuse() {
     for tool in ["echo", "add", "admin_reset"] {
         assert!(listed.contains(&tool.to_owned()), "{tool}: {listed:?}");
     }
+}
+
+#[tokio::test]
+async fn member_names_that_differ_only_in_case_are_refused() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(STANDARD, &upstream.url).await;
+    let json = [("content-type", "application/json")];
+    // Go's encoding/json (mcp-go) and the C# SDK's params read member names without
+    // regard to case, the last one winning.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","Name":"admin_reset","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"ping","Method":"tools/call","params":{"name":"admin_reset"}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"METHOD":"tools/call","params":{"name":"admin_reset"}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"NAME":"admin_reset","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"echo","arguments":{"Region":"us","region":"eu"}}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"\u{17f}\u{212a}\":1,\"sk\":2}}",
+    ] {
+        let reply = post(&h, "POST", READER_KEY, None, &json, body).await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+    }
+    assert_eq!(upstream.hits(), 0, "{:?}", upstream.seen());
+}
+
+#[tokio::test]
+async fn completions_are_judged_as_the_resource_or_prompt_they_refer_to() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(RESOURCES, &upstream.url).await;
+    let json = [("content-type", "application/json")];
+    let complete = |uri: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/resource","uri":"{uri}"}},"argument":{{"name":"name","value":""}}}}}}"#
+        )
+    };
+    let secret = post(
+        &h,
+        "POST",
+        READER_KEY,
+        None,
+        &json,
+        &complete("file:///secret/{name}"),
+    )
+    .await;
+    assert_eq!(secret.status, 403, "{secret:?}");
+    let spelled = post(
+        &h,
+        "POST",
+        READER_KEY,
+        None,
+        &json,
+        &complete("file:secret/{name}"),
+    )
+    .await;
+    assert_eq!(spelled.status, 400, "{spelled:?}");
+    assert_eq!(upstream.hits(), 0);
+    let public = post(
+        &h,
+        "POST",
+        READER_KEY,
+        None,
+        &json,
+        &complete("file:///public/{name}"),
+    )
+    .await;
+    assert_eq!(public.status, 200, "{public:?}");
 }
