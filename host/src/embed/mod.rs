@@ -109,7 +109,7 @@ pub use crate::gateway::body::{Body, BoxError};
 use crate::gateway::handler::metadata;
 use crate::gateway::listing::filter_response;
 use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
-use crate::gateway::request::check_path;
+use crate::gateway::request::{check_case_folding, check_path};
 pub use crate::gateway::{ConnInfo, Rejection};
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
@@ -291,6 +291,9 @@ where
     }
     if let Some(answer) = metadata(&site, request.method(), &path) {
         return Ok(answer);
+    }
+    if let Err(rejection) = check_case_folding(&site, &path) {
+        return Ok(rejection.into_response());
     }
     let Some(route) = site.route(&path) else {
         return Ok(Rejection::NotFound.into_response());

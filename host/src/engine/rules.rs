@@ -166,6 +166,26 @@ impl Rules {
         self.rules.is_empty()
     }
 
+    /// The rules' path prefixes.
+    pub fn path_prefixes(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().filter_map(|rule| rule.path.as_deref())
+    }
+
+    /// Whether some rule's path prefix covers `path` but not `folded` read against the folded
+    /// prefix, or the other way round; `fold` is how both were folded.
+    pub fn path_rules_differ(
+        &self,
+        path: &str,
+        folded: &str,
+        fold: impl Fn(&str) -> String,
+    ) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.path.as_deref().is_some_and(|prefix| {
+                path_has_prefix(path, prefix) != path_has_prefix(folded, &fold(prefix))
+            })
+        })
+    }
+
     /// Every scope the request needs, sorted.
     pub fn required_scopes(&self, request: &RequestContext) -> BTreeSet<String> {
         let calls = request

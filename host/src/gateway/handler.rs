@@ -10,7 +10,7 @@ use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{check_path, session_id};
+use super::request::{check_case_folding, check_path, session_id};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
@@ -56,6 +56,9 @@ pub async fn handle<'s>(
     {
         let response = forward_auth::check(site, request, conn, metrics).await;
         return (check.as_str(), response);
+    }
+    if let Err(rejection) = check_case_folding(site, path) {
+        return ("-", rejection.into_response());
     }
     let Some(route) = site.route(path) else {
         return ("-", Rejection::NotFound.into_response());

@@ -9,8 +9,10 @@ use ipnet::IpNet;
 
 use super::body::{Body, CollectError, collect_limited};
 use super::rejection::Rejection;
+use super::site::Site;
 use crate::config::model::OriginPolicy;
 use crate::context::{ClientCert, RequestContext};
+use crate::engine::rules::path_has_prefix;
 use crate::mcp::{McpMessage, McpParseError, Mirrored, parse_body_mirrored};
 use crate::normal_form::path_problem;
 
@@ -25,6 +27,49 @@ pub fn check_path(path: &str) -> Result<(), Rejection> {
             metadata_url: None,
         }),
     }
+}
+
+/// A path as an upstream that ignores case and trailing dots reads it: ASP.NET Core and
+/// Express route case-insensitively by default, and IIS drops a trailing `.` from a segment.
+fn fold_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.trim_end_matches('.').to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Refuses a path that an upstream ignoring case or trailing dots would route elsewhere than
+/// this gateway: `/MCP` or `/mcp.` must not reach a public `/` route while `/mcp` is guarded,
+/// nor escape a rule on `/mcp/admin` as `/mcp/Admin`. Routes and rules are compared folded
+/// too, so a route written `/API` still serves `/API/x`. Paths already in lower case without
+/// trailing dots cost one scan.
+pub fn check_case_folding(site: &Site, path: &str) -> Result<(), Rejection> {
+    let foldable =
+        path.bytes().any(|b| b.is_ascii_uppercase()) || path.ends_with('.') || path.contains("./");
+    if !foldable {
+        return Ok(());
+    }
+    let folded = fold_path(path);
+    if folded == path && !site.mixed_case_paths {
+        return Ok(());
+    }
+    let literal = site.route(path).map(|r| r.path.as_str());
+    let case_blind = site
+        .routes
+        .iter()
+        .find(|r| r.path.is_empty() || path_has_prefix(&folded, &fold_path(&r.path)));
+    let differs = literal != case_blind.map(|r| r.path.as_str())
+        || case_blind.is_some_and(|r| r.policy.rules.path_rules_differ(path, &folded, fold_path));
+    if differs {
+        return Err(Rejection::InvalidRequest {
+            description: format!(
+                "the path reaches other rules when read without case or trailing dots \
+                 (as `{folded}`); use the spelling the routes and rules are written in"
+            ),
+            metadata_url: None,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a method spelled in anything but upper case. Methods are case-sensitive
@@ -303,6 +348,13 @@ pub fn context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folding_reads_paths_as_case_blind_upstreams_do() {
+        assert_eq!(fold_path("/mcp/x"), "/mcp/x");
+        assert_eq!(fold_path("/MCP"), "/mcp");
+        assert_eq!(fold_path("/mcp./Admin.."), "/mcp/admin");
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

@@ -69,6 +69,10 @@ pub struct Site {
     pub max_body_bytes: usize,
     /// Routes, longest prefix first.
     pub routes: Vec<LiveRoute>,
+    /// Whether a route or rule path is spelled with capitals or a segment ending in `.`, so
+    /// that every request path must be compared case-blind
+    /// ([`check_case_folding`](super::request::check_case_folding)).
+    pub mixed_case_paths: bool,
     /// Metadata for the public URL itself.
     pub root_metadata: Bytes,
     /// Body of `/readyz`.
@@ -81,7 +85,7 @@ impl Site {
     /// Builds the site from a validated config and its assembled providers.
     pub fn new(config: &Config, assembled: Assembled) -> Self {
         let public_url = config.server.public_url.clone();
-        let routes = config
+        let routes: Vec<LiveRoute> = config
             .routes
             .iter()
             .zip(assembled.policies)
@@ -111,6 +115,11 @@ impl Site {
             origins: config.server.allowed_origins.clone(),
             forward_auth_path: config.server.forward_auth_path.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            mixed_case_paths: routes.iter().any(|r| {
+                std::iter::once(r.path.as_str())
+                    .chain(r.policy.rules.path_prefixes())
+                    .any(|p| p.bytes().any(|b| b.is_ascii_uppercase()) || p.contains('.'))
+            }),
             routes,
             readiness: Bytes::from(readiness.to_string()),
             jwt_validators,

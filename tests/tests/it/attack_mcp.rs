@@ -393,6 +393,7 @@ keys = [
 type = "wasm"
 component = "{component}"
 config = { rules = [{ tools = ["add"], scope = "math" }] }
+limits = { timeout_ms = 1000 }
 
 [[rules]]
 mcp_method = "tools/call"
@@ -485,4 +486,70 @@ async fn completions_are_judged_as_the_resource_or_prompt_they_refer_to() {
     )
     .await;
     assert_eq!(public.status, 200, "{public:?}");
+}
+
+const CASE_BLIND: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "{gateway}"
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["keys"]
+
+[[routes]]
+path = "/api"
+upstream = "{upstream}"
+chain = ["keys"]
+mcp = false
+
+[[routes.rules]]
+path = "/api/admin"
+scopes = ["admin"]
+
+[[routes]]
+path = "/"
+upstream = "{upstream}"
+chain = ["public"]
+mcp = false
+
+[providers.public]
+type = "anonymous"
+
+[providers.keys]
+type = "api_key"
+keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
+"#;
+
+#[tokio::test]
+async fn paths_that_case_blind_upstreams_route_elsewhere_are_refused() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(CASE_BLIND, &upstream.url).await;
+    let json = ("content-type", "application/json");
+    // Express and ASP.NET Core route `/MCP` to their `/mcp` handler; IIS drops the dot.
+    for path in [
+        "/MCP",
+        "/Mcp/x",
+        "/mcp.",
+        "/mcp./x",
+        "/API/x",
+        "/api/ADMIN/x",
+        "/api/admin.",
+    ] {
+        let reply = h.request("POST", path, &[json], Some(ADMIN_RESET)).await;
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+    }
+    assert_eq!(upstream.hits(), 0, "{:?}", upstream.seen());
+    let auth = format!("Bearer {READER_KEY}");
+    let api = h
+        .request("GET", "/api/x", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(api.status, 200, "{api:?}");
+    let admin = h
+        .request("GET", "/api/admin/x", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(admin.status, 403, "{admin:?}");
+    let public = h.request("GET", "/Readme.txt", &[], None).await;
+    assert_eq!(public.status, 200, "same route either way: {public:?}");
 }
