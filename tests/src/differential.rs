@@ -229,7 +229,9 @@ async fn spawn_process(sdk: Sdk, command: &mut Command) -> Upstream {
     };
     let first_line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
     });
     let line = tokio::time::timeout(Duration::from_secs(60), first_line)
         .await

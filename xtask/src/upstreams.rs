@@ -59,7 +59,10 @@ fn install_python(root: &Path, dir: &Path) -> anyhow::Result<()> {
     if is_current(&venv.join("bin/python"), &stamp, &pinned) {
         return Ok(());
     }
-    eprintln!("xtask: installing the Python MCP SDK into {}", venv.display());
+    eprintln!(
+        "xtask: installing the Python MCP SDK into {}",
+        venv.display()
+    );
     run_quiet(
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
         "python3 -m venv (is Python 3 with venv installed?)",
@@ -87,7 +90,10 @@ fn install_node(root: &Path, dir: &Path) -> anyhow::Result<()> {
     if is_current(&marker, &stamp, &lock) {
         return Ok(());
     }
-    eprintln!("xtask: installing the TypeScript MCP SDK into {}", node.display());
+    eprintln!(
+        "xtask: installing the TypeScript MCP SDK into {}",
+        node.display()
+    );
     for file in ["package.json", "package-lock.json"] {
         std::fs::copy(source.join(file), node.join(file))
             .with_context(|| format!("copying {file} to {}", node.display()))?;

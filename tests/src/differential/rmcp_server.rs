@@ -17,9 +17,8 @@ use hyper_util::server::conn::auto::Builder;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
     GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, Prompt, PromptMessage, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role,
-    ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, Prompt, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -37,7 +36,13 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn record(&self, kind: &str, name: &str, requested: &str, context: &RequestContext<RoleServer>) {
+    fn record(
+        &self,
+        kind: &str,
+        name: &str,
+        requested: &str,
+        context: &RequestContext<RoleServer>,
+    ) {
         let header = |name: &str| {
             context
                 .extensions
@@ -80,9 +85,8 @@ impl ServerHandler for Recorder {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let object = |schema: serde_json::Value| {
-            Arc::new(schema.as_object().cloned().unwrap_or_default())
-        };
+        let object =
+            |schema: serde_json::Value| Arc::new(schema.as_object().cloned().unwrap_or_default());
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new(
                 "echo",
@@ -133,7 +137,10 @@ impl ServerHandler for Recorder {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         Ok(ListResourcesResult::with_all_items(
-            RESOURCES.iter().map(|uri| Resource::new(*uri, *uri)).collect(),
+            RESOURCES
+                .iter()
+                .map(|uri| Resource::new(*uri, *uri))
+                .collect(),
         ))
     }
 

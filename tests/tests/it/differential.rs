@@ -86,7 +86,10 @@ fn listed(body: &str) -> Vec<(&'static str, String)> {
             ("resources", "resource", "uri"),
             ("prompts", "prompt", "name"),
         ] {
-            let items = message["result"][field].as_array().cloned().unwrap_or_default();
+            let items = message["result"][field]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 let name = item[key].as_str().unwrap_or("<unnamed>").to_owned();
                 entries.push((kind, name));
@@ -101,7 +104,10 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
     let ran_text = if ran.is_empty() {
         "nothing".to_owned()
     } else {
-        ran.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ran.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let forbidden: Vec<_> = ran
         .iter()
@@ -121,11 +127,16 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
     }
     let refused = (400..500).contains(&status);
     if refused && !ran.is_empty() {
-        return Err(format!("refused with {status}, yet the upstream ran {ran_text}"));
+        return Err(format!(
+            "refused with {status}, yet the upstream ran {ran_text}"
+        ));
     }
     match case.expect {
         Expect::Runs(expected) => {
-            let got: Vec<_> = ran.iter().map(|e| (e.kind.as_str(), e.name.as_str())).collect();
+            let got: Vec<_> = ran
+                .iter()
+                .map(|e| (e.kind.as_str(), e.name.as_str()))
+                .collect();
             if (200..300).contains(&status) && got == expected {
                 Ok(format!("ran {ran_text}"))
             } else {
@@ -164,14 +175,22 @@ async fn suite(sdk: Sdk) {
     let url = format!("{}/mcp", gateway.base);
     let mut failures = Vec::new();
     let cases = cases::all();
-    println!("differential suite, upstream {}: {} cases", sdk.label(), cases.len());
+    println!(
+        "differential suite, upstream {}: {} cases",
+        sdk.label(),
+        cases.len()
+    );
     for case in &cases {
         let authorization = format!("Bearer {}", case.key);
         let mut headers = vec![
             ("authorization", authorization.as_str()),
             ("accept", "application/json, text/event-stream"),
         ];
-        if !case.headers.iter().any(|(n, _)| *n == "mcp-protocol-version") {
+        if !case
+            .headers
+            .iter()
+            .any(|(n, _)| *n == "mcp-protocol-version")
+        {
             headers.push(("mcp-protocol-version", "2025-06-18"));
         }
         if let Some(content_type) = case.content_type {

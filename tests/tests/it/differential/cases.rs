@@ -120,7 +120,9 @@ fn utf16(text: &str, big_endian: bool, bom: bool) -> Vec<u8> {
 }
 
 fn utf32le(text: &str) -> Vec<u8> {
-    text.chars().flat_map(|c| u32::from(c).to_le_bytes()).collect()
+    text.chars()
+        .flat_map(|c| u32::from(c).to_le_bytes())
+        .collect()
 }
 
 /// `data` as a gzip member with one stored (uncompressed) deflate block.
@@ -176,24 +178,52 @@ fn controls() -> Vec<Case> {
         Case::new("control", "admin calls admin_reset", call("admin_reset"))
             .admin()
             .expect(Runs(&[("tool", "admin_reset")])),
-        Case::new("control", "reader reads file:///public/x", read("file:///public/x"))
-            .expect(Runs(&[("resource", "file:///public/x")])),
-        Case::new("control", "reader reads file:///secret/x", read("file:///secret/x"))
-            .expect(Refused),
-        Case::new("control", "admin reads file:///secret/x", read("file:///secret/x"))
-            .admin()
-            .expect(Runs(&[("resource", "file:///secret/x")])),
+        Case::new(
+            "control",
+            "reader reads file:///public/x",
+            read("file:///public/x"),
+        )
+        .expect(Runs(&[("resource", "file:///public/x")])),
+        Case::new(
+            "control",
+            "reader reads file:///secret/x",
+            read("file:///secret/x"),
+        )
+        .expect(Refused),
+        Case::new(
+            "control",
+            "admin reads file:///secret/x",
+            read("file:///secret/x"),
+        )
+        .admin()
+        .expect(Runs(&[("resource", "file:///secret/x")])),
         Case::new("control", "reader gets prompt greeting", prompt("greeting"))
             .expect(Runs(&[("prompt", "greeting")])),
-        Case::new("control", "reader gets prompt admin_prompt", prompt("admin_prompt"))
-            .expect(Refused),
-        Case::new("control", "admin gets prompt admin_prompt", prompt("admin_prompt"))
-            .admin()
-            .expect(Runs(&[("prompt", "admin_prompt")])),
-        Case::new("control", "reader lists tools (id 1)", list("tools/list", "1"))
-            .expect(Lists("echo")),
-        Case::new("control", "reader lists resources", list("resources/list", "1"))
-            .expect(Lists("file:///public/x")),
+        Case::new(
+            "control",
+            "reader gets prompt admin_prompt",
+            prompt("admin_prompt"),
+        )
+        .expect(Refused),
+        Case::new(
+            "control",
+            "admin gets prompt admin_prompt",
+            prompt("admin_prompt"),
+        )
+        .admin()
+        .expect(Runs(&[("prompt", "admin_prompt")])),
+        Case::new(
+            "control",
+            "reader lists tools (id 1)",
+            list("tools/list", "1"),
+        )
+        .expect(Lists("echo")),
+        Case::new(
+            "control",
+            "reader lists resources",
+            list("resources/list", "1"),
+        )
+        .expect(Lists("file:///public/x")),
         Case::new("control", "reader lists prompts", list("prompts/list", "1"))
             .expect(Lists("greeting")),
         Case::new("control", "charset=utf-8 echo", call("echo"))
@@ -208,7 +238,9 @@ fn charsets() -> Vec<Case> {
     use Expect::{Refused, Safe};
     let admin = call("admin_reset");
     let c = |name: &str, ct: &'static str, body: Vec<u8>| {
-        Case::new("charset", name, body).content_type(Some(ct)).expect(Refused)
+        Case::new("charset", name, body)
+            .content_type(Some(ct))
+            .expect(Refused)
     };
     vec![
         c(
@@ -503,28 +535,45 @@ fn headers() -> Vec<Case> {
             .header("mcp-name", "admin_reset")
             .header("mcp-protocol-version", "2026-07-28"),
         h("body echo, Mcp-Method tools/list", call("echo")).header("mcp-method", "tools/list"),
-        h("body tools/list, Mcp-Method tools/call", list("tools/list", "1"))
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "admin_reset"),
-        h("body echo, Mcp-Name twice (echo, admin_reset)", call("echo"))
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
-            .header("mcp-name", "admin_reset"),
-        h("body read public, Mcp-Name secret", read("file:///public/x"))
-            .header("mcp-method", "resources/read")
-            .header("mcp-name", "file:///secret/x"),
+        h(
+            "body tools/list, Mcp-Method tools/call",
+            list("tools/list", "1"),
+        )
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "admin_reset"),
+        h(
+            "body echo, Mcp-Name twice (echo, admin_reset)",
+            call("echo"),
+        )
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .header("mcp-name", "admin_reset"),
+        h(
+            "body read public, Mcp-Name secret",
+            read("file:///public/x"),
+        )
+        .header("mcp-method", "resources/read")
+        .header("mcp-name", "file:///secret/x"),
         h("body greeting, Mcp-Name admin_prompt", prompt("greeting"))
             .header("mcp-method", "prompts/get")
             .header("mcp-name", "admin_prompt"),
-        Case::new("header", "body echo, headers agree, 2026-07-28", call("echo"))
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
-            .header("mcp-protocol-version", "2026-07-28")
-            .expect(Safe),
-        Case::new("header", "body admin_reset, Mcp-Name echo", call("admin_reset"))
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
-            .expect(Refused),
+        Case::new(
+            "header",
+            "body echo, headers agree, 2026-07-28",
+            call("echo"),
+        )
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .header("mcp-protocol-version", "2026-07-28")
+        .expect(Safe),
+        Case::new(
+            "header",
+            "body admin_reset, Mcp-Name echo",
+            call("admin_reset"),
+        )
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .expect(Refused),
     ]
 }
 
@@ -543,12 +592,23 @@ fn content_types() -> Vec<Case> {
             Some("application/x-www-form-urlencoded"),
         ),
         c("APPLICATION/JSON", Some("APPLICATION/JSON")),
-        c("application/json; charset=utf-8; charset=utf-7", Some("application/json; charset=utf-8; charset=utf-7")),
+        c(
+            "application/json; charset=utf-8; charset=utf-7",
+            Some("application/json; charset=utf-8; charset=utf-7"),
+        ),
         Case::new("content-type", "missing, echo", call("echo")).content_type(None),
-        Case::new("content-type", "two headers, json then utf-7", call("admin+AF8-reset"))
-            .header("content-type", "application/json; charset=utf-7"),
-        Case::new("content-type", "two headers, utf-7 then json", call("admin+AF8-reset"))
-            .content_type(Some("application/json; charset=utf-7"))
-            .header("content-type", "application/json"),
+        Case::new(
+            "content-type",
+            "two headers, json then utf-7",
+            call("admin+AF8-reset"),
+        )
+        .header("content-type", "application/json; charset=utf-7"),
+        Case::new(
+            "content-type",
+            "two headers, utf-7 then json",
+            call("admin+AF8-reset"),
+        )
+        .content_type(Some("application/json; charset=utf-7"))
+        .header("content-type", "application/json"),
     ]
 }
