@@ -3,7 +3,9 @@
 //! tools, resources and prompts and reporting what it *executed*, so a test can compare that
 //! with what the gateway authorized (`tests/it/differential.rs`).
 //!
-//! What each server records, one [`Executed`] per handler that ran: the kind and name of the
+//! What each server records: one [`Executed`] of kind `http` per request it receives (so a
+//! refusal by the gateway, where nothing arrives, is told from one by the upstream), and one
+//! per handler that ran: the kind and name of the
 //! handler (the tool it dispatched, the resource it read, the prompt it served), what the
 //! request asked for, the JSON-RPC id as that SDK parsed it, and the `Mcp-Method` /
 //! `Mcp-Name` headers it saw. The rmcp server runs in-process; the Python and Node ones are
@@ -30,16 +32,18 @@ use hyper_util::rt::TokioExecutor;
 /// Set by xtask to why the Python or Node upstream could not be installed.
 pub const SKIP_ENV: &str = "PORTCULLIS_UPSTREAMS_SKIP";
 
-/// One handler run by an upstream.
+/// One handler run by an upstream, or one HTTP request it received.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Executed {
     /// `rmcp`, `python` or `node`.
     pub server: String,
-    /// `tool`, `resource` or `prompt`.
+    /// `tool`, `resource` or `prompt`; `http` for a request received (before any parsing).
     pub kind: String,
-    /// The handler that ran: the tool or prompt name, or the resource's own URI.
+    /// The handler that ran: the tool or prompt name, or the resource's own URI; for `http`,
+    /// the method as received.
     pub name: String,
-    /// The name or URI the request asked for, as the SDK handed it over.
+    /// The name or URI the request asked for, as the SDK handed it over; for `http`, the
+    /// `Content-Type`.
     pub requested: Option<String>,
     /// The JSON-RPC id as the SDK parsed it.
     pub id: serde_json::Value,

@@ -73,9 +73,9 @@ impl ServerHandler for Recorder {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
-                .enable_tools()
-                .enable_resources()
                 .enable_prompts()
+                .enable_resources()
+                .enable_tools()
                 .build(),
         )
     }
@@ -252,12 +252,30 @@ pub async fn spawn() -> (String, Log, tokio::task::JoinHandle<()>) {
             .with_legacy_session_mode(false)
             .with_json_response(true),
     );
+    let reached = Arc::clone(&log);
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let service = service.clone();
+            let reached = Arc::clone(&reached);
             tokio::spawn(async move {
                 let svc = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
+                    let content_type = request
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    reached
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Executed {
+                            server: "rmcp".into(),
+                            kind: "http".into(),
+                            name: request.method().to_string(),
+                            requested: content_type,
+                            id: serde_json::Value::Null,
+                            mcp_method: None,
+                            mcp_name: None,
+                        });
                     async move {
                         if request.uri().path() != "/mcp" {
                             let mut not_found = hyper::Response::new(

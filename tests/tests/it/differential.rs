@@ -3,7 +3,10 @@
 //! express; see `portcullis_tests::differential`) stand behind the real gateway, and every
 //! variant in [`cases`] is sent through it by a caller with only `mcp:read`. For each, the
 //! gateway refused it (4xx, and the upstream ran nothing), or the upstream ran only what that
-//! caller may run and no listing showed it what it may not use. Controls (plain requests,
+//! caller may run and no listing showed it what it may not use. Where the issue decided that
+//! the gateway itself refuses (a charset other than UTF-8, a method spelled other than `POST`,
+//! duplicate members, `Mcp-*` headers that disagree with the body), a refusal by the upstream
+//! does not count: the request must not reach it. Controls (plain requests,
 //! and an admin doing what only an admin may) show each upstream really runs what it is
 //! sent, so a "refused" is never an upstream that runs nothing.
 //!
@@ -99,8 +102,12 @@ fn listed(body: &str) -> Vec<(&'static str, String)> {
     entries
 }
 
-/// What one case came to: `Ok(summary)` or `Err(what went wrong)`.
-fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<String, String> {
+/// What one case came to: `Ok(summary)` or `Err(what went wrong)`. `records` is what the
+/// upstream logged for this request: `http` when the request reached it, then each handler
+/// it ran.
+fn judge(case: &Case, status: u16, body: &str, records: &[Executed]) -> Result<String, String> {
+    let reached = records.iter().any(|e| e.kind == "http");
+    let ran: Vec<&Executed> = records.iter().filter(|e| e.kind != "http").collect();
     let ran_text = if ran.is_empty() {
         "nothing".to_owned()
     } else {
@@ -109,11 +116,7 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let forbidden: Vec<_> = ran
-        .iter()
-        .filter(|e| !may_use(case.key, &e.kind, &e.name))
-        .collect();
-    if !forbidden.is_empty() {
+    if ran.iter().any(|e| !may_use(case.key, &e.kind, &e.name)) {
         return Err(format!("WRONGLY ALLOWED: the upstream ran {ran_text}"));
     }
     let entries = listed(body);
@@ -131,6 +134,12 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
             "refused with {status}, yet the upstream ran {ran_text}"
         ));
     }
+    let by = if reached {
+        "the upstream"
+    } else {
+        "the gateway"
+    };
+    let excerpt = || body.chars().take(160).collect::<String>();
     match case.expect {
         Expect::Runs(expected) => {
             let got: Vec<_> = ran
@@ -142,7 +151,7 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
             } else {
                 Err(format!(
                     "expected: 2xx running {expected:?}; got: {status}, ran {ran_text}: {}",
-                    body.chars().take(200).collect::<String>()
+                    excerpt()
                 ))
             }
         }
@@ -152,16 +161,17 @@ fn judge(case: &Case, status: u16, body: &str, ran: &[Executed]) -> Result<Strin
             } else {
                 Err(format!(
                     "expected: 2xx listing {entry}; got: {status}: {}",
-                    body.chars().take(200).collect::<String>()
+                    excerpt()
                 ))
             }
         }
-        Expect::Refused if refused => Ok("refused".into()),
+        Expect::Refused if refused && !reached => Ok("refused by the gateway".into()),
         Expect::Refused => Err(format!(
-            "expected: refused (4xx); got: {status}, the upstream ran {ran_text}"
+            "expected: refused by the gateway (4xx, nothing sent upstream); got: {status} \
+             from {by}, which ran {ran_text}"
         )),
-        Expect::Safe if refused => Ok("refused".into()),
-        Expect::Safe => Ok(format!("ran {ran_text}")),
+        Expect::Safe if refused => Ok(format!("refused by {by}")),
+        Expect::Safe => Ok(format!("{status} from {by}, which ran {ran_text}")),
     }
 }
 

@@ -3,7 +3,8 @@
 // way the SDK's examples deploy it. Stateless (a server and transport per request) with JSON
 // responses, so that a plain POST is a whole exchange.
 //
-// Every tool, resource and prompt that runs appends one JSON line to the file named by
+// Every HTTP request it receives appends a `kind: "http"` line, and every tool, resource and
+// prompt that runs appends one JSON line to the file named by
 // PORTCULLIS_EXECUTED_LOG before it answers: what ran (`kind`, `name`), what the request
 // asked for (`requested`), the JSON-RPC id as this SDK parsed it (`id`) and the `Mcp-Method`
 // / `Mcp-Name` headers it saw. The test compares those lines with what the gateway
@@ -73,7 +74,28 @@ function build() {
   return server;
 }
 
+// One `http` line per request received, before any parsing, so the test can tell a refusal
+// by the gateway (nothing arrives here) from one by this server.
+function reached(method, contentType) {
+  appendFileSync(
+    LOG,
+    JSON.stringify({
+      server: "node",
+      kind: "http",
+      name: method,
+      requested: contentType ?? "",
+      id: null,
+      mcp_method: null,
+      mcp_name: null,
+    }) + "\n",
+  );
+}
+
 const app = express();
+app.use((req, _res, next) => {
+  reached(req.method, req.headers["content-type"]);
+  next();
+});
 app.use(express.json());
 app.post("/mcp", async (req, res) => {
   const server = build();
@@ -97,4 +119,12 @@ app.post("/mcp", async (req, res) => {
 
 const listener = app.listen(0, "127.0.0.1", () => {
   console.log(`listening ${listener.address().port}`);
+});
+// A request Node's HTTP parser refuses (a lower-case method, say) never reaches express, yet
+// it did reach this server: it is logged as such, then answered as Node would.
+listener.on("clientError", (error, socket) => {
+  reached(`<refused by the HTTP parser: ${error.code}>`, null);
+  if (socket.writable) {
+    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+  }
 });

@@ -2,7 +2,8 @@
 `FastMCP` before mcp 2) over Streamable HTTP, stateless with JSON responses so that a plain
 POST is a whole exchange.
 
-Every tool, resource and prompt that runs appends one JSON line to the file named by
+Every HTTP request it receives appends a `kind: "http"` line, and every tool, resource and
+prompt that runs appends one JSON line to the file named by
 `PORTCULLIS_EXECUTED_LOG` before it answers: what ran (`kind`, `name`), what the request
 asked for (`requested`), the JSON-RPC id as this SDK parsed it (`id`) and the `Mcp-Method`
 / `Mcp-Name` headers it saw. The test compares those lines with what the gateway authorized.
@@ -27,6 +28,12 @@ LOG = os.environ["PORTCULLIS_EXECUTED_LOG"]
 CURRENT = contextvars.ContextVar("current", default=None)
 
 
+def append(line):
+    with open(LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps(line) + "\n")
+        log.flush()
+
+
 def record(kind, name):
     ctx = CURRENT.get()
     params = (ctx.params if ctx is not None else None) or {}
@@ -40,9 +47,30 @@ def record(kind, name):
         "mcp_method": headers.get("mcp-method"),
         "mcp_name": headers.get("mcp-name"),
     }
-    with open(LOG, "a", encoding="utf-8") as log:
-        log.write(json.dumps(line) + "\n")
-        log.flush()
+    append(line)
+
+
+def reached(app):
+    """ASGI wrapper: one `http` line per request received, so the test can tell a refusal
+    by the gateway (nothing arrives here) from one by this server."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            append(
+                {
+                    "server": "python",
+                    "kind": "http",
+                    "name": scope["method"],
+                    "requested": headers.get(b"content-type", b"").decode("latin-1"),
+                    "id": None,
+                    "mcp_method": None,
+                    "mcp_name": None,
+                }
+            )
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 class Recorder:
@@ -104,7 +132,7 @@ async def main():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(reached(app), log_level="warning", lifespan="on"))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(lambda: server.serve(sockets=[sock]))
         while not server.started:

@@ -10,10 +10,11 @@ pub enum Expect {
     Runs(&'static [(&'static str, &'static str)]),
     /// A control for listings: answered 2xx with a listing that shows this entry.
     Lists(&'static str),
-    /// The gateway refuses (4xx) and the upstream runs nothing.
+    /// The gateway itself refuses (4xx): nothing reaches the upstream.
     Refused,
-    /// Either refused, or the upstream ran only what the caller may run; in both cases no
-    /// listing shows the caller what it may not use.
+    /// Either refused (by the gateway, or by the upstream before running anything), or the
+    /// upstream ran only what the caller may run; in both cases no listing shows the caller
+    /// what it may not use.
     Safe,
 }
 
@@ -471,7 +472,7 @@ fn batches() -> Vec<Case> {
             format!("[{},{}]", list("tools/list", "1"), list("tools/list", "1.0")),
         ),
         b(
-            "[read file:///SECRET/../secret/x]",
+            "[read FILE:///public/../secret/x]",
             format!("[{}]", read("FILE:///public/../secret/x")),
         ),
         b(
@@ -515,6 +516,8 @@ fn uris() -> Vec<Case> {
         "file:///public\\\\..\\\\secret\\\\x",
         " file:///secret/x",
         "file:///secret/x ",
+        "file:///sec\\tret/x",
+        "file:///sec\\nret/x",
     ]
     .into_iter()
     .map(|uri| Case::new("uri", format!("read {uri}"), read(uri)))
