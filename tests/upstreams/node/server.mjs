@@ -122,8 +122,11 @@ const listener = app.listen(0, "127.0.0.1", () => {
 });
 // A request Node's HTTP parser refuses (a lower-case method, say) never reaches express, yet
 // it did reach this server: it is logged as such, then answered as Node would.
+// Only parse errors count: a reset of an idle kept-alive connection is no request.
 listener.on("clientError", (error, socket) => {
-  reached(`<refused by the HTTP parser: ${error.code}>`, null);
+  if (String(error.code).startsWith("HPE_")) {
+    reached(`<refused by the HTTP parser: ${error.code}>`, null);
+  }
   if (socket.writable) {
     socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
   }
