@@ -91,7 +91,7 @@ pub struct Upstream {
     /// Its MCP endpoint, `http://127.0.0.1:PORT/mcp`.
     pub url: String,
     log: Log,
-    _running: Running,
+    running: Running,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -142,7 +142,7 @@ impl Upstream {
                     sdk,
                     url,
                     log: Log::Memory(log),
-                    _running: Running::Task(task),
+                    running: Running::Task(task),
                 })
             }
             Sdk::Python => {
@@ -180,7 +180,7 @@ impl Upstream {
 
     /// What the upstream wrote to stderr so far (empty for the in-process one).
     pub fn stderr(&self) -> String {
-        match &self._running {
+        match &self.running {
             Running::Process { stderr, .. } => std::fs::read_to_string(stderr).unwrap_or_default(),
             Running::Task(_) => String::new(),
         }
@@ -257,7 +257,7 @@ async fn spawn_process(sdk: Sdk, command: &mut Command) -> Upstream {
         sdk,
         url: format!("http://127.0.0.1:{port}/mcp"),
         log: Log::File(log),
-        _running: running,
+        running,
     }
 }
 
