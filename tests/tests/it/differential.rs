@@ -171,7 +171,7 @@ fn judge(case: &Case, status: u16, body: &str, records: &[Executed]) -> Result<S
              from {by}, which ran {ran_text}"
         )),
         Expect::Safe if refused => Ok(format!("refused by {by}")),
-        Expect::Safe => Ok(format!("{status} from {by}, which ran {ran_text}")),
+        Expect::Safe => Ok(format!("{status}, the upstream ran {ran_text}")),
     }
 }
 

@@ -343,8 +343,8 @@ fn methods() -> Vec<Case> {
     ]
 }
 
-/// `tools/list` ids an upstream may echo in another form than the request's: the listing
-/// is filtered whatever comes back (or the id is refused).
+/// Listing ids an upstream may echo in another form than the request's: the listing is
+/// filtered whatever comes back (or the id is refused).
 fn ids() -> Vec<Case> {
     [
         "3.0",
@@ -370,6 +370,10 @@ fn ids() -> Vec<Case> {
     ]
     .into_iter()
     .map(|id| Case::new("id", format!("tools/list id {id}"), list("tools/list", id)))
+    .chain([
+        Case::new("id", "resources/list id 3.0", list("resources/list", "3.0")),
+        Case::new("id", "prompts/list id 1e0", list("prompts/list", "1e0")),
+    ])
     .collect()
 }
 
