@@ -55,7 +55,16 @@ pub struct Executed {
 
 impl std::fmt::Display for Executed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} (id {})", self.kind, self.name, self.id)
+        write!(f, "{} {} (id {}", self.kind, self.name, self.id)?;
+        for (header, value) in [
+            ("Mcp-Method", &self.mcp_method),
+            ("Mcp-Name", &self.mcp_name),
+        ] {
+            if let Some(value) = value {
+                write!(f, ", saw {header}: {value}")?;
+            }
+        }
+        f.write_str(")")
     }
 }
 

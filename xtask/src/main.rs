@@ -165,8 +165,8 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
 
 fn test(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_target(root)?;
-    let mut lang_env = lang::build(root)?;
-    lang_env.extend(upstreams::install(root)?);
+    let mut test_env = lang::build(root)?;
+    test_env.extend(upstreams::install(root)?);
     let guest_manifest = root.join("guest-providers").join("Cargo.toml");
     let guest_manifest = guest_manifest.to_string_lossy();
     let guest_target = root.join("target").join("guests");
@@ -223,7 +223,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
             &guest_target,
         ],
     )?;
-    cargo_like_with_env(root, "cargo", &["test", "--workspace"], &lang_env)?;
+    cargo_like_with_env(root, "cargo", &["test", "--workspace"], &test_env)?;
     fuzz::smoke(root)?;
     Ok(())
 }
