@@ -2,11 +2,10 @@
 `FastMCP` before mcp 2) over Streamable HTTP, stateless with JSON responses so that a plain
 POST is a whole exchange.
 
-Every HTTP request it receives appends a `kind: "http"` line, and every tool, resource and
-prompt that runs appends one JSON line to the file named by
-`PORTCULLIS_EXECUTED_LOG` before it answers: what ran (`kind`, `name`), what the request
-asked for (`requested`), the JSON-RPC id as this SDK parsed it (`id`) and the `Mcp-Method`
-/ `Mcp-Name` headers it saw. The test compares those lines with what the gateway authorized.
+Every HTTP request it receives appends a `kind: "http"` line to the file named by
+`PORTCULLIS_EXECUTED_LOG`, and every tool, resource and prompt that runs appends one more
+before it answers: what ran (`kind`, `name`), what the request asked for (`requested`), the
+JSON-RPC id as this SDK parsed it (`id`) and the `Mcp-Method` / `Mcp-Name` headers it saw. The test compares those lines with what the gateway authorized.
 
 Listens on 127.0.0.1, port 0, and prints `listening <port>` once it accepts connections.
 """
@@ -19,7 +18,7 @@ import sys
 
 import anyio
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 
 LOG = os.environ["PORTCULLIS_EXECUTED_LOG"]
 
