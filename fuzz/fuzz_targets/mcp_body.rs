@@ -4,8 +4,15 @@
 //! same JSON says (the calls in order, each target the named `params` field), and a tool,
 //! prompt or resource it names occurs in the body; a filtered listing keeps exactly the
 //! named entries the predicate allows, in order, and reports how many it removed.
+//!
+//! Differential: a body the gateway accepts is also valid for a second, independent JSON
+//! reader ([`strict_json`]: RFC 8259 plus no duplicate member names anywhere), and that
+//! reader finds the same methods and targets. Where two JSON parsers could disagree, the
+//! gateway must refuse rather than pick a reading.
 
 #![no_main]
+
+mod strict_json;
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::mcp::{ListKind, McpCall, McpTarget, filter_listing, parse_body};
@@ -29,6 +36,20 @@ fuzz_target!(|data: &[u8]| {
         }
         (Ok(_), None) => panic!("parse_body accepted a body serde_json refuses"),
         (Err(error), _) => assert!(!error.to_string().is_empty()),
+    }
+    if let Ok(message) = &parsed {
+        let Some(strict) = strict_json::parse(data) else {
+            panic!(
+                "parse_body accepted a body the strict reader refuses: {:?}",
+                String::from_utf8_lossy(data)
+            );
+        };
+        assert_eq!(
+            message.calls,
+            strict_calls(&strict),
+            "the two readings differ on {:?}",
+            String::from_utf8_lossy(data)
+        );
     }
     if let Some(value) = json {
         check_listing(&value, data.first().copied().unwrap_or(0));
@@ -68,6 +89,45 @@ fn expected_calls(value: &Value) -> Vec<McpCall> {
                 method: method.to_owned(),
                 target,
             })
+        })
+        .collect()
+}
+
+/// The calls the strict reader finds, by the JSON-RPC rules alone: requests and
+/// notifications in order, responses (no `method`) skipped.
+fn strict_calls(value: &strict_json::Json) -> Vec<McpCall> {
+    use strict_json::Json;
+    let items: Vec<&Json> = match value {
+        Json::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            assert_eq!(
+                item.get("jsonrpc"),
+                Some(&Json::String("2.0".into())),
+                "accepted without jsonrpc 2.0"
+            );
+            let method = match item.get("method")? {
+                Json::String(method) => method.clone(),
+                // A null method is no method (a response); no upstream runs a method `null`.
+                Json::Null => return None,
+                other => panic!("accepted the method {other:?}"),
+            };
+            let field = |name: &str| match item.get("params").and_then(|p| p.get(name)) {
+                Some(Json::String(value)) => value.clone(),
+                other => panic!("accepted `{method}` with params.{name} = {other:?}"),
+            };
+            let target = match method.as_str() {
+                "tools/call" => McpTarget::Tool(field("name")),
+                "prompts/get" => McpTarget::Prompt(field("name")),
+                "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                    McpTarget::Resource(field("uri"))
+                }
+                _ => McpTarget::None,
+            };
+            Some(McpCall { method, target })
         })
         .collect()
 }

@@ -10,6 +10,8 @@ use portcullis::wasm::{
     Grants, InstanceMode, Limits, LoadedComponent, RuntimeConfig, WasmProvider, WasmRuntime,
 };
 
+pub mod differential;
+
 /// Paths of the built guest components, one constant per `.wasm` file.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

@@ -94,7 +94,7 @@ pub fn build(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
 /// An install step failed for a reason outside the project (no network, no `python3` or
 /// `npm`): the components it would build are skipped, with this as the reason.
 #[derive(Debug)]
-struct Unavailable(String);
+pub(crate) struct Unavailable(String);
 
 impl std::fmt::Display for Unavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -249,7 +249,7 @@ fn newest(path: &Path) -> SystemTime {
 /// Runs an install step with no stdin. A failure is [`Unavailable`] (the tests skip),
 /// unless its output contains one of `defects`, which mark a fault of the project (the
 /// task fails). The error carries the step's last line of output.
-fn run_quiet(cmd: &mut Command, what: &str, defects: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn run_quiet(cmd: &mut Command, what: &str, defects: &[&str]) -> anyhow::Result<()> {
     let output = match cmd.stdin(std::process::Stdio::null()).output() {
         Ok(output) => output,
         Err(e) => return Err(Unavailable(format!("{what}: cannot start it: {e}")).into()),

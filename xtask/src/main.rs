@@ -8,6 +8,8 @@
 //! - `cargo xtask lang`: installs componentize-py and componentize-js (pinned) under
 //!   `target/lang-tools/` and builds the Python and JavaScript providers (see `lang.rs`);
 //!   `test` runs it first.
+//! - `cargo xtask upstreams`: installs the differential suite's Python and Node MCP servers
+//!   (pinned) under `target/differential/` (see `upstreams.rs`); `test` runs it first.
 //! - `cargo xtask fuzz [target] [seconds]`: the `fuzz/` targets for longer (see
 //!   [`fuzz`]); `cargo xtask test` runs each for a few seconds.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
@@ -15,6 +17,7 @@
 
 mod fuzz;
 mod lang;
+mod upstreams;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
         "lang" => lang::build(&root).map(drop),
+        "upstreams" => upstreams::install(&root).map(drop),
         "fuzz" => fuzz::long(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         "load" => load(&root, "run.sh"),
         "reload-bench" => load(&root, "reload.sh"),
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
                  lang    install componentize-py/-js and build the Python and JS providers\n  \
+                 upstreams  install the differential suite's Python and Node MCP servers\n  \
                  fuzz [target] [secs]  run the fuzz targets (nightly), 300 s each by default\n  \
                  load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
                  reload-bench  hot-reload latency and throughput during swaps"
@@ -160,7 +165,8 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
 
 fn test(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_target(root)?;
-    let lang_env = lang::build(root)?;
+    let mut test_env = lang::build(root)?;
+    test_env.extend(upstreams::install(root)?);
     let guest_manifest = root.join("guest-providers").join("Cargo.toml");
     let guest_manifest = guest_manifest.to_string_lossy();
     let guest_target = root.join("target").join("guests");
@@ -217,7 +223,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
             &guest_target,
         ],
     )?;
-    cargo_like_with_env(root, "cargo", &["test", "--workspace"], &lang_env)?;
+    cargo_like_with_env(root, "cargo", &["test", "--workspace"], &test_env)?;
     fuzz::smoke(root)?;
     Ok(())
 }

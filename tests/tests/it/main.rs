@@ -8,6 +8,7 @@ mod attack_jwt;
 mod attack_plugins;
 mod chain;
 mod config_ui;
+mod differential;
 mod embed;
 mod faults;
 mod gateway_cli;

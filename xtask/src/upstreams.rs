@@ -1,0 +1,119 @@
+//! The differential suite's MCP upstreams in other languages (`tests/upstreams/`): installs
+//! their pinned packages under `target/differential/`.
+//!
+//! - Python: a venv at `target/differential/venv` with `tests/upstreams/python/requirements.txt`
+//!   (the `mcp` SDK and its whole closure, pinned).
+//! - Node: `npm ci` of `tests/upstreams/node/package-lock.json` (the TypeScript SDK, express,
+//!   zod) in `target/differential/node`, a copy, so that the source tree never holds a
+//!   `node_modules`; the test copies `server.mjs` next to it before starting it.
+//!
+//! Each install is redone only when its pin file changes (a stamp holds the pin it was made
+//! from), so a second run costs two file reads. As in [`crate::lang`], an install that fails
+//! for a reason outside the project (no `python3` or `npm`, no registry) is not an error: the
+//! reason goes to the tests in [`SKIP_ENV`] and they print `skipped: …`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::lang::{Unavailable, run_quiet};
+
+/// The variable that tells the tests why an upstream is not installed
+/// (`portcullis_tests::differential::SKIP_ENV`).
+pub const SKIP_ENV: &str = "PORTCULLIS_UPSTREAMS_SKIP";
+
+/// Installs both upstreams. Returns the environment for the test run: [`SKIP_ENV`] with the
+/// reasons when one could not be installed, else nothing.
+pub fn install(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let dir = root.join("target").join("differential");
+    std::fs::create_dir_all(&dir)?;
+    let mut skipped = Vec::new();
+    for (what, result) in [
+        ("Python MCP upstream", install_python(root, &dir)),
+        ("TypeScript MCP upstream", install_node(root, &dir)),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is::<Unavailable>() => {
+                let reason = format!("{e:#}");
+                eprintln!("xtask: skipping the {what}: {reason}");
+                skipped.push(format!("{what} not installed: {reason}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if skipped.is_empty() {
+        Vec::new()
+    } else {
+        vec![(SKIP_ENV, skipped.join("; "))]
+    })
+}
+
+fn install_python(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let requirements = root.join("tests/upstreams/python/requirements.txt");
+    let pinned = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = dir.join("venv");
+    let stamp = venv.join("portcullis-requirements.txt");
+    if is_current(&venv.join("bin/python"), &stamp, &pinned) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the Python MCP SDK into {}",
+        venv.display()
+    );
+    run_quiet(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv (is Python 3 with venv installed?)",
+        &[],
+    )?;
+    run_quiet(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+        "pip install -r tests/upstreams/python/requirements.txt",
+        &[],
+    )?;
+    std::fs::write(&stamp, pinned)?;
+    Ok(())
+}
+
+fn install_node(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let source = root.join("tests/upstreams/node");
+    let node = dir.join("node");
+    std::fs::create_dir_all(&node)?;
+    let lock = std::fs::read_to_string(source.join("package-lock.json"))
+        .context("reading tests/upstreams/node/package-lock.json")?;
+    let stamp = node.join("node_modules/portcullis-package-lock.json");
+    let marker = node.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    if is_current(&marker, &stamp, &lock) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the TypeScript MCP SDK into {}",
+        node.display()
+    );
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(source.join(file), node.join(file))
+            .with_context(|| format!("copying {file} to {}", node.display()))?;
+    }
+    run_quiet(
+        Command::new("npm").current_dir(&node).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]),
+        "npm ci (is Node.js with npm installed?)",
+        // The lockfile does not match package.json: a defect to fix, not a missing tool.
+        &["EUSAGE"],
+    )?;
+    std::fs::write(&stamp, lock)?;
+    Ok(())
+}
+
+/// Whether `installed` exists and `stamp` records that it was installed from `pin`.
+fn is_current(installed: &Path, stamp: &Path, pin: &str) -> bool {
+    installed.exists() && std::fs::read_to_string(stamp).ok().as_deref() == Some(pin)
+}
