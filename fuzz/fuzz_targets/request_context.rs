@@ -6,7 +6,8 @@
 //! (starts with `/`; no `.`/`..` segment, no `//`, no backslash; no percent-encoded `/`,
 //! `.`, `\`, NUL or unreserved character); the client address is the peer unless the peer
 //! is a trusted proxy, and then an address the peer or `X-Forwarded-For` named; the context
-//! carries the request as given, with the MCP body parsed exactly as `parse_body` does.
+//! carries the request as given, with the MCP body parsed exactly as `parse_body_mirrored`
+//! does with the request's `Mcp-*` headers.
 
 #![no_main]
 
@@ -20,8 +21,10 @@ use libfuzzer_sys::fuzz_target;
 use portcullis::config::model::OriginPolicy;
 use portcullis::context::RequestContext;
 use portcullis::gateway::Rejection;
-use portcullis::gateway::request::{ContextParts, check_origin, check_path, client_addr, context};
-use portcullis::mcp::parse_body;
+use portcullis::gateway::request::{
+    ContextParts, check_origin, check_path, client_addr, context, session_id,
+};
+use portcullis::mcp::{Mirrored, parse_body_mirrored};
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
@@ -116,7 +119,17 @@ fuzz_target!(|input: Input<'_>| {
     let peer = input
         .peer
         .map(|(ip, port)| SocketAddr::new(ip.into(), port));
-    let client = client_addr(peer, &headers, &trusted);
+    let client = match client_addr(peer, &headers, &trusted) {
+        Ok(client) => client,
+        Err(rejection) => {
+            // Only an unreadable hop from a trusted proxy is refused, never an untrusted
+            // peer's header.
+            let peer = peer.expect("no peer, nothing to refuse");
+            assert!(is_trusted(peer, &trusted), "an untrusted peer's header was read");
+            assert!(matches!(rejection, Rejection::InvalidRequest { .. }));
+            return;
+        }
+    };
     check_client(peer, client, &headers, &trusted);
 
     let body = input.body.map(Bytes::copy_from_slice);
@@ -132,10 +145,24 @@ fuzz_target!(|input: Input<'_>| {
         input.mcp,
         body.clone(),
     );
-    let session = headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // What the context should hold, from the request as given: the one session id (a
+    // repeated or unreadable one is refused), the mirrored `Mcp-*` headers and the body.
+    let expected = session_id(&headers)
+        .map(|s| s.map(str::to_owned))
+        .map_err(drop)
+        .and_then(|session| {
+            let mcp = match (&body, input.mcp) {
+                (_, false) => None,
+                (None, true) => Some(Ok(None)),
+                (Some(bytes), true) => Some(
+                    Mirrored::from_headers(&headers)
+                        .and_then(|m| parse_body_mirrored(bytes, session.clone(), &m))
+                        .map(Some)
+                        .map_err(drop),
+                ),
+            };
+            Ok((session, mcp))
+        });
     match built {
         Ok(ctx) => {
             assert_eq!(ctx.method, method);
@@ -144,15 +171,14 @@ fuzz_target!(|input: Input<'_>| {
             assert_eq!(ctx.headers, headers);
             assert_eq!(ctx.peer, client);
             assert_eq!(ctx.body, body);
-            match (&ctx.mcp, input.mcp, &body) {
-                (None, false, _) => {}
-                (Some(m), true, None) => {
+            let (session, mcp) = expected.expect("a context was built from a refused request");
+            match (&ctx.mcp, mcp) {
+                (None, None) => {}
+                (Some(m), Some(Ok(None))) => {
                     assert!(m.calls.is_empty());
                     assert_eq!(m.session_id, session);
                 }
-                (Some(m), true, Some(bytes)) => {
-                    assert_eq!(Ok(m), parse_body(bytes, session).as_ref());
-                }
+                (Some(m), Some(Ok(Some(parsed)))) => assert_eq!(m, &parsed),
                 other => panic!("MCP content does not match the request: {other:?}"),
             }
             let rebuilt = match ctx.query.as_deref() {
@@ -162,13 +188,27 @@ fuzz_target!(|input: Input<'_>| {
             assert_eq!((rebuilt.path, rebuilt.query), (ctx.path, ctx.query));
         }
         Err(rejection) => {
-            let bytes = body.expect("only a malformed MCP body is refused");
             assert!(input.mcp, "a non-MCP request was refused");
-            assert!(parse_body(&bytes, session).is_err());
+            assert!(
+                matches!(expected, Err(()) | Ok((_, Some(Err(()))))),
+                "a well-formed MCP request was refused"
+            );
             assert!(matches!(rejection, Rejection::InvalidRequest { .. }));
         }
     }
 });
+
+fn is_trusted(peer: SocketAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| {
+        net.contains(&peer.ip())
+            || match peer.ip() {
+                IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
+                IpAddr::V4(_) => false,
+            }
+    })
+}
 
 /// What `check_path` promises of a path it accepts, checked independently of its code.
 fn assert_normal(path: &str) {
@@ -203,15 +243,7 @@ fn check_client(
         return;
     };
     let client = client.expect("a peer always yields a client");
-    let peer_trusted = trusted.iter().any(|net| {
-        net.contains(&peer.ip())
-            || match peer.ip() {
-                IpAddr::V6(v6) => v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
-                IpAddr::V4(_) => false,
-            }
-    });
+    let peer_trusted = is_trusted(peer, trusted);
     if !peer_trusted || client == peer {
         assert_eq!(
             client, peer,
@@ -224,7 +256,17 @@ fn check_client(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .filter_map(|hop| {
+            let hop = hop.trim();
+            hop.parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                .or_else(|| {
+                    hop.strip_prefix('[')
+                        .and_then(|h| h.strip_suffix(']'))
+                        .and_then(|h| h.parse().ok())
+                })
+        })
         .any(|ip| ip == client.ip());
     assert!(named, "client {client} named by nobody");
 }
