@@ -174,12 +174,20 @@ fn install_componentize_js(root: &Path, tools: &Path) -> anyhow::Result<Installe
         return Ok(installed);
     }
     eprintln!("xtask: installing componentize-js into {}", dir.display());
+    npm_ci(&source, &dir)?;
+    std::fs::write(&installed.stamp, lock)?;
+    Ok(installed)
+}
+
+/// `npm ci` in `dir` of the `package.json` and `package-lock.json` copied from `source` (so
+/// that the source tree never holds a `node_modules`).
+pub(crate) fn npm_ci(source: &Path, dir: &Path) -> anyhow::Result<()> {
     for file in ["package.json", "package-lock.json"] {
         std::fs::copy(source.join(file), dir.join(file))
             .with_context(|| format!("copying {file} to {}", dir.display()))?;
     }
     run_quiet(
-        Command::new("npm").current_dir(&dir).args([
+        Command::new("npm").current_dir(dir).args([
             "ci",
             "--no-audit",
             "--no-fund",
@@ -188,9 +196,7 @@ fn install_componentize_js(root: &Path, tools: &Path) -> anyhow::Result<Installe
         "npm ci (is Node.js with npm installed?)",
         // The lockfile does not match package.json: a defect to fix, not a missing tool.
         &["EUSAGE"],
-    )?;
-    std::fs::write(&installed.stamp, lock)?;
-    Ok(installed)
+    )
 }
 
 impl Installed {

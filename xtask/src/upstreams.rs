@@ -17,7 +17,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::lang::{Unavailable, run_quiet};
+use crate::lang::{Unavailable, npm_ci, run_quiet};
 
 /// The variable that tells the tests why an upstream is not installed
 /// (`portcullis_tests::differential::SKIP_ENV`).
@@ -94,21 +94,7 @@ fn install_node(root: &Path, dir: &Path) -> anyhow::Result<()> {
         "xtask: installing the TypeScript MCP SDK into {}",
         node.display()
     );
-    for file in ["package.json", "package-lock.json"] {
-        std::fs::copy(source.join(file), node.join(file))
-            .with_context(|| format!("copying {file} to {}", node.display()))?;
-    }
-    run_quiet(
-        Command::new("npm").current_dir(&node).args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ]),
-        "npm ci (is Node.js with npm installed?)",
-        // The lockfile does not match package.json: a defect to fix, not a missing tool.
-        &["EUSAGE"],
-    )?;
+    npm_ci(&source, &node)?;
     std::fs::write(&stamp, lock)?;
     Ok(())
 }
