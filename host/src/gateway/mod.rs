@@ -126,7 +126,7 @@ impl Gateway {
                 .then(|| self.readiness.load_full())
                 .flatten();
             let (label, response) = match readiness {
-                Some(body) => ("/readyz", handler::readiness(&body)),
+                Some(report) => ("/readyz", handler::readiness(&site, conn, &report)),
                 None => handler::handle(&site, request, conn, &self.metrics).await,
             };
             self.metrics.request(label, response.status().as_u16());
