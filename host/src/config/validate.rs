@@ -54,7 +54,15 @@ pub(crate) fn validate(
         if let Some(forward_auth) = &server.forward_auth
             && route.forward_auth
         {
-            judgeable_from_headers(i, raw_route, &raw.rules, &route, &providers, forward_auth, report)?;
+            judgeable_from_headers(
+                i,
+                raw_route,
+                &raw.rules,
+                &route,
+                &providers,
+                forward_auth,
+                report,
+            )?;
         }
         if let Some(other) = routes.iter().find(|r| r.path == route.path) {
             let upstream = other
@@ -148,13 +156,15 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
     let forward_auth = forward_auth(raw, &trusted_proxies, report)?;
     let readyz_detail_networks = match &raw.readyz_detail_networks {
         None => vec![
-            IpNet::from(IpAddr::from([127, 0, 0, 0])).trunc(),
+            IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
             IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
         ],
         Some(list) => list
             .iter()
             .enumerate()
-            .map(|(i, cidr)| parse_cidr(cidr, &format!("server.readyz_detail_networks[{i}]"), report))
+            .map(|(i, cidr)| {
+                parse_cidr(cidr, &format!("server.readyz_detail_networks[{i}]"), report)
+            })
             .collect::<Result<_, _>>()?,
     };
     let max_body_bytes = match raw.max_body_bytes {
@@ -302,9 +312,10 @@ fn judgeable_from_headers(
                     .map(|(k, r)| (format!("routes[{i}].rules[{k}]"), r)),
             );
         for (key, rule) in rules {
-            let covers_route = rule.path.as_deref().is_none_or(|p| {
-                path_has_prefix(&route.path, p) || path_has_prefix(p, &route.path)
-            });
+            let covers_route = rule
+                .path
+                .as_deref()
+                .is_none_or(|p| path_has_prefix(&route.path, p) || path_has_prefix(p, &route.path));
             let target = [
                 ("tool", &rule.tool),
                 ("resource", &rule.resource),
@@ -327,14 +338,18 @@ fn judgeable_from_headers(
             ));
         }
     }
-    let chain = raw.chain.iter().enumerate().flat_map(|(j, entry)| match entry {
-        RawChainEntry::One(name) => vec![(format!("routes[{i}].chain[{j}]"), name)],
-        RawChainEntry::All(group) => group
-            .all
-            .iter()
-            .map(|name| (format!("routes[{i}].chain[{j}].all"), name))
-            .collect(),
-    });
+    let chain = raw
+        .chain
+        .iter()
+        .enumerate()
+        .flat_map(|(j, entry)| match entry {
+            RawChainEntry::One(name) => vec![(format!("routes[{i}].chain[{j}]"), name)],
+            RawChainEntry::All(group) => group
+                .all
+                .iter()
+                .map(|name| (format!("routes[{i}].chain[{j}].all"), name))
+                .collect(),
+        });
     let authorizers = raw
         .authorizers
         .iter()

@@ -20,8 +20,9 @@
 //!
 //! - A describing header of another family (`X-Forwarded-Uri` behind nginx, `X-Original-URI`
 //!   behind Traefik, Caddy or Envoy) can only come from the client, passed on by the proxy:
-//!   the check is refused (400) rather than judged, since the client is trying to describe
-//!   the request itself. No legitimate client sends them.
+//!   the check is refused (403, which every proxy passes on to the client) rather than
+//!   judged, since the client is trying to describe the request itself. No legitimate client
+//!   sends them.
 //! - Every header of the family is required, exactly once: missing means the proxy is not
 //!   set up as the README shows (judging the check request instead would judge the wrong
 //!   request), and a second line means one copy came from the client (400).
@@ -42,8 +43,9 @@
 //! chain (an `mtls` provider denies): otherwise every request the proxy forwards would carry
 //! the proxy's identity.
 //!
-//! Answers: 200 with the identity headers; 401 with the challenge; 403; 400 for a request
-//! the check cannot describe unambiguously; 503 when a provider failed.
+//! Answers: 200 with the identity headers; 401 with the challenge; 403 (also for a stranger
+//! and for another family's header); 400 for a request the check cannot describe
+//! unambiguously (nginx turns it into a 500 for the client); 503 when a provider failed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -245,13 +247,16 @@ fn original(endpoint: &ForwardAuth, parts: &Parts) -> Result<Original, Rejection
             && parts.headers.contains_key(*name)
     });
     if let Some(foreign) = foreign {
-        return Err(bad(format!(
-            "`{foreign}` is not a header {} sends to the forward-auth check (the gateway is \
+        return Err(Rejection::Forbidden {
+            code: "access_denied".into(),
+            description: format!(
+                "`{foreign}` is not a header {} sends to the forward-auth check (the gateway is \
              set up with `forward_auth_proxy = \"{}\"`): it came from the client, so the \
              request is not judged",
-            proxy_name(proxy),
-            proxy.name()
-        )));
+                proxy_name(proxy),
+                proxy.name()
+            ),
+        });
     }
     let one = |name: &str| -> Result<&str, Rejection> {
         let mut values = parts.headers.get_all(name).iter();
@@ -274,7 +279,10 @@ fn original(endpoint: &ForwardAuth, parts: &Parts) -> Result<Original, Rejection
     let (method, target) = match (method_header, uri_header) {
         (Some(method_header), Some(uri_header)) => {
             let method = one(method_header)?;
-            (method_of(method, method_header)?, one(uri_header)?.to_owned())
+            (
+                method_of(method, method_header)?,
+                one(uri_header)?.to_owned(),
+            )
         }
         _ => {
             // Envoy sends the original method, and `<path_prefix><original path>`.
@@ -405,7 +413,10 @@ mod tests {
             ForwardAuthProxy::Caddy,
             ForwardAuthProxy::Envoy,
         ] {
-            assert!(read(other, &nginx).is_err(), "{other:?} must not read nginx's");
+            assert!(
+                read(other, &nginx).is_err(),
+                "{other:?} must not read nginx's"
+            );
         }
         let traefik = parts(
             "GET",
@@ -451,7 +462,10 @@ mod tests {
         let spoofed = parts(
             "GET",
             "/check/admin",
-            &[("x-original-uri", b"/public"), ("x-forwarded-for", b"203.0.113.9")],
+            &[
+                ("x-original-uri", b"/public"),
+                ("x-forwarded-for", b"203.0.113.9"),
+            ],
         );
         assert!(read(ForwardAuthProxy::Envoy, &spoofed).is_err());
     }
@@ -459,7 +473,10 @@ mod tests {
     #[test]
     fn missing_repeated_or_unreadable_family_headers_are_refused() {
         let cases: [&[(&str, &[u8])]; 7] = [
-            &[("x-original-uri", b"/admin"), ("x-forwarded-for", b"203.0.113.9")],
+            &[
+                ("x-original-uri", b"/admin"),
+                ("x-forwarded-for", b"203.0.113.9"),
+            ],
             &[("x-original-method", b"GET"), ("x-original-uri", b"/admin")],
             &[
                 ("x-original-method", b"GET"),

@@ -125,14 +125,20 @@ fn spoofing_attempts() -> Vec<Attempt> {
         attempt(
             "X-Forwarded-Uri/-Method name the public path",
             "/admin/secret",
-            &[("x-forwarded-uri", "/public/x"), ("x-forwarded-method", "GET")],
+            &[
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "GET"),
+            ],
             403,
             401,
         ),
         attempt(
             "X-Original-URI/-Method name the public path",
             "/admin/secret",
-            &[("x-original-uri", "/public/x"), ("x-original-method", "GET")],
+            &[
+                ("x-original-uri", "/public/x"),
+                ("x-original-method", "GET"),
+            ],
             401,
             403,
         ),
@@ -263,9 +269,13 @@ fn assert_identity_from_the_check(upstream: &RecordingUpstream) {
         Some("mcp:read admin"),
         "the check's scopes replace the client's forged ones"
     );
-    assert_eq!(admin.headers.get_all("x-portcullis-scopes").iter().count(), 1);
+    assert_eq!(
+        admin.headers.get_all("x-portcullis-scopes").iter().count(),
+        1
+    );
     assert!(
-        seen.iter().all(|s| s.target == "/admin/secret" || s.target == "/public/x"),
+        seen.iter()
+            .all(|s| s.target == "/admin/secret" || s.target == "/public/x"),
         "only the two legitimate requests reach the upstream: {:?}",
         seen.iter().map(|s| &s.target).collect::<Vec<_>>()
     );
@@ -342,7 +352,7 @@ async fn caddy_from_the_readme_never_serves_a_protected_path_to_spoofed_headers(
         .replace("mcp.example.com", &format!("http://127.0.0.1:{port}"))
         .replace("127.0.0.1:8080", &h.addr.to_string())
         .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
-    let caddyfile = format!("{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n{site}");
+    let caddyfile = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
     let path = dir.path().join("Caddyfile");
     std::fs::write(&path, caddyfile).expect("write Caddyfile");
     let log = dir.path().join("caddy.log");
@@ -378,23 +388,177 @@ async fn each_proxy_family_is_read_alone_and_ambiguity_is_refused() {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     let table: [(&str, &str, &str, Vec<(&str, &str)>, u16); 17] = [
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 200),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin/x"), ("x-forwarded-for", "198.51.100.1")], 401),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin/x"), ("x-original-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 403),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin/x"), ("x-forwarded-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 400),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-method", "POST"), ("x-forwarded-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 400),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "get"), ("x-forwarded-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 400),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/public/x")], 400),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/office/x"), ("x-forwarded-for", "203.0.113.9"), ("x-forwarded-for", "198.51.100.1")], 400),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/office/x"), ("x-forwarded-for", "203.0.113.9, 198.51.100.1")], 403),
-        ("traefik", "GET", "/check", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/office/x"), ("x-forwarded-for", "198.51.100.1, 203.0.113.9")], 200),
-        ("envoy", "GET", "/check/public/x", vec![("x-forwarded-for", "198.51.100.1")], 200),
-        ("envoy", "GET", "/check/admin/x", vec![("x-forwarded-for", "198.51.100.1")], 401),
-        ("envoy", "GET", "/check/admin/x", vec![("x-forwarded-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 403),
-        ("envoy", "GET", "/check/admin/x", vec![("x-original-uri", "/public/x"), ("x-forwarded-for", "198.51.100.1")], 403),
-        ("envoy", "GET", "/check", vec![("x-forwarded-for", "198.51.100.1")], 400),
-        ("envoy", "GET", "/check/admin/x", vec![("authorization", admin.as_str())], 400),
-        ("envoy", "GET", "/check/admin/x", vec![("authorization", admin.as_str()), ("x-forwarded-for", "198.51.100.1")], 200),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            200,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            401,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-original-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "get"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "203.0.113.9, 198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+            ],
+            200,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/public/x",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            200,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            401,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("x-original-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            400,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![("authorization", admin.as_str())],
+            400,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("authorization", admin.as_str()),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            200,
+        ),
     ];
     let mut gateways = BTreeMap::new();
     for proxy in ["traefik", "envoy"] {
@@ -402,7 +566,7 @@ async fn each_proxy_family_is_read_alone_and_ambiguity_is_refused() {
     }
     let mut wrongly_allowed = 0;
     for (proxy, method, path, headers, expected) in &table {
-        *counts.entry(proxy).or_default() += 1;
+        *counts.entry(*proxy).or_default() += 1;
         let (h, upstream) = &gateways[proxy];
         let reply = h.request(method, path, headers, None).await;
         if (200..300).contains(&reply.status) && *expected != 200 {
@@ -430,7 +594,10 @@ async fn the_check_answers_only_trusted_proxies() {
         ("/check/mcp", vec![("authorization", reader.as_str())]),
         (
             "/check/mcp",
-            vec![("authorization", "Bearer guess"), ("x-forwarded-for", "127.0.0.1")],
+            vec![
+                ("authorization", "Bearer guess"),
+                ("x-forwarded-for", "127.0.0.1"),
+            ],
         ),
     ];
     for (path, headers) in &from_stranger {
@@ -470,13 +637,19 @@ async fn readyz_gives_detail_only_to_its_networks() {
     assert_eq!(inside.status, 200);
     assert!(inside.body.contains("\"providers\""), "{}", inside.body);
     let outside = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
-    assert_eq!((outside.status, outside.body.as_str()), (200, r#"{"ready":true}"#));
+    assert_eq!(
+        (outside.status, outside.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
     // The reloader's report (reload errors name files) takes the same gate.
     h.gateway.set_readiness(Bytes::from_static(
         br#"{"status":"ready","reload":{"last_error":"/etc/portcullis/portcullis.toml: bad"}}"#,
     ));
     let outside = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
-    assert_eq!((outside.status, outside.body.as_str()), (200, r#"{"ready":true}"#));
+    assert_eq!(
+        (outside.status, outside.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
     let inside = h.request("GET", "/readyz", &[], None).await;
     assert!(inside.body.contains("last_error"), "{}", inside.body);
 }
@@ -485,7 +658,11 @@ async fn readyz_gives_detail_only_to_its_networks() {
 async fn readyz_detail_defaults_to_loopback() {
     let h = start(STANDARD).await;
     let local = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
-    assert!(local.body.contains("\"providers\""), "127.0.0.2 is loopback: {}", local.body);
+    assert!(
+        local.body.contains("\"providers\""),
+        "127.0.0.2 is loopback: {}",
+        local.body
+    );
 }
 
 #[tokio::test]
@@ -558,7 +735,12 @@ async fn send_from(local: IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply 
         .expect("the request is sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     Reply {
         status,
         headers,

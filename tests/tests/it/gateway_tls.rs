@@ -165,7 +165,10 @@ async fn verified_client_certificate_authenticates_over_http2() {
     assert_eq!(version, http::Version::HTTP_2, "ALPN negotiates h2");
     assert_eq!(status, 200);
     let seen = upstream.seen();
-    let headers = &seen.last().expect("the request reached the upstream").headers;
+    let headers = &seen
+        .last()
+        .expect("the request reached the upstream")
+        .headers;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     assert_eq!(header("x-portcullis-subject"), Some("agent-1"));
     assert_eq!(header("x-portcullis-provider"), Some("clients"));

@@ -159,9 +159,14 @@ async fn jwks_down_at_start_answers_503_naming_the_cause_and_recovers_when_it_re
     assert!(took < BOUND);
     // A request without a token is still a plain 401 challenge, not an outage.
     assert_eq!(
-        h.request("GET", "/check/mcp", &[("x-forwarded-for", "127.0.0.1")], None)
-            .await
-            .status,
+        h.request(
+            "GET",
+            "/check/mcp",
+            &[("x-forwarded-for", "127.0.0.1")],
+            None
+        )
+        .await
+        .status,
         401
     );
     let keys = h

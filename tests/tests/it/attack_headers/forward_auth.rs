@@ -75,13 +75,23 @@ async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
         case(
             "forward-auth, nginx, other family",
             "X-Forwarded-Uri naming a public path",
-            check(&[method, b"X-Original-URI: /admin", b"X-Forwarded-Uri: /public/x", XFF]),
+            check(&[
+                method,
+                b"X-Original-URI: /admin",
+                b"X-Forwarded-Uri: /public/x",
+                XFF,
+            ]),
             &[403],
         ),
         case(
             "forward-auth, nginx, other family",
             "X-Forwarded-Method",
-            check(&[method, b"X-Original-URI: /admin", b"X-Forwarded-Method: GET", XFF]),
+            check(&[
+                method,
+                b"X-Original-URI: /admin",
+                b"X-Forwarded-Method: GET",
+                XFF,
+            ]),
             &[403],
         ),
         case(
@@ -93,19 +103,34 @@ async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
         case(
             "forward-auth, nginx, ambiguous",
             "X-Original-URI twice",
-            check(&[method, b"X-Original-URI: /admin", b"X-Original-URI: /public/x", XFF]),
+            check(&[
+                method,
+                b"X-Original-URI: /admin",
+                b"X-Original-URI: /public/x",
+                XFF,
+            ]),
             &[400],
         ),
         case(
             "forward-auth, nginx, ambiguous",
             "X-Original-Method twice",
-            check(&[method, b"X-Original-Method: POST", b"X-Original-URI: /public/x", XFF]),
+            check(&[
+                method,
+                b"X-Original-Method: POST",
+                b"X-Original-URI: /public/x",
+                XFF,
+            ]),
             &[400],
         ),
         case(
             "forward-auth, nginx, ambiguous",
             "X-Forwarded-For twice",
-            check(&[method, b"X-Original-URI: /public/x", XFF, b"X-Forwarded-For: 10.0.0.1"]),
+            check(&[
+                method,
+                b"X-Original-URI: /public/x",
+                XFF,
+                b"X-Forwarded-For: 10.0.0.1",
+            ]),
             &[400],
         ),
         case(
@@ -147,7 +172,11 @@ async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
         case(
             "forward-auth, nginx, unreadable",
             "X-Forwarded-For ending in `unknown`",
-            check(&[method, b"X-Original-URI: /public/x", b"X-Forwarded-For: 10.0.0.1, unknown"]),
+            check(&[
+                method,
+                b"X-Original-URI: /public/x",
+                b"X-Forwarded-For: 10.0.0.1, unknown",
+            ]),
             &[400],
         ),
         case(
@@ -183,7 +212,11 @@ async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
         case(
             "forward-auth, nginx, judged",
             "Envoy-style suffix is not the original: X-Original-URI /admin is",
-            raw("GET", b"/check/public/x", &[method, b"X-Original-URI: /admin", XFF]),
+            raw(
+                "GET",
+                b"/check/public/x",
+                &[method, b"X-Original-URI: /admin", XFF],
+            ),
             &[401],
         ),
         case(
@@ -218,7 +251,11 @@ async fn forward_auth_behind_envoy_reads_the_check_path_and_nothing_else() {
         case(
             "forward-auth, envoy, other family",
             "/check/admin with X-Forwarded-Uri naming a public path",
-            raw("GET", b"/check/admin", &[b"X-Forwarded-Uri: /public/x", XFF]),
+            raw(
+                "GET",
+                b"/check/admin",
+                &[b"X-Forwarded-Uri: /public/x", XFF],
+            ),
             &[403],
         ),
         case(
