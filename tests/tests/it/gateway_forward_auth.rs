@@ -380,6 +380,9 @@ async fn caddy_from_the_readme_never_serves_a_protected_path_to_spoofed_headers(
     assert_identity_from_the_check(&upstream);
 }
 
+/// `(forward_auth_proxy, method, path, headers, expected status)`.
+type FamilyCase<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
 #[tokio::test]
 async fn each_proxy_family_is_read_alone_and_ambiguity_is_refused() {
     // The check requests a Traefik or an Envoy would send (neither is a Debian package), with
@@ -387,7 +390,7 @@ async fn each_proxy_family_is_read_alone_and_ambiguity_is_refused() {
     let admin = format!("Bearer {ADMIN_KEY}");
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    let table: [(&str, &str, &str, Vec<(&str, &str)>, u16); 17] = [
+    let table: [FamilyCase<'_>; 17] = [
         (
             "traefik",
             "GET",
