@@ -61,12 +61,50 @@ pub struct Server {
     pub log_format: LogFormat,
     /// Directory of `.wasm` providers.
     pub providers_dir: PathBuf,
-    /// Path of the forward-auth endpoint, when on.
-    pub forward_auth_path: Option<String>,
+    /// The forward-auth endpoint, when on.
+    pub forward_auth: Option<ForwardAuth>,
+    /// Peers that get the full `/readyz` report.
+    pub readyz_detail_networks: Vec<IpNet>,
     /// Largest request body buffered for the engine.
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+}
+
+/// The forward-auth endpoint (`server.forward_auth_path`, `server.forward_auth_proxy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// Its path, without a trailing `/`.
+    pub path: String,
+    /// The proxy that calls it.
+    pub proxy: ForwardAuthProxy,
+}
+
+/// The proxy in front of a forward-auth deployment: one header family per deployment, so a
+/// client cannot pick the family whose copy the proxy failed to overwrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthProxy {
+    /// nginx `auth_request`: `X-Original-Method`, `X-Original-URI`, `X-Forwarded-For`.
+    Nginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-For`.
+    Traefik,
+    /// Caddy `forward_auth`: the same headers as Traefik.
+    Caddy,
+    /// Envoy `ext_authz` (HTTP service): the original method, `<path><original path>`, and
+    /// `x-forwarded-for`.
+    Envoy,
+}
+
+impl ForwardAuthProxy {
+    /// The name written in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx",
+            Self::Traefik => "traefik",
+            Self::Caddy => "caddy",
+            Self::Envoy => "envoy",
+        }
+    }
 }
 
 /// Which browser origins may call.
@@ -135,6 +173,9 @@ pub struct Route {
     pub forward_auth_headers: bool,
     /// Whether bodies are MCP JSON-RPC.
     pub mcp: bool,
+    /// Whether the forward-auth endpoint judges this route (forward-auth on, and the route
+    /// not opted out).
+    pub forward_auth: bool,
     /// Whether a failing provider answers 503 (`true`) or 401/403.
     pub fail_unavailable: bool,
     /// Upstream connect timeout.

@@ -52,8 +52,14 @@ pub struct RawServer {
     pub log_format: Option<String>,
     /// Directory of `.wasm` providers (relative to the config file).
     pub providers_dir: Option<String>,
-    /// Path of the forward-auth endpoint (default `/check`); `""` turns it off.
+    /// Path of the forward-auth endpoint (default `/check` when `forward_auth_proxy` is set).
     pub forward_auth_path: Option<String>,
+    /// The proxy that calls the forward-auth endpoint: `nginx`, `traefik`, `caddy` or `envoy`.
+    /// Turns forward-auth on, and fixes which headers describe the original request.
+    pub forward_auth_proxy: Option<String>,
+    /// CIDRs whose callers get the full `/readyz` report (default loopback); everyone else
+    /// gets `{"ready":true}`.
+    pub readyz_detail_networks: Option<Vec<String>>,
     /// Largest MCP request body buffered for the engine, in bytes (default 1 MiB).
     pub max_body_bytes: Option<u64>,
     /// Seconds that shutdown waits for in-flight requests (default 30).
@@ -101,6 +107,9 @@ pub struct RawRoute {
     pub forward_auth_headers: bool,
     /// Whether bodies are MCP JSON-RPC (default true).
     pub mcp: Option<bool>,
+    /// Whether the forward-auth endpoint judges this route (default true when forward-auth is
+    /// on); `false` leaves it to the gateway as reverse proxy.
+    pub forward_auth: Option<bool>,
     /// `unavailable` (default, 503) or `deny` (401/403) when a provider fails.
     pub on_error: Option<String>,
     /// Upstream connect timeout, ms (default 5000).

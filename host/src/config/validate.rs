@@ -11,13 +11,13 @@ use ipnet::IpNet;
 
 use super::error::{ConfigError, Reporter};
 use super::model::{
-    ChainItem, ClientAuth, Config, LogFormat, OriginPolicy, Provider, Purpose, Resource, Route,
-    Server, Tls,
+    ChainItem, ClientAuth, Config, ForwardAuth, ForwardAuthProxy, LogFormat, OriginPolicy,
+    Provider, ProviderSettings, Purpose, Resource, Route, Server, Tls,
 };
 use super::providers::validate_provider;
 use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
 use crate::engine::RuleSettings;
-use crate::engine::rules::Rule;
+use crate::engine::rules::{Rule, path_has_prefix};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -49,7 +49,21 @@ pub(crate) fn validate(
     let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
     for (i, raw_route) in raw.routes.iter().enumerate() {
         all_rule_scopes.extend(scopes_of(&raw_route.rules));
-        let route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
+        let mut route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
+        route.forward_auth &= server.forward_auth.is_some();
+        if let Some(forward_auth) = &server.forward_auth
+            && route.forward_auth
+        {
+            judgeable_from_headers(
+                i,
+                raw_route,
+                &raw.rules,
+                &route,
+                &providers,
+                forward_auth,
+                report,
+            )?;
+        }
         if let Some(other) = routes.iter().find(|r| r.path == route.path) {
             let upstream = other
                 .upstream
@@ -139,12 +153,19 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
             ));
         }
     };
-    let forward_auth_path = match raw.forward_auth_path.as_deref() {
-        None => Some("/check".to_owned()),
-        Some("") => None,
-        Some(path) => {
-            Some(route_path(path, "server.forward_auth_path", report)?).filter(|p| !p.is_empty())
-        }
+    let forward_auth = forward_auth(raw, &trusted_proxies, report)?;
+    let readyz_detail_networks = match &raw.readyz_detail_networks {
+        None => vec![
+            IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
+            IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, cidr)| {
+                parse_cidr(cidr, &format!("server.readyz_detail_networks[{i}]"), report)
+            })
+            .collect::<Result<_, _>>()?,
     };
     let max_body_bytes = match raw.max_body_bytes {
         None => DEFAULT_MAX_BODY_BYTES,
@@ -164,10 +185,187 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         allowed_origins,
         log_format,
         providers_dir: base_dir.join(raw.providers_dir.as_deref().unwrap_or("providers")),
-        forward_auth_path,
+        forward_auth,
+        readyz_detail_networks,
         max_body_bytes,
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
     })
+}
+
+/// `forward_auth_proxy` turns forward-auth on; the endpoint is never on by default, since it
+/// answers questions about credentials and believes its caller's headers.
+fn forward_auth(
+    raw: &RawServer,
+    trusted_proxies: &[IpNet],
+    report: &Reporter,
+) -> Result<Option<ForwardAuth>, ConfigError> {
+    const NAMED: &str = "`forward_auth_proxy = \"nginx\"` (or `\"traefik\"`, `\"caddy\"`, \
+                         `\"envoy\"`: the proxy that calls the endpoint)";
+    let proxy = match raw.forward_auth_proxy.as_deref() {
+        None => None,
+        Some("nginx") => Some(ForwardAuthProxy::Nginx),
+        Some("traefik") => Some(ForwardAuthProxy::Traefik),
+        Some("caddy") => Some(ForwardAuthProxy::Caddy),
+        Some("envoy") => Some(ForwardAuthProxy::Envoy),
+        Some(other) => {
+            return Err(report.invalid(
+                "server.forward_auth_proxy",
+                format!(
+                    "`{other}` is not a forward-auth proxy; use `nginx`, `traefik`, `caddy` or \
+                     `envoy` (each sends the original request in its own headers, and only \
+                     that proxy's are read)"
+                ),
+            ));
+        }
+    };
+    let key = "server.forward_auth_path";
+    let path = match raw.forward_auth_path.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(text) => {
+            let path = route_path(text, key, report)?;
+            if path.is_empty() {
+                return Err(report.invalid(
+                    key,
+                    format!("`{text}` would hide every route; use e.g. `/check`"),
+                ));
+            }
+            Some(Some(path))
+        }
+    };
+    let (proxy, path) = match (proxy, path) {
+        (None, None | Some(None)) => return Ok(None),
+        (None, Some(Some(path))) => {
+            return Err(report.invalid(
+                key,
+                format!(
+                    "`{path}` turns the forward-auth endpoint on, but no proxy is named; add \
+                     {NAMED} to `[server]`, or remove `forward_auth_path`"
+                ),
+            ));
+        }
+        (Some(proxy), Some(None)) => {
+            return Err(report.invalid(
+                key,
+                format!(
+                    "`\"\"` turns forward-auth off, but `forward_auth_proxy = \"{}\"` turns it \
+                     on; remove one of the two",
+                    proxy.name()
+                ),
+            ));
+        }
+        (Some(proxy), path) => (proxy, path.flatten()),
+    };
+    if trusted_proxies.is_empty() {
+        return Err(report.invalid(
+            "server.trusted_proxies",
+            format!(
+                "is empty, but forward-auth (`forward_auth_proxy = \"{}\"`) answers only the \
+                 proxy that calls it; add the proxy's address, e.g. \
+                 `trusted_proxies = [\"127.0.0.1\"]`",
+                proxy.name()
+            ),
+        ));
+    }
+    Ok(Some(ForwardAuth {
+        path: path.unwrap_or_else(|| "/check".to_owned()),
+        proxy,
+    }))
+}
+
+/// A route judged through forward-auth is judged from the request head alone: no proxy sends
+/// the body to the check (nginx cannot; Traefik, Caddy and Envoy do not by default). So a
+/// route whose decision reads the body — MCP rules, authorizers reading the MCP call, a
+/// provider granted `body` — would let every body through unjudged, and is refused.
+fn judgeable_from_headers(
+    i: usize,
+    raw: &RawRoute,
+    global_rules: &[RuleSettings],
+    route: &Route,
+    providers: &BTreeMap<String, Provider>,
+    forward_auth: &ForwardAuth,
+    report: &Reporter,
+) -> Result<(), ConfigError> {
+    let refuse = |key: String, what: String| {
+        report.invalid(
+            key,
+            format!(
+                "route `{}` is judged through forward-auth (`forward_auth_proxy = \"{}\"`), \
+                 where the proxy sends the request head but never its body; {what}, so every \
+                 request body would pass unjudged. Let the gateway proxy this route itself (send \
+                 it to the gateway instead of through the proxy's auth check) and set \
+                 `forward_auth = false` on `routes[{i}]`",
+                display_path(&route.path),
+                forward_auth.proxy.name(),
+            ),
+        )
+    };
+    if route.mcp {
+        let rules = global_rules
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (format!("rules[{k}]"), r))
+            .chain(
+                raw.rules
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| (format!("routes[{i}].rules[{k}]"), r)),
+            );
+        for (key, rule) in rules {
+            let covers_route = rule
+                .path
+                .as_deref()
+                .is_none_or(|p| path_has_prefix(&route.path, p) || path_has_prefix(p, &route.path));
+            let target = [
+                ("tool", &rule.tool),
+                ("resource", &rule.resource),
+                ("prompt", &rule.prompt),
+                ("mcp_method", &rule.mcp_method),
+            ]
+            .into_iter()
+            .find_map(|(name, value)| value.as_ref().map(|v| format!("{name} = \"{v}\"")));
+            if covers_route && let Some(target) = target {
+                return Err(refuse(
+                    key,
+                    format!("this rule (`{target}`) matches the MCP call in the body"),
+                ));
+            }
+        }
+        if let Some(name) = route.authorizers.first() {
+            return Err(refuse(
+                format!("routes[{i}].authorizers[0]"),
+                format!("the authorizer `{name}` judges the MCP call in the body"),
+            ));
+        }
+    }
+    let chain = raw
+        .chain
+        .iter()
+        .enumerate()
+        .flat_map(|(j, entry)| match entry {
+            RawChainEntry::One(name) => vec![(format!("routes[{i}].chain[{j}]"), name)],
+            RawChainEntry::All(group) => group
+                .all
+                .iter()
+                .map(|name| (format!("routes[{i}].chain[{j}].all"), name))
+                .collect(),
+        });
+    let authorizers = raw
+        .authorizers
+        .iter()
+        .enumerate()
+        .map(|(j, name)| (format!("routes[{i}].authorizers[{j}]"), name));
+    for (key, name) in chain.chain(authorizers) {
+        if let Some(ProviderSettings::Wasm(wasm)) = providers.get(name).map(|p| &p.settings)
+            && wasm.body
+        {
+            return Err(refuse(
+                key,
+                format!("the provider `{name}` has `body = true`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn public_url(url: &str, report: &Reporter) -> Result<String, ConfigError> {
@@ -398,6 +596,8 @@ fn route(
         strip_headers,
         forward_auth_headers: raw.forward_auth_headers,
         mcp: raw.mcp.unwrap_or(true),
+        // Narrowed to whether forward-auth is on once `[server]` is known.
+        forward_auth: raw.forward_auth.unwrap_or(true),
         fail_unavailable,
         connect_timeout: millis(
             raw.connect_timeout_ms,
@@ -548,7 +748,6 @@ fn check_jwt_audiences(
     server: &Server,
     report: &Reporter,
 ) -> Result<(), ConfigError> {
-    use super::model::ProviderSettings;
     for route in routes {
         let resource = format!("{}{}", server.public_url, route.path);
         let names = route.chain.iter().flat_map(|item| match item {

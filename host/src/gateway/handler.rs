@@ -10,7 +10,7 @@ use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{check_case_folding, check_path, session_id};
+use super::request::{check_case_folding, check_path, is_trusted, session_id};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
@@ -31,9 +31,7 @@ pub async fn handle<'s>(
     }
     match path {
         "/healthz" => return ("/healthz", text("ok\n", "text/plain")),
-        "/readyz" => {
-            return ("/readyz", readiness(&site.readiness));
-        }
+        "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness)),
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
             return (
@@ -49,13 +47,13 @@ pub async fn handle<'s>(
     if let Some(response) = metadata(site, request.method(), path) {
         return (WELL_KNOWN, response);
     }
-    if let Some(check) = &site.forward_auth_path
+    if let Some(endpoint) = &site.forward_auth
         && path
-            .strip_prefix(check.as_str())
+            .strip_prefix(endpoint.path.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
-        let response = forward_auth::check(site, request, conn, metrics).await;
-        return (check.as_str(), response);
+        let response = forward_auth::check(site, endpoint, request, conn, metrics).await;
+        return (endpoint.path.as_str(), response);
     }
     if let Err(rejection) = check_case_folding(site, path) {
         return ("-", rejection.into_response());
@@ -81,9 +79,21 @@ pub fn metadata(site: &Site, method: &Method, path: &str) -> Option<Response<Bod
     })
 }
 
-/// The `/readyz` answer with `body`.
-pub(super) fn readiness(body: &Bytes) -> Response<Body> {
-    text(body.clone(), "application/json")
+/// The `/readyz` answer. `report` (each provider's component path and hash, reload errors
+/// with file paths) goes only to callers in `server.readyz_detail_networks` (loopback by
+/// default): it maps the deployment for whoever asks. Anyone else — a load balancer's probe
+/// included — learns only that the gateway is ready, which it is whenever it answers: it
+/// serves only once a configuration has loaded, and keeps the last good one when a reload
+/// fails.
+pub(super) fn readiness(site: &Site, conn: &ConnInfo, report: &Bytes) -> Response<Body> {
+    let detail = conn
+        .peer
+        .is_some_and(|peer| is_trusted(peer.ip(), &site.readyz_detail_networks));
+    if detail {
+        text(report.clone(), "application/json")
+    } else {
+        text(Bytes::from_static(b"{\"ready\":true}"), "application/json")
+    }
 }
 
 fn text(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {

@@ -131,8 +131,10 @@ impl Gateway {
                 .then(|| self.readiness.load_full())
                 .flatten();
             let (label, response) = match readiness {
-                Some(body) => ("/readyz", handler::readiness(&body)),
-                None => handler::handle(&site, request, conn, &self.metrics, &self.sessions).await,
+                Some(report) => ("/readyz", handler::readiness(&site, conn, &report)),
+                None => {
+                    handler::handle(&site, request, conn, &self.metrics, &self.sessions).await
+                }
             };
             self.metrics.request(label, response.status().as_u16());
             response

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::metadata::{document, metadata_url};
 use super::proxy::Upstream;
 use super::rejection::ChallengeInfo;
-use crate::config::model::{ChainItem, OriginPolicy, ProviderSettings, Route};
+use crate::config::model::{ChainItem, ForwardAuth, OriginPolicy, ProviderSettings, Route};
 use crate::config::{Assembled, Config};
 use crate::engine::Policy;
 use crate::engine::api_key::CredentialLocation;
@@ -35,6 +35,8 @@ pub struct LiveRoute {
     pub mcp: bool,
     /// Whether POST bodies are buffered for the engine.
     pub wants_body: bool,
+    /// Whether the forward-auth endpoint judges this route.
+    pub forward_auth: bool,
     /// Where challenges point.
     pub challenge: ChallengeInfo,
     /// The route's RFC 9728 document.
@@ -63,8 +65,10 @@ pub struct Site {
     pub trusted_proxies: Vec<IpNet>,
     /// Origin policy.
     pub origins: OriginPolicy,
-    /// Forward-auth endpoint path.
-    pub forward_auth_path: Option<String>,
+    /// The forward-auth endpoint, when on.
+    pub forward_auth: Option<ForwardAuth>,
+    /// Peers that get the full `/readyz` report.
+    pub readyz_detail_networks: Vec<IpNet>,
     /// Request-body buffering limit.
     pub max_body_bytes: usize,
     /// Routes, longest prefix first.
@@ -113,7 +117,8 @@ impl Site {
             public_url,
             trusted_proxies: config.server.trusted_proxies.clone(),
             origins: config.server.allowed_origins.clone(),
-            forward_auth_path: config.server.forward_auth_path.clone(),
+            forward_auth: config.server.forward_auth.clone(),
+            readyz_detail_networks: config.server.readyz_detail_networks.clone(),
             max_body_bytes: config.server.max_body_bytes,
             mixed_case_paths: routes.iter().any(|r| {
                 std::iter::once(r.path.as_str())
@@ -202,6 +207,7 @@ fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
         strip,
         mcp: route.mcp,
         wants_body,
+        forward_auth: route.forward_auth,
         challenge: ChallengeInfo {
             metadata_url: metadata_url(public_url, &route.path),
             default_scopes,

@@ -22,9 +22,10 @@
 //!   removed before the upstream, on authenticated and anonymous routes alike. The gateway
 //!   sets `X-Forwarded-Proto` and `X-Forwarded-Host` itself and appends the real peer to
 //!   `X-Forwarded-For`, so the last hop the upstream sees is the true one.
-//! - **Forward-auth.** `X-Forwarded-*` and `X-Original-*` count only from a trusted proxy;
-//!   from anyone else the check request itself is judged. From a trusted proxy, a forwarded
-//!   URI or method that cannot be read is 400, never a fallback to the check path.
+//! - **Forward-auth.** The check answers only trusted proxies (403 for anyone else), and
+//!   reads only the configured proxy's header family: another family's describing header is
+//!   the client's (403); a missing, repeated or unreadable one of its own is 400, never a
+//!   fallback to the check path.
 //! - **Paths.** A path that different servers would normalise differently is refused with
 //!   400 rather than normalised: `.`/`..` segments (also percent-encoded), `//`, encoded
 //!   `/` `\` `.` NUL and unreserved characters, a backslash, and `;` path parameters (which
@@ -92,10 +93,14 @@ async fn gateway(template: &str) -> (Harness, RecordingUpstream) {
     (h, upstream)
 }
 
-fn trusting_loopback() -> String {
+/// [`CONFIG`] with forward-auth on for `proxy`, answering the proxies in `trusted`.
+fn forward_auth_behind(proxy: &str, trusted: &str) -> String {
     CONFIG.replace(
         "public_url = \"{gateway}\"",
-        "public_url = \"{gateway}\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+        &format!(
+            "public_url = \"{{gateway}}\"\ntrusted_proxies = [\"{trusted}\"]\n\
+             forward_auth_proxy = \"{proxy}\""
+        ),
     )
 }
 

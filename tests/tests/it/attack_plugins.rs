@@ -19,6 +19,8 @@ const HOSTILE: &str = r#"
 [server]
 listen = "{listen}"
 public_url = "{gateway}"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "envoy"
 
 [[routes]]
 path = "/mcp"
@@ -132,9 +134,16 @@ async fn hostile_gateway() -> Harness {
     start(&HOSTILE.replace("{hostile}", portcullis_tests::guests::HOSTILE)).await
 }
 
-/// A forward-auth check of `route`: the same engine decision as a proxied request.
+/// A forward-auth check of `route` as Envoy sends it: the same engine decision as a
+/// proxied request.
 async fn check(h: &Harness, route: &str) -> Reply {
-    h.request("GET", &format!("/check{route}"), &[], None).await
+    h.request(
+        "GET",
+        &format!("/check{route}"),
+        &[("x-forwarded-for", "127.0.0.1")],
+        None,
+    )
+    .await
 }
 
 /// A proxied request to `route` (a GET, so the MCP body parser is not involved).

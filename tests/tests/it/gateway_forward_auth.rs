@@ -1,111 +1,298 @@
-//! The forward-auth endpoint as nginx `auth_request`, Traefik, Caddy and Envoy call it, and
-//! — when `nginx` is installed — behind a real nginx.
+//! Forward-auth as deployments use it: the README's own nginx and Caddy snippets run in front
+//! of a [`RecordingUpstream`] with the gateway as their check, and clients that spoof every
+//! header a proxy family uses (`X-Forwarded-Uri`/`-Method`/`-For`, `X-Original-*`,
+//! `X-Portcullis-*`) trying to reach a protected path through a public one. Also: the check
+//! and `/readyz` as seen from an untrusted peer (a client bound to 127.0.0.2), and routes
+//! whose decision needs the body, which forward-auth cannot judge.
+//!
+//! nginx and Caddy come from Debian packages (`nginx-light`, `caddy`), installed by
+//! `.ci/run`; without them their tests print `skipped: …` and pass.
 
-use crate::gateway_harness::{READER_KEY, STANDARD, start};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-fn trusting_loopback() -> String {
-    STANDARD.replace(
-        "public_url = \"{gateway}\"",
-        "public_url = \"{gateway}\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
-    )
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::gateway_harness::{
+    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, Reply, STANDARD, send, start,
+    start_with_upstream,
+};
+
+/// Four routes behind a forward-auth proxy: `/admin` (the `admin` scope), `/public`
+/// (anyone), `/office` (anyone, but only from 203.0.113.0/24, judged by the `ip-allowlist`
+/// authorizer on the client address) and `/mcp` (MCP, path rules only). `{proxy}` is the
+/// `forward_auth_proxy`.
+const BEHIND_A_PROXY: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "{gateway}"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "{proxy}"
+
+[[routes]]
+path = "/admin"
+upstream = "{upstream}/admin"
+mcp = false
+chain = ["keys"]
+
+[[routes]]
+path = "/public"
+upstream = "{upstream}/public"
+mcp = false
+chain = ["anyone"]
+
+[[routes]]
+path = "/office"
+upstream = "{upstream}/office"
+mcp = false
+chain = ["anyone"]
+authorizers = ["office-network"]
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}/mcp"
+chain = ["keys"]
+
+[providers.keys]
+type = "api_key"
+keys = [
+  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
+  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
+]
+
+[providers.anyone]
+type = "anonymous"
+
+[providers.office-network]
+type = "wasm"
+component = "{ip_allowlist}"
+config = { networks = [{ cidr = "203.0.113.0/24" }] }
+
+[[rules]]
+path = "/admin"
+scopes = ["admin"]
+
+[[rules]]
+path = "/mcp"
+scopes = ["mcp:read"]
+"#;
+
+fn behind(proxy: &str) -> String {
+    BEHIND_A_PROXY
+        .replace("{proxy}", proxy)
+        .replace("{ip_allowlist}", portcullis_tests::guests::IP_ALLOWLIST)
 }
 
-#[tokio::test]
-async fn forward_auth_allows_with_identity_headers_from_a_trusted_proxy() {
-    let h = start(&trusting_loopback()).await;
-    let auth = format!("Bearer {READER_KEY}");
-    let reply = h
-        .request(
-            "GET",
-            "/check",
+async fn gateway_behind(proxy: &str) -> (Harness, RecordingUpstream) {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(&behind(proxy), &upstream.url).await;
+    (h, upstream)
+}
+
+/// One request a client sends to the proxy, and the status it must get through nginx and
+/// through Caddy.
+struct Attempt {
+    name: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    nginx: u16,
+    caddy: u16,
+}
+
+/// The spoofing table both real proxies are run through: every header either family uses
+/// is spoofed. A proxy overwrites its own family (the spoof is judged as the real path: 401);
+/// the other family's header can only be the client's, and the gateway refuses the check
+/// (403). Nothing but the last two, legitimate, requests may reach the upstream.
+fn spoofing_attempts() -> Vec<Attempt> {
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let reader = format!("Bearer {READER_KEY}");
+    let attempt = |name, path, headers: &[(&'static str, &str)], nginx, caddy| Attempt {
+        name,
+        path,
+        headers: headers.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
+        nginx,
+        caddy,
+    };
+    vec![
+        attempt("no credential", "/admin/secret", &[], 401, 401),
+        attempt(
+            "X-Forwarded-Uri/-Method name the public path",
+            "/admin/secret",
             &[
-                ("x-forwarded-method", "POST"),
-                ("x-forwarded-uri", "/mcp"),
-                ("x-forwarded-host", "mcp.example.com"),
-                ("authorization", &auth),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "GET"),
             ],
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.header("x-portcullis-subject"), Some("reader"));
-    assert_eq!(reply.header("x-portcullis-scopes"), Some("mcp:read"));
-    assert_eq!(reply.header("x-portcullis-provider"), Some("keys"));
+            403,
+            401,
+        ),
+        attempt(
+            "X-Original-URI/-Method name the public path",
+            "/admin/secret",
+            &[
+                ("x-original-uri", "/public/x"),
+                ("x-original-method", "GET"),
+            ],
+            401,
+            403,
+        ),
+        attempt(
+            "both families name the public path",
+            "/admin/secret",
+            &[
+                ("x-original-uri", "/public/x"),
+                ("x-original-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "GET"),
+            ],
+            403,
+            403,
+        ),
+        attempt(
+            "an Envoy header names the public path",
+            "/admin/secret",
+            &[("x-envoy-original-path", "/public/x")],
+            401,
+            401,
+        ),
+        attempt(
+            "forged identity headers",
+            "/admin/secret",
+            &[
+                ("x-portcullis-subject", "admin"),
+                ("x-portcullis-scopes", "admin"),
+                ("x-portcullis-provider", "keys"),
+            ],
+            401,
+            401,
+        ),
+        attempt(
+            "reader key, the public path in both families",
+            "/admin/secret",
+            &[
+                ("authorization", &reader),
+                ("x-original-uri", "/public/x"),
+                ("x-forwarded-uri", "/public/x"),
+            ],
+            403,
+            403,
+        ),
+        attempt(
+            "X-Forwarded-For from the office network",
+            "/office/x",
+            &[("x-forwarded-for", "203.0.113.9")],
+            403,
+            403,
+        ),
+        attempt(
+            "X-Forwarded-For twice, from the office network",
+            "/office/x",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-for", "203.0.113.10"),
+            ],
+            403,
+            403,
+        ),
+        attempt(
+            "X-Real-IP from the office network",
+            "/office/x",
+            &[("x-real-ip", "203.0.113.9")],
+            403,
+            403,
+        ),
+        attempt("the public path itself", "/public/x", &[], 200, 200),
+        attempt(
+            "admin key, forged scopes",
+            "/admin/secret",
+            &[("authorization", &admin), ("x-portcullis-scopes", "forged")],
+            200,
+            200,
+        ),
+    ]
 }
 
-#[tokio::test]
-async fn forward_auth_challenges_and_refuses() {
-    let h = start(&trusting_loopback()).await;
-    let none = h
-        .request("GET", "/check", &[("x-original-uri", "/mcp")], None)
-        .await;
-    assert_eq!(none.status, 401);
+/// Runs `attempts` through the proxy at `base` expecting `expected(attempt)`. Returns the
+/// failures and the number of requests wrongly allowed (an upstream hit not expected).
+async fn run_through_proxy(
+    base: &str,
+    upstream: &RecordingUpstream,
+    attempts: &[Attempt],
+    expected: fn(&Attempt) -> u16,
+) -> (Vec<String>, usize) {
+    let mut failures = Vec::new();
+    let mut wrongly_allowed = 0;
+    for attempt in attempts {
+        let expected = expected(attempt);
+        let before = upstream.hits();
+        let headers: Vec<(&str, &str)> = attempt
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
+        let reply = send(&format!("{base}{}", attempt.path), "GET", &headers, None).await;
+        let reached = upstream.hits() != before;
+        if reached && expected != 200 {
+            wrongly_allowed += 1;
+        }
+        if reply.status != expected || reached != (expected == 200) {
+            failures.push(format!(
+                "{}: expected: {expected} (upstream reached: {})\n  got: {} (upstream \
+                 reached: {reached}) {}",
+                attempt.name,
+                expected == 200,
+                reply.status,
+                reply.body
+            ));
+        }
+    }
+    (failures, wrongly_allowed)
+}
+
+/// What reached the upstream for the legitimate attempts: the identity the proxy set.
+fn assert_identity_from_the_check(upstream: &RecordingUpstream) {
+    let seen = upstream.seen();
+    let admin = seen
+        .iter()
+        .find(|s| s.target == "/admin/secret")
+        .expect("the admin request reached the upstream");
+    let header = |name: &str| admin.headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(header("x-portcullis-subject"), Some("admin"));
     assert_eq!(
-        none.header("www-authenticate").expect("challenge"),
-        format!(
-            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\"",
-            h.base
-        )
+        header("x-portcullis-scopes"),
+        Some("mcp:read admin"),
+        "the check's scopes replace the client's forged ones"
     );
-    let auth = format!("Bearer {READER_KEY}");
-    let no_route = h
-        .request(
-            "GET",
-            "/check",
-            &[("x-forwarded-uri", "/elsewhere"), ("authorization", &auth)],
-            None,
-        )
-        .await;
-    assert_eq!(no_route.status, 403);
-    let traversal = h
-        .request(
-            "GET",
-            "/check",
-            &[
-                ("x-forwarded-uri", "/mcp/../admin"),
-                ("authorization", &auth),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(traversal.status, 400);
+    assert_eq!(
+        admin.headers.get_all("x-portcullis-scopes").iter().count(),
+        1
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.target == "/admin/secret" || s.target == "/public/x"),
+        "only the two legitimate requests reach the upstream: {:?}",
+        seen.iter().map(|s| &s.target).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
-async fn forwarded_headers_from_untrusted_peers_are_ignored() {
-    // No trusted proxies: the check request itself is the original, so `/check` is not
-    // under `/mcp` and is refused — a client cannot pick the route it is checked against.
-    let h = start(STANDARD).await;
-    let auth = format!("Bearer {READER_KEY}");
-    let reply = h
-        .request(
-            "GET",
-            "/check",
-            &[("x-forwarded-uri", "/mcp"), ("authorization", &auth)],
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 403, "{}", reply.body);
-    // Envoy ext_authz style: the original path follows the check path.
-    let envoy = h
-        .request("POST", "/check/mcp", &[("authorization", &auth)], None)
-        .await;
-    assert_eq!(envoy.status, 200, "{}", envoy.body);
-}
-
-#[tokio::test]
-async fn nginx_auth_request_fronts_the_upstream() {
+async fn nginx_from_the_readme_never_serves_a_protected_path_to_spoofed_headers() {
     let Some(nginx) = which("nginx") else {
-        println!("skipped: `nginx` is not on PATH (CI installs it from Debian's packages)");
+        println!("skipped: `nginx` is not on PATH (CI installs `nginx-light` in .ci/run)");
         return;
     };
-    let h = start(&trusting_loopback()).await;
-    let upstream = h.upstream.as_ref().expect("demo upstream").addr;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let (h, upstream) = gateway_behind("nginx").await;
+    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
+    let locations = readme_block("nginx")
+        .replace("127.0.0.1:8080", &h.addr.to_string())
+        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
     let conf = format!(
         r#"
 worker_processes 1;
@@ -121,81 +308,505 @@ http {{
   scgi_temp_path {dir}/scgi;
   server {{
     listen 127.0.0.1:{port};
-    location = /_auth {{
-      internal;
-      proxy_pass http://{gateway}/check;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Original-Method $request_method;
-    }}
-    location /mcp {{
-      auth_request /_auth;
-      auth_request_set $subject $upstream_http_x_portcullis_subject;
-      proxy_set_header X-Portcullis-Subject $subject;
-      proxy_set_header Authorization "";
-      proxy_pass http://{upstream};
-      proxy_http_version 1.1;
-      proxy_buffering off;
-    }}
+{locations}
   }}
 }}
 "#,
         dir = dir.path().display(),
-        gateway = h.addr,
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write conf");
-    let child = std::process::Command::new(nginx)
+    let mut command = Command::new(nginx);
+    command
         .arg("-p")
         .arg(dir.path())
         .arg("-c")
         .arg(&conf_path)
         .arg("-g")
-        // One process, so that killing it leaves no orphaned worker holding our stdout.
-        .arg("daemon off; master_process off;")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    let _nginx = KillOnDrop(child);
+        // One process, so that killing it leaves no orphaned worker behind.
+        .arg("daemon off; master_process off;");
+    let _nginx = Proxy::spawn(command, port, &dir.path().join("stderr.log")).await;
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "nginx did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
-    let headers = [
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    let refused =
-        crate::gateway_harness::send(&format!("{base}/mcp"), "POST", &headers, Some(init)).await;
-    assert_eq!(refused.status, 401, "{}", refused.body);
-    let auth = format!("Bearer {READER_KEY}");
-    let mut with_key = headers.to_vec();
-    with_key.push(("authorization", &auth));
-    let allowed =
-        crate::gateway_harness::send(&format!("{base}/mcp"), "POST", &with_key, Some(init)).await;
-    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let attempts = spoofing_attempts();
+    let (failures, wrongly_allowed) =
+        run_through_proxy(&base, &upstream, &attempts, |a| a.nginx).await;
+    println!(
+        "forward-auth behind nginx: {} cases, {wrongly_allowed} wrongly allowed",
+        attempts.len()
+    );
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_eq!(wrongly_allowed, 0);
+    assert_identity_from_the_check(&upstream);
 }
 
-/// Stops the nginx child when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
+#[tokio::test]
+async fn caddy_from_the_readme_never_serves_a_protected_path_to_spoofed_headers() {
+    let Some(caddy) = which("caddy") else {
+        println!("skipped: `caddy` is not on PATH (CI installs it in .ci/run)");
+        return;
+    };
+    let (h, upstream) = gateway_behind("caddy").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = readme_block("caddyfile")
+        .replace("mcp.example.com", &format!("http://127.0.0.1:{port}"))
+        .replace("127.0.0.1:8080", &h.addr.to_string())
+        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
+    let caddyfile = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, caddyfile).expect("write Caddyfile");
+    let log = dir.path().join("caddy.log");
+    let mut command = Command::new(caddy);
+    command
+        .arg("run")
+        .arg("--adapter")
+        .arg("caddyfile")
+        .arg("--config")
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path());
+    let _caddy = Proxy::spawn(command, port, &log).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let attempts = spoofing_attempts();
+    let (failures, wrongly_allowed) =
+        run_through_proxy(&base, &upstream, &attempts, |a| a.caddy).await;
+    println!(
+        "forward-auth behind Caddy: {} cases, {wrongly_allowed} wrongly allowed",
+        attempts.len()
+    );
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_eq!(wrongly_allowed, 0);
+    assert_identity_from_the_check(&upstream);
+}
 
-impl Drop for KillOnDrop {
+/// `(forward_auth_proxy, method, path, headers, expected status)`.
+type FamilyCase<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+#[tokio::test]
+async fn each_proxy_family_is_read_alone_and_ambiguity_is_refused() {
+    // The check requests a Traefik or an Envoy would send (neither is a Debian package), with
+    // the client's spoofed copies they pass on; the peer (127.0.0.1) is the trusted proxy.
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let table: [FamilyCase<'_>; 17] = [
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            200,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            401,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-original-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "get"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            400,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "203.0.113.9, 198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "traefik",
+            "GET",
+            "/check",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/office/x"),
+                ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+            ],
+            200,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/public/x",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            200,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            401,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("x-original-uri", "/public/x"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            403,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check",
+            vec![("x-forwarded-for", "198.51.100.1")],
+            400,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![("authorization", admin.as_str())],
+            400,
+        ),
+        (
+            "envoy",
+            "GET",
+            "/check/admin/x",
+            vec![
+                ("authorization", admin.as_str()),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+            200,
+        ),
+    ];
+    let mut gateways = BTreeMap::new();
+    for proxy in ["traefik", "envoy"] {
+        gateways.insert(proxy, gateway_behind(proxy).await);
+    }
+    let mut wrongly_allowed = 0;
+    for (proxy, method, path, headers, expected) in &table {
+        *counts.entry(*proxy).or_default() += 1;
+        let (h, upstream) = &gateways[proxy];
+        let reply = h.request(method, path, headers, None).await;
+        if (200..300).contains(&reply.status) && *expected != 200 {
+            wrongly_allowed += 1;
+        }
+        if reply.status != *expected {
+            failures.push(format!(
+                "[{proxy}] {method} {path} {headers:?}\n  expected: {expected}\n  got: {} {}",
+                reply.status, reply.body
+            ));
+        }
+        assert_eq!(upstream.hits(), 0, "a check never reaches the upstream");
+    }
+    println!("forward-auth families: {counts:?}, {wrongly_allowed} wrongly allowed");
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_eq!(wrongly_allowed, 0);
+}
+
+#[tokio::test]
+async fn the_check_answers_only_trusted_proxies() {
+    let (h, upstream) = gateway_behind("envoy").await;
+    let reader = format!("Bearer {READER_KEY}");
+    let from_stranger = [
+        ("/check/public/x", vec![("x-forwarded-for", "127.0.0.1")]),
+        ("/check/mcp", vec![("authorization", reader.as_str())]),
+        (
+            "/check/mcp",
+            vec![
+                ("authorization", "Bearer guess"),
+                ("x-forwarded-for", "127.0.0.1"),
+            ],
+        ),
+    ];
+    for (path, headers) in &from_stranger {
+        let reply = send_from(STRANGER, &format!("{}{path}", h.base), headers).await;
+        assert_eq!(
+            reply.status, 403,
+            "{path} from an untrusted peer\nexpected: 403\ngot: {} {}",
+            reply.status, reply.body
+        );
+        assert!(reply.header("x-portcullis-subject").is_none());
+        assert!(
+            reply.header("www-authenticate").is_none(),
+            "no challenge: a stranger learns nothing about its credential"
+        );
+    }
+    let from_proxy = h
+        .request(
+            "POST",
+            "/check/mcp",
+            &[("authorization", &reader), ("x-forwarded-for", "127.0.0.1")],
+            None,
+        )
+        .await;
+    assert_eq!(from_proxy.status, 200, "{}", from_proxy.body);
+    assert_eq!(from_proxy.header("x-portcullis-subject"), Some("reader"));
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn readyz_gives_detail_only_to_its_networks() {
+    let config = STANDARD.replace(
+        "public_url = \"{gateway}\"",
+        "public_url = \"{gateway}\"\nreadyz_detail_networks = [\"127.0.0.1\"]",
+    );
+    let h = start(&config).await;
+    let inside = h.request("GET", "/readyz", &[], None).await;
+    assert_eq!(inside.status, 200);
+    assert!(inside.body.contains("\"providers\""), "{}", inside.body);
+    let outside = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
+    assert_eq!(
+        (outside.status, outside.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
+    // The reloader's report (reload errors name files) takes the same gate.
+    h.gateway.set_readiness(Bytes::from_static(
+        br#"{"status":"ready","reload":{"last_error":"/etc/portcullis/portcullis.toml: bad"}}"#,
+    ));
+    let outside = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
+    assert_eq!(
+        (outside.status, outside.body.as_str()),
+        (200, r#"{"ready":true}"#)
+    );
+    let inside = h.request("GET", "/readyz", &[], None).await;
+    assert!(inside.body.contains("last_error"), "{}", inside.body);
+}
+
+#[tokio::test]
+async fn readyz_detail_defaults_to_loopback() {
+    let h = start(STANDARD).await;
+    let local = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
+    assert!(
+        local.body.contains("\"providers\""),
+        "127.0.0.2 is loopback: {}",
+        local.body
+    );
+}
+
+#[tokio::test]
+async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_auth() {
+    let forward_auth = "public_url = \"{gateway}\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+                        forward_auth_proxy = \"envoy\"";
+    let with_forward_auth = STANDARD.replace("public_url = \"{gateway}\"", forward_auth);
+    // Behind forward-auth, `tools/call admin_reset` would be judged without its body: refused
+    // at load, naming the route and the rule.
+    let text = crate::gateway_harness::fill(
+        &with_forward_auth,
+        "127.0.0.1:9".parse().expect("addr"),
+        "http://127.0.0.1:9/mcp",
+    );
+    let error = portcullis::config::load_str(&text, "<test config>", Path::new("."))
+        .expect_err("a tool rule on a forward-auth route is refused")
+        .to_string();
+    assert!(
+        error.contains("`rules[1]`")
+            && error.contains("route `/mcp`")
+            && error.contains("tool = \"admin_*\"")
+            && error.contains("forward_auth = false"),
+        "{error}"
+    );
+    // Marked `forward_auth = false`: the check refuses it, and the gateway as reverse proxy
+    // judges the tool call.
+    let opted_out = with_forward_auth.replace(
+        "chain = [\"keys\"]\n",
+        "chain = [\"keys\"]\nforward_auth = false\n",
+    );
+    let h = start(&opted_out).await;
+    let reader = format!("Bearer {READER_KEY}");
+    let check = h
+        .request(
+            "POST",
+            "/check/mcp",
+            &[("authorization", &reader), ("x-forwarded-for", "127.0.0.1")],
+            None,
+        )
+        .await;
+    assert_eq!(check.status, 403, "{}", check.body);
+    let session = h.mcp_session(READER_KEY).await;
+    let call = h
+        .mcp_post(
+            Some(READER_KEY),
+            Some(&session),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#,
+        )
+        .await;
+    assert_eq!(call.status, 403, "{}", call.body);
+}
+
+/// A loopback address other than the trusted 127.0.0.1.
+const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// A GET from `local` (bound as the source address) to `url` (10 s deadline).
+async fn send_from(local: IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let mut request = http::Request::builder().method("GET").uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("the gateway answers within 10 s")
+        .expect("the request is sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The README's first ```` ```{lang} ```` block.
+fn readme_block(lang: &str) -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(readme).expect("README.md");
+    let fence = format!("```{lang}\n");
+    let start = text
+        .find(&fence)
+        .unwrap_or_else(|| panic!("the README lost its {lang} snippet"))
+        + fence.len();
+    let end = start + text[start..].find("```").expect("the block ends");
+    text[start..end].to_owned()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A proxy process, stopped by its PID when the test ends, pass or fail.
+struct Proxy(Child);
+
+impl Proxy {
+    /// Starts `command` (its stderr into `log`) and waits until it accepts on `port`; on
+    /// failure panics with the log.
+    async fn spawn(mut command: Command, port: u16, log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("the proxy starts");
+        let mut proxy = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let exited = proxy.0.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the proxy did not start ({exited:?}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+}
+
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
+fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .chain(["/usr/sbin".into(), "/sbin".into()])

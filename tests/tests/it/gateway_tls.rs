@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use crate::gateway_harness::{Harness, start};
+use crate::gateway_harness::{Harness, RecordingUpstream, start, start_with_upstream};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -119,12 +119,23 @@ async fn get(
     stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     path: &str,
 ) -> Result<(http::Version, u16, http::HeaderMap), hyper::Error> {
+    get_with(stream, path, &[]).await
+}
+
+/// [`get`] with extra request headers.
+async fn get_with(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(http::Version, u16, http::HeaderMap), hyper::Error> {
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .uri(format!("https://localhost{path}"))
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
+        .header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("request");
     let response = if h2 {
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -147,23 +158,39 @@ async fn get(
 #[tokio::test]
 async fn verified_client_certificate_authenticates_over_http2() {
     let pki = pki();
-    let h = start(&config(&pki, "optional")).await;
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(&config(&pki, "optional"), &upstream.url).await;
     let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
-    let (version, status, headers) = get(stream, "/check/mcp").await.expect("request");
+    let (version, status, _) = get(stream, "/mcp").await.expect("request");
     assert_eq!(version, http::Version::HTTP_2, "ALPN negotiates h2");
     assert_eq!(status, 200);
-    assert_eq!(
-        headers
-            .get("x-portcullis-subject")
-            .and_then(|v| v.to_str().ok()),
-        Some("agent-1")
+    let seen = upstream.seen();
+    let headers = &seen
+        .last()
+        .expect("the request reached the upstream")
+        .headers;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(header("x-portcullis-subject"), Some("agent-1"));
+    assert_eq!(header("x-portcullis-provider"), Some("clients"));
+}
+
+#[tokio::test]
+async fn forward_auth_never_takes_the_proxys_certificate_for_the_clients() {
+    // The TLS peer of a forward-auth check is the proxy: its certificate says nothing about
+    // the client whose request is being judged.
+    let pki = pki();
+    let behind_envoy = config(&pki, "optional").replace(
+        "public_url = \"https://localhost\"",
+        "public_url = \"https://localhost\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         forward_auth_proxy = \"envoy\"",
     );
-    assert_eq!(
-        headers
-            .get("x-portcullis-provider")
-            .and_then(|v| v.to_str().ok()),
-        Some("clients")
-    );
+    let h = start(&behind_envoy).await;
+    let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
+    let (_, status, headers) = get_with(stream, "/check/mcp", &[("x-forwarded-for", "127.0.0.1")])
+        .await
+        .expect("request");
+    assert_eq!(status, 401, "expected: the certificate is not the client's");
+    assert!(headers.get("x-portcullis-subject").is_none());
 }
 
 #[tokio::test]
@@ -171,7 +198,7 @@ async fn optional_client_auth_lets_certificate_less_clients_reach_the_chain() {
     let pki = pki();
     let h = start(&config(&pki, "optional")).await;
     let stream = connect(&h, &pki, false).await.expect("TLS handshake");
-    let (_, status, headers) = get(stream, "/check/mcp").await.expect("request");
+    let (_, status, headers) = get(stream, "/mcp").await.expect("request");
     assert_eq!(status, 401, "no certificate and no key");
     assert!(headers.contains_key("www-authenticate"));
 }

@@ -23,6 +23,8 @@ const TEMPLATE: &str = r#"
 [server]
 listen = "{listen}"
 public_url = "{gateway}"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "envoy"
 
 [[routes]]
 path = "/mcp"
@@ -93,7 +95,7 @@ async fn check(h: &Harness, token: &str) -> (Reply, Duration) {
         send(
             &format!("{}/check/mcp", h.base),
             "GET",
-            &[("authorization", &auth)],
+            &[("authorization", &auth), ("x-forwarded-for", "127.0.0.1")],
             None,
         ),
     )
@@ -156,12 +158,25 @@ async fn jwks_down_at_start_answers_503_naming_the_cause_and_recovers_when_it_re
     assert!(reply.header("x-portcullis-subject").is_none());
     assert!(took < BOUND);
     // A request without a token is still a plain 401 challenge, not an outage.
-    assert_eq!(h.request("GET", "/check/mcp", &[], None).await.status, 401);
+    assert_eq!(
+        h.request(
+            "GET",
+            "/check/mcp",
+            &[("x-forwarded-for", "127.0.0.1")],
+            None
+        )
+        .await
+        .status,
+        401
+    );
     let keys = h
         .request(
             "GET",
             "/check/keys",
-            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            &[
+                ("authorization", &format!("Bearer {READER_KEY}")),
+                ("x-forwarded-for", "127.0.0.1"),
+            ],
             None,
         )
         .await;
@@ -227,7 +242,10 @@ async fn jwks_slower_than_the_fetch_timeout_never_hangs_requests() {
         .request(
             "GET",
             "/check/keys",
-            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            &[
+                ("authorization", &format!("Bearer {READER_KEY}")),
+                ("x-forwarded-for", "127.0.0.1"),
+            ],
             None,
         )
         .await;

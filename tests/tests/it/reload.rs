@@ -24,6 +24,8 @@ const CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:9"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "envoy"
 
 [[routes]]
 path = "/mcp"
@@ -116,6 +118,7 @@ impl Live {
 
 async fn version(client: &HttpClient, base: &str) -> Result<String, u16> {
     let request = http::Request::get(format!("{base}/check/mcp"))
+        .header("x-forwarded-for", "127.0.0.1")
         .body(Full::new(Bytes::new()))
         .expect("request");
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))

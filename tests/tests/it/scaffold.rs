@@ -390,7 +390,10 @@ async fn the_provider_guide_runs_from_scaffold_to_a_hot_reloaded_provider() {
     let reply = send(
         &format!("{}/check/mcp", served.base),
         "GET",
-        &[("authorization", "acme-token let-me-in")],
+        &[
+            ("authorization", "acme-token let-me-in"),
+            ("x-forwarded-for", "127.0.0.1"),
+        ],
         None,
     )
     .await;
