@@ -470,6 +470,8 @@ async fn python_and_js_guests_sleeping_in_a_host_wait_are_cut_off_and_replaced()
 async fn python_and_js_guests_sleeping_in_configure_are_refused_within_the_configure_timeout() {
     let Some(sleepers) = sleepers() else { return };
     for (path, _) in sleepers {
+        // Compile first (seconds for these components): the bound is on configuring.
+        portcullis_tests::component(path);
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             Duration::from_secs(30),
