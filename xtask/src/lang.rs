@@ -49,8 +49,18 @@ const GUESTS: &[Guest] = &[
         tool: Tool::Python,
     },
     Guest {
+        dir: "guest-providers/python/sleeper",
+        output: "sleeper_py.wasm",
+        tool: Tool::Python,
+    },
+    Guest {
         dir: "guest-providers/js/partner-token",
         output: "partner_token_js.wasm",
+        tool: Tool::Js,
+    },
+    Guest {
+        dir: "guest-providers/js/sleeper",
+        output: "sleeper_js.wasm",
         tool: Tool::Js,
     },
 ];

@@ -15,7 +15,7 @@ use crate::engine::mtls::MtlsValidator;
 use crate::engine::{Authenticator, Authorizer, Chain, ChainEntry, OnDeny, Policy, Rules};
 use crate::secret::SecretRef;
 use crate::verdict::DenialKind;
-use crate::wasm::{Grants, Limits, ProviderKind, WasmProvider, WasmRuntime};
+use crate::wasm::{Grants, ProviderKind, WasmProvider, WasmRuntime};
 
 /// A provider ready to run.
 #[derive(Debug, Clone)]
@@ -150,14 +150,7 @@ async fn wasm(
             .map_err(|e| report.invalid(format!("{key}.secrets.{secret}"), e.to_string()))?;
         secrets.insert(secret.clone(), value);
     }
-    let mut limits = Limits::default();
-    if let Some(timeout) = settings.timeout {
-        limits.timeout = timeout;
-    }
-    if let Some(bytes) = settings.memory_bytes {
-        limits.memory_bytes = bytes;
-    }
-    let grants = Grants::new(name, secrets, settings.body, limits);
+    let grants = Grants::new(name, secrets, settings.body, settings.limits.clone());
     let provider = WasmProvider::new(
         component,
         grants,

@@ -15,7 +15,7 @@ use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
-use crate::wasm::InstanceMode;
+use crate::wasm::{InstanceMode, Limits};
 
 /// What a configuration is validated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,10 +243,11 @@ pub struct WasmSettings {
     pub secrets: BTreeMap<String, String>,
     /// Body access.
     pub body: bool,
-    /// Deadline per call.
-    pub timeout: Option<Duration>,
-    /// Memory cap per instance, bytes.
-    pub memory_bytes: Option<usize>,
+    /// Headers carrying the provider's credential, removed before the upstream unless the
+    /// route sets `forward_auth_headers`.
+    pub credential_headers: Vec<HeaderName>,
+    /// Sandbox limits: the defaults with the operator's `limits` applied.
+    pub limits: Limits,
     /// Instance reuse.
     pub instances: InstanceMode,
 }

@@ -1,20 +1,35 @@
 //! Validation of `[providers.NAME]` tables. Built-in validators check their own settings
 //! when they are built ([`super::assemble`]); this checks what the config layer owns: the
-//! name, `on_deny`, and a Wasm provider's component, limits, secrets and instance mode.
+//! name, `on_deny`, and a Wasm provider's component, limits, secrets, credential headers and
+//! instance mode.
 
 use std::path::Path;
 use std::time::Duration;
 
+use http::HeaderName;
+
 use super::error::{ConfigError, Reporter};
 use super::model::{Provider, ProviderSettings, Server, WasmSettings};
-use super::raw::{RawProvider, RawProviderSettings, RawWasm};
+use super::raw::{RawLimits, RawProvider, RawProviderSettings, RawWasm};
 use crate::engine::OnDeny;
-use crate::wasm::InstanceMode;
+use crate::wasm::{InstanceMode, Limits};
 
 /// Longest accepted `limits.timeout_ms`.
 const MAX_TIMEOUT_MS: u64 = 10_000;
+/// Longest accepted `limits.configure_timeout_ms`.
+const MAX_CONFIGURE_TIMEOUT_MS: u64 = 60_000;
 /// Largest accepted `limits.memory_mib` (the runtime's per-instance ceiling).
 const MAX_MEMORY_MIB: u64 = 256;
+/// Largest accepted `limits.max_concurrent_calls` (the runtime's instance pool).
+const MAX_CONCURRENT_CALLS: u64 = 1000;
+/// Largest accepted `limits.cache_entries`.
+const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+/// Largest accepted `limits.cache_key_bytes`.
+const MAX_CACHE_KEY_BYTES: u64 = 64 << 10;
+/// Largest accepted `limits.cache_value_bytes`.
+const MAX_CACHE_VALUE_BYTES: u64 = 16 << 20;
+/// Largest accepted `limits.cache_mib`.
+const MAX_CACHE_MIB: u64 = 4096;
 
 pub(crate) fn validate_provider(
     name: &str,
@@ -99,29 +114,23 @@ fn wasm(
             )
         })?,
     };
-    let timeout = match raw.limits.timeout_ms {
-        None => None,
-        Some(ms @ 1..=MAX_TIMEOUT_MS) => Some(Duration::from_millis(ms)),
-        Some(ms) => {
-            return Err(report.invalid(
-                format!("{key}.limits.timeout_ms"),
-                format!(
-                    "`{ms}` is out of range; use 1 to {MAX_TIMEOUT_MS} (a provider runs on the \
-                     request path; the default is 20)"
-                ),
-            ));
-        }
-    };
-    let memory_bytes = match raw.limits.memory_mib {
-        None => None,
-        Some(mib @ 1..=MAX_MEMORY_MIB) => usize::try_from(mib << 20).ok(),
-        Some(mib) => {
-            return Err(report.invalid(
-                format!("{key}.limits.memory_mib"),
-                format!("`{mib}` is out of range; use 1 to {MAX_MEMORY_MIB} (the default is 16)"),
-            ));
-        }
-    };
+    let limits = limits(key, &raw.limits, report)?;
+    let credential_headers = raw
+        .credential_headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                report.invalid(
+                    format!("{key}.credential_headers[{i}]"),
+                    format!(
+                        "`{h}` is not a valid HTTP header name; list the headers this provider \
+                         reads its credential from, e.g. `[\"x-partner-token\"]`"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let instances = match raw.instances.as_deref() {
         None | Some("pooled") => InstanceMode::default(),
         Some("fresh") => InstanceMode::Fresh,
@@ -140,8 +149,86 @@ fn wasm(
         config_json,
         secrets: raw.secrets,
         body: raw.body,
-        timeout,
-        memory_bytes,
+        credential_headers,
+        limits,
         instances,
     })
+}
+
+/// The defaults with the operator's `limits = { … }` applied, each value range-checked.
+fn limits(key: &str, raw: &RawLimits, report: &Reporter) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    let range = |name: &str, value: Option<u64>, max: u64, hint: &str| match value {
+        Some(v) if !(1..=max).contains(&v) => Err(report.invalid(
+            format!("{key}.limits.{name}"),
+            format!("`{v}` is out of range; use 1 to {max} ({hint})"),
+        )),
+        other => Ok(other),
+    };
+    let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if let Some(ms) = range(
+        "timeout_ms",
+        raw.timeout_ms,
+        MAX_TIMEOUT_MS,
+        "a provider runs on the request path; the default is 20",
+    )? {
+        limits.timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = range(
+        "configure_timeout_ms",
+        raw.configure_timeout_ms,
+        MAX_CONFIGURE_TIMEOUT_MS,
+        "creating an instance can happen on the request path; the default is 1000",
+    )? {
+        limits.configure_timeout = Duration::from_millis(ms);
+    }
+    if let Some(mib) = range(
+        "memory_mib",
+        raw.memory_mib,
+        MAX_MEMORY_MIB,
+        "the default is 16",
+    )? {
+        limits.memory_bytes = bytes(mib << 20);
+    }
+    if let Some(n) = range(
+        "max_concurrent_calls",
+        raw.max_concurrent_calls,
+        MAX_CONCURRENT_CALLS,
+        "calls over it wait until their deadline, then fail closed; the default is 64",
+    )? {
+        limits.max_concurrent_calls = bytes(n);
+    }
+    if let Some(n) = range(
+        "cache_entries",
+        raw.cache_entries,
+        MAX_CACHE_ENTRIES,
+        "the default is 100000",
+    )? {
+        limits.max_cache_entries = bytes(n);
+    }
+    if let Some(n) = range(
+        "cache_key_bytes",
+        raw.cache_key_bytes,
+        MAX_CACHE_KEY_BYTES,
+        "the default is 512",
+    )? {
+        limits.max_cache_key_bytes = bytes(n);
+    }
+    if let Some(n) = range(
+        "cache_value_bytes",
+        raw.cache_value_bytes,
+        MAX_CACHE_VALUE_BYTES,
+        "the default is 65536",
+    )? {
+        limits.max_cache_value_bytes = bytes(n);
+    }
+    if let Some(mib) = range(
+        "cache_mib",
+        raw.cache_mib,
+        MAX_CACHE_MIB,
+        "the cache lives in the gateway's own memory; the default is 16",
+    )? {
+        limits.max_cache_bytes = bytes(mib << 20);
+    }
+    Ok(limits)
 }

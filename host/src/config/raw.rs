@@ -200,6 +200,10 @@ pub struct RawWasm {
     /// Whether the provider may read the request body.
     #[serde(default)]
     pub body: bool,
+    /// Request headers that carry this provider's credential: removed before the upstream,
+    /// as the built-in providers' credential headers are.
+    #[serde(default)]
+    pub credential_headers: Vec<String>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: RawLimits,
@@ -207,14 +211,27 @@ pub struct RawWasm {
     pub instances: Option<String>,
 }
 
-/// `limits = { timeout_ms, memory_mib }`.
+/// `limits = { timeout_ms, configure_timeout_ms, memory_mib, max_concurrent_calls,
+/// cache_entries, cache_key_bytes, cache_value_bytes, cache_mib }`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Deadline per call, ms.
     pub timeout_ms: Option<u64>,
+    /// Deadline for creating and configuring an instance, ms.
+    pub configure_timeout_ms: Option<u64>,
     /// Memory cap per instance, MiB.
     pub memory_mib: Option<u64>,
+    /// Most calls running at once.
+    pub max_concurrent_calls: Option<u64>,
+    /// Most entries in the provider's cache.
+    pub cache_entries: Option<u64>,
+    /// Longest cache key, bytes.
+    pub cache_key_bytes: Option<u64>,
+    /// Longest cache value, bytes.
+    pub cache_value_bytes: Option<u64>,
+    /// Most bytes the provider's cache holds, MiB.
+    pub cache_mib: Option<u64>,
 }
 
 /// `[resource]`.

@@ -180,6 +180,14 @@ fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
                 Some(ProviderSettings::Jwt(s)) => {
                     CredentialLocation::from_settings(s.header.as_deref(), s.scheme.as_deref())
                 }
+                Some(ProviderSettings::Wasm(w)) => {
+                    for header in &w.credential_headers {
+                        if !strip.contains(header) {
+                            strip.push(header.clone());
+                        }
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if let Ok(location) = location

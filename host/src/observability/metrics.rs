@@ -5,7 +5,7 @@
 //! | `portcullis_requests_total` | `route`, `status` |
 //! | `portcullis_decisions_total` | `provider`, `verdict` (`allow`, `deny`, `abstain`, `error`) |
 //! | `portcullis_provider_duration_seconds` | `provider` |
-//! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `other`) |
+//! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `unavailable`, `other`) |
 //! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `timeout`, `other`) |
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
@@ -243,11 +243,14 @@ impl Metrics {
                     .observe(seconds);
             });
             if step.outcome == StepOutcome::Error {
-                // The runtime's errors read "provider `x` timed out …" / "… trapped: …".
+                // The runtime's errors read "provider `x` timed out …" / "… trapped: …" /
+                // "… has no instance available: …" (pool exhausted or concurrency cap hit).
                 let kind = if step.reason.contains("timed out") {
                     "timeout"
                 } else if step.reason.contains("trapped") {
                     "trap"
+                } else if step.reason.contains("no instance available") {
+                    "unavailable"
                 } else {
                     "other"
                 };

@@ -28,10 +28,19 @@ pub struct Limits {
     pub max_log_lines_per_call: u32,
     /// Longest log line, in bytes; longer lines are truncated.
     pub max_log_line_bytes: usize,
+    /// Most calls into this provider running at once (queued calls wait for a slot until
+    /// their deadline, then fail closed); keeps one slow provider from taking every instance
+    /// slot of the runtime's pool.
+    pub max_concurrent_calls: usize,
     /// Most live entries in the provider's cache.
     pub max_cache_entries: usize,
+    /// Longest key accepted by the provider's cache, in bytes.
+    pub max_cache_key_bytes: usize,
     /// Largest value stored in the provider's cache, in bytes.
     pub max_cache_value_bytes: usize,
+    /// Most bytes the provider's cache holds in all (keys, values and a fixed per-entry
+    /// overhead): the cache lives in the host, outside the instance's memory cap.
+    pub max_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,8 +55,11 @@ impl Default for Limits {
             max_string_bytes: 4096,
             max_log_lines_per_call: 32,
             max_log_line_bytes: 1024,
+            max_concurrent_calls: 64,
             max_cache_entries: 100_000,
+            max_cache_key_bytes: 512,
             max_cache_value_bytes: 64 << 10,
+            max_cache_bytes: 16 << 20,
         }
     }
 }

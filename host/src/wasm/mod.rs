@@ -9,10 +9,13 @@
 //!
 //! The sandbox: a guest sees the request through a resource handle, the `host` capability
 //! interface filtered by its grants, and a WASI that has no files, environment, arguments or
-//! network. Every call has a wall-clock deadline (epoch interruption, checked every
-//! millisecond, yielding to the async executor in between so a spinning guest cannot starve
-//! other requests), a memory cap and a bounded stack. Any failure is a [`CallError`], which
-//! the chain turns into a denial.
+//! network. Every call, and every instance creation, has a wall-clock deadline that holds
+//! whatever the guest does: epoch interruption (checked every millisecond, yielding to the
+//! async executor in between so a spinning guest cannot starve other requests) for a guest
+//! that computes, and a timer on the whole call for one that waits in a host call (a WASI
+//! clock `poll`); see [`WasmProvider`]. Each provider also has a cap on calls at once, a
+//! memory cap, a bounded stack and a bounded host-side cache. Any failure is a
+//! [`CallError`], which the chain turns into a denial.
 
 mod artifacts;
 mod bindings;
@@ -25,7 +28,7 @@ mod state;
 
 pub use artifacts::{Origin, content_hash};
 pub use error::{CallError, LoadError};
-pub use kv::ProviderCache;
+pub use kv::{CacheLimits, ENTRY_OVERHEAD, ProviderCache};
 pub use limits::Limits;
 pub use provider::{InstanceMode, WasmProvider};
 pub use runtime::{EPOCH_TICK, LoadedComponent, ProviderKind, RuntimeConfig, WasmRuntime};

@@ -1,6 +1,23 @@
 //! A configured Wasm provider: instances of one component with one config, and the calls
 //! into them under deadline, memory cap and output bounds.
 //!
+//! Deadlines: every call into a guest, and every instance creation (instantiation plus
+//! `configure`), runs under two clocks. Epoch interruption stops a guest that computes past
+//! its deadline, and yields to the executor every tick so it cannot starve other requests.
+//! It cannot stop a guest that *waits*: `std::thread::sleep`, Python's `time.sleep` or a JS
+//! timer is a WASI `poll` on a clock, an async host call during which no guest code runs and
+//! no epoch check happens. So the call's future also runs under `tokio::time::timeout`.
+//! Dropping a wasmtime `call_async` future is supported: wasmtime resumes the suspended
+//! fiber with a "future dropped" error, which unwinds the guest stack as a trap before the
+//! drop returns, and leaves the store safe to drop (`Config::epoch_interruption` documents
+//! this pairing for guests blocked in async host calls). The store is then dropped with its
+//! instance, never reused, and the call fails as [`CallError::Timeout`].
+//!
+//! Concurrency: each provider admits at most [`Limits::max_concurrent_calls`] calls at once.
+//! A call over the cap waits for a slot until its own deadline and then fails closed as
+//! [`CallError::Unavailable`], so one slow provider holds at most that many of the
+//! runtime's instance slots and other providers keep theirs.
+//!
 //! Instance lifecycle: every instance is configured once (`configure` with the operator's
 //! JSON) before its first call. In [`InstanceMode::Pooled`] a healthy instance goes back to
 //! an idle list after its call and is reused; in [`InstanceMode::Fresh`] every call gets a
@@ -11,6 +28,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -20,6 +38,7 @@ use super::limits::Limits;
 use super::runtime::{LoadedComponent, ProviderKind, ProviderPre};
 use super::state::{Grants, RequestHandle, StoreState};
 use crate::context::RequestContext;
+use crate::observability::logging::escape_control;
 use crate::verdict::{Denial, DenialKind, Identity, Verdict};
 
 /// How instances are reused.
@@ -49,6 +68,10 @@ pub struct WasmProvider {
     config_json: String,
     mode: InstanceMode,
     idle: Mutex<Vec<Ready>>,
+    /// One permit per call allowed to run at once ([`Limits::max_concurrent_calls`]).
+    slots: Semaphore,
+    /// The number of permits `slots` was created with.
+    cap: usize,
 }
 
 struct Ready {
@@ -82,16 +105,22 @@ impl std::error::Error for DeadlineExceeded {}
 impl WasmProvider {
     /// Configures `component` as provider `grants.provider`, with `config_json` passed to
     /// every instance's `configure`. The first instance is created now, so a configuration
-    /// the provider rejects (or a provider that traps while configuring) fails here, at load,
-    /// and not on the first request.
+    /// the provider rejects (or a provider that traps while configuring, or takes longer than
+    /// [`Limits::configure_timeout`]) fails here, at load, and not on the first request.
     pub async fn new(
         component: LoadedComponent,
         grants: Grants,
         config_json: String,
         mode: InstanceMode,
     ) -> Result<Self, LoadError> {
+        let cap = grants
+            .limits
+            .max_concurrent_calls
+            .min(Semaphore::MAX_PERMITS);
         let provider = Self {
             component,
+            slots: Semaphore::new(cap),
+            cap,
             grants: Arc::new(grants),
             config_json,
             mode,
@@ -133,15 +162,26 @@ impl WasmProvider {
         self.lock_idle().len()
     }
 
+    /// Calls running now (or creating their instance).
+    pub fn calls_in_flight(&self) -> usize {
+        self.cap.saturating_sub(self.slots.available_permits())
+    }
+
+    /// The provider's cache, shared by its instances.
+    pub fn cache(&self) -> &super::kv::ProviderCache {
+        &self.grants.cache
+    }
+
     /// Asks an authenticator who the caller is.
     pub async fn authenticate(&self, request: &Arc<RequestContext>) -> Result<Verdict, CallError> {
+        let (_slot, budget) = self.admit().await?;
         let mut ready = self.checkout().await?;
         let Ready { store, exports } = &mut ready;
         let Exports::Authenticator(exports) = exports else {
             return Err(self.bad_output("an authorizer was called as an authenticator".into()));
         };
         let outcome = self
-            .guarded(store, self.grants.limits.timeout, async |store| {
+            .guarded(store, budget, async |store| {
                 let handle = store
                     .data_mut()
                     .table
@@ -168,6 +208,7 @@ impl WasmProvider {
         request: &Arc<RequestContext>,
         caller: &Identity,
     ) -> Result<Result<(), Denial>, CallError> {
+        let (_slot, budget) = self.admit().await?;
         let mut ready = self.checkout().await?;
         let Ready { store, exports } = &mut ready;
         let Exports::Authorizer(exports) = exports else {
@@ -179,7 +220,7 @@ impl WasmProvider {
             claims: caller.claims.clone(),
         };
         let outcome = self
-            .guarded(store, self.grants.limits.timeout, async |store| {
+            .guarded(store, budget, async |store| {
                 let handle = store
                     .data_mut()
                     .table
@@ -203,7 +244,31 @@ impl WasmProvider {
         result
     }
 
-    /// Runs `call` on `store` with the provider's deadline, classifying failures.
+    /// Waits for a call slot, at most the call's deadline ([`Limits::timeout`]). Returns the
+    /// slot and what is left of the deadline for the call itself.
+    async fn admit(&self) -> Result<(SemaphorePermit<'_>, Duration), CallError> {
+        let timeout = self.grants.limits.timeout;
+        if let Ok(slot) = self.slots.try_acquire() {
+            return Ok((slot, timeout));
+        }
+        let queued = Instant::now();
+        match tokio::time::timeout(timeout, self.slots.acquire()).await {
+            Ok(Ok(slot)) => Ok((slot, timeout.saturating_sub(queued.elapsed()))),
+            // `Err(Elapsed)`, or `Ok(Err(Closed))`, which cannot happen: the semaphore is
+            // never closed. Either way, no slot: fail closed.
+            _ => Err(CallError::Unavailable {
+                provider: self.name().to_owned(),
+                reason: format!(
+                    "{} calls already running (its `limits.max_concurrent_calls`); none ended \
+                     within the {timeout:?} deadline",
+                    self.grants.limits.max_concurrent_calls
+                ),
+            }),
+        }
+    }
+
+    /// Runs `call` on `store` under the deadline `timeout`, classifying failures. On
+    /// `Err`, the caller drops the store: after a timeout the guest was cut off mid-call.
     async fn guarded<R>(
         &self,
         store: &mut Store<StoreState>,
@@ -212,10 +277,16 @@ impl WasmProvider {
     ) -> Result<R, CallError> {
         store.data_mut().begin_call(timeout);
         store.set_epoch_deadline(1);
-        // The epoch callback interrupts the guest at its deadline. No outer timer: every host
-        // import is synchronous and bounded, so the guest is the only thing that can run
-        // long, and a tokio timer per call would cost more than the rest of the call.
-        call(store).await.map_err(|e| self.classify(e, timeout))
+        // Two clocks (see the module docs): the epoch callback stops a guest computing past
+        // its deadline, the timer one waiting in an async host call (a WASI clock `poll`),
+        // which runs no guest code and so reaches no epoch check.
+        match tokio::time::timeout(timeout, call(&mut *store)).await {
+            Ok(result) => result.map_err(|e| self.classify(e, timeout)),
+            Err(_elapsed) => Err(CallError::Timeout {
+                provider: self.name().to_owned(),
+                timeout,
+            }),
+        }
     }
 
     async fn checkout(&self) -> Result<Ready, CallError> {
@@ -276,7 +347,8 @@ impl WasmProvider {
             .await?
             .map_err(|reason| CallError::BadOutput {
                 provider: self.name().to_owned(),
-                reason: format!("configure failed: {reason}"),
+                // The guest's own text, which reaches logs and the CLI: one line, no controls.
+                reason: format!("configure failed: {}", escape_control(&reason)),
             })?;
         Ok(Ready { store, exports })
     }
@@ -292,7 +364,8 @@ impl WasmProvider {
                 "unreachable code reached (a panic in the guest)".to_owned()
             }
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            // May quote the guest (a backtrace names its functions), and reaches logs.
+            None => escape_control(&format!("{error:#}")).into_owned(),
         };
         let lowered = format!("{error:#}");
         let reason = if lowered.contains("memory") && lowered.contains("grow") {

@@ -10,11 +10,12 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, types};
-use super::kv::ProviderCache;
+use super::kv::{CacheLimits, ProviderCache};
 use super::limits::Limits;
 use crate::context::RequestContext;
 use crate::crypto;
 use crate::mcp::McpTarget;
+use crate::observability::logging::escape_control;
 use crate::secret::SecretString;
 
 /// Most core instances one provider instance may create; see [`StoreState::new`].
@@ -43,7 +44,12 @@ impl Grants {
         body: bool,
         limits: Limits,
     ) -> Self {
-        let cache = ProviderCache::new(limits.max_cache_entries, limits.max_cache_value_bytes);
+        let cache = ProviderCache::new(CacheLimits {
+            entries: limits.max_cache_entries,
+            key_bytes: limits.max_cache_key_bytes,
+            value_bytes: limits.max_cache_value_bytes,
+            total_bytes: limits.max_cache_bytes,
+        });
         Self {
             provider: provider.into(),
             secrets,
@@ -241,6 +247,9 @@ impl host::Host for StoreState {
             message.truncate(cut);
             message.push('…');
         }
+        // The guest chooses every byte: a raw `\n` would start a line of its own choosing
+        // (a forged audit record), an ESC would drive the operator's terminal.
+        let message = escape_control(&message);
         let provider = self.grants.provider.as_str();
         match level {
             host::LogLevel::Trace => tracing::trace!(provider, "{message}"),

@@ -75,6 +75,22 @@ path = "/every"
 upstream = "{upstream}"
 chain = ["every"]
 
+[[routes]]
+path = "/sleep"
+upstream = "{upstream}"
+chain = ["sleep"]
+
+[[routes]]
+path = "/sleep-deny"
+upstream = "{upstream}"
+chain = ["sleep"]
+on_error = "deny"
+
+[[routes]]
+path = "/who"
+upstream = "{upstream}"
+chain = ["who"]
+
 [providers.keys]
 type = "api_key"
 keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
@@ -122,6 +138,17 @@ secrets = { db_password = "s3cret" }
 type = "wasm"
 component = "{hostile}"
 config = { mode = "trap-every", n = 10 }
+
+[providers.sleep]
+type = "wasm"
+component = "{hostile}"
+config = { mode = "sleep", ms = 30000 }
+limits = { timeout_ms = 50 }
+
+[providers.who]
+type = "wasm"
+component = "{hostile}"
+config = { mode = "subject-from-header" }
 
 [[rules]]
 path = "/mcp"
@@ -355,4 +382,280 @@ async fn fifty_concurrent_calls_to_a_looping_plugin_fail_closed_while_another_ro
     assert_eq!(statuses.values().sum::<usize>(), LOOPERS, "{statuses:?}");
     api_key_route_answers(&h).await;
     assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
+}
+
+/// Generous bound on a request whose provider sleeps 30 s against a 50 ms deadline: proves
+/// "cut off", not a speed.
+const CUT_OFF: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_plugin_sleeping_in_a_host_wait_fails_closed_at_its_deadline_and_the_next_request_works()
+{
+    let h = hostile_gateway().await;
+    let sleepy = [("x-sleep", "1"), ("accept", "text/event-stream")];
+    for (route, want) in [("/sleep", 503), ("/sleep-deny", 401)] {
+        for path in [format!("/check{route}"), route.to_owned()] {
+            let started = Instant::now();
+            let reply = h.request("GET", &path, &sleepy, None).await;
+            let took = started.elapsed();
+            assert_not_allowed(&reply, &path);
+            assert_eq!(reply.status, want, "{path}: {}", reply.body);
+            assert!(took < CUT_OFF, "{path}: answered after {took:?}");
+        }
+    }
+    // Without `x-sleep` the provider answers at once: the cut-off instances were replaced.
+    let reply = check(&h, "/sleep").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("x-portcullis-subject"), Some("hostile-slept"));
+    api_key_route_answers(&h).await;
+}
+
+#[tokio::test]
+async fn a_plugin_sleeping_in_configure_refuses_the_config_within_its_configure_timeout() {
+    let text = crate::gateway_harness::fill(
+        &HOSTILE
+            .replace("{hostile}", portcullis_tests::guests::HOSTILE)
+            .replace(
+                "config = { mode = \"read-env\" }",
+                "config = { mode = \"sleep-in-configure\", ms = 30000 }\nlimits = { \
+                 configure_timeout_ms = 200 }",
+            ),
+        "127.0.0.1:1".parse().expect("addr"),
+        "http://127.0.0.1:9/mcp",
+    );
+    let config = portcullis::config::load_str(&text, "<test config>", std::path::Path::new("."))
+        .expect("the file itself is valid");
+    let started = Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(20),
+        portcullis::config::assemble(&config, Some(portcullis_tests::runtime())),
+    )
+    .await
+    .expect("expected: the load is refused\ngot: still configuring after 20 s")
+    .expect_err("a provider whose configure sleeps past its deadline must not load");
+    let took = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        message.contains("`env` refused its configuration") && message.contains("timed out"),
+        "expected: the error names provider `env` and the timeout\ngot: {message}"
+    );
+    assert!(took < CUT_OFF, "refused after {took:?}");
+}
+
+#[tokio::test]
+async fn a_reload_bringing_a_plugin_that_sleeps_in_configure_keeps_the_running_config() {
+    const PROBE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+
+[[routes]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+chain = ["probe"]
+
+[providers.probe]
+type = "wasm"
+component = "{component}"
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    let probe = PROBE.replace("{component}", portcullis_tests::guests::VERSION_PROBE);
+    std::fs::write(&path, &probe).expect("write config");
+    let served = crate::gateway_harness::serve_watched(path.clone(), None).await;
+    let version = async || {
+        let reply = send(&format!("{}/check/mcp", served.base), "GET", &[], None).await;
+        reply.header("x-portcullis-subject").map(str::to_owned)
+    };
+    assert_eq!(version().await.as_deref(), Some("v1"));
+
+    let sleepy = PROBE.replace("{component}", portcullis_tests::guests::HOSTILE)
+        + "config = { mode = \"sleep-in-configure\", ms = 30000 }\nlimits = { \
+           configure_timeout_ms = 200 }\n";
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, sleepy).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+
+    // The reload is refused for the timeout, and v1 answers throughout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(
+            version().await.as_deref(),
+            Some("v1"),
+            "the old config serves"
+        );
+        let ready: serde_json::Value = serde_json::from_str(
+            &send(&format!("{}/readyz", served.base), "GET", &[], None)
+                .await
+                .body,
+        )
+        .expect("/readyz is JSON");
+        let error = ready["reload"]["last_error"].as_str().unwrap_or_default();
+        if ready["reload"]["last_result"] == "failure" {
+            assert!(
+                error.contains("refused its configuration") && error.contains("timed out"),
+                "{error}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected: the reload is refused within 30 s\ngot: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(version().await.as_deref(), Some("v1"));
+}
+
+const STRIPPED: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "{gateway}"
+
+[[routes]]
+path = "/declared"
+upstream = "{upstream}"
+chain = ["declared"]
+mcp = false
+
+[[routes]]
+path = "/undeclared"
+upstream = "{upstream}"
+chain = ["undeclared"]
+mcp = false
+
+[[routes]]
+path = "/passthrough"
+upstream = "{upstream}"
+chain = ["declared"]
+mcp = false
+forward_auth_headers = true
+
+[providers.declared]
+type = "wasm"
+component = "{hostile}"
+config = { mode = "ok" }
+credential_headers = ["X-Test"]
+
+[providers.undeclared]
+type = "wasm"
+component = "{hostile}"
+config = { mode = "ok" }
+"#;
+
+#[tokio::test]
+async fn credential_headers_a_plugin_declares_never_reach_the_upstream() {
+    let upstream = crate::gateway_harness::RecordingUpstream::start().await;
+    let h = crate::gateway_harness::start_with_upstream(
+        &STRIPPED.replace("{hostile}", portcullis_tests::guests::HOSTILE),
+        &upstream.url,
+    )
+    .await;
+    // `ok` mode authenticates whoever sends `x-test`: here, the credential.
+    let headers = [
+        ("x-test", "partner-secret-token"),
+        ("X-TEST", "second-copy"),
+        ("x-other", "kept"),
+    ];
+    for route in ["/declared", "/undeclared", "/passthrough"] {
+        let reply = h.request("GET", route, &headers, None).await;
+        assert_eq!(reply.status, 200, "{route}: {}", reply.body);
+        assert_eq!(reply.body, "upstream", "{route}");
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let credential = |i: usize| seen[i].headers.get_all("x-test").iter().count();
+    assert_eq!(
+        credential(0),
+        0,
+        "declared: the credential reached the upstream: {:?}",
+        seen[0].headers
+    );
+    assert_eq!(
+        seen[0].headers.get("x-other").map(|v| v.as_bytes()),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("x-portcullis-subject")
+            .map(|v| v.as_bytes()),
+        Some(&b"hostile-ok"[..])
+    );
+    // The control: without the declaration it passes (operators had to list it in the
+    // route's `strip_headers`), and `forward_auth_headers` opts back in.
+    assert_eq!(credential(1), 2, "undeclared: {:?}", seen[1].headers);
+    assert_eq!(
+        credential(2),
+        2,
+        "forward_auth_headers: {:?}",
+        seen[2].headers
+    );
+}
+
+#[tokio::test]
+async fn a_client_chosen_subject_or_path_cannot_forge_an_audit_line() {
+    let logs = crate::wasm_sandbox::capture_logs();
+    let h = hostile_gateway().await;
+    let forged = crate::wasm_sandbox::FORGED;
+    // The provider percent-decodes the header into its subject, as one that maps a client's
+    // input to a name might: the client chooses every byte of the subject.
+    for separator in [
+        "%0A",
+        "%0D%0A",
+        "%09",
+        "%E2%80%A8",
+        "%E2%80%A9",
+        "%C2%85",
+        "%1B%5B2K%0D",
+        "%E2%80%AE",
+    ] {
+        let subject = format!("alice{separator}{}", forged.replace('"', "%22"));
+        let reply = check_with(&h, "/who", &[("x-echo", &subject)]).await;
+        assert_eq!(reply.status, 200, "{separator}: {}", reply.body);
+        let reply = h
+            .request(
+                "GET",
+                "/who",
+                &[("x-echo", &subject), ("accept", "text/event-stream")],
+                None,
+            )
+            .await;
+        assert_ne!(reply.status, 500, "{separator}: {}", reply.body);
+    }
+    // A path with raw non-ASCII bytes (a UTF-8 line separator and NEL), sent byte for byte:
+    // answered or refused, its audit line (if any) stays one line.
+    for raw_path in [&b"/who/a\xe2\x80\xa8b"[..], &b"/mcp/a\xc2\x85b"[..]] {
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(raw_path);
+        request
+            .extend_from_slice(b" HTTP/1.1\r\nhost: x\r\nx-echo: bob\r\nconnection: close\r\n\r\n");
+        let _ = crate::gateway_harness::raw_request(h.addr, request).await;
+    }
+    let (text, json) = logs.assert_one_line_per_event();
+    let audits = text
+        .lines()
+        .filter(|l| l.contains("portcullis::audit"))
+        .count();
+    assert!(
+        audits >= 16,
+        "expected: an audit line per request\ngot:\n{text}"
+    );
+    // Escaped by the gateway (`\u{2028}`, `\t`); each format then quotes the backslash.
+    for output in [&text, &json] {
+        for escaped in [
+            r"alice\\n",
+            r"alice\\u{2028}",
+            r"alice\\t",
+            r"alice\\u{202e}",
+        ] {
+            assert!(output.contains(escaped), "expected {escaped} in:\n{output}");
+        }
+    }
+}
+
+/// A forward-auth check of `route` with extra headers.
+async fn check_with(h: &Harness, route: &str, headers: &[(&str, &str)]) -> Reply {
+    h.request("GET", &format!("/check{route}"), headers, None)
+        .await
 }

@@ -1,19 +1,22 @@
 //! Providers written in Python (componentize-py) and JavaScript (componentize-js) against the
 //! same `authenticator` world: they give the same verdicts as the Rust partner-token on the
 //! same requests, refuse the same bad configs, and a Python guest cannot reach files, sockets,
-//! name lookup or the environment through the host's capability-free WASI.
+//! name lookup or the environment through the host's capability-free WASI. A Python guest in
+//! `time.sleep` and a JS guest awaiting `setTimeout` (both a WASI clock `poll`, where no epoch
+//! check fires) are cut off at their deadline like a Rust one.
 //!
 //! The components are built by `cargo xtask lang` into `target/guests-lang/`; see
 //! [`portcullis_tests::lang::guest`] for when these tests skip (with a printed reason) or fail.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use portcullis::secret::SecretString;
 use portcullis::verdict::{DenialKind, Verdict};
 use portcullis::wasm::{
-    Grants, InstanceMode, Limits, LoadError, Origin, RuntimeConfig, WasmProvider, WasmRuntime,
+    CallError, Grants, InstanceMode, Limits, LoadError, Origin, RuntimeConfig, WasmProvider,
+    WasmRuntime,
 };
 use portcullis_tests::{ProviderSpec, guests, lang, request};
 use serde_json::{Value, json};
@@ -407,6 +410,91 @@ async fn python_and_js_are_compiled_once_then_loaded_from_the_artifact_cache() {
             "{}: {}",
             path.display(),
             observed(&verdict)
+        );
+    }
+}
+
+/// The sleepers: a Python guest in `time.sleep`, a JS guest awaiting `setTimeout`. Each
+/// waits in a WASI `poll` on a monotonic clock, where no epoch check fires.
+fn sleepers() -> Option<[(&'static str, &'static str); 2]> {
+    Some([
+        (lang::guest("sleeper_py.wasm")?, "py-slept"),
+        (lang::guest("sleeper_js.wasm")?, "js-slept"),
+    ])
+}
+
+/// Generous: proves a 30 s sleep was cut off, on a machine that may be busy compiling.
+const CUT_OFF: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn python_and_js_guests_sleeping_in_a_host_wait_are_cut_off_and_replaced() {
+    let Some(sleepers) = sleepers() else { return };
+    for (path, subject) in sleepers {
+        let provider = ProviderSpec::new(path)
+            .config(json!({ "ms": 30_000 }))
+            .limits(|l| {
+                // Answering is quick; the deadline is raised from 20 ms only because a busy
+                // machine may be slow to create the replacement instance's first answer.
+                l.timeout = Duration::from_millis(200);
+                l.configure_timeout = Duration::from_secs(10);
+                l.memory_bytes = 64 << 20;
+            })
+            .ready()
+            .await;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            provider.authenticate(&request("GET", "/", &[("x-sleep", "1")])),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: still sleeping after 20 s"));
+        let took = started.elapsed();
+        assert!(
+            matches!(outcome, Err(CallError::Timeout { .. })),
+            "{path}\nexpected: timeout\ngot: {outcome:?}"
+        );
+        assert!(took < CUT_OFF, "{path}: cut off after {took:?}");
+        assert_eq!(
+            provider.idle_instances(),
+            0,
+            "{path}: the instance is dropped"
+        );
+        match provider.authenticate(&request("GET", "/", &[])).await {
+            Ok(Verdict::Allow(id)) => assert_eq!(id.subject, subject, "{path}"),
+            other => panic!("{path}\nexpected: allow from a new instance\ngot: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn python_and_js_guests_sleeping_in_configure_are_refused_within_the_configure_timeout() {
+    let Some(sleepers) = sleepers() else { return };
+    for (path, _) in sleepers {
+        // Compile first (seconds for these components): the bound is on configuring.
+        portcullis_tests::component(path);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            ProviderSpec::new(path)
+                .config(json!({ "ms": 30_000, "where": "configure" }))
+                .limits(|l| {
+                    l.configure_timeout = Duration::from_secs(2);
+                    l.memory_bytes = 64 << 20;
+                })
+                .build(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: still configuring after 30 s"));
+        let took = started.elapsed();
+        match outcome {
+            Err(LoadError::Configure { reason, .. }) => {
+                assert!(reason.contains("timed out"), "{path}: {reason}")
+            }
+            other => panic!("{path}\nexpected: configure timed out\ngot: {other:?}"),
+        }
+        assert!(
+            took < Duration::from_secs(10),
+            "{path}: refused after {took:?}"
         );
     }
 }

@@ -320,3 +320,320 @@ async fn a_provider_sees_only_the_secrets_it_was_granted() {
         .expect("answers");
     assert_eq!(claim_of(verdict).as_deref(), Some("true"));
 }
+
+/// Generous bound on anything that must be cut off at a short deadline: proves "did not hang
+/// for the guest's 30 s", not a speed.
+const CUT_OFF: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_guest_sleeping_in_a_host_wait_is_cut_off_at_its_deadline_and_replaced() {
+    // `std::thread::sleep` is a WASI `poll` on a monotonic clock: no guest code runs, so no
+    // epoch check fires. Before the wall-clock bound this call held the request for 30 s.
+    let provider = ProviderSpec::new(guests::HOSTILE)
+        .config(json!({ "mode": "sleep", "ms": 30_000 }))
+        .limits(|l| l.timeout = Duration::from_millis(50))
+        .ready()
+        .await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            provider.authenticate(&request("GET", "/", &[("x-sleep", "1")])),
+        )
+        .await
+        .expect("expected: the call is cut off\ngot: still sleeping after 10 s");
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(outcome, Err(CallError::Timeout { .. })),
+            "expected: timeout\ngot: {outcome:?}"
+        );
+        assert!(elapsed < CUT_OFF, "not cut off in time: {elapsed:?}");
+        assert_eq!(
+            provider.idle_instances(),
+            0,
+            "the cut-off instance is dropped"
+        );
+    }
+    // The next call gets a new instance, which answers.
+    match provider.authenticate(&request("GET", "/", &[])).await {
+        Ok(Verdict::Allow(id)) => assert_eq!(id.subject, "hostile-slept"),
+        other => panic!("expected: allow from a new instance\ngot: {other:?}"),
+    }
+    assert_eq!(provider.idle_instances(), 1);
+    good_provider_still_answers().await;
+}
+
+#[tokio::test]
+async fn a_guest_sleeping_in_configure_is_refused_at_load_within_its_configure_timeout() {
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        ProviderSpec::new(guests::HOSTILE)
+            .config(json!({ "mode": "sleep-in-configure", "ms": 30_000 }))
+            .limits(|l| l.configure_timeout = Duration::from_millis(200))
+            .build(),
+    )
+    .await
+    .expect("expected: configure is cut off\ngot: still sleeping after 10 s")
+    .expect_err("a configure that sleeps past its deadline must not load");
+    let elapsed = started.elapsed();
+    assert!(elapsed < CUT_OFF, "not cut off in time: {elapsed:?}");
+    match &err {
+        LoadError::Configure { reason, .. } => {
+            assert!(reason.contains("timed out"), "got: {reason}")
+        }
+        other => panic!("expected: configure error\ngot: {other}"),
+    }
+    good_provider_still_answers().await;
+}
+
+#[tokio::test]
+async fn calls_over_the_concurrency_cap_fail_closed_and_another_provider_still_answers() {
+    const CAP: usize = 2;
+    const CALLS: usize = 8;
+    let slow = std::sync::Arc::new(
+        ProviderSpec::new(guests::HOSTILE)
+            .config(json!({ "mode": "sleep", "ms": 30_000 }))
+            .limits(|l| {
+                l.timeout = Duration::from_millis(500);
+                l.max_concurrent_calls = CAP;
+            })
+            .ready()
+            .await,
+    );
+    let good = hostile("ok").ready().await;
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let slow = slow.clone();
+        calls.spawn(async move {
+            let outcome = slow
+                .authenticate(&request("GET", "/", &[("x-sleep", "1")]))
+                .await;
+            (outcome, started.elapsed())
+        });
+    }
+    // Let every call start: CAP of them sleep in the guest, the rest wait for a slot.
+    let waiting = Instant::now();
+    while slow.calls_in_flight() < CAP && waiting.elapsed() < CUT_OFF {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(slow.calls_in_flight(), CAP, "the cap holds");
+    // Another provider on the same runtime answers meanwhile.
+    let verdict = good
+        .authenticate(&request("GET", "/", &[("x-test", "1")]))
+        .await
+        .expect("the other provider answers");
+    assert!(matches!(verdict, Verdict::Allow(_)), "{verdict:?}");
+    assert!(
+        slow.calls_in_flight() > 0,
+        "expected: the other provider answers while the slow calls are in flight\ngot: they \
+         had all ended"
+    );
+    let (mut timeouts, mut unavailable) = (0, 0);
+    while let Some(joined) = calls.join_next().await {
+        let (outcome, took) = joined.expect("call task");
+        // Every call ends by its own deadline (waiting for a slot counts against it).
+        assert!(took < CUT_OFF, "a call took {took:?}");
+        match outcome {
+            Err(CallError::Timeout { .. }) => timeouts += 1,
+            Err(CallError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("max_concurrent_calls"), "{reason}");
+                unavailable += 1;
+            }
+            other => panic!("expected: every call fails closed\ngot: {other:?}"),
+        }
+    }
+    // Those that got a slot slept into their deadline; at least the calls that never got
+    // one were refused as unavailable (a waiter may get a freed slot just before its own
+    // deadline, and then times out instead).
+    assert!(
+        timeouts >= CAP,
+        "timeouts {timeouts}, unavailable {unavailable}"
+    );
+    assert!(
+        unavailable >= 1,
+        "timeouts {timeouts}, unavailable {unavailable}"
+    );
+    assert_eq!(slow.calls_in_flight(), 0);
+    // The slots are free again: an unhurried call answers.
+    let verdict = slow.authenticate(&request("GET", "/", &[])).await;
+    assert!(matches!(verdict, Ok(Verdict::Allow(_))), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn a_guest_filling_the_cache_never_grows_it_past_its_bounds() {
+    const TOTAL: usize = 256 << 10;
+    let provider = ProviderSpec::new(guests::HOSTILE)
+        .config(json!({ "mode": "cache-fill", "n": 2000, "bytes": 1024 }))
+        .limits(|l| {
+            l.timeout = Duration::from_secs(5);
+            l.max_cache_bytes = TOTAL;
+        })
+        .ready()
+        .await;
+    let claims = match provider.authenticate(&request("GET", "/", &[])).await {
+        Ok(Verdict::Allow(id)) => id.claims,
+        other => panic!("expected: allow with the fill report\ngot: {other:?}"),
+    };
+    let claim = |name: &str| {
+        claims
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no claim {name} in {claims:?}"))
+    };
+    let stored: usize = claim("stored").parse().expect("a count");
+    let per_entry = "fill-1999".len() + 1024 + portcullis::wasm::ENTRY_OVERHEAD;
+    assert!(
+        stored >= 1 && stored <= TOTAL / (per_entry - 3),
+        "stored {stored} entries of ~{per_entry} bytes under a {TOTAL}-byte bound"
+    );
+    // The guest saw every refusal: `cache-add` answered false, a refused `cache-set` reads
+    // back as a miss.
+    assert_eq!(claim("long_key_stored"), "false", "a 100 000-byte key");
+    assert_eq!(claim("huge_value_stored"), "false", "a 70 KiB value");
+    let held = provider.cache().bytes();
+    assert!(held <= TOTAL, "the host holds {held} bytes, over {TOTAL}");
+    assert_eq!(provider.cache().len(), stored);
+    // A second fill stores nothing more: the entries are live, the bound is reached.
+    let _ = provider.authenticate(&request("GET", "/", &[])).await;
+    assert!(provider.cache().bytes() <= TOTAL);
+}
+
+/// Log output written on this thread while it lives, in the gateway's two formats (text
+/// without time or colour, and JSON lines), at `INFO` and above.
+pub struct CapturedLogs {
+    text: LogBuffer,
+    json: LogBuffer,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+/// Starts capturing (current-thread tests only: the subscriber is this thread's default).
+pub fn capture_logs() -> CapturedLogs {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let (text, json) = (LogBuffer::default(), LogBuffer::default());
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(text.clone())
+                .with_ansi(false)
+                .without_time()
+                .with_target(true),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(json.clone())
+                .without_time(),
+        );
+    CapturedLogs {
+        text,
+        json,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+impl CapturedLogs {
+    /// Checks that every line of both outputs is one whole event, as its format writes it,
+    /// and that no raw line break or terminal control survived anywhere; returns the text
+    /// and the JSON output.
+    pub fn assert_one_line_per_event(&self) -> (String, String) {
+        let (text, json) = (self.text.text(), self.json.text());
+        for output in [&text, &json] {
+            let raw = output
+                .chars()
+                .find(|&c| (c.is_control() && c != '\n') || matches!(c, '\u{2028}' | '\u{2029}'));
+            assert!(raw.is_none(), "raw {raw:?} in the log output:\n{output}");
+        }
+        for line in text.lines() {
+            let level = line.trim_start().split(' ').next().unwrap_or_default();
+            assert!(
+                ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
+                "expected: every text line starts with its level\ngot: {line:?}\nin:\n{text}"
+            );
+        }
+        for line in json.lines() {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a JSON log line does not parse ({e}): {line:?}"));
+            assert!(event.get("level").is_some(), "not an event: {line}");
+        }
+        assert_eq!(
+            text.lines().count(),
+            json.lines().count(),
+            "one line per event in both formats\ntext:\n{text}\njson:\n{json}"
+        );
+        (text, json)
+    }
+}
+
+/// A line a forger would like to see standing on its own in the log.
+pub const FORGED: &str =
+    r#"{"level":"INFO","target":"portcullis::audit","verdict":"allow","subject":"admin"}"#;
+
+#[tokio::test]
+async fn a_guest_log_message_cannot_forge_a_log_line() {
+    let logs = capture_logs();
+    for separator in ["\n", "\r\n", "\r", "\u{2028}", "\u{85}", "\u{1b}[2K\r"] {
+        let provider = hostile("log")
+            .config(json!({ "mode": "log", "message": format!("ok{separator}{FORGED}") }))
+            .ready()
+            .await;
+        let verdict = provider
+            .authenticate(&request("GET", "/", &[]))
+            .await
+            .expect("answers");
+        assert!(matches!(verdict, Verdict::Allow(_)), "{verdict:?}");
+    }
+    let (text, json) = logs.assert_one_line_per_event();
+    assert_eq!(
+        text.lines().count(),
+        6,
+        "one line per guest log call:\n{text}"
+    );
+    assert!(
+        text.contains(r"ok\n{"),
+        "the newline is written escaped:\n{text}"
+    );
+    assert!(
+        json.contains(r"ok\\u{2028}{"),
+        "U+2028 is written escaped:\n{json}"
+    );
+    for line in text.lines().chain(json.lines()) {
+        assert!(!line.starts_with('{') || line.contains("hostile"), "{line}");
+    }
+}
