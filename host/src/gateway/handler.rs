@@ -8,9 +8,9 @@ use http::{HeaderValue, Method, Request, Response};
 use super::admission::{Admitted, admit, listing_filter};
 use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
-use super::proxy::{add_identity_headers, upstream_headers};
+use super::proxy::{Peer, add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::check_path;
+use super::request::{check_path, is_trusted};
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
 use crate::observability::Metrics;
@@ -109,9 +109,9 @@ async fn proxy(
     let Admitted {
         identity,
         provider,
-        peer,
         buffered: buffered_body,
         body,
+        ..
     } = match admit(site, route, &mut parts, body, conn, metrics).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -119,24 +119,21 @@ async fn proxy(
 
     let listing = listing_filter(route, &parts, &identity, buffered_body.as_ref());
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
-    let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let client_ip = peer.map(|p| p.ip());
-    let client_ip_value = conn
-        .peer_ip_value
-        .as_ref()
-        .filter(|_| client_ip.is_some() && client_ip == conn.peer.map(|p| p.ip()));
+    // The TCP peer, not the client the engine resolved behind a trusted proxy: the
+    // forwarding headers record hops, and this hop is the peer.
+    let forwarding_peer = conn
+        .peer
+        .zip(conn.peer_ip_value.as_ref())
+        .map(|(p, value)| Peer {
+            ip: p.ip(),
+            value,
+            trusted: is_trusted(p.ip(), &site.trusted_proxies),
+        });
     upstream_headers(
         &mut parts.headers,
         &route.strip,
-        client_ip,
-        client_ip_value,
-        original_host,
-        conn.tls,
+        forwarding_peer,
+        &site.forwarded_as,
     );
     add_identity_headers(&mut parts.headers, &identity, &provider);
     // Kept for the audit line only, so only when it is written.

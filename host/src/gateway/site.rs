@@ -10,9 +10,9 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 use super::metadata::{document, metadata_url};
-use super::proxy::Upstream;
+use super::proxy::{ForwardedAs, Upstream};
 use super::rejection::ChallengeInfo;
-use crate::config::model::{ChainItem, OriginPolicy, ProviderSettings, Route};
+use crate::config::model::{ChainItem, Limits, OriginPolicy, ProviderSettings, Route};
 use crate::config::{Assembled, Config};
 use crate::engine::Policy;
 use crate::engine::api_key::CredentialLocation;
@@ -67,6 +67,11 @@ pub struct Site {
     pub forward_auth_path: Option<String>,
     /// Request-body buffering limit.
     pub max_body_bytes: usize,
+    /// Limits on slow and many clients: the listener reads them when it starts, the
+    /// body deadline is read per request.
+    pub limits: Limits,
+    /// `X-Forwarded-Host`/`-Proto` for upstreams, from the public URL.
+    pub forwarded_as: ForwardedAs,
     /// Routes, longest prefix first.
     pub routes: Vec<LiveRoute>,
     /// Metadata for the public URL itself.
@@ -106,11 +111,13 @@ impl Site {
         Self {
             public_origin: origin_of(&public_url),
             root_metadata: document(&public_url, &config.resource),
+            forwarded_as: ForwardedAs::from_public_url(&public_url),
             public_url,
             trusted_proxies: config.server.trusted_proxies.clone(),
             origins: config.server.allowed_origins.clone(),
             forward_auth_path: config.server.forward_auth_path.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            limits: config.server.limits.clone(),
             routes,
             readiness: Bytes::from(readiness.to_string()),
             jwt_validators,

@@ -20,8 +20,9 @@
 //! - **Identity headers.** Anything named `x-portcullis-*`, or spelled with `_` for `-`
 //!   (`X_Portcullis_Subject`, which CGI-style upstreams read as the same variable), is
 //!   removed before the upstream, on authenticated and anonymous routes alike. The gateway
-//!   sets `X-Forwarded-Proto` and `X-Forwarded-Host` itself and appends the real peer to
-//!   `X-Forwarded-For`, so the last hop the upstream sees is the true one.
+//!   sets `X-Forwarded-Proto` and `X-Forwarded-Host` itself (from the public URL) and
+//!   writes `X-Forwarded-For` (the peer alone, unless it is a trusted proxy); the other
+//!   forwarding headers are `gateway_limits.rs`'s.
 //! - **Forward-auth.** `X-Forwarded-*` and `X-Original-*` count only from a trusted proxy;
 //!   from anyone else the check request itself is judged. From a trusted proxy, a forwarded
 //!   URI or method that cannot be read is 400, never a fallback to the check path.
@@ -459,7 +460,7 @@ async fn forged_identity_and_forwarding_headers_never_reach_the_upstream() {
             );
         }
         assert_eq!(values("x-forwarded-proto"), ["http"]);
-        assert_eq!(values("x-forwarded-host"), ["gateway.test"]);
+        assert_eq!(values("x-forwarded-host"), [h.addr.to_string()]);
         let forwarded_for = values("x-forwarded-for").join(",");
         assert!(
             forwarded_for.ends_with("127.0.0.1"),

@@ -13,6 +13,7 @@ mod gateway_cli;
 mod gateway_forward_auth;
 mod gateway_harness;
 mod gateway_jwt;
+mod gateway_limits;
 mod gateway_mcp;
 mod gateway_oauth;
 mod gateway_tls;
