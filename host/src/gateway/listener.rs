@@ -27,7 +27,8 @@
 //!   (a dead peer is dropped), hyper's defaults against rapid reset.
 //! - **A buffered body.** `body_timeout`, applied where the body is read
 //!   ([`super::body::collect_limited_within`]); a body streamed to the upstream is bounded
-//!   by the route's `response_timeout_ms` instead.
+//!   by the route's `response_timeout_ms` instead, for as long as the upstream waits for it
+//!   before answering.
 
 use std::convert::Infallible;
 use std::future::Future;
