@@ -69,6 +69,66 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Limits on slow and many clients.
+    pub limits: ServerLimits,
+}
+
+/// What one client may hold, and for how long (`[server]` `*_timeout_secs`,
+/// `max_connections`, `max_header_bytes`, `http2_*`). The defaults are the ones a real
+/// deployment does not reach by accident; the README's config reference gives the reason
+/// for each, and [`crate::gateway::listener`] how each is enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time to finish the TLS handshake and send a request head; for HTTP/1 it also bounds
+    /// the wait for the next request on a kept-alive connection (hyper starts the clock as
+    /// soon as the connection is ready for a head), and until its first request, any
+    /// connection (HTTP/2 included).
+    pub header_timeout: Duration,
+    /// Time to send a whole body that the gateway buffers for the engine.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Largest HTTP/1 request head, and HTTP/2 header list, in bytes.
+    pub max_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings, when on.
+    pub http2_keepalive: Option<Duration>,
+}
+
+/// The defaults, next to what nginx and Envoy do (the README repeats the reasons):
+/// - `header_timeout` 10 s: nginx `client_header_timeout` is 60 s, hyper's 30 s; a head of
+///   a few KiB takes milliseconds even on a poor link, and the clock also closes idle
+///   HTTP/1 keep-alive connections (Node's `keepAliveTimeout` is 5 s).
+/// - `body_timeout` 30 s: a buffered body is at most `max_body_bytes` (1 MiB by default),
+///   which takes 8 s at 1 Mbit/s; nginx bounds each read by 60 s, which a trickle defeats.
+/// - `idle_timeout` 60 s: nginx `keepalive_timeout` 75 s, `http2_idle_timeout` 3 min
+///   before 1.19.7; Envoy's connection `idle_timeout` is 1 h.
+/// - `max_connections` 10 000: ten times the 1 000 concurrent clients the gateway is
+///   measured with. The descriptor limit must be higher still (each proxied request also
+///   holds an upstream connection); under a default `ulimit -n` of 1 024 that limit is
+///   reached first, and the accept loop backs off on its errors.
+/// - `max_header_bytes` 32 KiB: fits the largest token the JWT validator reads (16 KiB)
+///   with room for the rest, like nginx's 4 × 8 KiB (Envoy: 60 KiB); hyper's own ~400 KiB
+///   would let a client make the gateway buffer, parse and forward heads no upstream
+///   expects.
+/// - `http2_max_concurrent_streams` 100: RFC 9113's recommended minimum, nginx 128,
+///   hyper 200, Envoy unlimited unless configured (its hardening guide says 100).
+/// - `http2_keepalive` 30 s: a dead peer is found within 50 s.
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            http2_max_concurrent_streams: 100,
+            http2_keepalive: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// The forward-auth endpoint (`server.forward_auth_path`, `server.forward_auth_proxy`).

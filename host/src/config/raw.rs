@@ -64,6 +64,20 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     /// Seconds that shutdown waits for in-flight requests (default 30).
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds to finish the TLS handshake and send a request head (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds to send a request body the gateway buffers (default 30).
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections served at once; beyond it, accepting pauses (default 10 000).
+    pub max_connections: Option<u64>,
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes (default 32 KiB).
+    pub max_header_bytes: Option<u64>,
+    /// Streams one HTTP/2 connection may have open at once (default 100).
+    pub http2_max_concurrent_streams: Option<u64>,
+    /// Seconds between HTTP/2 keep-alive pings on a quiet connection (default 30; 0: off).
+    pub http2_keepalive_secs: Option<u64>,
 }
 
 /// `[server.tls]`.

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::error::{ConfigError, Reporter};
 use super::model::{
     ChainItem, ClientAuth, Config, ForwardAuth, ForwardAuthProxy, LogFormat, OriginPolicy,
-    Provider, ProviderSettings, Purpose, Resource, Route, Server, Tls,
+    Provider, ProviderSettings, Purpose, Resource, Route, Server, ServerLimits, Tls,
 };
 use super::providers::validate_provider;
 use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
@@ -156,7 +156,10 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
     let forward_auth = forward_auth(raw, &trusted_proxies, report)?;
     let readyz_detail_networks = match &raw.readyz_detail_networks {
         None => vec![
-            IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
+            IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(127, 0, 0, 0),
+                8,
+            )),
             IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
         ],
         Some(list) => list
@@ -189,6 +192,101 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         readyz_detail_networks,
         max_body_bytes,
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
+        limits: limits(raw, report)?,
+    })
+}
+
+/// The longest timeout accepted: a day. Beyond it a timeout protects nothing, and a huge
+/// one would overflow the clock arithmetic.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// `[server]`'s limits on slow and many clients; see [`ServerLimits`] for what each bounds.
+fn limits(raw: &RawServer, report: &Reporter) -> Result<ServerLimits, ConfigError> {
+    let default = ServerLimits::default();
+    let timeout = |value: Option<u64>, key: &str, default: Duration, example: u64| match value {
+        None => Ok(default),
+        Some(0) => Err(report.invalid(
+            key,
+            format!("`0` would cut off every client; use e.g. `{example}`"),
+        )),
+        Some(n) if n > MAX_TIMEOUT_SECS => Err(report.invalid(
+            key,
+            format!("`{n}` is more than a day ({MAX_TIMEOUT_SECS}); use e.g. `{example}`"),
+        )),
+        Some(n) => Ok(Duration::from_secs(n)),
+    };
+    let header_timeout = timeout(
+        raw.header_timeout_secs,
+        "server.header_timeout_secs",
+        default.header_timeout,
+        10,
+    )?;
+    let body_timeout = timeout(
+        raw.body_timeout_secs,
+        "server.body_timeout_secs",
+        default.body_timeout,
+        30,
+    )?;
+    let idle_timeout = timeout(
+        raw.idle_timeout_secs,
+        "server.idle_timeout_secs",
+        default.idle_timeout,
+        60,
+    )?;
+    let max_connections = match raw.max_connections {
+        None => default.max_connections,
+        Some(0) => {
+            return Err(report.invalid(
+                "server.max_connections",
+                "`0` would never accept a connection; use e.g. `10000`",
+            ));
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    // hyper's read buffer cannot be smaller than 8 KiB (it panics), and HTTP/2 states the
+    // list size as a u32; above 1 MiB a header block is an attack, not a token.
+    let max_header_bytes = match raw.max_header_bytes {
+        None => default.max_header_bytes,
+        Some(n @ 8_192..=1_048_576) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => {
+            return Err(report.invalid(
+                "server.max_header_bytes",
+                format!(
+                    "`{n}` is outside 8192..=1048576 bytes; use e.g. `32768` (32 KiB, room for \
+                     the largest token the JWT validator reads)"
+                ),
+            ));
+        }
+    };
+    let http2_max_concurrent_streams = match raw.http2_max_concurrent_streams {
+        None => default.http2_max_concurrent_streams,
+        Some(n @ 1..=10_000) => u32::try_from(n).unwrap_or(u32::MAX),
+        Some(n) => {
+            return Err(report.invalid(
+                "server.http2_max_concurrent_streams",
+                format!("`{n}` is outside 1..=10000; use e.g. `100` (RFC 9113's minimum advice)"),
+            ));
+        }
+    };
+    let http2_keepalive = match raw.http2_keepalive_secs {
+        None => default.http2_keepalive,
+        Some(0) => None,
+        Some(n) if n > MAX_TIMEOUT_SECS => {
+            return Err(report.invalid(
+                "server.http2_keepalive_secs",
+                format!("`{n}` is more than a day; use e.g. `30`, or `0` to turn pings off"),
+            ));
+        }
+        Some(n) => Some(Duration::from_secs(n)),
+    };
+    Ok(ServerLimits {
+        header_timeout,
+        body_timeout,
+        idle_timeout,
+        max_connections,
+        max_header_bytes,
+        http2_max_concurrent_streams,
+        http2_keepalive,
     })
 }
 

@@ -83,7 +83,14 @@ pub async fn admit(
         return Err(deny(rejection, "-", "MCP body media type refused"));
     }
     let (buffered, body) = if has_body && route.wants_body {
-        match read_body(body, &parts.headers, site.max_body_bytes).await {
+        match read_body(
+            body,
+            &parts.headers,
+            site.max_body_bytes,
+            site.limits.body_timeout,
+        )
+        .await
+        {
             Ok(bytes) => (Some(bytes.clone()), full(bytes)),
             Err(rejection) => return Err(deny(rejection, "-", "request body refused")),
         }

@@ -1,4 +1,5 @@
-//! The one body type the gateway sends and forwards: a boxed stream of `Bytes` frames.
+//! The one body type the gateway sends and forwards: a boxed stream of `Bytes` frames, and
+//! reading one whole within a size limit and, for request bodies from clients, a deadline.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -40,6 +41,10 @@ pub enum CollectError {
     Broken(BoxError),
 }
 
+/// [`collect_limited_within`]'s deadline passed before the body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimedOut;
+
 /// Reads a whole body of at most `limit` bytes.
 ///
 /// Written out rather than `Limited::collect` because that future's `Into<BoxError>` bound
@@ -56,4 +61,58 @@ pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Coll
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads a whole body of at most `limit` bytes that must end within `timeout`: the outer
+/// `Err` is the deadline, the inner result is [`collect_limited`]'s.
+///
+/// For request bodies the gateway buffers: the size limit bounds the memory one request
+/// holds, this deadline how long it holds it. A per-read timeout (nginx's
+/// `client_body_timeout`) would not do: a client trickling one byte a second never
+/// trips it, and keeps a buffer and a connection for as long as it likes.
+pub async fn collect_limited_within(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Result<Bytes, CollectError>, BodyTimedOut> {
+    tokio::time::timeout(timeout, collect_limited(body, limit))
+        .await
+        .map_err(|_| BodyTimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A body whose next frame never comes: a client that stopped sending.
+    struct Stalled;
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_times_out() {
+        let result = collect_limited_within(boxed(Stalled), 1024, Duration::from_millis(20)).await;
+        assert_eq!(result.err(), Some(BodyTimedOut));
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_is_read_within_its_deadline() {
+        let result = collect_limited_within(full("hello"), 1024, Duration::from_secs(5)).await;
+        assert_eq!(
+            result.ok().and_then(Result::ok),
+            Some(Bytes::from_static(b"hello"))
+        );
+    }
 }

@@ -136,7 +136,11 @@ pub async fn check(
         rejection.into_response()
     };
     if let Err(rejection) = check_case_folding(site, &path) {
-        return deny(rejection, "path routed elsewhere when read case-blind", label);
+        return deny(
+            rejection,
+            "path routed elsewhere when read case-blind",
+            label,
+        );
     }
     let Some(route) = site.route(&path) else {
         return deny(

@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, Request, Response};
 use super::admission::{Admitted, admit, listing_filter};
 use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
-use super::proxy::{add_identity_headers, upstream_headers};
+use super::proxy::{Peer, add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
 use super::request::{check_case_folding, check_path, is_trusted, session_id};
 use super::sessions::SessionBindings;
@@ -127,6 +127,7 @@ async fn proxy(
         provider,
         peer,
         body,
+        ..
     } = match admit(site, route, &mut parts, body, conn, metrics).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -156,24 +157,21 @@ async fn proxy(
     let deleting = parts.method == Method::DELETE;
     let listing = listing_filter(route, &parts, &identity, peer, conn.client_cert.clone());
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
-    let original_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let client_ip = peer.map(|p| p.ip());
-    let client_ip_value = conn
-        .peer_ip_value
-        .as_ref()
-        .filter(|_| client_ip.is_some() && client_ip == conn.peer.map(|p| p.ip()));
+    // The TCP peer, not the client the engine resolved behind a trusted proxy: the
+    // forwarding headers record hops, and this hop is the peer.
+    let forwarding_peer = conn
+        .peer
+        .zip(conn.peer_ip_value.as_ref())
+        .map(|(p, value)| Peer {
+            ip: p.ip(),
+            value,
+            trusted: is_trusted(p.ip(), &site.trusted_proxies),
+        });
     upstream_headers(
         &mut parts.headers,
         &route.strip,
-        client_ip,
-        client_ip_value,
-        original_host,
-        conn.tls,
+        forwarding_peer,
+        &site.forwarded_as,
     );
     add_identity_headers(&mut parts.headers, &identity, &provider);
     // Kept for the audit line only, so only when it is written.

@@ -132,9 +132,7 @@ impl Gateway {
                 .flatten();
             let (label, response) = match readiness {
                 Some(report) => ("/readyz", handler::readiness(&site, conn, &report)),
-                None => {
-                    handler::handle(&site, request, conn, &self.metrics, &self.sessions).await
-                }
+                None => handler::handle(&site, request, conn, &self.metrics, &self.sessions).await,
             };
             self.metrics.request(label, response.status().as_u16());
             response

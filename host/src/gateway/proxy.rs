@@ -8,6 +8,10 @@
 //!   look-alikes) are removed, then the identity
 //!   is added as `x-portcullis-subject`, `x-portcullis-scopes` (space-separated) and
 //!   `x-portcullis-provider`.
+//! - Client-sent forwarding headers (`Forwarded`, `X-Real-IP`, `X-Forwarded-Port`/
+//!   `-Prefix`, URL and method overrides: the list is [`CLIENT_FORWARDING`]) are removed;
+//!   `X-Forwarded-Host`/`-Proto` are the public URL's; `X-Forwarded-For` is the client's
+//!   chain plus the peer only when the peer is a trusted proxy, else the peer alone.
 //! - Connecting has a timeout, and so does waiting for the response headers; both answer
 //!   504. A refused or broken connection answers 502. Once headers arrive the body streams
 //!   frame by frame with no total timeout (SSE streams are long-lived).
@@ -296,43 +300,192 @@ pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Prepares the request headers for the upstream. `client_ip_value`, when given, is
-/// `client_ip` already rendered as a header value.
+/// What the gateway says about itself and its client in `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`: the configured public URL's authority and scheme, built once per
+/// configuration. Never the request's `Host`: an upstream behind a proxy builds its links
+/// and redirects from `X-Forwarded-Host`, and a client-chosen one would poison them.
+#[derive(Debug, Clone)]
+pub struct ForwardedAs {
+    host: Option<HeaderValue>,
+    proto: HeaderValue,
+}
+
+impl ForwardedAs {
+    /// The values for a gateway whose canonical URL is `public_url`.
+    pub fn from_public_url(public_url: &str) -> Self {
+        let uri: Option<Uri> = public_url.parse().ok();
+        let host = uri
+            .as_ref()
+            .and_then(Uri::authority)
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let proto = match uri.as_ref().and_then(Uri::scheme_str) {
+            Some("https") => HeaderValue::from_static("https"),
+            _ => HeaderValue::from_static("http"),
+        };
+        Self { host, proto }
+    }
+}
+
+/// The TCP peer of a request, as the forwarding headers need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// Its address.
+    pub ip: std::net::IpAddr,
+    /// `ip` already rendered as a header value (once per connection).
+    pub value: &'a HeaderValue,
+    /// Whether it is in `server.trusted_proxies`, so that the `X-Forwarded-For` chain it
+    /// sent is its own record of the hops before it.
+    pub trusted: bool,
+}
+
+/// Client-sent headers that tell an upstream where the request came from, which host,
+/// scheme, port or path prefix it was for, or which URL or method to run instead of the
+/// one in the request line. Frameworks believe them behind a proxy (Spring's
+/// `ForwardedHeaderFilter`, ASP.NET Core's `ForwardedHeaders`, Werkzeug's `ProxyFix`,
+/// Rack, Symfony's trusted headers, Express `trust proxy`, the `request-ip` family), so
+/// a client's copy would describe a request other than the one the gateway judged. Names
+/// with `_` for `-` are removed too (see [`strip_client_forwarding`]).
+///
+/// - Addresses: `Forwarded` (RFC 7239), `X-Real-IP`, `X-Client-IP`, `Client-IP`,
+///   `True-Client-IP` (Akamai), `CF-Connecting-IP` (Cloudflare), `Fastly-Client-IP`,
+///   `X-Cluster-Client-IP`, `X-Forwarded`, `Forwarded-For`; and `X-Forwarded-For`, which
+///   the gateway then writes itself.
+/// - Host, scheme, port, prefix: `X-Forwarded-Port`, `X-Forwarded-Prefix` (Spring,
+///   ASP.NET Core `PathBase`, Symfony, Traefik), `X-Forwarded-Server`, `X-Forwarded-Ssl`
+///   and `X-Forwarded-Scheme` (Rack), `X-Url-Scheme`, `Front-End-Https` (IIS/OWA),
+///   `X-Host` and `X-HTTP-Host-Override`; and `X-Forwarded-Host`/`-Proto`, which the
+///   gateway then writes itself.
+/// - URL and method overrides: `X-Original-URL` and `X-Rewrite-URL` (IIS URL Rewrite;
+///   Symfony before CVE-2018-14773, Zend/Laminas, and the PHP apps built on them route by
+///   them), `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik's forward-auth pair),
+///   `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override` (Rack,
+///   `method-override` for Express, Symfony and Laravel on POST, ASP.NET Web API and
+///   OData: a POST the rules judged would run as a DELETE). Every `X-Original-*` name
+///   goes as well ([`ORIGINAL_PREFIX`]): IIS, Azure Front Door, ASP.NET Core and
+///   ingress-nginx use the family for the request before a rewrite.
+const CLIENT_FORWARDING: [&str; 28] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-host",
+    "x-http-host-override",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Every header starting with this is removed before the upstream (see
+/// [`CLIENT_FORWARDING`]).
+const ORIGINAL_PREFIX: &str = "x-original-";
+
+/// Whether `name` is `wanted` with any `-` in `wanted` possibly spelled `_` (names are
+/// lower-case): CGI, WSGI, Rack and PHP upstreams read both as one variable.
+fn same_folding_underscore(name: &[u8], wanted: &[u8]) -> bool {
+    name.len() == wanted.len()
+        && name
+            .iter()
+            .zip(wanted)
+            .all(|(&b, &w)| b == w || (b == b'_' && w == b'-'))
+}
+
+fn is_client_forwarding(name: &HeaderName) -> bool {
+    let bytes = name.as_str().as_bytes();
+    let prefix = ORIGINAL_PREFIX.as_bytes();
+    (bytes.len() > prefix.len() && same_folding_underscore(&bytes[..prefix.len()], prefix))
+        || CLIENT_FORWARDING
+            .iter()
+            .any(|wanted| same_folding_underscore(bytes, wanted.as_bytes()))
+}
+
+/// Removes every header in [`CLIENT_FORWARDING`] and every `X-Original-*`, also spelled
+/// with `_` for `-`.
+pub fn strip_client_forwarding(headers: &mut HeaderMap) {
+    // Usually empty, and an empty `Vec` does not allocate.
+    let theirs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_client_forwarding(name))
+        .cloned()
+        .collect();
+    for name in theirs {
+        headers.remove(name);
+    }
+}
+
+/// The `X-Forwarded-For` for the upstream: from a trusted proxy, the chain it sent (every
+/// hop an IP address) followed by the proxy itself; from anyone else, the peer alone, so an
+/// upstream reading the left-most entry cannot be handed an address the client chose. A
+/// chain from a trusted proxy that does not parse is replaced by the peer, as
+/// [`super::request::client_addr`] then believes the peer too.
+fn forwarded_for(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderValue {
+    if !peer.trusted {
+        return peer.value.clone();
+    }
+    let mut chain = String::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(value) = value.to_str() else {
+            return peer.value.clone();
+        };
+        for hop in value.split(',').map(str::trim) {
+            if hop.parse::<std::net::IpAddr>().is_err() {
+                return peer.value.clone();
+            }
+            chain.push_str(hop);
+            chain.push_str(", ");
+        }
+    }
+    if chain.is_empty() {
+        return peer.value.clone();
+    }
+    chain.push_str(&peer.ip.to_string());
+    HeaderValue::from_str(&chain).unwrap_or_else(|_| peer.value.clone())
+}
+
+/// Prepares the request headers for the upstream: hop-by-hop, the route's credential
+/// headers and client-sent identity and forwarding headers removed; `X-Forwarded-For`
+/// written from `peer` (removed when there is none, as for an in-process call), and
+/// `X-Forwarded-Host`/`-Proto` set to the gateway's own.
 pub fn upstream_headers(
     headers: &mut HeaderMap,
     strip: &[HeaderName],
-    client_ip: Option<std::net::IpAddr>,
-    client_ip_value: Option<&HeaderValue>,
-    original_host: Option<HeaderValue>,
-    tls: bool,
+    peer: Option<Peer<'_>>,
+    forwarded_as: &ForwardedAs,
 ) {
     strip_hop_by_hop(headers);
     for name in strip {
         headers.remove(name);
     }
     strip_identity_headers(headers);
-    // The upstream is addressed by its own authority; the client's `Host` goes along as
-    // `X-Forwarded-Host`.
+    let chain = peer.map(|peer| forwarded_for(headers, &peer));
+    strip_client_forwarding(headers);
+    // The upstream is addressed by its own authority (set when sending).
     headers.remove(HOST);
-    if let Some(host) = original_host {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(value) = chain {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    let previous = headers.get(&X_FORWARDED_FOR);
-    if let (None, Some(value)) = (previous, client_ip_value) {
-        headers.insert(X_FORWARDED_FOR, value.clone());
-    } else if let Some(ip) = client_ip {
-        let forwarded = match previous.and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&forwarded) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+    if let Some(host) = &forwarded_as.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
+    headers.insert(X_FORWARDED_PROTO, forwarded_as.proto.clone());
 }
 
 #[cfg(test)]
@@ -376,6 +529,71 @@ mod tests {
         strip_identity_headers(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-portcullisx"));
+    }
+
+    #[test]
+    fn client_forwarding_headers_and_their_underscore_spellings_are_stripped() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "x-forwarded-prefix",
+            "x_forwarded_host",
+            "x-original-url",
+            "x_original_host",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-forwarded-for",
+        ] {
+            h.insert(HeaderName::from_static(name), "x".parse().expect("hv"));
+        }
+        h.insert("x-originalx", "kept".parse().expect("hv"));
+        h.insert("x-forwarded", "x".parse().expect("hv"));
+        h.insert("mcp-session-id", "kept".parse().expect("hv"));
+        strip_client_forwarding(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["mcp-session-id", "x-originalx"]);
+    }
+
+    #[test]
+    fn forwarded_for_keeps_the_chain_only_from_a_trusted_peer() {
+        let value = HeaderValue::from_static("10.0.0.2");
+        let peer = |trusted| Peer {
+            ip: "10.0.0.2".parse().expect("ip"),
+            value: &value,
+            trusted,
+        };
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "203.0.113.9".parse().expect("hv"));
+        h.append(
+            "x-forwarded-for",
+            "198.51.100.1, 10.1.1.1".parse().expect("hv"),
+        );
+        assert_eq!(
+            forwarded_for(&h, &peer(true)),
+            "203.0.113.9, 198.51.100.1, 10.1.1.1, 10.0.0.2"
+        );
+        assert_eq!(forwarded_for(&h, &peer(false)), "10.0.0.2");
+        h.insert("x-forwarded-for", "203.0.113.9, evil".parse().expect("hv"));
+        assert_eq!(forwarded_for(&h, &peer(true)), "10.0.0.2");
+    }
+
+    #[test]
+    fn forwarded_host_and_proto_come_from_the_public_url() {
+        let ours = ForwardedAs::from_public_url("https://mcp.example.com:8443");
+        let mut h = HeaderMap::new();
+        h.insert("host", "evil.example".parse().expect("hv"));
+        h.insert("x-forwarded-host", "evil.example".parse().expect("hv"));
+        h.insert("x-forwarded-proto", "http".parse().expect("hv"));
+        upstream_headers(&mut h, &[], None, &ours);
+        assert_eq!(
+            h.get("x-forwarded-host").expect("set"),
+            "mcp.example.com:8443"
+        );
+        assert_eq!(h.get("x-forwarded-proto").expect("set"), "https");
+        assert!(h.get("host").is_none() && h.get("x-forwarded-for").is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! | bad credential | 401 | `Bearer error="invalid_token", error_description="…", resource_metadata="…"` |
 //! | missing scope | 403 | `Bearer error="insufficient_scope", scope="…", resource_metadata="…"` |
 //! | malformed request | 400 | `Bearer error="invalid_request", error_description="…", resource_metadata="…"` (only for credential problems) |
-//! | other refusals | 403, 404, 405, 413, 415, 502, 503, 504 | none |
+//! | other refusals | 403, 404, 405, 408, 413, 415, 502, 503, 504 | none |
 //!
 //! Every body is `{"error": "…", "error_description": "…"}`.
 
@@ -96,6 +96,12 @@ pub enum Rejection {
         /// Why.
         description: String,
     },
+    /// The client did not finish sending a body the gateway buffers before the deadline
+    /// (408, `server.body_timeout_secs`).
+    RequestTimeout {
+        /// The deadline.
+        timeout: std::time::Duration,
+    },
     /// The body is larger than the buffering limit (413).
     PayloadTooLarge {
         /// The limit, in bytes.
@@ -168,6 +174,7 @@ impl Rejection {
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -245,6 +252,13 @@ impl Rejection {
             Self::MethodNotAllowed { allow } => (
                 "method_not_allowed",
                 format!("this endpoint answers {allow}"),
+            ),
+            Self::RequestTimeout { timeout } => (
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
             ),
             Self::PayloadTooLarge { limit } => (
                 "request_too_large",

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use ipnet::IpNet;
 
-use super::body::{Body, CollectError, collect_limited};
+use super::body::{Body, CollectError, collect_limited_within};
 use super::rejection::Rejection;
 use super::site::Site;
 use crate::config::model::OriginPolicy;
@@ -249,8 +249,14 @@ fn is_loopback_origin(origin: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Reads a body of at most `limit` bytes. Too large: 413; broken: 400.
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Rejection> {
+/// Reads a body of at most `limit` bytes within `timeout`. Too large: 413; too slow: 408;
+/// broken: 400.
+pub async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -258,7 +264,10 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Rejection::PayloadTooLarge { limit });
     }
-    match collect_limited(body, limit).await {
+    let Ok(collected) = collect_limited_within(body, limit, timeout).await else {
+        return Err(Rejection::RequestTimeout { timeout });
+    };
+    match collected {
         Ok(bytes) => Ok(bytes),
         Err(CollectError::TooLarge) => Err(Rejection::PayloadTooLarge { limit }),
         Err(CollectError::Broken(_)) => Err(Rejection::InvalidRequest {

@@ -10,9 +10,11 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 use super::metadata::{document, metadata_url};
-use super::proxy::Upstream;
+use super::proxy::{ForwardedAs, Upstream};
 use super::rejection::ChallengeInfo;
-use crate::config::model::{ChainItem, ForwardAuth, OriginPolicy, ProviderSettings, Route};
+use crate::config::model::{
+    ChainItem, ForwardAuth, OriginPolicy, ProviderSettings, Route, ServerLimits,
+};
 use crate::config::{Assembled, Config};
 use crate::engine::Policy;
 use crate::engine::api_key::CredentialLocation;
@@ -71,6 +73,11 @@ pub struct Site {
     pub readyz_detail_networks: Vec<IpNet>,
     /// Request-body buffering limit.
     pub max_body_bytes: usize,
+    /// Limits on slow and many clients: the listener reads them when it starts, the
+    /// body deadline is read per request.
+    pub limits: ServerLimits,
+    /// `X-Forwarded-Host`/`-Proto` for upstreams, from the public URL.
+    pub forwarded_as: ForwardedAs,
     /// Routes, longest prefix first.
     pub routes: Vec<LiveRoute>,
     /// Whether a route or rule path is spelled with capitals or a segment ending in `.`, so
@@ -114,6 +121,7 @@ impl Site {
         Self {
             public_origin: origin_of(&public_url),
             root_metadata: document(&public_url, &config.resource),
+            forwarded_as: ForwardedAs::from_public_url(&public_url),
             public_url,
             trusted_proxies: config.server.trusted_proxies.clone(),
             origins: config.server.allowed_origins.clone(),
@@ -125,6 +133,7 @@ impl Site {
                     .chain(r.policy.rules.path_prefixes())
                     .any(|p| p.bytes().any(|b| b.is_ascii_uppercase()) || p.contains('.'))
             }),
+            limits: config.server.limits.clone(),
             routes,
             readiness: Bytes::from(readiness.to_string()),
             jwt_validators,

@@ -20,8 +20,9 @@
 //! - **Identity headers.** Anything named `x-portcullis-*`, or spelled with `_` for `-`
 //!   (`X_Portcullis_Subject`, which CGI-style upstreams read as the same variable), is
 //!   removed before the upstream, on authenticated and anonymous routes alike. The gateway
-//!   sets `X-Forwarded-Proto` and `X-Forwarded-Host` itself and appends the real peer to
-//!   `X-Forwarded-For`, so the last hop the upstream sees is the true one.
+//!   sets `X-Forwarded-Proto` and `X-Forwarded-Host` itself (from the public URL) and
+//!   writes `X-Forwarded-For` (the peer alone, unless it is a trusted proxy); the other
+//!   forwarding headers are `gateway_limits.rs`'s.
 //! - **Forward-auth.** The check answers only trusted proxies (403 for anyone else), and
 //!   reads only the configured proxy's header family: another family's describing header is
 //!   the client's (403); a missing, repeated or unreadable one of its own is 400, never a
@@ -464,7 +465,7 @@ async fn forged_identity_and_forwarding_headers_never_reach_the_upstream() {
             );
         }
         assert_eq!(values("x-forwarded-proto"), ["http"]);
-        assert_eq!(values("x-forwarded-host"), ["gateway.test"]);
+        assert_eq!(values("x-forwarded-host"), [h.addr.to_string()]);
         let forwarded_for = values("x-forwarded-for").join(",");
         assert!(
             forwarded_for.ends_with("127.0.0.1"),

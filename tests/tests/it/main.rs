@@ -3,8 +3,8 @@
 
 mod api_key;
 mod attack_headers;
-mod attack_mcp;
 mod attack_jwt;
+mod attack_mcp;
 mod attack_plugins;
 mod chain;
 mod config_ui;
@@ -15,6 +15,7 @@ mod gateway_cli;
 mod gateway_forward_auth;
 mod gateway_harness;
 mod gateway_jwt;
+mod gateway_limits;
 mod gateway_mcp;
 mod gateway_oauth;
 mod gateway_tls;
