@@ -392,7 +392,11 @@ const CUT_OFF: Duration = Duration::from_secs(5);
 async fn a_plugin_sleeping_in_a_host_wait_fails_closed_at_its_deadline_and_the_next_request_works()
 {
     let h = hostile_gateway().await;
-    let sleepy = [("x-sleep", "1"), ("accept", "text/event-stream")];
+    let sleepy = [
+        ("x-sleep", "1"),
+        ("accept", "text/event-stream"),
+        ("x-forwarded-for", "127.0.0.1"),
+    ];
     for (route, want) in [("/sleep", 503), ("/sleep-deny", 401)] {
         for path in [format!("/check{route}"), route.to_owned()] {
             let started = Instant::now();
@@ -448,6 +452,8 @@ async fn a_reload_bringing_a_plugin_that_sleeps_in_configure_keeps_the_running_c
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:9"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "envoy"
 
 [[routes]]
 path = "/mcp"
@@ -464,7 +470,13 @@ component = "{component}"
     std::fs::write(&path, &probe).expect("write config");
     let served = crate::gateway_harness::serve_watched(path.clone(), None).await;
     let version = async || {
-        let reply = send(&format!("{}/check/mcp", served.base), "GET", &[], None).await;
+        let reply = send(
+            &format!("{}/check/mcp", served.base),
+            "GET",
+            &[("x-forwarded-for", "127.0.0.1")],
+            None,
+        )
+        .await;
         reply.header("x-portcullis-subject").map(str::to_owned)
     };
     assert_eq!(version().await.as_deref(), Some("v1"));
@@ -654,8 +666,10 @@ async fn a_client_chosen_subject_or_path_cannot_forge_an_audit_line() {
     }
 }
 
-/// A forward-auth check of `route` with extra headers.
+/// A forward-auth check of `route` with extra headers, as Envoy sends it.
 async fn check_with(h: &Harness, route: &str, headers: &[(&str, &str)]) -> Reply {
-    h.request("GET", &format!("/check{route}"), headers, None)
+    let mut headers = headers.to_vec();
+    headers.push(("x-forwarded-for", "127.0.0.1"));
+    h.request("GET", &format!("/check{route}"), &headers, None)
         .await
 }
