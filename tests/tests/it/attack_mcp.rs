@@ -44,6 +44,9 @@ async fn post(
     h.request(method, "/mcp", &headers, Some(body)).await
 }
 
+/// One request variant: its name, its headers and its body.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test]
 async fn mcp_bodies_in_any_charset_but_utf8_are_refused_with_415() {
     let h = start(STANDARD).await;
@@ -51,7 +54,7 @@ async fn mcp_bodies_in_any_charset_but_utf8_are_refused_with_415() {
     // Express's json() decodes UTF-7, where `+AF8-` is `_`: the TypeScript SDK would run
     // `admin_reset` while the gateway judged a tool named `admin+AF8-reset`.
     let utf7 = ADMIN_RESET.replace("admin_reset", "admin+AF8-reset");
-    let cases: [(&str, &[(&str, &str)], &str); 9] = [
+    let cases: [Case<'_>; 9] = [
         (
             "utf-7",
             &[("content-type", "application/json; charset=utf-7")],
