@@ -125,7 +125,10 @@ fuzz_target!(|input: Input<'_>| {
             // Only an unreadable hop from a trusted proxy is refused, never an untrusted
             // peer's header.
             let peer = peer.expect("no peer, nothing to refuse");
-            assert!(is_trusted(peer, &trusted), "an untrusted peer's header was read");
+            assert!(
+                is_trusted(peer, &trusted),
+                "an untrusted peer's header was read"
+            );
             assert!(matches!(rejection, Rejection::InvalidRequest { .. }));
             return;
         }
