@@ -209,6 +209,22 @@ fn spoofing_attempts() -> Vec<Attempt> {
         ),
         attempt("the public path itself", "/public/x", &[], 200, 200),
         attempt(
+            "the public path with URL, method and identity overrides for the upstream",
+            "/public/x",
+            &[
+                ("x-original-url", "/admin/secret"),
+                ("x-rewrite-url", "/admin/secret"),
+                ("x-http-method-override", "DELETE"),
+                ("x-http-method", "DELETE"),
+                ("x-method-override", "DELETE"),
+                ("forwarded", "for=10.0.0.1;host=admin.internal"),
+                ("x_portcullis_subject", "admin"),
+                ("x_portcullis_scopes", "admin"),
+            ],
+            200,
+            200,
+        ),
+        attempt(
             "admin key, forged scopes",
             "/admin/secret",
             &[("authorization", &admin), ("x-portcullis-scopes", "forged")],
@@ -273,6 +289,27 @@ fn assert_identity_from_the_check(upstream: &RecordingUpstream) {
         admin.headers.get_all("x-portcullis-scopes").iter().count(),
         1
     );
+    // What the gateway judged is what runs: no credential, no override an upstream framework
+    // would believe instead of the judged request, no identity but the check's.
+    for request in &seen {
+        for name in [
+            "authorization",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "forwarded",
+            "x_portcullis_subject",
+            "x_portcullis_scopes",
+        ] {
+            assert!(
+                request.headers.get(name).is_none(),
+                "`{name}` reached the upstream: {:?}",
+                request.headers
+            );
+        }
+    }
     assert!(
         seen.iter()
             .all(|s| s.target == "/admin/secret" || s.target == "/public/x"),

@@ -561,10 +561,14 @@ pub fn capture_logs() -> CapturedLogs {
                 .with_writer(json.clone())
                 .without_time(),
         );
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Another test's thread may have registered the audit and log callsites while no
+    // subscriber wanted them; recompute their interest now that this thread's does.
+    tracing::callsite::rebuild_interest_cache();
     CapturedLogs {
         text,
         json,
-        _guard: tracing::subscriber::set_default(subscriber),
+        _guard: guard,
     }
 }
 
