@@ -28,6 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use super::body::Body;
 use super::listing::{ListingFilter, filter_response};
 use super::rejection::Rejection;
+use super::request::parse_hop;
 use crate::verdict::Identity;
 
 /// Identity header names. Anything starting with `x-portcullis-` from a client is dropped.
@@ -440,17 +441,22 @@ fn forwarded_for(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderValue {
     if !peer.trusted {
         return peer.value.clone();
     }
+    // Hops are read as the engine reads them (`client_addr`): an address, with or without a
+    // port, written back without it. What stands left of a hop that is not an address was
+    // written by nobody the gateway trusts, so only what stands right of it is kept.
     let mut chain = String::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {
         let Ok(value) = value.to_str() else {
             return peer.value.clone();
         };
-        for hop in value.split(',').map(str::trim) {
-            if hop.parse::<std::net::IpAddr>().is_err() {
-                return peer.value.clone();
+        for hop in value.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            match parse_hop(hop) {
+                Some(ip) => {
+                    chain.push_str(&ip.to_string());
+                    chain.push_str(", ");
+                }
+                None => chain.clear(),
             }
-            chain.push_str(hop);
-            chain.push_str(", ");
         }
     }
     if chain.is_empty() {
@@ -578,6 +584,17 @@ mod tests {
         assert_eq!(forwarded_for(&h, &peer(false)), "10.0.0.2");
         h.insert("x-forwarded-for", "203.0.113.9, evil".parse().expect("hv"));
         assert_eq!(forwarded_for(&h, &peer(true)), "10.0.0.2");
+        // Left of a hop that is not an address stands what nobody trusted wrote.
+        h.insert(
+            "x-forwarded-for",
+            "evil, 203.0.113.9:5555, , [2001:db8::1]:443"
+                .parse()
+                .expect("hv"),
+        );
+        assert_eq!(
+            forwarded_for(&h, &peer(true)),
+            "203.0.113.9, 2001:db8::1, 10.0.0.2"
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub fn client_addr(
 }
 
 /// One `X-Forwarded-For` hop: an IP, optionally with a port (`[v6]:port` for IPv6).
-fn parse_hop(hop: &str) -> Option<IpAddr> {
+pub(crate) fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(ip);
     }
