@@ -150,22 +150,23 @@ fuzz_target!(|input: Input<'_>| {
     );
     // What the context should hold, from the request as given: the one session id (a
     // repeated or unreadable one is refused), the mirrored `Mcp-*` headers and the body.
-    let expected = session_id(&headers)
-        .map(|s| s.map(str::to_owned))
-        .map_err(drop)
-        .and_then(|session| {
-            let mcp = match (&body, input.mcp) {
-                (_, false) => None,
-                (None, true) => Some(Ok(None)),
-                (Some(bytes), true) => Some(
-                    Mirrored::from_headers(&headers)
-                        .and_then(|m| parse_body_mirrored(bytes, session.clone(), &m))
-                        .map(Some)
-                        .map_err(drop),
-                ),
-            };
-            Ok((session, mcp))
-        });
+    let session = match input.mcp {
+        true => session_id(&headers).map(|s| s.map(str::to_owned)),
+        false => Ok(None),
+    };
+    let expected = session.map_err(drop).and_then(|session| {
+        let mcp = match (&body, input.mcp) {
+            (_, false) => None,
+            (None, true) => Some(Ok(None)),
+            (Some(bytes), true) => Some(
+                Mirrored::from_headers(&headers)
+                    .and_then(|m| parse_body_mirrored(bytes, session.clone(), &m))
+                    .map(Some)
+                    .map_err(drop),
+            ),
+        };
+        Ok((session, mcp))
+    });
     match built {
         Ok(ctx) => {
             assert_eq!(ctx.method, method);

@@ -324,7 +324,11 @@ pub fn context(
     mcp: bool,
     body: Option<Bytes>,
 ) -> Result<RequestContext, Rejection> {
-    let session_id = session_id(&parts.headers)?.map(str::to_owned);
+    // Only MCP routes read the session id; elsewhere it is the upstream's own header.
+    let session_id = match mcp {
+        true => session_id(&parts.headers)?.map(str::to_owned),
+        false => None,
+    };
     let malformed = |e: McpParseError| Rejection::InvalidRequest {
         description: format!("the MCP request is malformed: {e}"),
         metadata_url: None,
