@@ -149,18 +149,7 @@ fn install_componentize_py(root: &Path, tools: &Path) -> anyhow::Result<Installe
         return Ok(installed);
     }
     eprintln!("xtask: installing componentize-py into {}", venv.display());
-    run_quiet(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "python3 -m venv (is Python 3 with venv installed?)",
-        &[],
-    )?;
-    run_quiet(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements),
-        "pip install componentize-py",
-        &[],
-    )?;
+    pip_venv(&venv, &requirements)?;
     std::fs::write(&installed.stamp, pinned)?;
     Ok(installed)
 }
@@ -187,6 +176,22 @@ fn install_componentize_js(root: &Path, tools: &Path) -> anyhow::Result<Installe
     npm_ci(&source, &dir)?;
     std::fs::write(&installed.stamp, lock)?;
     Ok(installed)
+}
+
+/// A Python venv at `venv` with the pinned `requirements` installed into it.
+pub(crate) fn pip_venv(venv: &Path, requirements: &Path) -> anyhow::Result<()> {
+    run_quiet(
+        Command::new("python3").arg("-m").arg("venv").arg(venv),
+        "python3 -m venv (is Python 3 with venv installed?)",
+        &[],
+    )?;
+    run_quiet(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(requirements),
+        &format!("pip install -r {}", requirements.display()),
+        &[],
+    )
 }
 
 /// `npm ci` in `dir` of the `package.json` and `package-lock.json` copied from `source` (so

@@ -13,11 +13,10 @@
 //! reason goes to the tests in [`SKIP_ENV`] and they print `skipped: …`.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::lang::{Unavailable, npm_ci, run_quiet};
+use crate::lang::{Unavailable, npm_ci, pip_venv};
 
 /// The variable that tells the tests why an upstream is not installed
 /// (`portcullis_tests::differential::SKIP_ENV`).
@@ -63,18 +62,7 @@ fn install_python(root: &Path, dir: &Path) -> anyhow::Result<()> {
         "xtask: installing the Python MCP SDK into {}",
         venv.display()
     );
-    run_quiet(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "python3 -m venv (is Python 3 with venv installed?)",
-        &[],
-    )?;
-    run_quiet(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements),
-        "pip install -r tests/upstreams/python/requirements.txt",
-        &[],
-    )?;
+    pip_venv(&venv, &requirements)?;
     std::fs::write(&stamp, pinned)?;
     Ok(())
 }

@@ -218,32 +218,16 @@ async fn mirrored_mcp_headers_must_say_what_the_body_says() {
     assert_eq!(upstream.hits(), 1);
 }
 
-const RESOURCES: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
-]
-
-[[rules]]
-resource = "file:///secret/*"
-scopes = ["admin"]
-"#;
+/// The standard config (reader and admin keys, `/mcp` needs `mcp:read`) with a rule guarding
+/// `file:///secret/*`.
+fn resources_config() -> String {
+    format!("{STANDARD}\n[[rules]]\nresource = \"file:///secret/*\"\nscopes = [\"admin\"]\n")
+}
 
 #[tokio::test]
 async fn resource_uris_are_judged_only_in_their_one_spelling() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(RESOURCES, &upstream.url).await;
+    let h = start_with_upstream(&resources_config(), &upstream.url).await;
     let read = |uri: &str| {
         format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
@@ -451,7 +435,7 @@ async fn member_names_that_differ_only_in_case_are_refused() {
 #[tokio::test]
 async fn completions_are_judged_as_the_resource_or_prompt_they_refer_to() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(RESOURCES, &upstream.url).await;
+    let h = start_with_upstream(&resources_config(), &upstream.url).await;
     let json = [("content-type", "application/json")];
     let complete = |uri: &str| {
         format!(
