@@ -16,24 +16,24 @@
 //! - [`embed`]: the engine as a `tower` layer in front of a Rust service's own handlers,
 //!   deciding through the gateway's own admission path.
 //! - [`observability`]: metrics, logs and the audit line.
+//! - [`load`]: the composition root, from a config to a site that serves; every way of
+//!   starting the engine (the binary, reloads, the tower layer, tests) goes through it.
 //! - [`reload`]: hot reload of the config file and the Wasm components it names.
-//! - [`demo`]: the embedded default (a demo MCP server and its configuration).
-//! - [`scaffold`]: `portcullis new`, a provider crate from the embedded templates.
-//! - [`cli`]: the `portcullis` commands.
+//!
+//! The `portcullis` binary (its commands, the embedded demo, the provider scaffold) is the
+//! `portcullis-cli` crate, so a service embedding this library compiles none of it.
 
-pub mod cli;
 pub mod config;
 pub mod context;
 pub mod crypto;
-pub mod demo;
 pub mod embed;
 pub mod engine;
 pub mod gateway;
+pub mod load;
 pub mod mcp;
 pub mod normal_form;
 pub mod observability;
 pub mod reload;
-pub mod scaffold;
 pub mod secret;
 pub mod verdict;
 pub mod wasm;

@@ -119,7 +119,7 @@ fn run(root: &Path) -> anyhow::Result<()> {
     let mut args = vec![
         "run".to_owned(),
         "--package".into(),
-        "portcullis".into(),
+        "portcullis-cli".into(),
         "--".into(),
         "serve".into(),
         "--providers".into(),
@@ -148,7 +148,7 @@ fn load(root: &Path, script: &str) -> anyhow::Result<()> {
             "build",
             "--release",
             "--package",
-            "portcullis",
+            "portcullis-cli",
             "--package",
             "portcullis-tests",
             "--bin",

@@ -100,7 +100,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::builder::Builder;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config};
 use crate::engine::BoxFuture;
 use crate::gateway::Site;
 use crate::gateway::admission::{admit, listing_filter};
@@ -111,26 +111,19 @@ use crate::gateway::listing::filter_response;
 use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
 use crate::gateway::request::{check_case_folding, check_path};
 pub use crate::gateway::{ConnInfo, Rejection};
+use crate::load;
 use crate::observability::Metrics;
 use crate::observability::logging::{AuditRecord, audit};
 use crate::verdict::Identity;
-use crate::wasm::{RuntimeConfig, WasmRuntime};
+use crate::wasm::WasmRuntime;
 
 /// The provider (or `a+b` group) that authenticated the caller; in the request's extensions
 /// beside the [`Identity`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedBy(pub String);
 
-/// Why a layer could not be built or reloaded.
-#[derive(Debug, thiserror::Error)]
-pub enum EmbedError {
-    /// The configuration is invalid, or a provider in it could not be built.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The config has Wasm providers and the Wasm runtime could not start.
-    #[error("the Wasm runtime could not start: {0}")]
-    Runtime(String),
-}
+/// Why a layer could not be built or reloaded: the composition root's error.
+pub use crate::load::SiteError as EmbedError;
 
 /// A `tower` layer that puts the Portcullis engine in front of a service. Cloning is cheap;
 /// clones share the site, so a [`swap`](Self::swap) reaches all of them.
@@ -172,16 +165,8 @@ impl AuthLayer {
         config: &Config,
         runtime: Option<&WasmRuntime>,
     ) -> Result<Self, EmbedError> {
-        let runtime = match runtime {
-            Some(runtime) => Some(runtime.clone()),
-            None if config::needs_wasm(config) => Some(
-                WasmRuntime::new(RuntimeConfig::default())
-                    .map_err(|e| EmbedError::Runtime(format!("{e:#}")))?,
-            ),
-            None => None,
-        };
-        let assembled = config::assemble(config, runtime.as_ref()).await?;
-        Ok(Self::with_runtime(Site::new(config, assembled), runtime))
+        let loaded = load::from_config(config.clone(), runtime.cloned()).await?;
+        Ok(Self::with_runtime(loaded.site, loaded.runtime))
     }
 
     /// Reads the config file at `path` ([`config::load_embedded`]) and builds the layer.
@@ -209,8 +194,8 @@ impl AuthLayer {
                     .into(),
             ));
         }
-        let assembled = config::assemble(config, self.shared.runtime.as_ref()).await?;
-        self.swap(Site::new(config, assembled));
+        let loaded = load::from_config(config.clone(), self.shared.runtime.clone()).await?;
+        self.swap(loaded.site);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ pub async fn handle<'s>(
     }
     match path {
         "/healthz" => return ("/healthz", text("ok\n", "text/plain")),
-        "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness)),
+        "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness.render())),
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
             return (

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod listing;
 pub mod metadata;
 pub mod proxy;
+pub mod readiness;
 pub mod rejection;
 pub mod request;
 pub mod sessions;
@@ -38,6 +39,7 @@ use http::{Request, Response};
 
 pub use self::body::{Body, BoxError};
 pub use self::listener::serve;
+pub use self::readiness::Readiness;
 pub use self::rejection::Rejection;
 use self::sessions::SessionBindings;
 pub use self::site::Site;
@@ -100,10 +102,10 @@ impl Gateway {
         self.site.store(Arc::new(site));
     }
 
-    /// Replaces the body of `/readyz` (the reloader adds load times and reload errors to
+    /// Replaces the `/readyz` report (the reloader adds load times and reload errors to
     /// the site's own report, and must update it when a reload fails and nothing is swapped).
-    pub fn set_readiness(&self, body: Bytes) {
-        self.readiness.store(Some(Arc::new(body)));
+    pub fn set_readiness(&self, report: &Readiness) {
+        self.readiness.store(Some(Arc::new(report.render())));
     }
 
     /// The site being served.

@@ -1,5 +1,5 @@
 //! One immutable, ready-to-serve configuration of the gateway: the routes with their
-//! policies and upstream pools, the metadata documents, the readiness report. A reload
+//! policies and upstream pools, the metadata documents, the [readiness report](Readiness). A reload
 //! builds a new [`Site`] and swaps it in whole; requests in flight keep the one they began
 //! with.
 
@@ -11,6 +11,7 @@ use ipnet::IpNet;
 
 use super::metadata::{document, metadata_url};
 use super::proxy::{ForwardedAs, Upstream};
+use super::readiness::{ProviderStatus, Readiness};
 use super::rejection::ChallengeInfo;
 use crate::config::model::{
     ChainItem, ForwardAuth, OriginPolicy, ProviderSettings, Route, ServerLimits,
@@ -86,8 +87,8 @@ pub struct Site {
     pub mixed_case_paths: bool,
     /// Metadata for the public URL itself.
     pub root_metadata: Bytes,
-    /// Body of `/readyz`.
-    pub readiness: Bytes,
+    /// The site's own `/readyz` report.
+    pub readiness: Readiness,
     /// JWT validators, for metrics.
     pub jwt_validators: Vec<(String, Arc<JwtValidator>)>,
 }
@@ -102,17 +103,24 @@ impl Site {
             .zip(assembled.policies)
             .map(|(route, policy)| live_route(config, route, policy))
             .collect();
-        let readiness = serde_json::json!({
-            "status": "ready",
-            "providers": assembled.providers.values().map(|p| {
-                let mut entry = serde_json::json!({ "name": p.name, "type": p.type_name });
-                if let Some((path, hash)) = &p.component {
-                    entry["component"] = serde_json::json!(path.display().to_string());
-                    entry["sha256"] = serde_json::json!(hash);
-                }
-                entry
-            }).collect::<Vec<_>>(),
-        });
+        let readiness = Readiness {
+            status: "ready",
+            providers: assembled
+                .providers
+                .values()
+                .map(|p| ProviderStatus {
+                    name: p.name.clone(),
+                    type_name: p.type_name,
+                    component: p
+                        .component
+                        .as_ref()
+                        .map(|(path, _)| path.display().to_string()),
+                    sha256: p.component.as_ref().map(|(_, hash)| hash.clone()),
+                    loaded_at_unix_ms: None,
+                })
+                .collect(),
+            ..Readiness::default()
+        };
         let jwt_validators = assembled
             .providers
             .values()
@@ -135,7 +143,7 @@ impl Site {
             }),
             limits: config.server.limits.clone(),
             routes,
-            readiness: Bytes::from(readiness.to_string()),
+            readiness,
             jwt_validators,
         }
     }

@@ -1,5 +1,6 @@
-//! Log set-up (text or JSON lines through `tracing`), the audit line, and the escaping of
-//! untrusted text on its way into a log line.
+//! The audit line, and the escaping of untrusted text on its way into a log line. (Which
+//! subscriber writes the lines is the application's choice; the `portcullis` binary installs
+//! one in text or JSON.)
 //!
 //! The audit line is one `INFO` event per decision on the `portcullis::audit` target with
 //! the route, subject, provider, verdict, reason and status. It never carries a credential:
@@ -16,47 +17,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-
-use tracing_subscriber::EnvFilter;
-
-use crate::config::model::LogFormat;
-
-/// Installs the global subscriber: `RUST_LOG` filters (default `info`), in `format`.
-/// Returns an error when a subscriber is already installed.
-pub fn init_logging(format: LogFormat) -> Result<(), tracing_subscriber::util::TryInitError> {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init(),
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG`, only when `RUST_LOG` is set: for commands whose
-/// stdout is their report (`eval`), so a provider's `log` lines can be seen while debugging.
-pub fn init_stderr_logging_from_env() {
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let Ok(filter) = EnvFilter::try_from_default_env() else {
-        return;
-    };
-    // A second initialisation (tests, embedding) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .finish()
-        .try_init();
-}
 
 /// One decision, as the audit log records it.
 #[derive(Debug, Clone, Copy)]

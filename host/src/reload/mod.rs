@@ -2,7 +2,7 @@
 //! rebuilds the whole [`Site`](crate::gateway::Site) off the request path; it is swapped in
 //! only when everything in it loads.
 //!
-//! - **One validation path.** A reload runs [`cli::load_site_with`] — `config::load` then
+//! - **One validation path.** A reload runs [`load::from_source`] — `config::load` then
 //!   `config::assemble` — exactly what start-up and `portcullis check` run: every component
 //!   is compiled, checked against its world, linked and `configure`d. It runs on a blocking
 //!   thread, never on a request's task.
@@ -43,13 +43,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use serde_json::{Value, json};
-
 pub use self::watch::{DEBOUNCE, Reloading};
-use crate::cli::{self, Loaded};
 use crate::config::{self, model::ProviderSettings};
 use crate::gateway::Gateway;
+use crate::gateway::readiness::{Readiness, ReloadStatus};
+use crate::load::{self, Loaded, Source};
 use crate::wasm::WasmRuntime;
 
 /// Attempts per trigger when the inputs keep changing while an attempt fails.
@@ -57,17 +55,6 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Pause before retrying an attempt whose inputs changed under it.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// Where the configuration comes from: the `serve` arguments that every reload repeats.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The config file.
-    pub config: PathBuf,
-    /// `--providers`.
-    pub providers: Option<PathBuf>,
-    /// `--listen`.
-    pub listen: Option<SocketAddr>,
-}
 
 /// What asked for a reload (it names the attempt in logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +79,7 @@ impl Trigger {
 
 /// What one reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     /// Nothing the config depends on changed since the last attempt.
     Unchanged,
     /// A new site is serving.
@@ -134,7 +121,7 @@ struct State {
     /// Provider name → (component hash, when that hash was loaded).
     loaded_at: BTreeMap<String, (Option<String>, u64)>,
     /// The serving site's own readiness report.
-    site_ready: Value,
+    site_ready: Readiness,
     successes: u64,
     failures: u64,
     last_result: Option<&'static str>,
@@ -147,7 +134,7 @@ impl Reloader {
     /// (one is created on the first reload that needs it when `None`).
     pub fn new(gateway: Arc<Gateway>, source: Source, runtime: Option<WasmRuntime>) -> Self {
         let inputs = inputs(&source);
-        let site_ready = readiness_of(&gateway);
+        let site_ready = gateway.site().readiness.clone();
         let now = now_ms();
         let loaded_at = provider_hashes(&site_ready)
             .into_iter()
@@ -179,12 +166,12 @@ impl Reloader {
     }
 
     /// Reloads now, changed or not (SIGHUP).
-    pub async fn reload(&self, trigger: Trigger) -> Outcome {
+    pub async fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         self.run(trigger, true).await
     }
 
     /// Reloads when the config file or a component it names changed since the last attempt.
-    pub async fn reload_if_changed(&self, trigger: Trigger) -> Outcome {
+    pub async fn reload_if_changed(&self, trigger: Trigger) -> ReloadOutcome {
         self.run(trigger, false).await
     }
 
@@ -193,14 +180,14 @@ impl Reloader {
         lock(&self.inner.watch_dirs).clone()
     }
 
-    async fn run(&self, trigger: Trigger, force: bool) -> Outcome {
+    async fn run(&self, trigger: Trigger, force: bool) -> ReloadOutcome {
         let mut state = self.inner.state.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let before = self.inputs().await;
             if !force && attempt == 1 && before.fingerprint == state.attempted {
-                return Outcome::Unchanged;
+                return ReloadOutcome::Unchanged;
             }
             match self.load().await {
                 Ok(loaded) => return self.accept(&mut state, before, loaded, trigger),
@@ -232,12 +219,7 @@ impl Reloader {
         let runtime = lock(&self.inner.runtime).clone();
         let handle = tokio::runtime::Handle::current();
         let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(cli::load_site_with(
-                Some(&source.config),
-                source.providers.as_deref(),
-                source.listen,
-                runtime,
-            ))
+            handle.block_on(load::from_source(&source, runtime))
         })
         .await;
         match joined {
@@ -253,12 +235,11 @@ impl Reloader {
         inputs: Inputs,
         loaded: Loaded,
         trigger: Trigger,
-    ) -> Outcome {
+    ) -> ReloadOutcome {
         let Loaded {
             config,
             site,
             runtime,
-            ..
         } = loaded;
         if let Some(runtime) = runtime {
             lock(&self.inner.runtime).get_or_insert(runtime);
@@ -270,8 +251,7 @@ impl Reloader {
                 "`server.listen` and `server.tls` changed; they take effect on restart"
             );
         }
-        let site_ready: Value =
-            serde_json::from_slice(&site.readiness).unwrap_or_else(|_| json!({}));
+        let site_ready = site.readiness.clone();
         self.inner.gateway.swap(site);
         let now = now_ms();
         let mut changed = Vec::new();
@@ -308,7 +288,7 @@ impl Reloader {
             components_changed = %changed.join(", "),
             "reloaded: the new configuration is serving"
         );
-        Outcome::Swapped {
+        ReloadOutcome::Swapped {
             generation: state.generation,
         }
     }
@@ -319,7 +299,7 @@ impl Reloader {
         inputs: Inputs,
         reason: String,
         trigger: Trigger,
-    ) -> Outcome {
+    ) -> ReloadOutcome {
         let now = now_ms();
         state.failures += 1;
         state.last_result = Some("failure");
@@ -336,7 +316,7 @@ impl Reloader {
             error = %reason,
             "reload rejected; the last good configuration keeps serving"
         );
-        Outcome::Rejected { reason }
+        ReloadOutcome::Rejected { reason }
     }
 }
 
@@ -366,7 +346,7 @@ fn inputs(source: &Source) -> Inputs {
     let config_path = std::path::absolute(&source.config).unwrap_or_else(|_| source.config.clone());
     feed(&mut digest, &config_path);
     add_dirs_of(&mut dirs, &config_path);
-    let overrides = cli::overrides(source.providers.as_deref(), source.listen);
+    let overrides = source.overrides();
     let mut server = None;
     if let Ok(config) = config::load_with(&config_path, &overrides) {
         server = Some((config.server.listen, config.server.tls.is_some()));
@@ -424,58 +404,29 @@ fn add_dir(dirs: &mut BTreeSet<PathBuf>, dir: &Path) {
 
 /// Sets `/readyz`: the site's report with load times and the reload record.
 fn publish(gateway: &Gateway, state: &State) {
-    let mut doc = state.site_ready.clone();
-    if let Some(list) = doc.get_mut("providers").and_then(Value::as_array_mut) {
-        for entry in list {
-            let at = entry
-                .get("name")
-                .and_then(Value::as_str)
-                .and_then(|name| state.loaded_at.get(name))
-                .map(|(_, at)| *at);
-            if let (Some(at), Some(entry)) = (at, entry.as_object_mut()) {
-                entry.insert("loaded_at_unix_ms".into(), json!(at));
-            }
-        }
+    let mut report = state.site_ready.clone();
+    for provider in &mut report.providers {
+        provider.loaded_at_unix_ms = state.loaded_at.get(&provider.name).map(|(_, at)| *at);
     }
-    if let Some(doc) = doc.as_object_mut() {
-        doc.insert("generation".into(), json!(state.generation));
-        doc.insert(
-            "reload".into(),
-            json!({
-                "successes": state.successes,
-                "failures": state.failures,
-                "last_result": state.last_result,
-                "last_attempt_unix_ms": state.last_attempt,
-                "last_error": state.last_error.as_ref().map(|(e, _)| e),
-                "last_error_unix_ms": state.last_error.as_ref().map(|(_, at)| at),
-            }),
-        );
-    }
-    gateway.set_readiness(Bytes::from(doc.to_string()));
-}
-
-fn readiness_of(gateway: &Gateway) -> Value {
-    serde_json::from_slice(&gateway.site().readiness).unwrap_or_else(|_| json!({}))
+    report.generation = Some(state.generation);
+    report.reload = Some(ReloadStatus {
+        successes: state.successes,
+        failures: state.failures,
+        last_result: state.last_result,
+        last_attempt_unix_ms: state.last_attempt,
+        last_error: state.last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_unix_ms: state.last_error.as_ref().map(|(_, at)| *at),
+    });
+    gateway.set_readiness(&report);
 }
 
 /// `(name, sha256)` of every provider in a site's readiness report.
-fn provider_hashes(site_ready: &Value) -> Vec<(String, Option<String>)> {
+fn provider_hashes(site_ready: &Readiness) -> Vec<(String, Option<String>)> {
     site_ready
-        .get("providers")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|entry| {
-                    let name = entry.get("name")?.as_str()?.to_owned();
-                    let hash = entry
-                        .get("sha256")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                    Some((name, hash))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.sha256.clone()))
+        .collect()
 }
 
 fn now_ms() -> u64 {

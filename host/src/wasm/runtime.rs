@@ -53,12 +53,28 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Both, in the order they are listed to a user.
+    pub const ALL: [Self; 2] = [Self::Authenticator, Self::Authorizer];
+
     /// `authenticator` or `authorizer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authenticator => "authenticator",
             Self::Authorizer => "authorizer",
         }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                format!("`{name}` is not a provider kind: use authenticator or authorizer")
+            })
     }
 }
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::cli::{self, CheckArgs, EvalArgs, HashKeyArgs};
 use portcullis::gateway::{Gateway, serve};
 use portcullis::observability::Metrics;
+use portcullis_cli::{self as cli, CheckArgs, EvalArgs, HashKeyArgs};
 
 use crate::gateway_harness::{READER_KEY, STANDARD, fill, send, start, tool_text};
 
@@ -146,7 +146,7 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let loaded = cli::load_site_with(
+    let started = cli::start(
         None,
         Some(providers.path()),
         Some(addr),
@@ -154,13 +154,17 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
     )
     .await
     .expect("the demo loads");
-    let (_upstream, setup) = loaded.demo.as_ref().expect("demo mode");
+    let (_upstream, setup) = started.demo.as_ref().expect("demo mode");
+    let loaded = &started.loaded;
     assert!(setup.partner_token, "notes: {:?}", setup.notes);
-    let banner = portcullis::demo::banner(setup, &loaded.config.server.public_url);
+    let banner = portcullis_cli::demo::banner(setup, &loaded.config.server.public_url);
     assert!(banner.contains("curl -s http://"), "{banner}");
-    assert!(banner.contains(portcullis::demo::DEMO_READ_KEY), "{banner}");
+    assert!(
+        banner.contains(portcullis_cli::demo::DEMO_READ_KEY),
+        "{banner}"
+    );
 
-    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
+    let gateway = Gateway::new(started.loaded.site, Arc::new(Metrics::new()));
     let task = tokio::spawn(serve(
         listener,
         gateway,

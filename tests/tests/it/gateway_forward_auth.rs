@@ -19,6 +19,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use portcullis::gateway::readiness::{Readiness, ReloadStatus};
 
 use crate::gateway_harness::{
     ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, Reply, STANDARD, send, start,
@@ -682,9 +683,14 @@ async fn readyz_gives_detail_only_to_its_networks() {
         (200, r#"{"ready":true}"#)
     );
     // The reloader's report (reload errors name files) takes the same gate.
-    h.gateway.set_readiness(Bytes::from_static(
-        br#"{"status":"ready","reload":{"last_error":"/etc/portcullis/portcullis.toml: bad"}}"#,
-    ));
+    h.gateway.set_readiness(&Readiness {
+        status: "ready",
+        reload: Some(ReloadStatus {
+            last_error: Some("/etc/portcullis/portcullis.toml: bad".into()),
+            ..ReloadStatus::default()
+        }),
+        ..Readiness::default()
+    });
     let outside = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
     assert_eq!(
         (outside.status, outside.body.as_str()),

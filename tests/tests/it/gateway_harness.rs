@@ -13,10 +13,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config;
-use portcullis::demo::upstream::{DemoUpstream, spawn_demo_upstream};
 use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::{Gateway, Site, serve};
 use portcullis::observability::Metrics;
+use portcullis_cli::demo::upstream::{DemoUpstream, spawn_demo_upstream};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -429,18 +429,18 @@ pub async fn serve_watched(
     config: std::path::PathBuf,
     providers: Option<std::path::PathBuf>,
 ) -> Watched {
-    use portcullis::reload::{DEBOUNCE, Reloader, Reloading, Source};
-    let runtime = portcullis_tests::runtime().clone();
-    let loaded =
-        portcullis::cli::load_site_with(Some(&config), providers.as_deref(), None, Some(runtime))
-            .await
-            .unwrap_or_else(|e| panic!("the first config loads: {e}"));
-    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
+    use portcullis::load::{self, Source};
+    use portcullis::reload::{DEBOUNCE, Reloader, Reloading};
     let source = Source {
         config,
         providers,
         listen: None,
     };
+    let runtime = portcullis_tests::runtime().clone();
+    let loaded = load::from_source(&source, Some(runtime))
+        .await
+        .unwrap_or_else(|e| panic!("the first config loads: {e}"));
+    let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
     let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
     let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

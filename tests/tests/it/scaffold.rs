@@ -31,12 +31,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use portcullis::cli::{self, Cli, NewArgs};
 use portcullis::mcp::{McpCall, McpMessage, McpTarget};
-use portcullis::scaffold::Kind;
 use portcullis::verdict::{DenialKind, Identity, Verdict};
+use portcullis::wasm::ProviderKind;
 use portcullis::wasm::{Grants, InstanceMode, Limits, WasmProvider};
 use portcullis::{config, secret::SecretString};
+use portcullis_cli::{self as cli, Cli, NewArgs};
 use portcullis_tests::request;
 
 use crate::gateway_harness::{Watched, send, serve_watched};
@@ -403,7 +403,7 @@ async fn the_provider_guide_runs_from_scaffold_to_a_hot_reloaded_provider() {
 }
 
 /// Scaffolds `name` of `kind` into `dir`, runs its tests and builds its component.
-async fn scaffold_and_build(dir: &Path, name: &str, kind: Kind) -> PathBuf {
+async fn scaffold_and_build(dir: &Path, name: &str, kind: ProviderKind) -> PathBuf {
     let printed = cli::new_provider(&NewArgs {
         name: name.into(),
         kind,
@@ -464,17 +464,17 @@ async fn provider(path: &Path, name: &str, config: &str, secrets: &[(&str, &str)
 }
 
 /// The printed config table, inside a config that uses it, through the config loader.
-fn printed_table_loads(name: &str, kind: Kind, providers: &Path) {
+fn printed_table_loads(name: &str, kind: ProviderKind, providers: &Path) {
     let (chain, authorizers) = match kind {
-        Kind::Authenticator => (format!("\"{name}\""), String::new()),
-        Kind::Authorizer => ("\"anyone\"".into(), format!("authorizers = [\"{name}\"]")),
+        ProviderKind::Authenticator => (format!("\"{name}\""), String::new()),
+        ProviderKind::Authorizer => ("\"anyone\"".into(), format!("authorizers = [\"{name}\"]")),
     };
     let text = format!(
         "[server]\npublic_url = \"http://127.0.0.1:8080\"\nproviders_dir = {providers:?}\n\n\
          [[routes]]\npath = \"/mcp\"\nupstream = \"http://127.0.0.1:9/mcp\"\n\
          chain = [{chain}]\n{authorizers}\n\n\
          [providers.anyone]\ntype = \"anonymous\"\n\n{}",
-        portcullis::scaffold::config_snippet(name, kind)
+        portcullis_cli::scaffold::config_snippet(name, kind)
     );
     config::load_str(&text, "<printed table>", providers)
         .unwrap_or_else(|e| panic!("the table `portcullis new` prints loads: {e}\n{text}"));
@@ -484,8 +484,8 @@ fn printed_table_loads(name: &str, kind: Kind, providers: &Path) {
 async fn a_scaffolded_authenticator_builds_and_allows_denies_and_abstains_in_the_runtime() {
     let dir = tempfile::tempdir().expect("tempdir");
     let name = "scaffolded-authn";
-    let wasm = scaffold_and_build(dir.path(), name, Kind::Authenticator).await;
-    printed_table_loads(name, Kind::Authenticator, dir.path());
+    let wasm = scaffold_and_build(dir.path(), name, ProviderKind::Authenticator).await;
+    printed_table_loads(name, ProviderKind::Authenticator, dir.path());
     let provider = provider(
         &wasm,
         name,
@@ -524,8 +524,8 @@ async fn a_scaffolded_authenticator_builds_and_allows_denies_and_abstains_in_the
 async fn a_scaffolded_authorizer_builds_and_guards_tools_in_the_runtime() {
     let dir = tempfile::tempdir().expect("tempdir");
     let name = "scaffolded-authz";
-    let wasm = scaffold_and_build(dir.path(), name, Kind::Authorizer).await;
-    printed_table_loads(name, Kind::Authorizer, dir.path());
+    let wasm = scaffold_and_build(dir.path(), name, ProviderKind::Authorizer).await;
+    printed_table_loads(name, ProviderKind::Authorizer, dir.path());
     let provider = provider(
         &wasm,
         name,
@@ -580,7 +580,7 @@ fn new_refuses_bad_names_and_existing_directories_and_changes_nothing() {
     let new = |name: &str| {
         cli::new_provider(&NewArgs {
             name: name.into(),
-            kind: Kind::Authenticator,
+            kind: ProviderKind::Authenticator,
             dir: dir.path().to_owned(),
             sdk: None,
         })
@@ -611,7 +611,7 @@ fn new_refuses_bad_names_and_existing_directories_and_changes_nothing() {
 
     let error = cli::new_provider(&NewArgs {
         name: "acme".into(),
-        kind: Kind::Authenticator,
+        kind: ProviderKind::Authenticator,
         dir: dir.path().to_owned(),
         sdk: Some(dir.path().join("no-sdk-here")),
     })

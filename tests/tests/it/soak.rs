@@ -26,11 +26,11 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::cli;
 use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::Gateway;
+use portcullis::load::Source;
 use portcullis::observability::Metrics;
-use portcullis::reload::{Outcome, Reloader, Source, Trigger};
+use portcullis::reload::{ReloadOutcome, Reloader, Trigger};
 use portcullis_tests::guests;
 
 use crate::gateway_harness::spawn_serve;
@@ -385,15 +385,11 @@ async fn soak_in_this_process() {
     std::fs::write(&config, config_text(&upstream, 20)).expect("write config");
 
     let runtime = portcullis_tests::runtime().clone();
-    let loaded = cli::load_site_with(Some(&config), None, None, Some(runtime))
+    let source = Source::file(config.clone());
+    let loaded = portcullis::load::from_source(&source, Some(runtime))
         .await
         .unwrap_or_else(|e| panic!("the soak config loads: {e}"));
     let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
-    let source = Source {
-        config: config.clone(),
-        providers: None,
-        listen: None,
-    };
     let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -425,7 +421,7 @@ async fn soak_in_this_process() {
             replace(&config, config_text(&upstream, loop_ms).as_bytes());
         }
         match reloader.reload(Trigger::Request).await {
-            Outcome::Swapped { .. } => swaps += 1,
+            ReloadOutcome::Swapped { .. } => swaps += 1,
             other => rejected.push(format!("{other:?}")),
         }
         let rss = rss_kib();

@@ -11,26 +11,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
-
-/// Which world the provider targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Kind {
-    /// Who is the caller? Answers allow, deny or abstain.
-    #[default]
-    Authenticator,
-    /// May this caller do this? Answers ok or deny, after the scope rules.
-    Authorizer,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Authenticator => "authenticator",
-            Kind::Authorizer => "authorizer",
-        }
-    }
-}
+use portcullis::wasm::ProviderKind;
 
 /// One embedded template file: where it goes in the new crate, and its text.
 struct Template {
@@ -85,7 +66,7 @@ pub struct NewProvider {
     /// The crate name (also the provider's and the component's name).
     pub name: String,
     /// Which world it targets.
-    pub kind: Kind,
+    pub kind: ProviderKind,
     /// The directory to create the crate in (the crate is `<dir>/<name>`).
     pub dir: PathBuf,
     /// The SDK directory; `None` uses the checkout this binary was built from.
@@ -100,7 +81,7 @@ pub struct Scaffolded {
     /// The provider's name.
     pub name: String,
     /// Which world it targets.
-    pub kind: Kind,
+    pub kind: ProviderKind,
     /// The SDK directory the crate depends on (absolute).
     pub sdk: PathBuf,
     /// What to do next: build, install, configure.
@@ -261,7 +242,7 @@ fn type_name(name: &str) -> String {
 }
 
 /// Fills the `{{…}}` placeholders of a template.
-fn render(text: &str, name: &str, kind: Kind, sdk: &Path) -> String {
+fn render(text: &str, name: &str, kind: ProviderKind, sdk: &Path) -> String {
     // A TOML basic string, escaped by the TOML writer (paths may hold `"` or `\`).
     let sdk_toml = toml::Value::String(sdk.display().to_string()).to_string();
     text.replace("{{name}}", name)
@@ -336,8 +317,8 @@ pub fn scaffold(request: &NewProvider) -> Result<Scaffolded, ScaffoldError> {
 
 fn write_files(dir: &Path, request: &NewProvider, sdk: &Path) -> Result<(), ScaffoldError> {
     let templates = match request.kind {
-        Kind::Authenticator => AUTHENTICATOR,
-        Kind::Authorizer => AUTHORIZER,
+        ProviderKind::Authenticator => AUTHENTICATOR,
+        ProviderKind::Authorizer => AUTHORIZER,
     };
     let mut files: Vec<(PathBuf, String)> = templates
         .iter()
@@ -371,25 +352,25 @@ fn write_files(dir: &Path, request: &NewProvider, sdk: &Path) -> Result<(), Scaf
 }
 
 /// The provider's `[providers.<name>]` table, as printed in the next steps.
-pub fn config_snippet(name: &str, kind: Kind) -> String {
+pub fn config_snippet(name: &str, kind: ProviderKind) -> String {
     let template = match kind {
-        Kind::Authenticator => AUTHENTICATOR_CONFIG,
-        Kind::Authorizer => AUTHORIZER_CONFIG,
+        ProviderKind::Authenticator => AUTHENTICATOR_CONFIG,
+        ProviderKind::Authorizer => AUTHORIZER_CONFIG,
     };
     render(template, name, kind, Path::new(""))
 }
 
-fn next_steps(dir: &Path, name: &str, kind: Kind) -> String {
+fn next_steps(dir: &Path, name: &str, kind: ProviderKind) -> String {
     let crate_name = name.replace('-', "_");
     let (list, env) = match kind {
-        Kind::Authenticator => (
+        ProviderKind::Authenticator => (
             "chain",
             format!(
                 "\n     and export {}=<the token> for the gateway.",
                 name.replace('-', "_").to_ascii_uppercase()
             ),
         ),
-        Kind::Authorizer => ("authorizers", String::new()),
+        ProviderKind::Authorizer => ("authorizers", String::new()),
     };
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -463,8 +444,8 @@ mod tests {
     fn every_placeholder_is_filled_and_the_sdk_path_is_toml_escaped() {
         let sdk = Path::new("/odd \"path\"\\sdk");
         for (kind, templates) in [
-            (Kind::Authenticator, AUTHENTICATOR),
-            (Kind::Authorizer, AUTHORIZER),
+            (ProviderKind::Authenticator, AUTHENTICATOR),
+            (ProviderKind::Authorizer, AUTHORIZER),
         ] {
             for template in templates {
                 let text = render(template.text, "acme-token", kind, sdk);
@@ -487,7 +468,7 @@ mod tests {
         std::fs::write(existing.join("keep.txt"), "mine").expect("write");
         let error = scaffold(&NewProvider {
             name: "acme".into(),
-            kind: Kind::Authenticator,
+            kind: ProviderKind::Authenticator,
             dir: dir.path().to_owned(),
             sdk: None,
         })
@@ -507,7 +488,7 @@ mod tests {
         for sdk in [dir.path().join("missing"), not_sdk] {
             let error = scaffold(&NewProvider {
                 name: "acme".into(),
-                kind: Kind::Authorizer,
+                kind: ProviderKind::Authorizer,
                 dir: dir.path().join("out"),
                 sdk: Some(sdk.clone()),
             })

@@ -1,10 +1,10 @@
 //! The `portcullis` binary: parse the command line, run the command, map the outcome to an
-//! exit code. Everything else lives in the library.
+//! exit code. The commands live in this crate's library; everything else in `portcullis`.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use portcullis::cli::{self, Cli, Command, ServeArgs};
+use portcullis_cli::{self as cli, Cli, Command, ServeArgs};
 
 // mimalloc instead of the system allocator: a proxied request makes some forty small
 // allocations (most of them in hyper), and with glibc's malloc they cost ~9% of the
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Eval(args) => {
-                portcullis::observability::init_stderr_logging_from_env();
+                cli::logging::init_stderr_logging_from_env();
                 let report = cli::eval(&args).await?;
                 print!("{}", report.text);
                 Ok(if report.allowed {

@@ -1,24 +1,30 @@
 //! The command line: `serve` (default), `check`, `eval`, `hash-key` and `new`. Each command is a
-//! function here; `main.rs` only parses arguments and maps the result to an exit code.
+//! function here; `main.rs` only parses arguments and maps the result to an exit code. A
+//! config becomes a site through the library's composition root ([`portcullis::load`]);
+//! the embedded demo is the one thing added here.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::config::{self, Config, ConfigError, Overrides, assemble};
-use crate::context::RequestContext;
+use portcullis::config;
+use portcullis::context::RequestContext;
+use portcullis::engine::Decision;
+use portcullis::gateway::request::{ContextParts, check_path, context};
+use portcullis::gateway::{Gateway, Rejection, listener, tls};
+use portcullis::load::{self, Loaded, SiteError, Source};
+use portcullis::observability::Metrics;
+use portcullis::reload;
+use portcullis::wasm::{ProviderKind, WasmRuntime};
+
 use crate::demo::{self, upstream::DemoUpstream};
-use crate::engine::Decision;
-use crate::gateway::request::{ContextParts, check_path, context};
-use crate::gateway::{Gateway, Rejection, Site, listener, tls};
-use crate::observability::{Metrics, init_logging};
-use crate::reload;
-use crate::scaffold::{self, Kind, NewProvider, ScaffoldError};
-use crate::wasm::{RuntimeConfig, WasmRuntime};
+use crate::logging::init_logging;
+use crate::scaffold::{self, NewProvider, ScaffoldError};
 
 /// Auth gateway for MCP servers, with auth providers as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -136,8 +142,15 @@ pub struct NewArgs {
     /// letter (`acme-token`). It names the crate, the component and the config table.
     pub name: String,
     /// Which world the provider targets.
-    #[arg(long, value_enum, default_value_t = Kind::Authenticator)]
-    pub kind: Kind,
+    #[arg(
+        long,
+        default_value = "authenticator",
+        value_parser = clap::builder::PossibleValuesParser::new(
+            ProviderKind::ALL.map(ProviderKind::as_str)
+        )
+        .try_map(|name| name.parse::<ProviderKind>()),
+    )]
+    pub kind: ProviderKind,
     /// Where to create the crate's directory (default: the current directory).
     #[arg(long, value_name = "PATH", default_value = ".")]
     pub dir: PathBuf,
@@ -150,12 +163,9 @@ pub struct NewArgs {
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The configuration is unusable.
+    /// The configuration is unusable, or its site could not be built.
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The Wasm runtime could not start.
-    #[error("the Wasm runtime could not start: {0}")]
-    Runtime(String),
+    Site(#[from] SiteError),
     /// TLS settings are unusable.
     #[error("{source}: check `[server.tls]` in {file}")]
     Tls {
@@ -191,91 +201,60 @@ pub enum CliError {
     },
 }
 
-/// A config and everything built from it.
+/// A configuration brought up, and the demo upstream when it is the embedded default.
 #[derive(Debug)]
-pub struct Loaded {
-    /// The validated config.
-    pub config: Config,
-    /// The site to serve.
-    pub site: Site,
+pub struct Started {
+    /// The config and its site.
+    pub loaded: Loaded,
     /// The demo upstream, when running the embedded default (kept alive with the site).
     pub demo: Option<(DemoUpstream, demo::DemoSetup)>,
-    /// The Wasm runtime the providers run on, when the config needed one or one was given
-    /// (reloads reuse it).
-    pub runtime: Option<WasmRuntime>,
 }
 
-pub(crate) fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overrides {
-    Overrides {
-        listen,
-        providers_dir: providers.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
-    }
-}
-
-/// Loads `config` (or the embedded demo when `None`), builds every provider and the site.
-pub async fn load_site(
-    config: Option<&Path>,
-    providers: Option<&Path>,
-    listen: Option<SocketAddr>,
-) -> Result<Loaded, CliError> {
-    load_site_with(config, providers, listen, None).await
-}
-
-/// [`load_site`] with a Wasm runtime to use (one is created when needed and not given).
-pub async fn load_site_with(
+/// Loads `config` (or the embedded demo when `None`) through the composition root, on
+/// `runtime` when given.
+pub async fn start(
     config: Option<&Path>,
     providers: Option<&Path>,
     listen: Option<SocketAddr>,
     runtime: Option<WasmRuntime>,
-) -> Result<Loaded, CliError> {
-    let overrides = overrides(providers, listen);
-    let (config, demo) = match config {
-        Some(path) => (config::load_with(path, &overrides)?, None),
-        None => {
-            let listen = listen.unwrap_or_else(|| {
-                config::DEFAULT_LISTEN
-                    .parse()
-                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
-            });
-            let providers_dir = overrides
-                .providers_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("providers"));
-            let upstream = demo::upstream::spawn_demo_upstream()
-                .await
-                .map_err(CliError::Demo)?;
-            let setup = demo::demo_setup(listen, &upstream.url, &providers_dir);
-            let config =
-                config::load_str(&setup.config_toml, "<embedded demo config>", Path::new("."))?;
-            (config, Some((upstream, setup)))
-        }
-    };
-    let runtime = if let Some(runtime) = runtime {
-        Some(runtime)
-    } else if config::needs_wasm(&config) {
-        Some(
-            WasmRuntime::new(RuntimeConfig::default())
-                .map_err(|e| CliError::Runtime(format!("{e:#}")))?,
-        )
-    } else {
-        None
-    };
-    let assembled = assemble(&config, runtime.as_ref()).await?;
-    let site = Site::new(&config, assembled);
-    Ok(Loaded {
-        config,
-        site,
-        demo,
-        runtime,
+) -> Result<Started, CliError> {
+    if let Some(config) = config {
+        let source = Source {
+            config: config.to_owned(),
+            providers: providers.map(Path::to_owned),
+            listen,
+        };
+        let loaded = load::from_source(&source, runtime).await?;
+        return Ok(Started { loaded, demo: None });
+    }
+    let listen = listen.unwrap_or_else(|| {
+        config::DEFAULT_LISTEN
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    });
+    let providers_dir = load::overrides(providers, None)
+        .providers_dir
+        .unwrap_or_else(|| PathBuf::from("providers"));
+    let upstream = demo::upstream::spawn_demo_upstream()
+        .await
+        .map_err(CliError::Demo)?;
+    let setup = demo::demo_setup(listen, &upstream.url, &providers_dir);
+    let config = config::load_str(&setup.config_toml, "<embedded demo config>", Path::new("."))
+        .map_err(SiteError::from)?;
+    let loaded = load::from_config(config, runtime).await?;
+    Ok(Started {
+        loaded,
+        demo: Some((upstream, setup)),
     })
 }
 
 /// `serve`: runs until Ctrl-C or SIGTERM, then drains.
 pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let loaded = load_site(
+    let Started { loaded, demo } = start(
         args.config.as_deref(),
         args.providers.as_deref(),
         args.listen,
+        None,
     )
     .await?;
     let server = &loaded.config.server;
@@ -300,7 +279,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let gateway = Gateway::new(loaded.site, metrics);
     // The embedded demo has no file to watch; a config file is watched, with its components.
     let _reloading = args.config.as_ref().map(|path| {
-        let source = reload::Source {
+        let source = Source {
             config: path.clone(),
             providers: args.providers.clone(),
             listen: args.listen,
@@ -316,7 +295,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
         tls = tls.is_some(),
         "portcullis listening"
     );
-    if let Some((upstream, setup)) = &loaded.demo {
+    if let Some((upstream, setup)) = &demo {
         tracing::info!(upstream = %upstream.url, "embedded demo MCP server running");
         println!("{}", demo::banner(setup, &server.public_url));
     }
@@ -333,7 +312,9 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
 
 /// `check`: a one-paragraph summary when the config is good.
 pub async fn check(args: &CheckArgs) -> Result<String, CliError> {
-    let loaded = load_site(Some(&args.config), args.providers.as_deref(), None).await?;
+    let loaded = start(Some(&args.config), args.providers.as_deref(), None, None)
+        .await?
+        .loaded;
     if let Some(tls) = &loaded.config.server.tls {
         tls::server_config(tls).map_err(|source| CliError::Tls {
             file: loaded.config.source.clone(),
@@ -373,7 +354,9 @@ pub struct EvalReport {
 
 /// `eval`: one request through the engine.
 pub async fn eval(args: &EvalArgs) -> Result<EvalReport, CliError> {
-    let loaded = load_site(Some(&args.config), args.providers.as_deref(), None).await?;
+    let loaded = start(Some(&args.config), args.providers.as_deref(), None, None)
+        .await?
+        .loaded;
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| CliError::Usage(format!("`{}` is not an HTTP method", args.method)))?;
     let mut headers = http::HeaderMap::new();
@@ -505,7 +488,7 @@ pub fn hash_key(args: &HashKeyArgs) -> Result<String, CliError> {
     if key.is_empty() {
         return Err(CliError::Usage("the key is empty".into()));
     }
-    Ok(crate::engine::api_key::hash_key(&key))
+    Ok(portcullis::engine::api_key::hash_key(&key))
 }
 
 /// `new`: writes the crate and returns what to do next.

@@ -1,6 +1,6 @@
 //! The embedded default: what `portcullis serve` runs with no config file. It starts the
 //! demo MCP server ([`upstream`]) on a free loopback port and builds a configuration in
-//! front of it — as TOML text, loaded through the same [`crate::config::load_str`] as any
+//! front of it — as TOML text, loaded through the same [`portcullis::config::load_str`] as any
 //! file, so the demo exercises exactly the code operators run:
 //!
 //! - route `/mcp` → the demo upstream;
@@ -17,7 +17,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::engine::api_key::hash_key;
+use portcullis::engine::api_key::hash_key;
 
 /// The reader key used on loopback.
 pub const DEMO_READ_KEY: &str = "demo-key-reader";
@@ -224,7 +224,7 @@ mod tests {
             "http://127.0.0.1:9999/mcp",
             dir.path(),
         );
-        let config = crate::config::load_str(&setup.config_toml, "<demo>", dir.path())
+        let config = portcullis::config::load_str(&setup.config_toml, "<demo>", dir.path())
             .unwrap_or_else(|e| panic!("demo config invalid: {e}\n{}", setup.config_toml));
         assert_eq!(config.routes.len(), 1);
         assert_eq!(setup.read_key, DEMO_READ_KEY);

@@ -1,0 +1,15 @@
+//! The `portcullis` binary's own code, kept out of the library so that a service embedding
+//! [`portcullis`] compiles no argument parser, no allocator choice and no MCP server:
+//!
+//! - [`commands`]: `serve` (default), `check`, `eval`, `hash-key` and `new`, each a function;
+//!   `main.rs` only parses arguments and maps the result to an exit code.
+//! - [`demo`]: the embedded default (a demo MCP server and its configuration).
+//! - [`scaffold`]: `portcullis new`, a provider crate from the embedded templates.
+//! - [`logging`]: the log subscriber (text or JSON lines).
+
+pub mod commands;
+pub mod demo;
+pub mod logging;
+pub mod scaffold;
+
+pub use commands::*;
