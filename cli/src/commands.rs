@@ -13,10 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method};
 
 use portcullis::config;
-use portcullis::context::RequestContext;
-use portcullis::engine::Decision;
-use portcullis::gateway::request::{ContextParts, check_path, context};
-use portcullis::gateway::{Gateway, Rejection, listener, tls};
+use portcullis::gateway::admission::{Entry, admit};
+use portcullis::gateway::body::full;
+use portcullis::gateway::{ConnInfo, Gateway, listener, tls};
 use portcullis::load::{self, Loaded, SiteError, Source};
 use portcullis::observability::Metrics;
 use portcullis::reload;
@@ -389,82 +388,75 @@ pub async fn eval(args: &EvalArgs) -> Result<EvalReport, CliError> {
             },
         )?)),
     };
-    let probe = RequestContext::new(method.clone(), &args.path);
-    let site = &loaded.site;
-    let mut out = format!("request  {method} {}\n", args.path);
-    let answer = |rejection: Rejection, out: &mut String| {
-        out.push_str(&format!("answer   {}\n", rejection.status()));
-        if let Some(challenge) = rejection.challenge() {
-            out.push_str(&format!("         WWW-Authenticate: {challenge}\n"));
-        }
-        let (error, description) = rejection.error_body();
-        out.push_str(&format!("         {error}: {description}\n"));
-    };
-    if let Err(rejection) = check_path(&probe.path) {
-        answer(rejection, &mut out);
-        return Ok(EvalReport {
-            text: out,
-            allowed: false,
-        });
+    // A body given without a media type is the MCP JSON it usually is.
+    if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
-    let Some(route) = site.route(&probe.path) else {
-        answer(Rejection::NotFound, &mut out);
-        return Ok(EvalReport {
-            text: out,
-            allowed: false,
-        });
+    let uri = args
+        .path
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|uri| uri.scheme().is_none() && args.path.starts_with('/'))
+        .ok_or_else(|| CliError::Usage(format!("`{}` is not a path (`/…`)", args.path)))?;
+    let mut request = http::Request::new(());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let (mut parts, ()) = request.into_parts();
+    let conn = ConnInfo::new(args.peer, None, false);
+    let body = body.map(full);
+    let site = &loaded.site;
+    let decided = admit(
+        site,
+        Entry::Direct,
+        &mut parts,
+        body,
+        &conn,
+        &Metrics::new(),
+    )
+    .await;
+    let mut out = format!("request  {method} {}\n", args.path);
+    let route = match &decided {
+        Ok(admitted) => Some(admitted.route),
+        Err(refused) => refused.route,
     };
-    out.push_str(&format!("route    {}\n", route.label()));
-    let ctx = context(
-        ContextParts {
-            method: &method,
-            path: &probe.path,
-            query: probe.query.as_deref(),
-            headers: headers.clone(),
-            peer: args.peer,
-            client_cert: None,
-        },
-        route.mcp,
-        body.filter(|_| route.wants_body),
-    );
-    let ctx = match ctx {
-        Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => {
-            answer(rejection, &mut out);
-            return Ok(EvalReport {
-                text: out,
-                allowed: false,
-            });
-        }
-    };
-    let outcome = route.policy.decide(&ctx).await;
-    let allowed = match &outcome.decision {
-        Decision::Allow { identity, provider } => {
+    if let Some(route) = route {
+        out.push_str(&format!("route    {}\n", route.label()));
+    }
+    let (allowed, trace) = match decided {
+        Ok(admitted) => {
             out.push_str(&format!(
-                "decision allow — subject `{}` via `{provider}`, scopes [{}]\n",
-                identity.subject,
-                identity.scopes.join(" ")
+                "decision allow — subject `{}` via `{}`, scopes [{}]\n",
+                admitted.identity.subject,
+                admitted.provider,
+                admitted.identity.scopes.join(" ")
             ));
             out.push_str(
                 "answer   proxied to the upstream with x-portcullis-subject/scopes/provider\n",
             );
-            true
+            (true, Some(admitted.trace))
         }
-        Decision::Deny {
-            denial,
-            required_scopes,
-        } => {
-            out.push_str(&format!("decision deny — {}\n", denial.reason));
-            answer(
-                Rejection::from_denial(denial, required_scopes, &route.challenge),
-                &mut out,
-            );
-            false
+        Err(refused) => {
+            if refused.trace.is_some() {
+                out.push_str(&format!("decision deny — {}\n", refused.reason));
+            }
+            out.push_str(&format!("answer   {}\n", refused.rejection.status()));
+            if let Some(challenge) = refused.rejection.challenge() {
+                out.push_str(&format!("         WWW-Authenticate: {challenge}\n"));
+            }
+            let (error, description) = refused.rejection.error_body();
+            out.push_str(&format!("         {error}: {description}\n"));
+            (false, refused.trace)
         }
     };
-    out.push_str("trace\n");
-    for line in outcome.trace.to_string().lines() {
-        out.push_str(&format!("  {line}\n"));
+    if let Some(trace) = trace {
+        out.push_str("trace\n");
+        for line in trace.to_string().lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
     Ok(EvalReport { text: out, allowed })
 }

@@ -23,6 +23,8 @@
 //! The `portcullis` binary (its commands, the embedded demo, the provider scaffold) is the
 //! `portcullis-cli` crate, so a service embedding this library compiles none of it.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod config;
 pub mod context;
 pub mod crypto;

@@ -20,7 +20,7 @@ impl Identity {
     }
 }
 
-/// The HTTP-level class of a denial; the status code is chosen from it in one place.
+/// The HTTP-level class of a denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenialKind {
     /// The credential is missing or bad (401).
@@ -34,14 +34,67 @@ pub enum DenialKind {
 }
 
 impl DenialKind {
-    /// The HTTP status for this kind of denial.
-    pub fn status(self) -> u16 {
+    /// The class in words (the HTTP status is chosen from it by the gateway's
+    /// [`Rejection`](crate::gateway::Rejection), in one place).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Unauthenticated => 401,
-            Self::Forbidden => 403,
-            Self::BadRequest => 400,
-            Self::Unavailable => 503,
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::BadRequest => "bad request",
+            Self::Unavailable => "unavailable",
         }
+    }
+}
+
+/// An OAuth error code (RFC 6749 §5.2, RFC 6750 §3.1), as a denial carries it and a refusal's
+/// challenge and JSON body write it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `invalid_request`: the request is malformed.
+    InvalidRequest,
+    /// `invalid_token`: the credential is bad, expired or revoked.
+    InvalidToken,
+    /// `insufficient_scope`: the credential lacks a scope the request needs.
+    InsufficientScope,
+    /// `access_denied`: the caller is known and refused.
+    AccessDenied,
+    /// `temporarily_unavailable`: a provider failed (the request is refused, never allowed).
+    TemporarilyUnavailable,
+    /// A code a provider chose itself (a Wasm provider may name its own).
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code as written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::AccessDenied => "access_denied",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::Other(code) => code,
+        }
+    }
+
+    /// The code written `code`: a known one as its variant, any other as [`Other`](Self::Other).
+    pub fn parse(code: &str) -> Self {
+        [
+            Self::InvalidRequest,
+            Self::InvalidToken,
+            Self::InsufficientScope,
+            Self::AccessDenied,
+            Self::TemporarilyUnavailable,
+        ]
+        .into_iter()
+        .find(|known| known.as_str() == code)
+        .unwrap_or_else(|| Self::Other(code.to_owned()))
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -50,28 +103,33 @@ impl DenialKind {
 pub struct Denial {
     /// The class of refusal.
     pub kind: DenialKind,
-    /// OAuth error code (`invalid_token`, `insufficient_scope`, `invalid_request`, …);
-    /// empty when the request simply had no credential.
-    pub code: String,
+    /// The OAuth error code; `None` when the request simply had no credential (RFC 6750
+    /// §3.1: the challenge then names no error).
+    pub code: Option<ErrorCode>,
     /// Human-readable reason, free of credentials.
     pub reason: String,
 }
 
 impl Denial {
+    /// The error code as written on the wire; empty when there is none.
+    pub fn code_str(&self) -> &str {
+        self.code.as_ref().map_or("", ErrorCode::as_str)
+    }
+
     /// 401 `invalid_token`.
     pub fn invalid_token(reason: impl Into<String>) -> Self {
         Self {
             kind: DenialKind::Unauthenticated,
-            code: "invalid_token".into(),
+            code: Some(ErrorCode::InvalidToken),
             reason: reason.into(),
         }
     }
 
     /// 403 with `code`.
-    pub fn forbidden(code: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, reason: impl Into<String>) -> Self {
         Self {
             kind: DenialKind::Forbidden,
-            code: code.into(),
+            code: Some(code),
             reason: reason.into(),
         }
     }
@@ -81,7 +139,7 @@ impl Denial {
     pub fn missing_credentials() -> Self {
         Self {
             kind: DenialKind::Unauthenticated,
-            code: String::new(),
+            code: None,
             reason: "no credentials".into(),
         }
     }
@@ -90,7 +148,7 @@ impl Denial {
     pub fn invalid_request(reason: impl Into<String>) -> Self {
         Self {
             kind: DenialKind::BadRequest,
-            code: "invalid_request".into(),
+            code: Some(ErrorCode::InvalidRequest),
             reason: reason.into(),
         }
     }
@@ -99,7 +157,7 @@ impl Denial {
     pub fn provider_failed(reason: impl Into<String>) -> Self {
         Self {
             kind: DenialKind::Unavailable,
-            code: "temporarily_unavailable".into(),
+            code: Some(ErrorCode::TemporarilyUnavailable),
             reason: reason.into(),
         }
     }
@@ -107,7 +165,10 @@ impl Denial {
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.kind.status(), self.code, self.reason)
+        match &self.code {
+            Some(code) => write!(f, "{} ({code}): {}", self.kind.as_str(), self.reason),
+            None => write!(f, "{}: {}", self.kind.as_str(), self.reason),
+        }
     }
 }
 

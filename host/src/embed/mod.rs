@@ -103,17 +103,16 @@ pub use self::builder::Builder;
 use crate::config::{self, Config};
 use crate::engine::BoxFuture;
 use crate::gateway::Site;
-use crate::gateway::admission::{admit, listing_filter};
+use crate::gateway::admission::{Entry, admit, listing_filter};
 use crate::gateway::body::boxed;
 pub use crate::gateway::body::{Body, BoxError};
 use crate::gateway::handler::metadata;
 use crate::gateway::listing::filter_response;
 use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
-use crate::gateway::request::{check_case_folding, check_path};
+use crate::gateway::request::check_path;
 pub use crate::gateway::{ConnInfo, Rejection};
 use crate::load;
 use crate::observability::Metrics;
-use crate::observability::logging::{AuditRecord, audit};
 use crate::verdict::Identity;
 use crate::wasm::WasmRuntime;
 
@@ -270,46 +269,43 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let path = request.uri().path().to_owned();
-    if let Err(rejection) = check_path(&path) {
+    let path = request.uri().path();
+    if let Err(rejection) = check_path(path) {
         return Ok(rejection.into_response());
     }
-    if let Some(answer) = metadata(&site, request.method(), &path) {
+    if let Some(answer) = metadata(&site, request.method(), path) {
         return Ok(answer);
     }
-    if let Err(rejection) = check_case_folding(&site, &path) {
-        return Ok(rejection.into_response());
-    }
-    let Some(route) = site.route(&path) else {
-        return Ok(Rejection::NotFound.into_response());
-    };
     let conn = request
         .extensions()
         .get::<ConnInfo>()
         .cloned()
         .unwrap_or_default();
     let (mut parts, body) = request.into_parts();
-    let admitted = match admit(&site, route, &mut parts, body, &conn, &metrics).await {
+    let mut admitted = match admit(
+        &site,
+        Entry::Direct,
+        &mut parts,
+        Some(body),
+        &conn,
+        &metrics,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
-        Err(refusal) => return Ok(refusal),
+        Err(refused) => return Ok(refused.into_response()),
     };
-    let listing = listing_filter(
-        route,
-        &parts,
-        &admitted.identity,
-        admitted.peer,
-        conn.client_cert.clone(),
-    );
+    let listing = listing_filter(&admitted, &parts, conn.client_cert.clone());
     strip_identity_headers(&mut parts.headers);
     add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);
-    let method = parts.method.clone();
     parts
         .extensions
         .insert(AuthenticatedBy(admitted.provider.clone()));
     parts
         .extensions
         .insert::<Identity>(admitted.identity.clone());
-    let response = call_inner(&mut inner, Request::from_parts(parts, admitted.body))
+    let body = std::mem::take(&mut admitted.body);
+    let response = call_inner(&mut inner, Request::from_parts(parts, body))
         .await?
         .map(boxed);
     let (response, reason) = match filter_response(response, listing).await {
@@ -319,16 +315,7 @@ where
             (rejection.into_response(), reason)
         }
     };
-    audit(&AuditRecord {
-        route: route.label(),
-        subject: Some(&admitted.identity.subject),
-        provider: &admitted.provider,
-        verdict: "allow",
-        reason: &reason,
-        status: response.status().as_u16(),
-        method: method.as_str(),
-        path: &path,
-    });
+    admitted.audit(response.status(), &reason);
     Ok(response)
 }
 

@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::provider::Authenticator;
 use super::trace::{Stage, StepOutcome, Trace};
 use crate::context::RequestContext;
-use crate::verdict::{Denial, DenialKind, Identity, Verdict};
+use crate::verdict::{Denial, DenialKind, ErrorCode, Identity, Verdict};
 
 /// What happens after a provider denies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,11 +154,11 @@ impl Chain {
                 );
                 Step::Deny(Denial {
                     kind: self.on_error,
-                    code: if self.on_error == DenialKind::Unauthenticated {
-                        "invalid_token".into()
+                    code: Some(if self.on_error == DenialKind::Unauthenticated {
+                        ErrorCode::InvalidToken
                     } else {
-                        "temporarily_unavailable".into()
-                    },
+                        ErrorCode::TemporarilyUnavailable
+                    }),
                     reason: format!("provider `{name}` failed"),
                 })
             }

@@ -27,7 +27,7 @@ use x509_parser::x509::X509Name;
 
 use crate::context::{ClientCert, RequestContext};
 use crate::engine::{Authenticator, BoxFuture, ProviderError};
-use crate::verdict::{Denial, Identity, Verdict};
+use crate::verdict::{Denial, ErrorCode, Identity, Verdict};
 
 /// Which part of the certificate names the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -172,7 +172,7 @@ impl MtlsValidator {
             .is_some_and(|allowed| !allowed.iter().any(|a| a == subject))
         {
             return Verdict::Deny(Denial::forbidden(
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "client certificate identity is not allowed",
             ));
         }

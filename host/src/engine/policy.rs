@@ -8,7 +8,7 @@ use super::provider::Authorizer;
 use super::rules::{Rules, missing_scopes};
 use super::trace::{Stage, StepOutcome, Trace};
 use crate::context::RequestContext;
-use crate::verdict::{Denial, DenialKind, Identity};
+use crate::verdict::{Denial, DenialKind, ErrorCode, Identity};
 
 /// What the engine decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,10 @@ impl Policy {
         if !missing.is_empty() {
             let reason = format!("missing scope(s): {}", missing.join(" "));
             trace.record(Stage::Scopes, "rules", StepOutcome::Deny, &reason, started);
-            return deny(Denial::forbidden("insufficient_scope", reason), trace);
+            return deny(
+                Denial::forbidden(ErrorCode::InsufficientScope, reason),
+                trace,
+            );
         }
         if !self.rules.is_empty() {
             trace.record(Stage::Scopes, "rules", StepOutcome::Allow, "", started);
@@ -110,11 +113,11 @@ impl Policy {
                     );
                     let denial = Denial {
                         kind: self.on_error,
-                        code: if self.on_error == DenialKind::Forbidden {
-                            "access_denied".into()
+                        code: Some(if self.on_error == DenialKind::Forbidden {
+                            ErrorCode::AccessDenied
                         } else {
-                            "temporarily_unavailable".into()
-                        },
+                            ErrorCode::TemporarilyUnavailable
+                        }),
                         reason: format!("authorizer `{name}` failed"),
                     };
                     return deny(denial, trace);

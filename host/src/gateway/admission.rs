@@ -1,35 +1,66 @@
-//! Admission: from a request on a route to the engine's decision. The gateway's proxy and
-//! the embedded tower layer ([`crate::embed`]) both call [`admit`], so one code path decides
-//! for both: the `Origin` check, the client address behind trusted proxies, the body
-//! buffered (MCP POSTs, and Wasm providers with `body = true`) and parsed,
-//! [`Policy::decide`](crate::engine::Policy::decide), the decision metrics, and on a denial
-//! the audit line and the [`Rejection`] answer.
+//! Admission: the one decision path. Every HTTP entry point — the gateway's proxy, the
+//! forward-auth check, the tower layer ([`crate::embed`]) and `portcullis eval` — hands its
+//! request to [`admit`], which takes it from a path to the engine's verdict:
+//!
+//! 1. the path in normal form, the same route whichever way an upstream folds case, and the
+//!    route serving it (none: 404; 403 for forward-auth, which proxies pass on);
+//! 2. for forward-auth, whether the route is judged there at all;
+//! 3. the `Origin` check, the method's spelling, the client address (behind trusted
+//!    proxies, or as the forward-auth proxy describes it);
+//! 4. the body, when the entry point has one and the route needs it: media type, size and
+//!    time limits, the MCP JSON-RPC message parsed;
+//! 5. [`Policy::decide`](crate::engine::Policy::decide), and the decision metrics.
+//!
+//! A refusal is audited here, and an admitted request is audited through
+//! [`Admitted::audit`] once its answer is known: the audit line is built in this module
+//! only ([`audit_line`]). The entry points differ only in what they have, which [`Entry`]
+//! says.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Response;
 use http::request::Parts;
+use http::{Method, Response, StatusCode};
 use http_body::Body as _;
 
 use super::ConnInfo;
-use super::body::{Body, full};
+use super::body::{Body, empty, full};
 use super::listing::{Allow, ListingFilter};
 use super::rejection::Rejection;
 use super::request::{
-    ContextParts, check_mcp_media, check_method, check_origin, client_addr, context, read_body,
+    ContextParts, check_case_folding, check_mcp_media, check_method, check_origin, check_path,
+    client_addr, context, read_body,
 };
 use super::site::{LiveRoute, Site};
 use crate::context::{ClientCert, RequestContext};
-use crate::engine::{Decision, Outcome};
+use crate::engine::{Decision, Outcome, Trace};
 use crate::mcp::{McpCall, McpMessage};
 use crate::observability::Metrics;
-use crate::observability::logging::{AuditRecord, audit};
-use crate::verdict::Identity;
+use crate::observability::logging::{AuditRecord, AuditVerdict, audit, audit_enabled};
+use crate::verdict::{ErrorCode, Identity};
+
+/// Which entry point is asking, and so what it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// The request itself reached this process — the gateway's proxy, a service behind the
+    /// tower layer, `portcullis eval`: the body is here, the client address is the
+    /// connection's peer (or the forwarded client behind a trusted proxy), the client
+    /// certificate the connection's.
+    Direct,
+    /// The forward-auth check at `path`: the proxy in front keeps the body, and has described
+    /// the original request; the connection's peer is the client the proxy named, and no
+    /// client certificate is the client's. Only routes with `forward_auth` on are judged.
+    ForwardAuth {
+        /// The forward-auth endpoint's path (names refusals made before a route is known).
+        path: &'a str,
+    },
+}
 
 /// A request the engine let through.
 #[derive(Debug)]
-pub struct Admitted {
+pub struct Admitted<'s> {
+    /// The route serving it.
+    pub route: &'s LiveRoute,
     /// The caller.
     pub identity: Identity,
     /// The provider (or `a+b` group) that authenticated it.
@@ -39,48 +70,224 @@ pub struct Admitted {
     pub peer: Option<SocketAddr>,
     /// The body to hand on, intact: the buffered bytes again, or the untouched stream.
     pub body: Body,
+    /// How the chain and the rules came to the decision.
+    pub trace: Trace,
+    /// The request line for the audit line (kept only when audit lines are written).
+    line: Option<(Method, String)>,
 }
 
-/// Decides one request that `route` serves. `Err` is the complete refusal, already audited.
-pub async fn admit(
-    site: &Site,
-    route: &LiveRoute,
+/// A request the engine refused; already audited.
+#[derive(Debug)]
+pub struct Refused<'s> {
+    /// The refusal, which renders the answer.
+    pub rejection: Rejection,
+    /// The route that would have served it, when one was found.
+    pub route: Option<&'s LiveRoute>,
+    /// Why, free of credentials (the audit line's reason).
+    pub reason: String,
+    /// How the chain and the rules came to a denial, when the policy was asked.
+    pub trace: Option<Trace>,
+}
+
+impl Refused<'_> {
+    /// The answer: status, challenge and JSON error body.
+    pub fn into_response(self) -> Response<Body> {
+        self.rejection.into_response()
+    }
+}
+
+impl Admitted<'_> {
+    /// Writes the audit line for this admitted request once its answer is known: `status`
+    /// is what the caller got, `reason` why it was not a success, when it was not.
+    pub fn audit(&self, status: StatusCode, reason: &str) {
+        if let Some((method, path)) = &self.line {
+            audit(&audit_line(
+                self.route.label(),
+                Some(&self.identity.subject),
+                &self.provider,
+                AuditVerdict::Allow,
+                reason,
+                status,
+                method,
+                path,
+            ));
+        }
+    }
+
+    /// Refuses this admitted caller after all (a check that needs the identity, such as
+    /// the MCP session's owner): audited with the caller, answered with `rejection`.
+    pub fn refuse(&self, rejection: Rejection, reason: &str) -> Response<Body> {
+        if let Some((method, path)) = &self.line {
+            audit(&audit_line(
+                self.route.label(),
+                Some(&self.identity.subject),
+                &self.provider,
+                AuditVerdict::Deny,
+                reason,
+                rejection.status(),
+                method,
+                path,
+            ));
+        }
+        rejection.into_response()
+    }
+}
+
+/// Refuses a request before it reaches admission (the forward-auth endpoint's own checks on
+/// its caller): audited under `label`, answered with `rejection`.
+pub fn refuse_unrouted(
+    label: &str,
+    rejection: Rejection,
+    reason: &str,
+    method: &Method,
+    path: &str,
+) -> Response<Body> {
+    audit(&audit_line(
+        label,
+        None,
+        "-",
+        AuditVerdict::Deny,
+        reason,
+        rejection.status(),
+        method,
+        path,
+    ));
+    rejection.into_response()
+}
+
+/// The one place an audit record is built.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the audit record's fields, named at each call"
+)]
+fn audit_line<'a>(
+    route: &'a str,
+    subject: Option<&'a str>,
+    provider: &'a str,
+    verdict: AuditVerdict,
+    reason: &'a str,
+    status: StatusCode,
+    method: &'a Method,
+    path: &'a str,
+) -> AuditRecord<'a> {
+    AuditRecord {
+        route,
+        subject,
+        provider,
+        verdict,
+        reason,
+        status: status.as_u16(),
+        method: method.as_str(),
+        path,
+    }
+}
+
+/// Decides one request. `parts` describes it (for forward-auth, the original request the
+/// proxy described); `body` is `None` when the entry point does not have it. The headers are
+/// lent to the engine and put back. `Err` is the complete refusal, already audited.
+pub async fn admit<'s>(
+    site: &'s Site,
+    entry: Entry<'_>,
     parts: &mut Parts,
-    body: Body,
+    body: Option<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
-) -> Result<Admitted, Response<Body>> {
-    let deny = |rejection: Rejection, provider: &str, reason: &str| {
-        audit(&AuditRecord {
-            route: route.label(),
-            subject: None,
-            provider,
-            verdict: "deny",
-            reason,
-            status: rejection.status().as_u16(),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        });
-        rejection.into_response()
+) -> Result<Admitted<'s>, Refused<'s>> {
+    let unrouted = match entry {
+        Entry::ForwardAuth { path } => path,
+        Entry::Direct => "-",
     };
+    let refuse = |rejection: Rejection,
+                  route: Option<&'s LiveRoute>,
+                  provider: &str,
+                  reason: &str,
+                  trace: Option<Trace>| {
+        audit(&audit_line(
+            route.map_or(unrouted, LiveRoute::label),
+            None,
+            provider,
+            AuditVerdict::Deny,
+            reason,
+            rejection.status(),
+            &parts.method,
+            parts.uri.path(),
+        ));
+        Refused {
+            rejection,
+            route,
+            reason: reason.to_owned(),
+            trace,
+        }
+    };
+    let path = parts.uri.path();
+    if let Err(rejection) = check_path(path) {
+        return Err(refuse(
+            rejection,
+            None,
+            "-",
+            "path not in normal form",
+            None,
+        ));
+    }
+    if let Err(rejection) = check_case_folding(site, path) {
+        let reason = "path routed elsewhere when read case-blind";
+        return Err(refuse(rejection, None, "-", reason, None));
+    }
+    let Some(route) = site.route(path) else {
+        let rejection = match entry {
+            Entry::ForwardAuth { .. } => Rejection::Forbidden {
+                code: ErrorCode::AccessDenied,
+                description: "no route covers this path".into(),
+            },
+            Entry::Direct => Rejection::NotFound,
+        };
+        return Err(refuse(rejection, None, "-", "no route", None));
+    };
+    if let Entry::ForwardAuth { .. } = entry
+        && !route.forward_auth
+    {
+        let rejection = Rejection::Forbidden {
+            code: ErrorCode::AccessDenied,
+            description: "this route is not judged through forward-auth \
+                              (`forward_auth = false`); the gateway proxies it itself"
+                .into(),
+        };
+        let reason = "route not served through forward-auth";
+        return Err(refuse(rejection, Some(route), "-", reason, None));
+    }
     if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
-        return Err(deny(rejection, "-", "origin not allowed"));
+        return Err(refuse(
+            rejection,
+            Some(route),
+            "-",
+            "origin not allowed",
+            None,
+        ));
     }
     if let Err(rejection) = check_method(&parts.method) {
-        return Err(deny(rejection, "-", "method not in upper case"));
+        let reason = "method not in upper case";
+        return Err(refuse(rejection, Some(route), "-", reason, None));
     }
-    let peer = match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
-        Ok(peer) => peer,
-        Err(rejection) => return Err(deny(rejection, "-", "unreadable X-Forwarded-For")),
+    let (peer, client_cert) = match entry {
+        Entry::ForwardAuth { .. } => (conn.peer, None),
+        Entry::Direct => match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
+            Ok(peer) => (peer, conn.client_cert.clone()),
+            Err(rejection) => {
+                let reason = "unreadable X-Forwarded-For";
+                return Err(refuse(rejection, Some(route), "-", reason, None));
+            }
+        },
     };
     // Every request with a body is read when the route needs bodies, whatever its method:
     // an upstream may act on the body of a `PUT` or a `DELETE` as readily as of a `POST`.
+    let body = body.unwrap_or_else(empty);
     let has_body = !body.is_end_stream();
     if has_body
         && route.mcp
         && let Err(rejection) = check_mcp_media(&parts.headers)
     {
-        return Err(deny(rejection, "-", "MCP body media type refused"));
+        let reason = "MCP body media type refused";
+        return Err(refuse(rejection, Some(route), "-", reason, None));
     }
     let (buffered, body) = if has_body && route.wants_body {
         match read_body(
@@ -92,7 +299,10 @@ pub async fn admit(
         .await
         {
             Ok(bytes) => (Some(bytes.clone()), full(bytes)),
-            Err(rejection) => return Err(deny(rejection, "-", "request body refused")),
+            Err(rejection) => {
+                let reason = "request body refused";
+                return Err(refuse(rejection, Some(route), "-", reason, None));
+            }
         }
     } else {
         (None, body)
@@ -105,14 +315,22 @@ pub async fn admit(
             // Moved, not copied: the context is dropped before the upstream needs them.
             headers: std::mem::take(&mut parts.headers),
             peer,
-            client_cert: conn.client_cert.clone(),
+            client_cert,
         },
         route.mcp,
         buffered,
     );
     let ctx = match ctx {
         Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => return Err(deny(rejection, "-", "malformed MCP body")),
+        Err(rejection) => {
+            return Err(refuse(
+                rejection,
+                Some(route),
+                "-",
+                "malformed MCP body",
+                None,
+            ));
+        }
     };
     let Outcome { decision, trace } = route.policy.decide(&ctx).await;
     // The headers go back to the request. A provider that still holds the context (a Wasm
@@ -122,18 +340,30 @@ pub async fn admit(
     metrics.decision(&trace);
     match decision {
         Decision::Allow { identity, provider } => Ok(Admitted {
+            route,
             identity,
             provider,
             peer,
             body,
+            trace,
+            line: audit_enabled().then(|| (parts.method.clone(), parts.uri.path().to_owned())),
         }),
         Decision::Deny {
             denial,
             required_scopes,
         } => {
             let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
-            let decided_by = trace.steps.last().map_or("-", |s| s.provider.as_str());
-            Err(deny(rejection, decided_by, &denial.reason))
+            let decided_by = trace
+                .steps
+                .last()
+                .map_or_else(|| "-".to_owned(), |s| s.provider.clone());
+            Err(refuse(
+                rejection,
+                Some(route),
+                &decided_by,
+                &denial.reason,
+                Some(trace),
+            ))
         }
     }
 }
@@ -143,28 +373,27 @@ pub async fn admit(
 /// on routes that are not MCP.
 ///
 /// An entry is kept when the scope rules allow its call and so does every authorizer of
-/// the route, asked with the listing request's context (`parts`, `peer`, `client_cert`)
-/// holding that one call instead of the listing.
+/// the route, asked with the listing request's context (`parts`, the client address and
+/// `client_cert`) holding that one call instead of the listing.
 pub fn listing_filter(
-    route: &LiveRoute,
+    admitted: &Admitted<'_>,
     parts: &Parts,
-    identity: &Identity,
-    peer: Option<SocketAddr>,
     client_cert: Option<ClientCert>,
 ) -> Option<ListingFilter> {
+    let route = admitted.route;
     if !route.mcp {
         return None;
     }
     let rules = route.policy.rules.clone();
     let authorizers = route.policy.authorizers.clone();
-    let caller = identity.clone();
+    let caller = admitted.identity.clone();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let base = (!authorizers.is_empty()).then(|| RequestContext {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
-        peer,
+        peer: admitted.peer,
         client_cert,
         mcp: None,
         body: None,

@@ -48,23 +48,20 @@
 //! unambiguously (nginx turns it into a 500 for the client); 503 when a provider failed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 
 use super::ConnInfo;
+use super::admission::{Entry, admit, refuse_unrouted};
 use super::body::{Body, empty};
 use super::proxy::add_identity_headers;
 use super::rejection::Rejection;
-use super::request::{
-    ContextParts, check_case_folding, check_origin, check_path, context, is_trusted,
-};
+use super::request::{check_path, is_trusted};
 use super::site::Site;
 use crate::config::model::{ForwardAuth, ForwardAuthProxy};
-use crate::engine::{Decision, Outcome};
 use crate::observability::Metrics;
-use crate::observability::logging::{AuditRecord, audit};
+use crate::verdict::ErrorCode;
 
 /// Every header a proxy family uses to describe the original method or URI.
 const DESCRIBING: [&str; 4] = [
@@ -75,7 +72,7 @@ const DESCRIBING: [&str; 4] = [
 ];
 
 /// Answers one forward-auth check for `endpoint`.
-pub async fn check(
+pub(crate) async fn check(
     site: &Site,
     endpoint: &ForwardAuth,
     request: Request<Body>,
@@ -84,142 +81,56 @@ pub async fn check(
 ) -> Response<Body> {
     let (parts, _body) = request.into_parts();
     let label = endpoint.path.as_str();
-    let refuse_check = |rejection: Rejection, reason: &str| {
-        audit(&AuditRecord {
-            route: label,
-            subject: None,
-            provider: "-",
-            verdict: "deny",
-            reason,
-            status: rejection.status().as_u16(),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        });
-        rejection.into_response()
-    };
     let from_proxy = conn
         .peer
         .is_some_and(|p| is_trusted(p.ip(), &site.trusted_proxies));
     if !from_proxy {
-        return refuse_check(
-            Rejection::Forbidden {
-                code: "access_denied".into(),
-                description: "the forward-auth endpoint answers only the proxies listed in \
-                              `server.trusted_proxies`"
-                    .into(),
-            },
-            "forward-auth caller is not a trusted proxy",
-        );
+        let rejection = Rejection::Forbidden {
+            code: ErrorCode::AccessDenied,
+            description: "the forward-auth endpoint answers only the proxies listed in \
+                          `server.trusted_proxies`"
+                .into(),
+        };
+        let reason = "forward-auth caller is not a trusted proxy";
+        return refuse_unrouted(label, rejection, reason, &parts.method, parts.uri.path());
     }
-    let Original {
-        method,
-        path,
-        query,
-        client,
-    } = match original(endpoint, &parts) {
+    let original = match original(endpoint, &parts) {
         Ok(original) => original,
         Err(rejection) => {
-            return refuse_check(rejection, "original request not described unambiguously");
+            let reason = "original request not described unambiguously";
+            return refuse_unrouted(label, rejection, reason, &parts.method, parts.uri.path());
         }
     };
-    let deny = |rejection: Rejection, reason: &str, route: &str| {
-        audit(&AuditRecord {
-            route,
-            subject: None,
-            provider: "-",
-            verdict: "deny",
-            reason,
-            status: rejection.status().as_u16(),
-            method: method.as_str(),
-            path: &path,
-        });
-        rejection.into_response()
+    // The original request as the proxy described it, with the check request's headers
+    // (the client's, passed on by the proxy).
+    let target = match original.target() {
+        Ok(uri) => uri,
+        Err(rejection) => {
+            let reason = "original request not described unambiguously";
+            return refuse_unrouted(label, rejection, reason, &parts.method, parts.uri.path());
+        }
     };
-    if let Err(rejection) = check_case_folding(site, &path) {
-        return deny(
-            rejection,
-            "path routed elsewhere when read case-blind",
-            label,
-        );
-    }
-    let Some(route) = site.route(&path) else {
-        return deny(
-            Rejection::Forbidden {
-                code: "access_denied".into(),
-                description: "no route covers this path".into(),
-            },
-            "no route",
-            label,
-        );
-    };
-    if !route.forward_auth {
-        return deny(
-            Rejection::Forbidden {
-                code: "access_denied".into(),
-                description: "this route is not judged through forward-auth \
-                              (`forward_auth = false`); the gateway proxies it itself"
-                    .into(),
-            },
-            "route not served through forward-auth",
-            route.label(),
-        );
-    }
-    if let Err(rejection) = check_origin(&parts.headers, &site.origins, &site.public_origin) {
-        return deny(rejection, "origin not allowed", route.label());
-    }
-    let ctx = context(
-        ContextParts {
-            method: &method,
-            path: &path,
-            query: query.as_deref(),
-            headers: parts.headers.clone(),
-            peer: Some(SocketAddr::new(client, 0)),
-            client_cert: None,
-        },
-        route.mcp,
-        None,
-    );
-    let ctx = match ctx {
-        Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => return deny(rejection, "malformed request", route.label()),
-    };
-    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
-    metrics.decision(&trace);
-    match decision {
-        Decision::Allow { identity, provider } => {
-            audit(&AuditRecord {
-                route: route.label(),
-                subject: Some(&identity.subject),
-                provider: &provider,
-                verdict: "allow",
-                reason: "",
-                status: 200,
-                method: method.as_str(),
-                path: &path,
-            });
+    let mut described = Request::new(());
+    *described.method_mut() = original.method;
+    *described.uri_mut() = target;
+    *described.headers_mut() = parts.headers;
+    let (mut described, ()) = described.into_parts();
+    // The TLS client certificate of this connection is the proxy's, not the client's.
+    let client = ConnInfo::new(Some(SocketAddr::new(original.client, 0)), None, conn.tls);
+    let entry = Entry::ForwardAuth { path: label };
+    match admit(site, entry, &mut described, None, &client, metrics).await {
+        Ok(admitted) => {
+            admitted.audit(StatusCode::OK, "");
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::OK;
-            add_identity_headers(response.headers_mut(), &identity, &provider);
+            add_identity_headers(
+                response.headers_mut(),
+                &admitted.identity,
+                &admitted.provider,
+            );
             response
         }
-        Decision::Deny {
-            denial,
-            required_scopes,
-        } => {
-            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
-            let provider = trace.steps.last().map_or("-", |s| s.provider.as_str());
-            audit(&AuditRecord {
-                route: route.label(),
-                subject: None,
-                provider,
-                verdict: "deny",
-                reason: &denial.reason,
-                status: rejection.status().as_u16(),
-                method: method.as_str(),
-                path: &path,
-            });
-            rejection.into_response()
-        }
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -232,6 +143,20 @@ struct Original {
     query: Option<String>,
     /// The last `X-Forwarded-For` entry.
     client: IpAddr,
+}
+
+impl Original {
+    /// The path and query as a request target.
+    fn target(&self) -> Result<http::Uri, Rejection> {
+        let target = match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
+        };
+        target.parse().map_err(|_| Rejection::InvalidRequest {
+            description: format!("the original URI `{target}` is not a request target"),
+            metadata_url: None,
+        })
+    }
 }
 
 /// Reads the original request from `parts` the way `endpoint.proxy` describes it (see the
@@ -257,7 +182,7 @@ fn original(endpoint: &ForwardAuth, parts: &Parts) -> Result<Original, Rejection
     });
     if let Some(foreign) = foreign {
         return Err(Rejection::Forbidden {
-            code: "access_denied".into(),
+            code: ErrorCode::AccessDenied,
             description: format!(
                 "`{foreign}` is not a header {} sends to the forward-auth check (the gateway is \
              set up with `forward_auth_proxy = \"{}\"`): it came from the client, so the \

@@ -5,20 +5,19 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response};
 
-use super::admission::{Admitted, admit, listing_filter};
+use super::admission::{Entry, admit, listing_filter};
 use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{Peer, add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{check_case_folding, check_path, is_trusted, session_id};
+use super::request::{check_path, is_trusted, session_id};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
 use crate::observability::Metrics;
-use crate::observability::logging::{AuditRecord, audit, audit_enabled};
 
 /// Answers one request. Returns the metrics label of what served it and the response.
-pub async fn handle<'s>(
+pub(crate) async fn handle<'s>(
     site: &'s Site,
     request: Request<Body>,
     conn: &ConnInfo,
@@ -55,20 +54,13 @@ pub async fn handle<'s>(
         let response = forward_auth::check(site, endpoint, request, conn, metrics).await;
         return (endpoint.path.as_str(), response);
     }
-    if let Err(rejection) = check_case_folding(site, path) {
-        return ("-", rejection.into_response());
-    }
-    let Some(route) = site.route(path) else {
-        return ("-", Rejection::NotFound.into_response());
-    };
-    let response = proxy(site, route, request, conn, metrics, sessions).await;
-    (route.label(), response)
+    proxy(site, request, conn, metrics, sessions).await
 }
 
 /// The answer for an RFC 9728 metadata path (`/.well-known/oauth-protected-resource[/…]`),
 /// or `None` for any other path. Served without authentication, by the gateway and by the
 /// tower layer alike, since their challenges point there.
-pub fn metadata(site: &Site, method: &Method, path: &str) -> Option<Response<Body>> {
+pub(crate) fn metadata(site: &Site, method: &Method, path: &str) -> Option<Response<Body>> {
     let suffix = path.strip_prefix(WELL_KNOWN)?;
     if !(suffix.is_empty() || suffix.starts_with('/')) {
         return None;
@@ -104,58 +96,56 @@ fn text(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
     response
 }
 
-async fn proxy(
-    site: &Site,
-    route: &LiveRoute,
+/// An admitted request to its route's upstream, and the answer back. Returns the route's
+/// label (`-` when no route served it) and the answer.
+async fn proxy<'s>(
+    site: &'s Site,
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
     sessions: &SessionBindings,
-) -> Response<Body> {
+) -> (&'s str, Response<Body>) {
     let (mut parts, body) = request.into_parts();
+    let mut admitted = match admit(site, Entry::Direct, &mut parts, Some(body), conn, metrics).await
+    {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let label = refused.route.map_or("-", LiveRoute::label);
+            return (label, refused.into_response());
+        }
+    };
+    let route = admitted.route;
     let Some(upstream) = &route.upstream else {
-        // Only a site built from an embedded config lacks upstreams, and the gateway is never
-        // given one; should it be, refuse rather than guess.
-        return Rejection::BadGateway {
+        // Only a site built from an embedded config lacks upstreams, and the gateway is
+        // never given one; should it be, refuse rather than guess.
+        let rejection = Rejection::BadGateway {
             description: "this route has no upstream (its config was validated for embedding)"
                 .into(),
-        }
-        .into_response();
+        };
+        return (route.label(), admitted.refuse(rejection, "no upstream"));
     };
-    let Admitted {
-        identity,
-        provider,
-        peer,
-        body,
-        ..
-    } = match admit(site, route, &mut parts, body, conn, metrics).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
-    };
-
     // Checked after admission: only an authenticated caller can own a session, and the
     // 404 must not tell an anonymous prober which session ids exist.
     let session = match route.mcp.then(|| session_id(&parts.headers)).transpose() {
         Ok(session) => session.flatten().map(str::to_owned),
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return (route.label(), rejection.into_response()),
     };
     if let Some(session) = &session
-        && !sessions.owned_by(session, route.label(), &provider, &identity.subject)
+        && !sessions.owned_by(
+            session,
+            route.label(),
+            &admitted.provider,
+            &admitted.identity.subject,
+        )
     {
-        audit(&AuditRecord {
-            route: route.label(),
-            subject: Some(&identity.subject),
-            provider: &provider,
-            verdict: "deny",
-            reason: "MCP session not opened by this caller",
-            status: Rejection::SessionNotFound.status().as_u16(),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        });
-        return Rejection::SessionNotFound.into_response();
+        let refusal = admitted.refuse(
+            Rejection::SessionNotFound,
+            "MCP session not opened by this caller",
+        );
+        return (route.label(), refusal);
     }
     let deleting = parts.method == Method::DELETE;
-    let listing = listing_filter(route, &parts, &identity, peer, conn.client_cert.clone());
+    let listing = listing_filter(&admitted, &parts, conn.client_cert.clone());
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     // The TCP peer, not the client the engine resolved behind a trusted proxy: the
     // forwarding headers record hops, and this hop is the peer.
@@ -173,15 +163,16 @@ async fn proxy(
         forwarding_peer,
         &site.forwarded_as,
     );
-    add_identity_headers(&mut parts.headers, &identity, &provider);
-    // Kept for the audit line only, so only when it is written.
-    let audited = audit_enabled().then(|| (parts.uri.path().to_owned(), parts.method.clone()));
+    add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);
     parts.uri = target;
     parts.version = http::Version::HTTP_11;
-    let result = upstream
-        .send(Request::from_parts(parts, body), listing)
-        .await;
-    let (response, reason) = match result {
+    let (response, reason) = match upstream
+        .send(
+            Request::from_parts(parts, std::mem::take(&mut admitted.body)),
+            listing,
+        )
+        .await
+    {
         Ok(response) => {
             if route.mcp && response.status().is_success() {
                 track_session(
@@ -190,8 +181,8 @@ async fn proxy(
                     deleting,
                     &response,
                     route,
-                    &provider,
-                    &identity.subject,
+                    &admitted.provider,
+                    &admitted.identity.subject,
                 );
             }
             (response, String::new())
@@ -202,19 +193,8 @@ async fn proxy(
             (rejection.into_response(), reason)
         }
     };
-    if let Some((path, method)) = audited {
-        audit(&AuditRecord {
-            route: route.label(),
-            subject: Some(&identity.subject),
-            provider: &provider,
-            verdict: "allow",
-            reason: &reason,
-            status: response.status().as_u16(),
-            method: method.as_str(),
-            path: &path,
-        });
-    }
-    response
+    admitted.audit(response.status(), &reason);
+    (route.label(), response)
 }
 
 /// Binds a session id the upstream handed out to the caller it handed it to, and forgets a

@@ -38,7 +38,7 @@ use crate::mcp::{ListKind, McpCall, filter_listing, listed_calls};
 /// Filters the listings in a successful `response` (from the upstream, or from the service
 /// behind the tower layer) with `filter`: JSON whole, SSE event by event. A JSON listing
 /// that cannot be read or parsed is a 502, never passed on unfiltered.
-pub async fn filter_response(
+pub(crate) async fn filter_response(
     response: Response<Body>,
     filter: Option<ListingFilter>,
 ) -> Result<Response<Body>, Rejection> {
@@ -76,11 +76,11 @@ pub async fn filter_response(
 }
 
 /// Largest SSE event (or JSON listing) held for filtering.
-pub const MAX_LISTING_BYTES: usize = 16 << 20;
+pub(crate) const MAX_LISTING_BYTES: usize = 16 << 20;
 
 /// Decides which listed entries stay: given the calls they name, one verdict per call, in
 /// order.
-pub type Allow = Arc<dyn Fn(Vec<McpCall>) -> BoxFuture<'static, Vec<bool>> + Send + Sync>;
+pub(crate) type Allow = Arc<dyn Fn(Vec<McpCall>) -> BoxFuture<'static, Vec<bool>> + Send + Sync>;
 
 /// The caller's permission check, applied to every listing in a response.
 #[derive(Clone)]
@@ -236,7 +236,7 @@ impl ListingFilter {
 }
 
 /// An SSE body whose listing events are filtered as they pass.
-pub struct SseFilterBody {
+pub(crate) struct SseFilterBody {
     inner: Body,
     filter: ListingFilter,
     pending: BytesMut,
@@ -256,7 +256,7 @@ impl std::fmt::Debug for SseFilterBody {
 
 impl SseFilterBody {
     /// Wraps an upstream SSE body.
-    pub fn new(inner: Body, filter: ListingFilter) -> Self {
+    pub(crate) fn new(inner: Body, filter: ListingFilter) -> Self {
         Self {
             inner,
             filter,

@@ -19,7 +19,7 @@ use super::rejection::Rejection;
 use crate::config::model::Resource;
 
 /// The well-known path prefix.
-pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
 /// The metadata document, fields in RFC 9728 order.
 #[derive(Debug, Serialize)]
@@ -33,7 +33,7 @@ struct Document<'a> {
 }
 
 /// The serialized document for `resource_url`.
-pub fn document(resource_url: &str, resource: &Resource) -> Bytes {
+pub(crate) fn document(resource_url: &str, resource: &Resource) -> Bytes {
     let doc = Document {
         resource: resource_url,
         authorization_servers: &resource.authorization_servers,
@@ -44,12 +44,12 @@ pub fn document(resource_url: &str, resource: &Resource) -> Bytes {
 }
 
 /// The metadata URL for a route path (`""` for the root).
-pub fn metadata_url(public_url: &str, route_path: &str) -> String {
+pub(crate) fn metadata_url(public_url: &str, route_path: &str) -> String {
     format!("{public_url}{WELL_KNOWN}{route_path}")
 }
 
 /// Answers a request for a metadata document `doc`.
-pub fn respond(method: &Method, doc: &Bytes) -> Response<Body> {
+pub(crate) fn respond(method: &Method, doc: &Bytes) -> Response<Body> {
     let mut response = match *method {
         Method::GET => Response::new(full(doc.clone())),
         Method::HEAD => Response::new(empty()),

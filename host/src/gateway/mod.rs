@@ -17,17 +17,17 @@
 
 pub mod admission;
 pub mod body;
-pub mod forward_auth;
-pub mod handler;
+mod forward_auth;
+pub(crate) mod handler;
 pub mod listener;
-pub mod listing;
-pub mod metadata;
-pub mod proxy;
+pub(crate) mod listing;
+mod metadata;
+pub(crate) mod proxy;
 pub mod readiness;
-pub mod rejection;
+mod rejection;
 pub mod request;
-pub mod sessions;
-pub mod site;
+mod sessions;
+mod site;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -40,9 +40,10 @@ use http::{Request, Response};
 pub use self::body::{Body, BoxError};
 pub use self::listener::serve;
 pub use self::readiness::Readiness;
+pub use self::rejection::ChallengeInfo;
 pub use self::rejection::Rejection;
 use self::sessions::SessionBindings;
-pub use self::site::Site;
+pub use self::site::{LiveRoute, Site};
 use crate::context::ClientCert;
 use crate::engine::BoxFuture;
 use crate::observability::Metrics;

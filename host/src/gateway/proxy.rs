@@ -32,11 +32,11 @@ use super::request::parse_hop;
 use crate::verdict::Identity;
 
 /// Identity header names. Anything starting with `x-portcullis-` from a client is dropped.
-pub const SUBJECT_HEADER: &str = "x-portcullis-subject";
+pub(crate) const SUBJECT_HEADER: &str = "x-portcullis-subject";
 /// Scopes, space-separated.
-pub const SCOPES_HEADER: &str = "x-portcullis-scopes";
+pub(crate) const SCOPES_HEADER: &str = "x-portcullis-scopes";
 /// The provider that authenticated the caller.
-pub const PROVIDER_HEADER: &str = "x-portcullis-provider";
+pub(crate) const PROVIDER_HEADER: &str = "x-portcullis-provider";
 
 // Header names as `HeaderName` constants: inserting by `&str` copies the name into a fresh
 // allocation on every request, a constant does not.
@@ -212,7 +212,7 @@ fn classify(error: &hyper_util::client::legacy::Error) -> (Rejection, UpstreamFa
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) names present finds which hop-by-hop ones to remove; most
     // messages carry none, or only `Connection: keep-alive`, and a removal per fixed name
     // would hash each of them on every request and response.
@@ -262,7 +262,7 @@ fn is_identity_header(name: &HeaderName) -> bool {
 /// Removes every client-supplied `x-portcullis-*` header, and its look-alikes with `_` for
 /// `-` (`X_Portcullis_Subject`): CGI, WSGI, Rack and PHP upstreams read both spellings as
 /// the same `HTTP_X_PORTCULLIS_SUBJECT` variable, so a forged one could shadow the real one.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
+pub(crate) fn strip_identity_headers(headers: &mut HeaderMap) {
     // Usually empty, and an empty `Vec` does not allocate.
     let ours: Vec<HeaderName> = headers
         .keys()
@@ -275,7 +275,7 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 }
 
 /// Adds the identity headers (after [`strip_identity_headers`]).
-pub fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity, provider: &str) {
+pub(crate) fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity, provider: &str) {
     headers.insert(SUBJECT, header_value(&identity.subject));
     headers.insert(SCOPES, header_value(&identity.scopes.join(" ")));
     headers.insert(PROVIDER, header_value(provider));
@@ -283,7 +283,7 @@ pub fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity, provid
 
 /// A header value for arbitrary text: visible ASCII and spaces pass; `%` and every other
 /// byte are percent-encoded, so a subject can never inject a header or a line break.
-pub fn header_value(text: &str) -> HeaderValue {
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     let safe = |byte: &u8| (0x20..0x7f).contains(byte) && *byte != b'%';
     if text.bytes().all(|b| safe(&b))
         && let Ok(value) = HeaderValue::from_str(text)
@@ -329,7 +329,7 @@ impl ForwardedAs {
 
 /// The TCP peer of a request, as the forwarding headers need it.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer<'a> {
+pub(crate) struct Peer<'a> {
     /// Its address.
     pub ip: std::net::IpAddr,
     /// `ip` already rendered as a header value (once per connection).
@@ -420,7 +420,7 @@ fn is_client_forwarding(name: &HeaderName) -> bool {
 
 /// Removes every header in [`CLIENT_FORWARDING`] and every `X-Original-*`, also spelled
 /// with `_` for `-`.
-pub fn strip_client_forwarding(headers: &mut HeaderMap) {
+pub(crate) fn strip_client_forwarding(headers: &mut HeaderMap) {
     // Usually empty, and an empty `Vec` does not allocate.
     let theirs: Vec<HeaderName> = headers
         .keys()
@@ -470,7 +470,7 @@ fn forwarded_for(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderValue {
 /// headers and client-sent identity and forwarding headers removed; `X-Forwarded-For`
 /// written from `peer` (removed when there is none, as for an in-process call), and
 /// `X-Forwarded-Host`/`-Proto` set to the gateway's own.
-pub fn upstream_headers(
+pub(crate) fn upstream_headers(
     headers: &mut HeaderMap,
     strip: &[HeaderName],
     peer: Option<Peer<'_>>,

@@ -17,7 +17,7 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{Body, full};
-use crate::verdict::{Denial, DenialKind};
+use crate::verdict::{Denial, DenialKind, ErrorCode};
 
 /// What a challenge points the client at: the route's metadata document and the scopes to
 /// ask for.
@@ -65,8 +65,8 @@ pub enum Rejection {
     },
     /// The caller is known but refused by a policy (403).
     Forbidden {
-        /// OAuth-style code (`access_denied`, …).
-        code: String,
+        /// The OAuth error code (`access_denied`, or a provider's own).
+        code: ErrorCode,
         /// Why.
         description: String,
     },
@@ -124,7 +124,7 @@ impl Rejection {
     pub fn from_denial(denial: &Denial, required: &[String], info: &ChallengeInfo) -> Self {
         let metadata_url = info.metadata_url.clone();
         match denial.kind {
-            DenialKind::Unauthenticated if denial.code.is_empty() => Self::MissingCredentials {
+            DenialKind::Unauthenticated if denial.code.is_none() => Self::MissingCredentials {
                 scopes: if required.is_empty() {
                     info.default_scopes.clone()
                 } else {
@@ -138,7 +138,7 @@ impl Rejection {
                 description: denial.reason.clone(),
                 metadata_url,
             },
-            DenialKind::Forbidden if denial.code == "insufficient_scope" => {
+            DenialKind::Forbidden if denial.code == Some(ErrorCode::InsufficientScope) => {
                 Self::InsufficientScope {
                     scopes: required.to_vec(),
                     description: denial.reason.clone(),
@@ -146,11 +146,7 @@ impl Rejection {
                 }
             }
             DenialKind::Forbidden => Self::Forbidden {
-                code: if denial.code.is_empty() {
-                    "access_denied".into()
-                } else {
-                    denial.code.clone()
-                },
+                code: denial.code.clone().unwrap_or(ErrorCode::AccessDenied),
                 description: denial.reason.clone(),
             },
             DenialKind::BadRequest => Self::InvalidRequest {
@@ -348,13 +344,13 @@ mod tests {
     fn provider_codes_map_to_rfc_6750_codes() {
         let denial = Denial {
             kind: DenialKind::Unauthenticated,
-            code: "expired".into(),
+            code: Some(ErrorCode::parse("expired")),
             reason: "r".into(),
         };
         let r = Rejection::from_denial(&denial, &[], &info());
         assert!(matches!(r, Rejection::InvalidToken { .. }));
         let scope = Rejection::from_denial(
-            &Denial::forbidden("insufficient_scope", "missing admin"),
+            &Denial::forbidden(ErrorCode::InsufficientScope, "missing admin"),
             &["admin".into(), "mcp:read".into()],
             &info(),
         );

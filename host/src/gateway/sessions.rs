@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Most sessions remembered at once.
-pub const MAX_SESSIONS: usize = 100_000;
+pub(crate) const MAX_SESSIONS: usize = 100_000;
 
 /// Who opened a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ struct Binding {
 
 /// The session table.
 #[derive(Debug, Default)]
-pub struct SessionBindings {
+pub(crate) struct SessionBindings {
     bindings: Mutex<HashMap<String, Binding>>,
 }
 
@@ -53,7 +53,13 @@ impl SessionBindings {
     }
 
     /// Whether `session` belongs to this caller on this route (and marks it used).
-    pub fn owned_by(&self, session: &str, route: &str, provider: &str, subject: &str) -> bool {
+    pub(crate) fn owned_by(
+        &self,
+        session: &str,
+        route: &str,
+        provider: &str,
+        subject: &str,
+    ) -> bool {
         let mut bindings = self.lock();
         match bindings.get_mut(session) {
             Some(binding)
@@ -71,7 +77,7 @@ impl SessionBindings {
     /// Records that this caller opened `session` on this route. A session id already bound
     /// to someone else keeps its owner: an upstream that hands the same id to two callers
     /// must not make the second one its owner.
-    pub fn bind(&self, session: &str, route: &str, provider: &str, subject: &str) {
+    pub(crate) fn bind(&self, session: &str, route: &str, provider: &str, subject: &str) {
         let mut bindings = self.lock();
         if bindings.contains_key(session) {
             return;
@@ -98,18 +104,14 @@ impl SessionBindings {
     }
 
     /// Forgets `session`.
-    pub fn forget(&self, session: &str) {
+    pub(crate) fn forget(&self, session: &str) {
         self.lock().remove(session);
     }
 
-    /// Number of sessions remembered.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Whether no session is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 }
 

@@ -27,8 +27,8 @@ pub struct AuditRecord<'a> {
     pub subject: Option<&'a str>,
     /// Provider that decided (or `-`).
     pub provider: &'a str,
-    /// `allow` or `deny`.
-    pub verdict: &'a str,
+    /// Whether the request was let through.
+    pub verdict: AuditVerdict,
     /// Why, free of credentials.
     pub reason: &'a str,
     /// HTTP status answered (or that the upstream will answer, for allows: 0 until known).
@@ -37,6 +37,25 @@ pub struct AuditRecord<'a> {
     pub method: &'a str,
     /// Request path.
     pub path: &'a str,
+}
+
+/// An audit line's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditVerdict {
+    /// Let through (the status says how it was answered).
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+impl AuditVerdict {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
 }
 
 /// Whether audit lines are written at all (`RUST_LOG` may turn them off), so a caller can
@@ -55,7 +74,7 @@ pub fn audit(record: &AuditRecord<'_>) {
         path = &*escape_control(record.path),
         subject = &*escape_control(record.subject.unwrap_or("-")),
         provider = &*escape_control(record.provider),
-        verdict = record.verdict,
+        verdict = record.verdict.as_str(),
         reason = &*escape_control(record.reason),
         status = record.status,
         "decision"

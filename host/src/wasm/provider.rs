@@ -39,7 +39,7 @@ use super::runtime::{LoadedComponent, ProviderKind, ProviderPre};
 use super::state::{Grants, RequestHandle, StoreState};
 use crate::context::RequestContext;
 use crate::observability::logging::escape_control;
-use crate::verdict::{Denial, DenialKind, Identity, Verdict};
+use crate::verdict::{Denial, DenialKind, ErrorCode, Identity, Verdict};
 
 /// How instances are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,7 +421,8 @@ impl WasmProvider {
         };
         Ok(Denial {
             kind,
-            code: denial.code,
+            // A 401 without a code is "no credential of mine", as the built-in providers say it.
+            code: (!denial.code.is_empty()).then(|| ErrorCode::parse(&denial.code)),
             reason: denial.reason,
         })
     }

@@ -41,7 +41,7 @@ fn assert_invalid_token(verdict: &Verdict, reason_part: &str) {
     match verdict {
         Verdict::Deny(d) => {
             assert_eq!(
-                (d.kind, d.code.as_str()),
+                (d.kind, d.code_str()),
                 (DenialKind::Unauthenticated, "invalid_token")
             );
             assert!(

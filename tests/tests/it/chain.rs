@@ -186,7 +186,7 @@ async fn on_deny_next_falls_through_only_where_configured() {
         .decide(&request("GET", "/mcp", &[("x-api-key", "wrong-key")]))
         .await;
     match &outcome.decision {
-        Decision::Deny { denial, .. } => assert_eq!(denial.code, "invalid_token"),
+        Decision::Deny { denial, .. } => assert_eq!(denial.code_str(), "invalid_token"),
         other => panic!("expected: deny\ngot: {other:?}"),
     }
 }
@@ -235,7 +235,7 @@ async fn an_all_group_needs_every_factor() {
     }
     let none = policy.decide(&request("GET", "/mcp", &[])).await;
     match &none.decision {
-        Decision::Deny { denial, .. } => assert_eq!(denial.code, "", "no credentials at all"),
+        Decision::Deny { denial, .. } => assert_eq!(denial.code_str(), "", "no credentials at all"),
         other => panic!("expected: deny\ngot: {other:?}"),
     }
 }
@@ -316,7 +316,7 @@ async fn scope_rules_and_wasm_authorizers_guard_tools() {
             required_scopes,
         } => {
             assert_eq!(
-                (denial.kind, denial.code.as_str()),
+                (denial.kind, denial.code_str()),
                 (DenialKind::Forbidden, "insufficient_scope")
             );
             assert_eq!(

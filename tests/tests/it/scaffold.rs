@@ -508,7 +508,7 @@ async fn a_scaffolded_authenticator_builds_and_allows_denies_and_abstains_in_the
     }
     match ask(Some("Scaffolded-Authn guess")).await {
         Verdict::Deny(d) => assert_eq!(
-            (d.kind, d.code.as_str()),
+            (d.kind, d.code_str()),
             (DenialKind::Unauthenticated, "invalid_token")
         ),
         other => panic!("expected: deny\ngot: {other:?}"),
@@ -555,7 +555,7 @@ async fn a_scaffolded_authorizer_builds_and_guards_tools_in_the_runtime() {
         .expect("answers")
         .expect_err("a guarded tool without the scope is denied");
     assert_eq!(
-        (denied.kind, denied.code.as_str()),
+        (denied.kind, denied.code_str()),
         (DenialKind::Forbidden, "insufficient_scope")
     );
     assert_eq!(

@@ -56,7 +56,7 @@ async fn partner_token_allows_denies_and_abstains() {
     match call(Some("Partner-Token acme:Xq7-not-the-secret")).await {
         Verdict::Deny(d) => {
             assert_eq!(
-                (d.kind, d.code.as_str()),
+                (d.kind, d.code_str()),
                 (DenialKind::Unauthenticated, "invalid_token")
             );
             assert!(
@@ -263,7 +263,7 @@ async fn mcp_tool_policy_guards_matching_tools_only() {
         .expect("answers")
         .expect_err("admin tool in the batch");
     assert_eq!(
-        (denied.kind, denied.code.as_str()),
+        (denied.kind, denied.code_str()),
         (DenialKind::Forbidden, "insufficient_scope")
     );
     assert_eq!(
@@ -298,7 +298,7 @@ async fn mcp_tool_policy_time_window_denies_outside_hours() {
         .await
         .expect("answers")
         .expect_err("outside the window");
-    assert_eq!(denied.code, "access_denied");
+    assert_eq!(denied.code_str(), "access_denied");
 }
 
 #[tokio::test]

@@ -176,7 +176,7 @@ const CASES: &[Case] = &[
 fn observed(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Allow(id) => format!("allow {} {:?} {:?}", id.subject, id.scopes, id.claims),
-        Verdict::Deny(d) => format!("deny {:?} {} {}", d.kind, d.code, d.reason),
+        Verdict::Deny(d) => format!("deny {:?} {} {}", d.kind, d.code_str(), d.reason),
         Verdict::Abstain => "abstain".into(),
     }
 }
@@ -190,7 +190,7 @@ fn assert_expected(path: &str, case: &Case, verdict: &Verdict) {
         }
         (Expected::Deny(reason), Verdict::Deny(d)) => {
             d.kind == DenialKind::Unauthenticated
-                && d.code == "invalid_token"
+                && d.code_str() == "invalid_token"
                 && d.reason == *reason
         }
         (Expected::Abstain, Verdict::Abstain) => true,
@@ -340,7 +340,12 @@ async fn a_python_guest_cannot_open_files_sockets_or_read_the_environment() {
     let Verdict::Deny(denial) = verdict else {
         panic!("expected: deny sandbox_held\ngot: {}", observed(&verdict));
     };
-    assert_eq!(denial.code, "sandbox_held", "reason: {}", denial.reason);
+    assert_eq!(
+        denial.code_str(),
+        "sandbox_held",
+        "reason: {}",
+        denial.reason
+    );
     let attempts: Vec<&str> = denial.reason.split("; ").collect();
     for what in [
         "open /etc/passwd",

@@ -10,7 +10,7 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName};
 
-use crate::verdict::{Denial, DenialKind};
+use crate::verdict::{Denial, DenialKind, ErrorCode};
 
 /// The header (and scheme) a validator reads its credential from.
 #[derive(Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl fmt::Debug for CredentialLocation {
 pub fn invalid_request(reason: &'static str) -> Denial {
     Denial {
         kind: DenialKind::BadRequest,
-        code: "invalid_request".into(),
+        code: Some(ErrorCode::InvalidRequest),
         reason: reason.into(),
     }
 }

@@ -62,7 +62,7 @@ fn unknown_key_is_denied_with_invalid_token() {
     let Verdict::Deny(d) = v.check(&bearer("pk_live_other")) else {
         panic!("expected deny");
     };
-    assert_eq!(d.code, "invalid_token");
+    assert_eq!(d.code_str(), "invalid_token");
     assert!(!d.reason.contains("pk_live"), "{}", d.reason);
 }
 
@@ -87,7 +87,7 @@ fn malformed_bearer_is_a_bad_request() {
         panic!("expected deny");
     };
     assert_eq!(
-        (d.kind, d.code.as_str()),
+        (d.kind, d.code_str()),
         (DenialKind::BadRequest, "invalid_request")
     );
 }
@@ -105,7 +105,7 @@ fn expired_key_is_denied_and_reason_says_expired() {
     let Verdict::Deny(d) = v.check_at(&bearer(KEY), at) else {
         panic!("expected deny at expiry");
     };
-    assert_eq!(d.code, "invalid_token");
+    assert_eq!(d.code_str(), "invalid_token");
     assert!(d.reason.contains("expired"), "{}", d.reason);
 }
 

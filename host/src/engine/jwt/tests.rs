@@ -128,7 +128,7 @@ async fn token_signed_by_another_key_with_the_same_kid_is_denied() {
     let v = validator(&[&good]);
     let d = denial(&v, &sign(&evil, &claims())).await;
     assert_eq!(
-        (d.code.as_str(), d.reason.as_str()),
+        (d.code_str(), d.reason.as_str()),
         ("invalid_token", "token signature does not verify")
     );
 }

@@ -148,7 +148,7 @@ fn certificate_without_the_identity_field_is_denied() {
         let Verdict::Deny(d) = validator(settings).check(Some(&b)) else {
             panic!("expected deny");
         };
-        assert_eq!(d.code, "invalid_token");
+        assert_eq!(d.code_str(), "invalid_token");
     }
 }
 
