@@ -43,7 +43,7 @@ pub use self::keys::JwksError;
 use self::keys::{KeySet, Lookup};
 use self::parse::Alg;
 use self::settings::KeySourceSetting;
-pub use self::settings::{Audience, JwtConfigError, JwtSettings, SecretReference};
+pub use self::settings::{Audience, JwtConfigError, JwtSettings};
 use self::token::{ScopeClaim, TokenError};
 use self::verified::{Cached, VerifiedTokens};
 pub use self::verified::{DEFAULT_TOKEN_CACHE_SIZE, TokenCacheStats};
