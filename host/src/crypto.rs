@@ -1,10 +1,15 @@
-//! Host-side cryptography for providers, backed by `ring`: digests, MACs, constant-time
-//! comparison and signature verification over DER or JWK public keys.
+//! Host-side cryptography for providers: digests and MACs (`ring`), constant-time
+//! comparison, and signature verification over DER or JWK public keys (`jwk`, shared with
+//! the `jwt` provider).
+
+pub(crate) mod jwk;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use jsonwebtoken::Algorithm;
 use subtle::ConstantTimeEq;
+
+use self::jwk::VerifyingKey;
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -39,6 +44,17 @@ pub enum SignatureAlgorithm {
     EdDsa,
 }
 
+impl SignatureAlgorithm {
+    /// The JWS algorithm of the same name.
+    fn jws(self) -> Algorithm {
+        match self {
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
 /// A public key as a provider hands it over.
 #[derive(Debug, Clone, Copy)]
 pub enum PublicKeyInput<'a> {
@@ -49,109 +65,29 @@ pub enum PublicKeyInput<'a> {
 }
 
 /// Verifies `sig` over `msg`. `Ok(false)` for a bad signature, `Err` for a key that does not
-/// parse for `alg`.
+/// parse for `alg` or does not fit it. Both key forms go through `jwk::VerifyingKey`, the
+/// path the `jwt` provider verifies with too.
 pub fn verify_signature(
     alg: SignatureAlgorithm,
     key: PublicKeyInput<'_>,
     msg: &[u8],
     sig: &[u8],
 ) -> Result<bool, String> {
-    match key {
-        PublicKeyInput::Der(der) => verify_der(alg, der, msg, sig),
-        PublicKeyInput::Jwk(json) => verify_jwk(alg, json, msg, sig),
+    let alg = alg.jws();
+    let key = match key {
+        PublicKeyInput::Der(der) => VerifyingKey::from_der(alg, der),
+        PublicKeyInput::Jwk(json) => VerifyingKey::from_jwk_json(json),
     }
-}
-
-fn verify_der(alg: SignatureAlgorithm, der: &[u8], msg: &[u8], sig: &[u8]) -> Result<bool, String> {
-    if alg == SignatureAlgorithm::EdDsa && der.len() == 32 {
-        return Ok(raw_verify(&signature::ED25519, der, msg, sig));
-    }
-    let spki = spki::SubjectPublicKeyInfoRef::try_from(der)
-        .map_err(|e| format!("key is not SubjectPublicKeyInfo DER: {e}"))?;
-    let key_bytes = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or("key bit string has unused bits")?;
-    let expected_oid = match alg {
-        SignatureAlgorithm::Rs256 => "1.2.840.113549.1.1.1",
-        SignatureAlgorithm::Es256 => "1.2.840.10045.2.1",
-        SignatureAlgorithm::EdDsa => "1.3.101.112",
-    };
-    let oid = spki.algorithm.oid.to_string();
-    if oid != expected_oid {
-        return Err(format!("key algorithm {oid} does not match {alg:?}"));
-    }
-    Ok(match alg {
-        SignatureAlgorithm::Rs256 => {
-            raw_verify(&signature::RSA_PKCS1_2048_8192_SHA256, key_bytes, msg, sig)
-        }
-        SignatureAlgorithm::Es256 => {
-            raw_verify(&signature::ECDSA_P256_SHA256_FIXED, key_bytes, msg, sig)
-        }
-        SignatureAlgorithm::EdDsa => raw_verify(&signature::ED25519, key_bytes, msg, sig),
-    })
-}
-
-fn verify_jwk(alg: SignatureAlgorithm, json: &str, msg: &[u8], sig: &[u8]) -> Result<bool, String> {
-    let jwk: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("JWK is not JSON: {e}"))?;
-    let field = |name: &str| -> Result<Vec<u8>, String> {
-        let text = jwk
-            .get(name)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("JWK has no `{name}`"))?;
-        URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|e| format!("JWK `{name}` is not base64url: {e}"))
-    };
-    let kty = jwk.get("kty").and_then(|v| v.as_str()).unwrap_or_default();
-    match (alg, kty) {
-        (SignatureAlgorithm::Rs256, "RSA") => {
-            let key = RsaPublicKeyComponents {
-                n: field("n")?,
-                e: field("e")?,
-            };
-            Ok(key
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg, sig)
-                .is_ok())
-        }
-        (SignatureAlgorithm::Es256, "EC") => {
-            let (x, y) = (field("x")?, field("y")?);
-            if x.len() != 32 || y.len() != 32 {
-                return Err("JWK P-256 coordinates must be 32 bytes".into());
-            }
-            let mut point = Vec::with_capacity(65);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            Ok(raw_verify(
-                &signature::ECDSA_P256_SHA256_FIXED,
-                &point,
-                msg,
-                sig,
-            ))
-        }
-        (SignatureAlgorithm::EdDsa, "OKP") => {
-            Ok(raw_verify(&signature::ED25519, &field("x")?, msg, sig))
-        }
-        _ => Err(format!("JWK of kty `{kty}` cannot verify {alg:?}")),
-    }
-}
-
-fn raw_verify(
-    alg: &'static dyn signature::VerificationAlgorithm,
-    key: &[u8],
-    msg: &[u8],
-    sig: &[u8],
-) -> bool {
-    UnparsedPublicKey::new(alg, key).verify(msg, sig).is_ok()
+    .map_err(|e| e.to_string())?;
+    key.verify(alg, msg, &URL_SAFE_NO_PAD.encode(sig))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
     #[test]
     fn sha256_matches_known_vector() {

@@ -1,9 +1,12 @@
-//! Secrets: a string type that never prints, and the `env://` / `file://` references that
-//! resolve to one.
+//! Secrets: a string type that never prints, and [`SecretRef`], the one type every setting
+//! uses for a secret given by reference (`env://VAR`, `file://path`), parsed and resolved
+//! here and nowhere else. A new reference scheme is a variant of [`SecretRef`] with its arm
+//! in [`SecretRef::parse`], [`SecretRef::resolve`] and the `Display` impl.
 
 use std::fmt;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Deserializer};
 use subtle::ConstantTimeEq;
 
 /// A secret value. `Debug` and `Display` print `[redacted]`; equality runs in constant time
@@ -43,8 +46,10 @@ impl fmt::Display for SecretString {
     }
 }
 
-/// Where a secret comes from, as written in config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a secret comes from, as written in config: deserialized from a string, and printed
+/// (`Debug`, `Display`) as that string for a reference, `[redacted]` for a literal, since a
+/// literal where a reference was expected is a secret pasted by mistake.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretRef {
     /// `env://VAR`: the environment variable `VAR`.
     Env(String),
@@ -82,6 +87,12 @@ impl SecretRef {
         }
     }
 
+    /// Whether this is the value itself rather than a reference. Settings that must keep
+    /// secrets out of the config file refuse it, each with its own advice.
+    pub fn is_literal(&self) -> bool {
+        matches!(self, Self::Literal(_))
+    }
+
     /// Reads the secret now.
     pub fn resolve(&self) -> Result<SecretString, SecretError> {
         match self {
@@ -99,6 +110,45 @@ impl SecretRef {
                     source,
                 }),
             Self::Literal(value) => Ok(value.clone()),
+        }
+    }
+}
+
+impl From<&str> for SecretRef {
+    fn from(reference: &str) -> Self {
+        Self::parse(reference)
+    }
+}
+
+impl From<String> for SecretRef {
+    fn from(reference: String) -> Self {
+        Self::parse(&reference)
+    }
+}
+
+/// From the string as written; the same errors as a `String` setting (a reference parses
+/// whatever its text, and is checked when it is resolved).
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|reference| Self::parse(&reference))
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(var) => write!(f, "env://{var}"),
+            Self::File(path) => write!(f, "file://{}", path.display()),
+            Self::Literal(_) => f.write_str("[redacted]"),
+        }
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Literal(_) => f.write_str("[redacted]"),
+            reference => fmt::Debug::fmt(&reference.to_string(), f),
         }
     }
 }
@@ -124,6 +174,19 @@ mod tests {
             SecretRef::parse("plain"),
             SecretRef::Literal(SecretString::new("plain"))
         );
+    }
+
+    #[test]
+    fn references_deserialize_from_strings_and_print_as_written() {
+        let refs: Vec<SecretRef> =
+            serde_json::from_str(r#"["env://A", "file:///etc/x", "hunter2"]"#).expect("parse");
+        assert_eq!(
+            format!("{refs:?}"),
+            r#"["env://A", "file:///etc/x", [redacted]]"#
+        );
+        assert_eq!(refs[1].to_string(), "file:///etc/x");
+        let err = serde_json::from_str::<SecretRef>("1").expect_err("not a string");
+        assert!(err.to_string().contains("expected a string"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct ApiKeyEntry {
     pub hash: Option<String>,
     /// `env://VAR` or `file://path` holding the plaintext key, hashed at load.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<SecretRef>,
     /// Scopes granted to callers presenting this key.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -92,15 +92,8 @@ impl ApiKeyEntry {
 
 impl fmt::Debug for ApiKeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A literal in `key` is a plaintext key that was put there by mistake: never print it.
-        let key = self.key.as_deref().map(|k| {
-            if k.starts_with("env://") || k.starts_with("file://") {
-                k
-            } else {
-                "[redacted]"
-            }
-        });
-        // Likewise a `hash` that is not one is probably a key.
+        // `key` prints as `SecretRef` does: a literal there is a plaintext key put there by
+        // mistake, never printed. Likewise a `hash` that is not one is probably a key.
         let hash = self.hash.as_deref().map(|h| {
             if parse_hash(h).is_some() {
                 h
@@ -111,7 +104,7 @@ impl fmt::Debug for ApiKeyEntry {
         f.debug_struct("ApiKeyEntry")
             .field("name", &self.name)
             .field("hash", &hash)
-            .field("key", &key)
+            .field("key", &self.key)
             .field("scopes", &self.scopes)
             .field("expires_at", &self.expires_at)
             .field("revoked", &self.revoked)
@@ -365,20 +358,18 @@ fn stored_key(
             }
         })?,
         (None, Some(reference)) => {
-            let secret = match SecretRef::parse(&reference) {
-                SecretRef::Literal(_) => {
-                    let (provider, key) = err_key();
-                    return Err(ApiKeyConfigError::LiteralKey { provider, key });
+            if reference.is_literal() {
+                let (provider, key) = err_key();
+                return Err(ApiKeyConfigError::LiteralKey { provider, key });
+            }
+            let secret = reference.resolve().map_err(|source| {
+                let (provider, key) = err_key();
+                ApiKeyConfigError::Secret {
+                    provider,
+                    key,
+                    source,
                 }
-                source => source.resolve().map_err(|source| {
-                    let (provider, key) = err_key();
-                    ApiKeyConfigError::Secret {
-                        provider,
-                        key,
-                        source,
-                    }
-                })?,
-            };
+            })?;
             if secret.expose().is_empty() {
                 let (provider, key) = err_key();
                 return Err(ApiKeyConfigError::EmptyKey { provider, key });

@@ -22,9 +22,9 @@ pub struct ArtifactCache {
     engine_tag: String,
 }
 
-/// How a component was obtained.
+/// Where a component's native code came from: compiled now, or a cached artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub enum ComponentSource {
     /// Compiled now (and stored, when a cache is configured).
     Compiled,
     /// Taken from this runtime's memory or from the on-disk artifact cache.
@@ -56,11 +56,11 @@ impl ArtifactCache {
         engine: &Engine,
         bytes: &[u8],
         content_hash: &str,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    ) -> wasmtime::Result<(Component, ComponentSource)> {
         let path = self.path_for(content_hash);
         if path.exists() {
             match deserialize_trusted(engine, &path) {
-                Ok(component) => return Ok((component, Origin::Cached)),
+                Ok(component) => return Ok((component, ComponentSource::Cached)),
                 Err(e) => tracing::warn!(
                     artifact = %path.display(),
                     "cached artifact is unusable, recompiling: {e}"
@@ -73,7 +73,7 @@ impl ArtifactCache {
         }
         Ok((
             deserialize_own_bytes(engine, &serialized)?,
-            Origin::Compiled,
+            ComponentSource::Compiled,
         ))
     }
 }

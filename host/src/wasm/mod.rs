@@ -26,7 +26,7 @@ mod provider;
 mod runtime;
 mod state;
 
-pub use artifacts::{Origin, content_hash};
+pub use artifacts::{ComponentSource, content_hash};
 pub use error::{CallError, LoadError};
 pub use kv::{CacheLimits, ENTRY_OVERHEAD, ProviderCache};
 pub use limits::Limits;

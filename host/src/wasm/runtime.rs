@@ -10,7 +10,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::artifacts::{ArtifactCache, Origin, content_hash};
+use super::artifacts::{ArtifactCache, ComponentSource, content_hash};
 use super::bindings::{authenticator, authorizer};
 use super::error::LoadError;
 use super::state::StoreState;
@@ -105,8 +105,8 @@ pub struct LoadedComponent {
     pub content_hash: String,
     /// Which world it implements.
     pub kind: ProviderKind,
-    /// Whether the native code came from the artifact cache.
-    pub origin: Origin,
+    /// Whether the native code was compiled now or came from a cache.
+    pub source: ComponentSource,
     pub(super) pre: ProviderPre,
     pub(super) engine: Engine,
 }
@@ -201,12 +201,12 @@ impl WasmRuntime {
             reason: format!("{e:#}"),
         };
         let known = self.lock_compiled().get(&hash).cloned();
-        let (component, origin) = match (known, &self.inner.artifacts) {
-            (Some(component), _) => (component, Origin::Cached),
+        let (component, source) = match (known, &self.inner.artifacts) {
+            (Some(component), _) => (component, ComponentSource::Cached),
             (None, Some(cache)) => cache.load(engine, bytes, &hash).map_err(compile_error)?,
             (None, None) => (
                 Component::new(engine, bytes).map_err(compile_error)?,
-                Origin::Compiled,
+                ComponentSource::Compiled,
             ),
         };
         {
@@ -238,7 +238,7 @@ impl WasmRuntime {
             name: name.to_owned(),
             content_hash: hash,
             kind,
-            origin,
+            source,
             pre,
             engine: engine.clone(),
         })

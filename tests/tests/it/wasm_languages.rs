@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use portcullis::secret::SecretString;
 use portcullis::verdict::{DenialKind, Verdict};
 use portcullis::wasm::{
-    CallError, Grants, InstanceMode, Limits, LoadError, Origin, RuntimeConfig, WasmProvider,
-    WasmRuntime,
+    CallError, ComponentSource, Grants, InstanceMode, Limits, LoadError, RuntimeConfig,
+    WasmProvider, WasmRuntime,
 };
 use portcullis_tests::{ProviderSpec, guests, lang, request};
 use serde_json::{Value, json};
@@ -386,11 +386,16 @@ async fn python_and_js_are_compiled_once_then_loaded_from_the_artifact_cache() {
         let path = Path::new(path);
         let first = WasmRuntime::new(config()).expect("runtime");
         let compiled = first.load_file(path).expect("compiles");
-        assert_eq!(compiled.origin, Origin::Compiled, "{}", path.display());
+        assert_eq!(
+            compiled.source,
+            ComponentSource::Compiled,
+            "{}",
+            path.display()
+        );
         drop(first);
         let restarted = WasmRuntime::new(config()).expect("runtime");
         let cached = restarted.load_file(path).expect("loads");
-        assert_eq!(cached.origin, Origin::Cached, "{}", path.display());
+        assert_eq!(cached.source, ComponentSource::Cached, "{}", path.display());
         let secrets = HashMap::from([("credentials".to_owned(), SecretString::new(CREDENTIALS))]);
         let limits = Limits {
             timeout: Duration::from_secs(1),

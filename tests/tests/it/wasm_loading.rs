@@ -1,6 +1,6 @@
 //! Loading components: worlds, imports, the artifact cache, directories.
 
-use portcullis::wasm::{LoadError, Origin, ProviderKind, RuntimeConfig, WasmRuntime};
+use portcullis::wasm::{ComponentSource, LoadError, ProviderKind, RuntimeConfig, WasmRuntime};
 use portcullis_tests::{guests, runtime};
 
 #[test]
@@ -54,13 +54,13 @@ fn compiled_artifacts_are_cached_on_disk_by_content_hash() {
     let loaded = first
         .load_file(std::path::Path::new(guests::PARTNER_TOKEN))
         .expect("loads");
-    assert_eq!(loaded.origin, Origin::Compiled);
+    assert_eq!(loaded.source, ComponentSource::Compiled);
     drop(first);
     let second = WasmRuntime::new(config()).expect("runtime");
     let again = second
         .load_file(std::path::Path::new(guests::PARTNER_TOKEN))
         .expect("loads");
-    assert_eq!(again.origin, Origin::Cached);
+    assert_eq!(again.source, ComponentSource::Cached);
     assert_eq!(again.content_hash, loaded.content_hash);
     let artifacts: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
         .expect("cache dir exists")
@@ -95,7 +95,7 @@ fn a_damaged_cached_artifact_is_recompiled() {
     let again = rt
         .load_file(std::path::Path::new(guests::PARTNER_TOKEN))
         .expect("recompiles");
-    assert_eq!(again.origin, Origin::Compiled);
+    assert_eq!(again.source, ComponentSource::Compiled);
 }
 
 #[test]
@@ -107,12 +107,12 @@ fn a_runtime_compiles_each_distinct_component_once() {
     .expect("runtime");
     let bytes = std::fs::read(guests::IP_ALLOWLIST).expect("built");
     assert_eq!(
-        rt.load_bytes("a", &bytes).expect("loads").origin,
-        Origin::Compiled
+        rt.load_bytes("a", &bytes).expect("loads").source,
+        ComponentSource::Compiled
     );
     assert_eq!(
-        rt.load_bytes("b", &bytes).expect("loads").origin,
-        Origin::Cached
+        rt.load_bytes("b", &bytes).expect("loads").source,
+        ComponentSource::Cached
     );
 }
 

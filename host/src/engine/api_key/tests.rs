@@ -160,7 +160,7 @@ fn key_from_file_is_hashed_at_load() {
     std::fs::write(&path, format!("{KEY}\n")).expect("write");
     let mut e = entry("ops", "unused");
     e.hash = None;
-    e.key = Some(format!("file://{}", path.display()));
+    e.key = Some(format!("file://{}", path.display()).into());
     assert!(matches!(
         validator(vec![e]).check(&bearer(KEY)),
         Verdict::Allow(_)

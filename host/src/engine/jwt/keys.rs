@@ -1,80 +1,29 @@
-//! Verification keys: a JWKS parsed once into `jsonwebtoken` [`DecodingKey`]s indexed by
+//! An issuer's verification keys: a JWKS parsed once into [`VerifyingKey`]s indexed by
 //! `kid`, the shared-secret key for HS* issuers, and the choice of a key for one token.
 //!
-//! A key is used only for an algorithm it fits: its `kty` (and curve) must match the
-//! algorithm's family, and its `alg`, when the JWKS states one, must equal the token's.
-//! Symmetric (`oct`) keys in a JWKS and keys marked for encryption are dropped, so a key set
-//! fetched from an IdP can never turn into an HMAC secret.
+//! Which key fits which algorithm, and which JWKs are refused (`oct`, encryption keys,
+//! coordinates of the wrong size), is decided by `crypto::jwk`, the verification path
+//! guests use too; a refused key is skipped, so a key set fetched from an IdP can never turn
+//! into an HMAC secret.
 
 use std::collections::HashMap;
-use std::fmt;
 
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
-};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-/// What kind of key this is, which decides the algorithms it can verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum KeyKind {
-    Rsa,
-    EcP256,
-    EcP384,
-    Ed25519,
-    Hmac,
-}
-
-impl KeyKind {
-    fn fits(self, alg: Algorithm) -> bool {
-        use Algorithm::*;
-        match self {
-            Self::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
-            Self::EcP256 => alg == ES256,
-            Self::EcP384 => alg == ES384,
-            Self::Ed25519 => alg == EdDSA,
-            Self::Hmac => matches!(alg, HS256 | HS384 | HS512),
-        }
-    }
-}
-
-/// One parsed verification key.
-pub(super) struct VerifyKey {
-    pub kid: Option<String>,
-    pub kind: KeyKind,
-    /// The JWK's `alg`, when it names one.
-    pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
-}
-
-impl VerifyKey {
-    fn accepts(&self, alg: Algorithm) -> bool {
-        self.kind.fits(alg) && self.alg.is_none_or(|a| a == alg)
-    }
-}
-
-impl fmt::Debug for VerifyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the key material: for HS* it is the shared secret.
-        f.debug_struct("VerifyKey")
-            .field("kid", &self.kid)
-            .field("kind", &self.kind)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
+use crate::crypto::jwk::{KeyKind, VerifyingKey};
 
 /// The keys of one issuer.
 #[derive(Debug, Default)]
 pub(super) struct KeySet {
-    keys: Vec<VerifyKey>,
+    keys: Vec<VerifyingKey>,
     by_kid: HashMap<String, Vec<usize>>,
 }
 
 /// The outcome of looking for a token's key.
 #[derive(Debug)]
 pub(super) enum Lookup<'a> {
-    Found(&'a VerifyKey),
+    Found(&'a VerifyingKey),
     /// No key has this `kid` (or, without a `kid`, none fits the algorithm).
     Unknown,
     /// The token has no `kid` and more than one key fits.
@@ -109,9 +58,9 @@ impl KeySet {
         let total = raw.keys.len();
         let mut set = Self::default();
         for value in raw.keys {
-            match parse_jwk(value) {
+            match VerifyingKey::from_jwk(value) {
                 Ok(key) => set.push(key),
-                Err(why) => tracing::debug!(why, "skipping a JWKS key"),
+                Err(why) => tracing::debug!(%why, "skipping a JWKS key"),
             }
         }
         if set.keys.is_empty() {
@@ -123,19 +72,14 @@ impl KeySet {
     /// The single key of an HS* issuer.
     pub(super) fn shared_secret(secret: &[u8]) -> Self {
         let mut set = Self::default();
-        set.push(VerifyKey {
-            kid: None,
-            kind: KeyKind::Hmac,
-            alg: None,
-            key: DecodingKey::from_secret(secret),
-        });
+        set.push(VerifyingKey::shared_secret(secret));
         set
     }
 
-    fn push(&mut self, key: VerifyKey) {
-        if let Some(kid) = &key.kid {
+    fn push(&mut self, key: VerifyingKey) {
+        if let Some(kid) = key.kid() {
             self.by_kid
-                .entry(kid.clone())
+                .entry(kid.to_owned())
                 .or_default()
                 .push(self.keys.len());
         }
@@ -152,7 +96,7 @@ impl KeySet {
     /// a shared-secret issuer, whose single key ignores `kid`.
     pub(super) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
         if let [only] = self.keys.as_slice()
-            && only.kind == KeyKind::Hmac
+            && only.kind() == KeyKind::Hmac
         {
             return if only.accepts(alg) {
                 Lookup::Found(only)
@@ -181,88 +125,6 @@ impl KeySet {
     }
 }
 
-fn parse_jwk(value: serde_json::Value) -> Result<VerifyKey, &'static str> {
-    let jwk: Jwk = serde_json::from_value(value).map_err(|_| "unsupported key type or curve")?;
-    if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
-        return Err("key is not for signatures (`use`)");
-    }
-    if let Some(ops) = &jwk.common.key_operations
-        && !ops.contains(&KeyOperations::Verify)
-    {
-        return Err("key is not for verification (`key_ops`)");
-    }
-    let kind = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-        AlgorithmParameters::EllipticCurve(p) => match p.curve {
-            EllipticCurve::P256 => KeyKind::EcP256,
-            EllipticCurve::P384 => KeyKind::EcP384,
-            _ => return Err("unsupported elliptic curve"),
-        },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            KeyKind::Ed25519
-        }
-        AlgorithmParameters::OctetKeyPair(_) => return Err("unsupported OKP curve"),
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("symmetric keys are never taken from a JWKS");
-        }
-    };
-    // `DecodingKey::from_jwk` takes any base64 as a coordinate and only a signature check
-    // would fail later, so a JWKS of malformed keys would parse and replace the last good
-    // keys. A coordinate must have its curve's size.
-    let coordinates_fit = match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(p) => {
-            let size = if kind == KeyKind::EcP256 { 32 } else { 48 };
-            decoded_len(&p.x) == Some(size) && decoded_len(&p.y) == Some(size)
-        }
-        AlgorithmParameters::OctetKeyPair(p) => decoded_len(&p.x) == Some(32),
-        _ => true,
-    };
-    if !coordinates_fit {
-        return Err("key coordinates do not have the curve's size");
-    }
-    let alg = match jwk.common.key_algorithm {
-        None => None,
-        Some(alg) => Some(signing_algorithm(alg).ok_or("key `alg` is not a signature algorithm")?),
-    };
-    if alg.is_some_and(|a| !kind.fits(a)) {
-        return Err("key `alg` does not match its key type");
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key parameters do not decode")?;
-    Ok(VerifyKey {
-        kid: jwk.common.key_id,
-        kind,
-        alg,
-        key,
-    })
-}
-
-/// Length of a base64url (unpadded) value once decoded.
-fn decoded_len(value: &str) -> Option<usize> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(value)
-        .ok()
-        .map(|bytes| bytes.len())
-}
-
-fn signing_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
-    Some(match alg {
-        KeyAlgorithm::HS256 => Algorithm::HS256,
-        KeyAlgorithm::HS384 => Algorithm::HS384,
-        KeyAlgorithm::HS512 => Algorithm::HS512,
-        KeyAlgorithm::ES256 => Algorithm::ES256,
-        KeyAlgorithm::ES384 => Algorithm::ES384,
-        KeyAlgorithm::RS256 => Algorithm::RS256,
-        KeyAlgorithm::RS384 => Algorithm::RS384,
-        KeyAlgorithm::RS512 => Algorithm::RS512,
-        KeyAlgorithm::PS256 => Algorithm::PS256,
-        KeyAlgorithm::PS384 => Algorithm::PS384,
-        KeyAlgorithm::PS512 => Algorithm::PS512,
-        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
-        KeyAlgorithm::RSA1_5 | KeyAlgorithm::RSA_OAEP | KeyAlgorithm::RSA_OAEP_256 => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +151,7 @@ mod tests {
     fn keys_are_found_by_kid_and_algorithm() {
         let s = set(json!([ec("e1"), rsa("r1")])).expect("parses");
         assert!(
-            matches!(s.find(Some("e1"), Algorithm::ES256), Lookup::Found(k) if k.kind == KeyKind::EcP256)
+            matches!(s.find(Some("e1"), Algorithm::ES256), Lookup::Found(k) if k.kind() == KeyKind::EcP256)
         );
         assert!(matches!(
             s.find(Some("r1"), Algorithm::RS256),

@@ -16,7 +16,8 @@
 //! - `settings`: config keys and their validation;
 //! - `token`: shape, refusal reasons and key-independent claim checks;
 //! - `parse`: strict header and claims parsing;
-//! - `keys`: parsed keys and the choice of a key for a token;
+//! - `keys`: an issuer's key set (keys parsed and verified by `crypto::jwk`, the path guests
+//!   share) and the choice of a key for a token;
 //! - `jwks`: remote key sets, their cache and refetch policy;
 //! - `verified`: the cache of tokens already verified, so a repeated token costs a hash.
 
@@ -43,7 +44,7 @@ pub use self::keys::JwksError;
 use self::keys::{KeySet, Lookup};
 use self::parse::Alg;
 use self::settings::KeySourceSetting;
-pub use self::settings::{Audience, JwtConfigError, JwtSettings, SecretReference};
+pub use self::settings::{Audience, JwtConfigError, JwtSettings};
 use self::token::{ScopeClaim, TokenError};
 use self::verified::{Cached, VerifiedTokens};
 pub use self::verified::{DEFAULT_TOKEN_CACHE_SIZE, TokenCacheStats};
@@ -319,13 +320,10 @@ fn verify_with(
     parts: &token::Parts<'_>,
 ) -> Result<bool, Refusal> {
     match set.find(kid, alg) {
-        Lookup::Found(key) => Ok(jsonwebtoken::crypto::verify(
-            parts.signature,
-            parts.signing_input.as_bytes(),
-            &key.key,
-            alg,
-        )
-        .unwrap_or(false)),
+        // The set found a key that fits `alg`, so `verify` has no key error to report.
+        Lookup::Found(key) => Ok(key
+            .verify(alg, parts.signing_input.as_bytes(), parts.signature)
+            .unwrap_or(false)),
         Lookup::Unknown => Err(TokenError::UnknownKey.into()),
         Lookup::Ambiguous => Err(TokenError::AmbiguousKey.into()),
     }

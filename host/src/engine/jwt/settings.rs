@@ -67,7 +67,7 @@ pub struct JwtSettings {
     /// Key source: an `env://` or `file://` reference to an HMAC secret of at least 32
     /// bytes; tokens must then be HS*, never anything else.
     #[serde(default)]
-    pub shared_secret: Option<SecretReference>,
+    pub shared_secret: Option<SecretRef>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30, at most 600).
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
@@ -115,22 +115,6 @@ fn default_fetch_timeout() -> u64 {
 }
 fn default_token_cache_size() -> usize {
     super::verified::DEFAULT_TOKEN_CACHE_SIZE
-}
-
-/// A secret reference as written in config (`env://VAR`, `file://path`). `Debug` prints
-/// anything else as `[redacted]`: a literal here is a secret pasted by mistake.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct SecretReference(pub String);
-
-impl fmt::Debug for SecretReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.starts_with("env://") || self.0.starts_with("file://") {
-            fmt::Debug::fmt(&self.0, f)
-        } else {
-            f.write_str("[redacted]")
-        }
-    }
 }
 
 /// One audience or several.
@@ -443,14 +427,17 @@ impl JwtSettings {
             fetch_url(provider, "issuer", &self.issuer)?;
             return fetch_url(provider, "issuer", &url).map(KeySourceSetting::Discovery);
         }
-        let reference = self.shared_secret.as_ref().map_or("", |r| r.0.as_str());
-        let secret = match SecretRef::parse(reference) {
-            SecretRef::Literal(_) => return Err(JwtConfigError::LiteralSecret(p())),
-            source => source.resolve().map_err(|source| JwtConfigError::Secret {
+        // The one source left is `shared_secret`.
+        let reference = match &self.shared_secret {
+            Some(reference) if !reference.is_literal() => reference,
+            _ => return Err(JwtConfigError::LiteralSecret(p())),
+        };
+        let secret = reference
+            .resolve()
+            .map_err(|source| JwtConfigError::Secret {
                 provider: p(),
                 source,
-            })?,
-        };
+            })?;
         let bytes = secret.expose().as_bytes().to_vec();
         if bytes.len() < 32 {
             return Err(JwtConfigError::ShortSecret {
