@@ -13,7 +13,6 @@ use crate::engine::api_key::ApiKeyValidator;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::mtls::MtlsValidator;
 use crate::engine::{Authenticator, Authorizer, Chain, ChainEntry, OnDeny, Policy, Rules};
-use crate::secret::SecretRef;
 use crate::verdict::DenialKind;
 use crate::wasm::{Grants, ProviderKind, WasmProvider, WasmRuntime};
 
@@ -145,7 +144,7 @@ async fn wasm(
     let kind = component.kind;
     let mut secrets = HashMap::new();
     for (secret, reference) in &settings.secrets {
-        let value = SecretRef::parse(reference)
+        let value = reference
             .resolve()
             .map_err(|e| report.invalid(format!("{key}.secrets.{secret}"), e.to_string()))?;
         secrets.insert(secret.clone(), value);

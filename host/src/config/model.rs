@@ -15,6 +15,7 @@ use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
+use crate::secret::SecretRef;
 use crate::wasm::{InstanceMode, Limits};
 
 /// What a configuration is validated for.
@@ -300,7 +301,7 @@ pub struct WasmSettings {
     /// The config table as JSON.
     pub config_json: String,
     /// Secret name → reference (resolved when the provider is built).
-    pub secrets: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretRef>,
     /// Body access.
     pub body: bool,
     /// Headers carrying the provider's credential, removed before the upstream unless the

@@ -11,6 +11,7 @@ use crate::engine::anonymous::AnonymousSettings;
 use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
+use crate::secret::SecretRef;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,7 +211,7 @@ pub struct RawWasm {
     pub config: Option<toml::Table>,
     /// Secret name → `env://VAR`, `file://path` or a literal.
     #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretRef>,
     /// Whether the provider may read the request body.
     #[serde(default)]
     pub body: bool,

@@ -17,7 +17,7 @@ use crate::crypto::sha256;
 
 /// Where compiled artifacts live.
 #[derive(Debug, Clone)]
-pub struct ArtifactCache {
+pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine_tag: String,
 }
@@ -33,7 +33,7 @@ pub enum ComponentSource {
 
 impl ArtifactCache {
     /// A cache in `dir` for artifacts of `engine`; creates the directory (mode 0700).
-    pub fn open(dir: impl Into<PathBuf>, engine: &Engine) -> std::io::Result<Self> {
+    pub(crate) fn open(dir: impl Into<PathBuf>, engine: &Engine) -> std::io::Result<Self> {
         let dir = dir.into();
         create_private_dir(&dir)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -51,7 +51,7 @@ impl ArtifactCache {
 
     /// The component for `bytes`: from the cache when present and loadable, else compiled
     /// and stored. A damaged artifact is recompiled and replaced.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         engine: &Engine,
         bytes: &[u8],

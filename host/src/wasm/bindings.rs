@@ -3,7 +3,7 @@
 //! `authenticator` generates the shared `types` and `host` interfaces; `authorizer` reuses
 //! them through `with`, so both worlds share one set of Rust types and one host impl.
 
-pub mod authenticator {
+pub(crate) mod authenticator {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "portcullis:auth/authenticator",
@@ -15,7 +15,7 @@ pub mod authenticator {
     });
 }
 
-pub mod authorizer {
+pub(crate) mod authorizer {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "portcullis:auth/authorizer",
@@ -28,4 +28,4 @@ pub mod authorizer {
     });
 }
 
-pub use authenticator::portcullis::auth::{host, types};
+pub(crate) use authenticator::portcullis::auth::{host, types};

@@ -80,7 +80,7 @@ impl std::str::FromStr for ProviderKind {
 
 /// A compiled, linked component ready to be instantiated for one world.
 #[derive(Clone)]
-pub enum ProviderPre {
+pub(crate) enum ProviderPre {
     /// An authenticator.
     Authenticator(authenticator::AuthenticatorPre<StoreState>),
     /// An authorizer.

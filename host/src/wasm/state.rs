@@ -19,7 +19,7 @@ use crate::observability::logging::escape_control;
 use crate::secret::SecretString;
 
 /// Most core instances one provider instance may create; see [`StoreState::new`].
-pub const MAX_CORE_INSTANCES: usize = 32;
+pub(crate) const MAX_CORE_INSTANCES: usize = 32;
 
 /// What the operator granted one provider; shared by all of its instances.
 #[derive(Debug)]
@@ -62,10 +62,14 @@ impl Grants {
 
 /// The request as the guest sees it: a handle to the host's context, nothing copied.
 #[derive(Debug)]
+#[expect(
+    unreachable_pub,
+    reason = "the generated bindings re-export it with `pub use`"
+)]
 pub struct RequestHandle(pub Arc<RequestContext>);
 
 /// The data of one provider instance's `Store`.
-pub struct StoreState {
+pub(crate) struct StoreState {
     pub(super) grants: Arc<Grants>,
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
@@ -79,7 +83,7 @@ impl StoreState {
     /// A fresh state with a WASI context that grants nothing: no preopened directories, no
     /// environment, no arguments, closed stdin, discarded stdout/stderr, no sockets and no
     /// name lookups. Only clocks and random numbers work, which the std runtime needs.
-    pub fn new(grants: Arc<Grants>) -> Self {
+    pub(crate) fn new(grants: Arc<Grants>) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)

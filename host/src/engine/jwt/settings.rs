@@ -35,7 +35,7 @@ pub(super) const ASYMMETRIC_ALGORITHMS: [Algorithm; 9] = [
 ];
 
 /// The largest `token_cache_size` accepted.
-pub const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
+pub(crate) const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
 
 const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
