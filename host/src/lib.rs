@@ -15,7 +15,8 @@
 //!   challenges and metadata, forward-auth — over the engine.
 //! - [`embed`]: the engine as a `tower` layer in front of a Rust service's own handlers,
 //!   deciding through the gateway's own admission path.
-//! - [`observability`]: metrics, logs and the audit line.
+//! - [`observability`]: metrics and the audit line; [`log_text`]: untrusted text made safe
+//!   for a log line.
 //! - [`load`]: the composition root, from a config to a site that serves; every way of
 //!   starting the engine (the binary, reloads, the tower layer, tests) goes through it.
 //! - [`reload`]: hot reload of the config file and the Wasm components it names.
@@ -32,6 +33,7 @@ pub mod embed;
 pub mod engine;
 pub mod gateway;
 pub mod load;
+pub mod log_text;
 pub mod mcp;
 pub mod normal_form;
 pub mod observability;

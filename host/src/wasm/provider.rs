@@ -38,7 +38,7 @@ use super::limits::Limits;
 use super::runtime::{LoadedComponent, ProviderKind, ProviderPre};
 use super::state::{Grants, RequestHandle, StoreState};
 use crate::context::RequestContext;
-use crate::observability::logging::escape_control;
+use crate::log_text::escape_control;
 use crate::verdict::{Denial, DenialKind, ErrorCode, Identity, Verdict};
 
 /// How instances are reused.

@@ -15,7 +15,7 @@ use super::limits::Limits;
 use crate::context::RequestContext;
 use crate::crypto;
 use crate::mcp::McpTarget;
-use crate::observability::logging::escape_control;
+use crate::log_text::escape_control;
 use crate::secret::SecretString;
 
 /// Most core instances one provider instance may create; see [`StoreState::new`].
