@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::gateway_harness::{Harness, READER_KEY, STANDARD, send, start_with_upstream};
+use crate::gateway_harness::{Harness, READER_KEY, send, standard, start_with_upstream};
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 const EVENT: &str = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n";
@@ -94,7 +94,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn upstream_reset_mid_stream_cuts_the_client_stream_visibly_and_the_gateway_keeps_serving() {
     let (url, reset) = resetting_upstream().await;
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &url).await;
     // Twenty streams cut one after another: each is seen as cut, none is left hanging.
     for round in 0..20 {
         let (mut stream, seen) = open_stream(&h).await;
@@ -129,7 +129,7 @@ async fn upstream_hanging_up_without_an_answer_gets_502() {
             drop(stream);
         }
     });
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &url).await;
     for _ in 0..5 {
         let started = Instant::now();
         let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
@@ -168,11 +168,8 @@ async fn sse_stream_outlives_the_response_timeout_because_streams_have_no_total_
             });
         }
     });
-    let template = STANDARD.replace(
-        "chain = [\"keys\"]",
-        "chain = [\"keys\"]\nresponse_timeout_ms = 200",
-    );
-    let h = start_with_upstream(&template, &url).await;
+    let template = standard().on_route("/mcp", "response_timeout_ms = 200");
+    let h = start_with_upstream(template, &url).await;
     let started = Instant::now();
     let auth = format!("Bearer {READER_KEY}");
     let reply = send(
