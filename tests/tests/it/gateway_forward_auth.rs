@@ -15,14 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::gateway_harness::{
-    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, Reply, TestConfig, send, standard, start,
-    start_with_upstream,
+    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, TestConfig, send, send_from, standard,
+    start, start_with_upstream,
 };
 
 /// Four routes behind a forward-auth proxy: `/admin` (the `admin` scope), `/public`
@@ -704,36 +700,6 @@ async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_aut
 
 /// A loopback address other than the trusted 127.0.0.1.
 const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-
-/// A GET from `local` (bound as the source address) to `url` (10 s deadline).
-async fn send_from(local: IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(local));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let mut request = http::Request::builder().method("GET").uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(Bytes::new())).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .expect("the gateway answers within 10 s")
-        .expect("the request is sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
 
 /// The README's first ```` ```{lang} ```` block.
 fn readme_block(lang: &str) -> String {

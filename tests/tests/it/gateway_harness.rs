@@ -186,6 +186,34 @@ impl Harness {
         session
     }
 
+    /// Opens a raw SSE `GET /mcp` with the reader key and reads until the first event
+    /// arrives (10 s deadline); returns the connection and what was read.
+    pub async fn open_event_stream(&self) -> (tokio::net::TcpStream, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\
+             authorization: Bearer {READER_KEY}\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut seen = String::new();
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains("notifications/message") {
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .expect("the stream starts within 10 s")
+                .expect("read");
+            assert!(n > 0, "stream ended before its first event: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+        (stream, seen)
+    }
+
     /// Stops the gateway gracefully and waits for it (5 s deadline).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -202,8 +230,26 @@ impl Harness {
 
 /// Sends one request to `url` and reads the whole reply (10 s deadline).
 pub async fn send(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    send_with(HttpConnector::new(), url, method, headers, body).await
+}
+
+/// A GET from `local` (bound as the source address) to `url` (10 s deadline): a client
+/// other than 127.0.0.1, for what the gateway answers only to some networks.
+pub async fn send_from(local: std::net::IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    send_with(connector, url, "GET", headers, None).await
+}
+
+async fn send_with(
+    connector: HttpConnector,
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
     let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Client::builder(TokioExecutor::new()).build(connector);
     let mut request = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);

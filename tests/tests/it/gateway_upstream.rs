@@ -12,7 +12,6 @@ use http_body::Frame;
 use http_body_util::BodyExt as _;
 use portcullis_tests::eventually;
 use portcullis_tests::upstream::{BoxError, answer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use crate::gateway_harness::{READER_KEY, RecordingUpstream, standard, start_with_upstream};
@@ -124,26 +123,7 @@ async fn client_leaving_mid_stream_releases_the_upstream_stream() {
     let h = start_with_upstream(standard(), &format!("{}/mcp", upstream.url)).await;
 
     // A raw client that reads the start of the stream and then hangs up.
-    let mut stream = tokio::net::TcpStream::connect(h.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nauthorization: Bearer {READER_KEY}\r\n\r\n",
-        h.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut buf = vec![0u8; 4096];
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !seen.contains("notifications/message") {
-        let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
-            .await
-            .expect("the stream starts within 5 s")
-            .expect("read");
-        assert!(n > 0, "stream ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let (stream, _) = h.open_event_stream().await;
     assert!(!dropped.load(Ordering::SeqCst));
     drop(stream);
 
