@@ -1,5 +1,7 @@
 //! Shared support for the integration tests: paths of the guest components built by
-//! `build.rs`, one Wasm runtime per test binary, and request builders.
+//! `build.rs`, one Wasm runtime per test binary, request builders, gateway configs
+//! ([`config`]), the one way to wait for something ([`eventually`]) and the one fake
+//! upstream ([`upstream`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -10,7 +12,12 @@ use portcullis::wasm::{
     Grants, InstanceMode, Limits, LoadedComponent, RuntimeConfig, WasmProvider, WasmRuntime,
 };
 
+pub mod config;
 pub mod differential;
+pub mod eventually;
+pub mod upstream;
+
+pub use eventually::eventually;
 
 /// Paths of the built guest components, one constant per `.wasm` file.
 pub mod guests {
@@ -176,4 +183,33 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Arc<Reques
         );
     }
     Arc::new(ctx)
+}
+
+/// Runs the ignored test `name` (its full path) of this test binary in a process of its
+/// own, and fails unless it ran and passed: for tests that read or measure process-wide
+/// state (log capture, resident memory). Returns what it printed.
+pub fn run_alone(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(exe)
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name} failed ({})\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "expected: {name} ran\ngot: {stdout}"
+    );
+    stdout
 }

@@ -14,8 +14,8 @@ use super::kv::{CacheLimits, ProviderCache};
 use super::limits::Limits;
 use crate::context::RequestContext;
 use crate::crypto;
-use crate::mcp::McpTarget;
 use crate::log_text::escape_control;
+use crate::mcp::McpTarget;
 use crate::secret::SecretString;
 
 /// Most core instances one provider instance may create; see [`StoreState::new`].

@@ -43,66 +43,34 @@ mod paths;
 use std::collections::BTreeMap;
 
 use crate::gateway_harness::{
-    ADMIN_KEY, Harness, READER_KEY, RawReply, RecordingUpstream, raw_request, start_with_upstream,
+    ADMIN_KEY, Harness, READER_KEY, RawReply, RecordingUpstream, TestConfig, raw_request,
+    start_with_upstream,
 };
 
-const CONFIG: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
+/// Plain HTTP routes: `/admin` (the `admin` scope), `/public` (anyone) and `/api` (API
+/// keys; `admin` under `/api/admin`).
+fn config() -> TestConfig {
+    TestConfig::new()
+        .http_route("/admin", &["keys"])
+        .http_route("/public", &["anon"])
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .provider("anon", "anonymous")
+        .path_rule("/admin", &["admin"])
+        .path_rule("/api/admin", &["admin"])
+}
 
-[[routes]]
-path = "/admin"
-upstream = "{upstream}/admin"
-mcp = false
-chain = ["keys"]
-
-[[routes]]
-path = "/public"
-upstream = "{upstream}/public"
-mcp = false
-chain = ["anon"]
-
-[[routes]]
-path = "/api"
-upstream = "{upstream}/api"
-mcp = false
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
-]
-
-[providers.anon]
-type = "anonymous"
-
-[[rules]]
-path = "/admin"
-scopes = ["admin"]
-
-[[rules]]
-path = "/api/admin"
-scopes = ["admin"]
-"#;
-
-async fn gateway(template: &str) -> (Harness, RecordingUpstream) {
+async fn gateway(config: TestConfig) -> (Harness, RecordingUpstream) {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(template, &upstream.url).await;
+    let h = start_with_upstream(config, &upstream.url).await;
     (h, upstream)
 }
 
-/// [`CONFIG`] with forward-auth on for `proxy`, answering the proxies in `trusted`.
-fn forward_auth_behind(proxy: &str, trusted: &str) -> String {
-    CONFIG.replace(
-        "public_url = \"{gateway}\"",
-        &format!(
-            "public_url = \"{{gateway}}\"\ntrusted_proxies = [\"{trusted}\"]\n\
-             forward_auth_proxy = \"{proxy}\""
-        ),
-    )
+/// [`config`] with forward-auth on for `proxy`, answering the proxies in `trusted`.
+fn forward_auth_behind(proxy: &str, trusted: &str) -> TestConfig {
+    config()
+        .behind(proxy)
+        .server(&format!("trusted_proxies = [{trusted:?}]"))
 }
 
 /// A raw request: `target` and extra header lines (bytes, each without its CRLF).
@@ -196,7 +164,7 @@ fn case(category: &'static str, name: &str, request: Vec<u8>, expected: &'static
 
 #[tokio::test]
 async fn credential_header_abuse_is_refused_and_never_reaches_the_upstream() {
-    let (h, upstream) = gateway(CONFIG).await;
+    let (h, upstream) = gateway(config()).await;
     let reader = bearer(READER_KEY);
     let admin = bearer(ADMIN_KEY);
     let wrong = bearer("not-a-key-at-all");
@@ -417,7 +385,7 @@ async fn credential_header_abuse_is_refused_and_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn forged_identity_and_forwarding_headers_never_reach_the_upstream() {
-    let (h, upstream) = gateway(CONFIG).await;
+    let (h, upstream) = gateway(config()).await;
     let forged: [&[u8]; 8] = [
         b"X-Portcullis-Subject: admin",
         b"X-PORTCULLIS-SCOPES: admin",

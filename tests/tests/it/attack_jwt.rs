@@ -27,34 +27,20 @@ use serde_json::{Value, json};
 
 use self::corpus::{Case, Refusal, corpus};
 use crate::gateway_harness::{
-    Harness, RawReply, RecordingUpstream, raw_request, start_with_upstream,
+    Harness, RawReply, RecordingUpstream, TestConfig, raw_request, start_with_upstream,
 };
 use crate::jwt::keys::{Signer, es256, jwks, rs256};
 use crate::jwt::server::JwksServer;
 
-const CONFIG: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/api"
-upstream = "{upstream}/api"
-mcp = false
-chain = ["issuer-a", "issuer-b"]
-
-[providers.issuer-a]
-type = "jwt"
-issuer = "{iss_a}"
-audience = "{gateway}/api"
-jwks_url = "{jwks_a}"
-
-[providers.issuer-b]
-type = "jwt"
-issuer = "{iss_b}"
-audience = "{gateway}/api"
-jwks_url = "{jwks_b}"
-"#;
+/// `/api` through two issuers' JWT providers, each for this gateway's `/api`.
+fn config(a: &JwksServer, b: &JwksServer) -> TestConfig {
+    TestConfig::new()
+        .http_route("/api", &["issuer-a", "issuer-b"])
+        .jwt("issuer-a", a.base(), &a.jwks_url())
+        .with(r#"audience = "{gateway}/api""#)
+        .jwt("issuer-b", b.base(), &b.jwks_url())
+        .with(r#"audience = "{gateway}/api""#)
+}
 
 /// The world the corpus runs in.
 struct World {
@@ -85,12 +71,7 @@ async fn world() -> World {
     let server_b = JwksServer::start(jwks(&[&b_ec])).await;
     let attacker = JwksServer::start(jwks(&[&evil])).await;
     let upstream = RecordingUpstream::start().await;
-    let config = CONFIG
-        .replace("{iss_a}", server_a.base())
-        .replace("{iss_b}", server_b.base())
-        .replace("{jwks_a}", &server_a.jwks_url())
-        .replace("{jwks_b}", &server_b.jwks_url());
-    let h = start_with_upstream(&config, &upstream.url).await;
+    let h = start_with_upstream(config(&server_a, &server_b), &upstream.url).await;
     World {
         aud: format!("{}/api", h.base),
         iss_a: server_a.base().to_owned(),

@@ -6,8 +6,8 @@
 //! reaches the upstream only as the request that was judged.
 
 use crate::gateway_harness::{
-    ADMIN_KEY, READER_KEY, RecordingUpstream, Reply, STANDARD, start, start_with_upstream,
-    tool_text,
+    ADMIN_KEY, READER_KEY, RecordingUpstream, Reply, TestConfig, standard, start,
+    start_with_upstream, tool_text,
 };
 
 const ADMIN_RESET: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
@@ -49,7 +49,7 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
 #[tokio::test]
 async fn mcp_bodies_in_any_charset_but_utf8_are_refused_with_415() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     // Express's json() decodes UTF-7, where `+AF8-` is `_`: the TypeScript SDK would run
     // `admin_reset` while the gateway judged a tool named `admin+AF8-reset`.
@@ -131,7 +131,7 @@ async fn mcp_bodies_in_any_charset_but_utf8_are_refused_with_415() {
 #[tokio::test]
 async fn methods_not_in_upper_case_are_refused_and_bodies_are_judged_whatever_the_method() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(STANDARD, &upstream.url).await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
     let json = [("content-type", "application/json")];
     for method in ["post", "Post", "pOST", "delete", "get"] {
         let reply = post(&h, method, READER_KEY, None, &json, ADMIN_RESET).await;
@@ -150,7 +150,7 @@ async fn methods_not_in_upper_case_are_refused_and_bodies_are_judged_whatever_th
 
 #[tokio::test]
 async fn listing_ids_that_upstreams_echo_in_another_form_are_refused() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     // rmcp reads `3.0` as the integer 3 and answers under `"id":3`, which a filter waiting
     // for `3.0` would not recognise: the listing would pass unfiltered.
@@ -180,7 +180,7 @@ async fn listing_ids_that_upstreams_echo_in_another_form_are_refused() {
 #[tokio::test]
 async fn mirrored_mcp_headers_must_say_what_the_body_says() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(STANDARD, &upstream.url).await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
     let echo = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
     let json = ("content-type", "application/json");
     let refused: [&[(&str, &str)]; 6] = [
@@ -220,14 +220,14 @@ async fn mirrored_mcp_headers_must_say_what_the_body_says() {
 
 /// The standard config (reader and admin keys, `/mcp` needs `mcp:read`) with a rule guarding
 /// `file:///secret/*`.
-fn resources_config() -> String {
-    format!("{STANDARD}\n[[rules]]\nresource = \"file:///secret/*\"\nscopes = [\"admin\"]\n")
+fn resources_config() -> TestConfig {
+    standard().rule(r#"resource = "file:///secret/*""#, &["admin"])
 }
 
 #[tokio::test]
 async fn resource_uris_are_judged_only_in_their_one_spelling() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(&resources_config(), &upstream.url).await;
+    let h = start_with_upstream(resources_config(), &upstream.url).await;
     let read = |uri: &str| {
         format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
@@ -286,7 +286,7 @@ async fn resource_uris_are_judged_only_in_their_one_spelling() {
 
 #[tokio::test]
 async fn a_session_serves_only_the_caller_that_opened_it() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let admins = h.mcp_session(ADMIN_KEY).await;
     let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     let own = h.mcp_post(Some(ADMIN_KEY), Some(&admins), list).await;
@@ -347,7 +347,7 @@ async fn a_session_serves_only_the_caller_that_opened_it() {
 #[tokio::test]
 async fn double_encoded_paths_are_refused() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(STANDARD, &upstream.url).await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
     let auth = format!("Bearer {READER_KEY}");
     for path in ["/mcp/%252e%252e/admin", "/mcp/%252fadmin", "/mcp/%2561dmin"] {
         let reply = h
@@ -358,40 +358,25 @@ async fn double_encoded_paths_are_refused() {
     assert_eq!(upstream.hits(), 0);
 }
 
-const WITH_TOOL_POLICY: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-authorizers = ["tool-policy"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin", "math"] },
-]
-
-[providers.tool-policy]
-type = "wasm"
-component = "{component}"
-config = { rules = [{ tools = ["add"], scope = "math" }] }
-limits = { timeout_ms = 1000 }
-
-[[rules]]
-mcp_method = "tools/call"
-tool = "admin_*"
-scopes = ["admin"]
-"#;
+/// `/mcp` with API keys and the `mcp-tool-policy` authorizer: `add` needs `math`, which
+/// only the admin has.
+fn with_tool_policy() -> TestConfig {
+    TestConfig::new()
+        .route("/mcp", &["keys"])
+        .with(r#"authorizers = ["tool-policy"]"#)
+        .provider("keys", "api_key")
+        .with(
+            r#"keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }, { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin", "math"] }]"#,
+        )
+        .wasm("tool-policy", portcullis_tests::guests::MCP_TOOL_POLICY)
+        .with(r#"config = { rules = [{ tools = ["add"], scope = "math" }] }"#)
+        .with("limits = { timeout_ms = 1000 }")
+        .tool_rule("admin_*", &["admin"])
+}
 
 #[tokio::test]
 async fn listings_hide_what_a_wasm_authorizer_would_refuse() {
-    let config = WITH_TOOL_POLICY.replace("{component}", portcullis_tests::guests::MCP_TOOL_POLICY);
-    let h = start(&config).await;
+    let h = start(with_tool_policy()).await;
     let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
     let reader = h.mcp_session(READER_KEY).await;
     let listed = names(&h.mcp_post(Some(READER_KEY), Some(&reader), list).await);
@@ -414,7 +399,7 @@ async fn listings_hide_what_a_wasm_authorizer_would_refuse() {
 #[tokio::test]
 async fn member_names_that_differ_only_in_case_are_refused() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(STANDARD, &upstream.url).await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
     let json = [("content-type", "application/json")];
     // Go's encoding/json (mcp-go) and the C# SDK's params read member names without
     // regard to case, the last one winning.
@@ -435,7 +420,7 @@ async fn member_names_that_differ_only_in_case_are_refused() {
 #[tokio::test]
 async fn completions_are_judged_as_the_resource_or_prompt_they_refer_to() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(&resources_config(), &upstream.url).await;
+    let h = start_with_upstream(resources_config(), &upstream.url).await;
     let json = [("content-type", "application/json")];
     let complete = |uri: &str| {
         format!(
@@ -475,44 +460,24 @@ async fn completions_are_judged_as_the_resource_or_prompt_they_refer_to() {
     assert_eq!(public.status, 200, "{public:?}");
 }
 
-const CASE_BLIND: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[[routes]]
-path = "/api"
-upstream = "{upstream}"
-chain = ["keys"]
-mcp = false
-
-[[routes.rules]]
-path = "/api/admin"
-scopes = ["admin"]
-
-[[routes]]
-path = "/"
-upstream = "{upstream}"
-chain = ["public"]
-mcp = false
-
-[providers.public]
-type = "anonymous"
-
-[providers.keys]
-type = "api_key"
-keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
-"#;
+/// `/mcp` and `/api` (admin scope under `/api/admin`) with API keys, and everything else
+/// public.
+fn case_blind() -> TestConfig {
+    TestConfig::new()
+        .route("/mcp", &["keys"])
+        .route("/api", &["keys"])
+        .with("mcp = false")
+        .with(r#"rules = [{ path = "/api/admin", scopes = ["admin"] }]"#)
+        .route("/", &["public"])
+        .with("mcp = false")
+        .provider("public", "anonymous")
+        .api_keys(&["reader"])
+}
 
 #[tokio::test]
 async fn paths_that_case_blind_upstreams_route_elsewhere_are_refused() {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(CASE_BLIND, &upstream.url).await;
+    let h = start_with_upstream(case_blind(), &upstream.url).await;
     let json = ("content-type", "application/json");
     // Express and ASP.NET Core route `/MCP` to their `/mcp` handler; IIS drops the dot.
     for path in [

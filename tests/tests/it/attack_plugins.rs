@@ -8,157 +8,72 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use portcullis_tests::eventually;
 use tokio::task::JoinSet;
 
-use crate::gateway_harness::{Harness, READER_KEY, Reply, send, start};
+use crate::gateway_harness::{Harness, READER_KEY, Reply, TestConfig, send, start};
+use crate::reload::probe_config;
 
 /// Every hostile mode on its own route, next to an API-key route to the demo MCP server.
 /// Hostile routes are checked through forward-auth (`/check/<route>`), whose 200 carries the
 /// identity headers, and proxied to the demo upstream otherwise.
-const HOSTILE: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-trusted_proxies = ["127.0.0.1"]
-forward_auth_proxy = "envoy"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[[routes]]
-path = "/file"
-upstream = "{upstream}"
-chain = ["file"]
-
-[[routes]]
-path = "/socket"
-upstream = "{upstream}"
-chain = ["socket"]
-
-[[routes]]
-path = "/env"
-upstream = "{upstream}"
-chain = ["env"]
-
-[[routes]]
-path = "/hostcalls"
-upstream = "{upstream}"
-chain = ["hostcalls"]
-
-[[routes]]
-path = "/loop"
-upstream = "{upstream}"
-chain = ["loop"]
-
-[[routes]]
-path = "/loop-deny"
-upstream = "{upstream}"
-chain = ["loop"]
-on_error = "deny"
-
-[[routes]]
-path = "/secret"
-upstream = "{upstream}"
-chain = ["secret"]
-rules = [{ path = "/secret", scopes = ["secret:present"] }]
-
-[[routes]]
-path = "/granted"
-upstream = "{upstream}"
-chain = ["granted"]
-rules = [{ path = "/granted", scopes = ["secret:present"] }]
-
-[[routes]]
-path = "/every"
-upstream = "{upstream}"
-chain = ["every"]
-
-[[routes]]
-path = "/sleep"
-upstream = "{upstream}"
-chain = ["sleep"]
-
-[[routes]]
-path = "/sleep-deny"
-upstream = "{upstream}"
-chain = ["sleep"]
-on_error = "deny"
-
-[[routes]]
-path = "/who"
-upstream = "{upstream}"
-chain = ["who"]
-
-[providers.keys]
-type = "api_key"
-keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
-
-[providers.file]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "read-file" }
-
-[providers.socket]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "open-socket" }
-
-[providers.env]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "read-env" }
-
-[providers.hostcalls]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "host-call-loop" }
-limits = { timeout_ms = 50 }
-
-[providers.loop]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "loop" }
-limits = { timeout_ms = 3000 }
-
-[providers.secret]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "ungranted-secret", secret = "db_password" }
-secrets = { other = "not-the-one-asked-for" }
-
-[providers.granted]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "ungranted-secret", secret = "db_password" }
-secrets = { db_password = "s3cret" }
-
-[providers.every]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "trap-every", n = 10 }
-
-[providers.sleep]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "sleep", ms = 30000 }
-limits = { timeout_ms = 50 }
-
-[providers.who]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "subject-from-header" }
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-"#;
+fn hostile() -> TestConfig {
+    let hostile = portcullis_tests::guests::HOSTILE;
+    let mode = |mode: &str| format!("config = {{ mode = {mode:?} }}");
+    let needs_secret =
+        |path: &str| format!(r#"rules = [{{ path = {path:?}, scopes = ["secret:present"] }}]"#);
+    TestConfig::new()
+        .behind("envoy")
+        .route("/mcp", &["keys"])
+        .route("/file", &["file"])
+        .route("/socket", &["socket"])
+        .route("/env", &["env"])
+        .route("/hostcalls", &["hostcalls"])
+        .route("/loop", &["loop"])
+        .route("/loop-deny", &["loop"])
+        .with(r#"on_error = "deny""#)
+        .route("/secret", &["secret"])
+        .with(&needs_secret("/secret"))
+        .route("/granted", &["granted"])
+        .with(&needs_secret("/granted"))
+        .route("/every", &["every"])
+        .route("/sleep", &["sleep"])
+        .route("/sleep-deny", &["sleep"])
+        .with(r#"on_error = "deny""#)
+        .route("/who", &["who"])
+        .api_keys(&["reader"])
+        .wasm("file", hostile)
+        .with(&mode("read-file"))
+        .wasm("socket", hostile)
+        .with(&mode("open-socket"))
+        .wasm("env", hostile)
+        .with(&mode("read-env"))
+        .wasm("hostcalls", hostile)
+        .with(&mode("host-call-loop"))
+        .with("limits = { timeout_ms = 50 }")
+        .wasm("loop", hostile)
+        .with(&mode("loop"))
+        .with("limits = { timeout_ms = 3000 }")
+        .wasm("secret", hostile)
+        .with(r#"config = { mode = "ungranted-secret", secret = "db_password" }"#)
+        .with(r#"secrets = { other = "not-the-one-asked-for" }"#)
+        .wasm("granted", hostile)
+        .with(r#"config = { mode = "ungranted-secret", secret = "db_password" }"#)
+        .with(r#"secrets = { db_password = "s3cret" }"#)
+        .wasm("every", hostile)
+        .with(r#"config = { mode = "trap-every", n = 10 }"#)
+        .wasm("sleep", hostile)
+        .with(r#"config = { mode = "sleep", ms = 30000 }"#)
+        .with("limits = { timeout_ms = 50 }")
+        .wasm("who", hostile)
+        .with(&mode("subject-from-header"))
+        .path_rule("/mcp", &["mcp:read"])
+}
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"attack-test","version":"0"}}}"#;
 
 async fn hostile_gateway() -> Harness {
-    start(&HOSTILE.replace("{hostile}", portcullis_tests::guests::HOSTILE)).await
+    start(hostile()).await
 }
 
 /// A forward-auth check of `route` as Envoy sends it: the same engine decision as a
@@ -275,9 +190,7 @@ async fn ungranted_secret_is_not_handed_out_so_the_scope_rule_refuses() {
 #[tokio::test]
 async fn trap_in_configure_refuses_the_config_naming_the_provider() {
     let text = crate::gateway_harness::fill(
-        &HOSTILE
-            .replace("{hostile}", portcullis_tests::guests::HOSTILE)
-            .replace("mode = \"read-env\"", "mode = \"trap-in-configure\""),
+        hostile().on_provider("env", r#"config = { mode = "trap-in-configure" }"#),
         "127.0.0.1:1".parse().expect("addr"),
         "http://127.0.0.1:9/mcp",
     );
@@ -417,13 +330,12 @@ async fn a_plugin_sleeping_in_a_host_wait_fails_closed_at_its_deadline_and_the_n
 #[tokio::test]
 async fn a_plugin_sleeping_in_configure_refuses_the_config_within_its_configure_timeout() {
     let text = crate::gateway_harness::fill(
-        &HOSTILE
-            .replace("{hostile}", portcullis_tests::guests::HOSTILE)
-            .replace(
-                "config = { mode = \"read-env\" }",
-                "config = { mode = \"sleep-in-configure\", ms = 30000 }\nlimits = { \
-                 configure_timeout_ms = 200 }",
-            ),
+        hostile()
+            .on_provider(
+                "env",
+                r#"config = { mode = "sleep-in-configure", ms = 30000 }"#,
+            )
+            .on_provider("env", "limits = { configure_timeout_ms = 200 }"),
         "127.0.0.1:1".parse().expect("addr"),
         "http://127.0.0.1:9/mcp",
     );
@@ -448,26 +360,10 @@ async fn a_plugin_sleeping_in_configure_refuses_the_config_within_its_configure_
 
 #[tokio::test]
 async fn a_reload_bringing_a_plugin_that_sleeps_in_configure_keeps_the_running_config() {
-    const PROBE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9"
-trusted_proxies = ["127.0.0.1"]
-forward_auth_proxy = "envoy"
-
-[[routes]]
-path = "/mcp"
-upstream = "http://127.0.0.1:9/mcp"
-chain = ["probe"]
-
-[providers.probe]
-type = "wasm"
-component = "{component}"
-"#;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("portcullis.toml");
-    let probe = PROBE.replace("{component}", portcullis_tests::guests::VERSION_PROBE);
-    std::fs::write(&path, &probe).expect("write config");
+    let probe = probe_config(portcullis_tests::guests::VERSION_PROBE);
+    std::fs::write(&path, probe.to_string()).expect("write config");
     let served = crate::gateway_harness::serve_watched(path.clone(), None).await;
     let version = async || {
         let reply = send(
@@ -481,16 +377,15 @@ component = "{component}"
     };
     assert_eq!(version().await.as_deref(), Some("v1"));
 
-    let sleepy = PROBE.replace("{component}", portcullis_tests::guests::HOSTILE)
-        + "config = { mode = \"sleep-in-configure\", ms = 30000 }\nlimits = { \
-           configure_timeout_ms = 200 }\n";
+    let sleepy = probe_config(portcullis_tests::guests::HOSTILE)
+        .with(r#"config = { mode = "sleep-in-configure", ms = 30000 }"#)
+        .with("limits = { configure_timeout_ms = 200 }");
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, sleepy).expect("write");
+    std::fs::write(&tmp, sleepy.to_string()).expect("write");
     std::fs::rename(&tmp, &path).expect("rename");
 
     // The reload is refused for the timeout, and v1 answers throughout.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let error = eventually("the reload is refused", || async {
         assert_eq!(
             version().await.as_deref(),
             Some("v1"),
@@ -502,67 +397,43 @@ component = "{component}"
                 .body,
         )
         .expect("/readyz is JSON");
-        let error = ready["reload"]["last_error"].as_str().unwrap_or_default();
-        if ready["reload"]["last_result"] == "failure" {
-            assert!(
-                error.contains("refused its configuration") && error.contains("timed out"),
-                "{error}"
-            );
-            break;
+        match ready["reload"]["last_error"].as_str() {
+            Some(error) if ready["reload"]["last_result"] == "failure" => Ok(error.to_owned()),
+            _ => Err(ready),
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected: the reload is refused within 30 s\ngot: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(
+        error.contains("refused its configuration") && error.contains("timed out"),
+        "{error}"
+    );
     assert_eq!(version().await.as_deref(), Some("v1"));
 }
 
-const STRIPPED: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/declared"
-upstream = "{upstream}"
-chain = ["declared"]
-mcp = false
-
-[[routes]]
-path = "/undeclared"
-upstream = "{upstream}"
-chain = ["undeclared"]
-mcp = false
-
-[[routes]]
-path = "/passthrough"
-upstream = "{upstream}"
-chain = ["declared"]
-mcp = false
-forward_auth_headers = true
-
-[providers.declared]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "ok" }
-credential_headers = ["X-Test"]
-
-[providers.undeclared]
-type = "wasm"
-component = "{hostile}"
-config = { mode = "ok" }
-"#;
+/// Plain HTTP routes through the `ok` mode of the hostile component: `/declared` and
+/// `/passthrough` (which keeps credential headers) through a provider that declares
+/// `X-Test` a credential header, `/undeclared` through one that does not.
+fn stripped() -> TestConfig {
+    let hostile = portcullis_tests::guests::HOSTILE;
+    TestConfig::new()
+        .route("/declared", &["declared"])
+        .with("mcp = false")
+        .route("/undeclared", &["undeclared"])
+        .with("mcp = false")
+        .route("/passthrough", &["declared"])
+        .with("mcp = false")
+        .with("forward_auth_headers = true")
+        .wasm("declared", hostile)
+        .with(r#"config = { mode = "ok" }"#)
+        .with(r#"credential_headers = ["X-Test"]"#)
+        .wasm("undeclared", hostile)
+        .with(r#"config = { mode = "ok" }"#)
+}
 
 #[tokio::test]
 async fn credential_headers_a_plugin_declares_never_reach_the_upstream() {
     let upstream = crate::gateway_harness::RecordingUpstream::start().await;
-    let h = crate::gateway_harness::start_with_upstream(
-        &STRIPPED.replace("{hostile}", portcullis_tests::guests::HOSTILE),
-        &upstream.url,
-    )
-    .await;
+    let h = crate::gateway_harness::start_with_upstream(stripped(), &upstream.url).await;
     // `ok` mode authenticates whoever sends `x-test`: here, the credential.
     let headers = [
         ("x-test", "partner-secret-token"),
@@ -607,7 +478,7 @@ async fn credential_headers_a_plugin_declares_never_reach_the_upstream() {
 
 #[test]
 fn a_client_chosen_subject_or_path_cannot_forge_an_audit_line() {
-    crate::wasm_sandbox::run_alone("attack_plugins::audit_line_forgery_in_this_process");
+    portcullis_tests::run_alone("attack_plugins::audit_line_forgery_in_this_process");
 }
 
 #[tokio::test]

@@ -18,44 +18,19 @@ use portcullis_tests::differential::{Executed, Sdk, Upstream, send_bytes};
 use serde_json::Value;
 
 use self::cases::{Case, Expect};
-use super::gateway_harness::{ADMIN_KEY, start_with_upstream};
+use super::gateway_harness::{ADMIN_KEY, TestConfig, start_with_upstream};
 
 /// Reader: `mcp:read`. Admin: `mcp:read admin`. Only admins may call `admin_reset`, read
 /// under `file:///secret/`, or get `admin_*` prompts.
-const CONFIG: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
-]
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-
-[[rules]]
-mcp_method = "tools/call"
-tool = "admin_reset"
-scopes = ["admin"]
-
-[[rules]]
-resource = "file:///secret/*"
-scopes = ["admin"]
-
-[[rules]]
-prompt = "admin_*"
-scopes = ["admin"]
-"#;
+fn config() -> TestConfig {
+    TestConfig::new()
+        .route("/mcp", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .path_rule("/mcp", &["mcp:read"])
+        .tool_rule("admin_reset", &["admin"])
+        .rule(r#"resource = "file:///secret/*""#, &["admin"])
+        .rule(r#"prompt = "admin_*""#, &["admin"])
+}
 
 /// Whether the caller holding `key` may use the tool, resource or prompt `name`.
 fn may_use(key: &str, kind: &str, name: &str) -> bool {
@@ -181,7 +156,7 @@ async fn suite(sdk: Sdk) {
     let Some(upstream) = Upstream::start(sdk).await else {
         return;
     };
-    let gateway = start_with_upstream(CONFIG, &upstream.url).await;
+    let gateway = start_with_upstream(config(), &upstream.url).await;
     let url = format!("{}/mcp", gateway.base);
     let mut failures = Vec::new();
     let cases = cases::all();

@@ -1,4 +1,4 @@
-//! The tower layer decides like the gateway: one TOML config (`STANDARD`) drives a real
+//! The tower layer decides like the gateway: one TOML config (`standard()`) drives a real
 //! gateway in front of an echo upstream and, through `config::load_str_embedded`, an axum
 //! service behind `AuthLayer`, both served by real hyper servers on port 0. The same
 //! requests must get the same status, challenge and refusal body, and on allow the same
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::gateway_harness::{
-    ADMIN_KEY, NOSCOPE_KEY, READER_KEY, Reply, STANDARD, fill, send, start_with_upstream,
+    ADMIN_KEY, NOSCOPE_KEY, READER_KEY, Reply, fill, send, standard, start_with_upstream,
 };
 
 /// What a handler saw, as the echo answers it: who, and the body it got. A `tools/list`
@@ -245,9 +245,9 @@ fn observed(reply: &Reply) -> Value {
 #[tokio::test]
 async fn tower_layer_allows_and_refuses_exactly_like_the_gateway() {
     let upstream = serve(Router::new().route("/mcp", any(upstream_echo))).await;
-    let gateway = start_with_upstream(STANDARD, &format!("http://{upstream}/mcp")).await;
+    let gateway = start_with_upstream(standard(), &format!("http://{upstream}/mcp")).await;
     // The very text the gateway runs with (same public URL, so the same challenges).
-    let text = fill(STANDARD, gateway.addr, &format!("http://{upstream}/mcp"));
+    let text = fill(standard(), gateway.addr, &format!("http://{upstream}/mcp"));
     let config = config::load_str_embedded(&text, "<test config>", std::path::Path::new("."))
         .expect("the gateway's config is valid for embedding");
     let layer = AuthLayer::from_config(&config, None)
@@ -289,8 +289,8 @@ async fn tower_layer_allows_and_refuses_exactly_like_the_gateway() {
 #[tokio::test]
 async fn tower_layer_identity_and_filtered_listing_are_what_the_rules_allow() {
     let upstream = serve(Router::new().route("/mcp", any(upstream_echo))).await;
-    let gateway = start_with_upstream(STANDARD, &format!("http://{upstream}/mcp")).await;
-    let text = fill(STANDARD, gateway.addr, &format!("http://{upstream}/mcp"));
+    let gateway = start_with_upstream(standard(), &format!("http://{upstream}/mcp")).await;
+    let text = fill(standard(), gateway.addr, &format!("http://{upstream}/mcp"));
     let config = config::load_str_embedded(&text, "<test config>", std::path::Path::new("."))
         .expect("valid for embedding");
     let layer = AuthLayer::from_config(&config, None).await.expect("builds");
@@ -347,13 +347,13 @@ async fn tower_layer_identity_and_filtered_listing_are_what_the_rules_allow() {
 
 #[tokio::test]
 async fn swapping_the_layers_site_changes_decisions_for_services_already_built() {
-    let template = STANDARD.replace("{upstream}", "http://127.0.0.1:9/unused");
     let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
     let load = |text: &str| {
         config::load_str_embedded(text, "<test config>", std::path::Path::new("."))
             .expect("valid for embedding")
     };
-    let strict = load(&fill(&template, addr, ""));
+    let strict_text = fill(standard(), addr, "http://127.0.0.1:9/unused");
+    let strict = load(&strict_text);
     let layer = AuthLayer::from_config(&strict, None).await.expect("builds");
     let base = format!(
         "http://{}",
@@ -368,15 +368,11 @@ async fn swapping_the_layers_site_changes_decisions_for_services_already_built()
     assert_eq!(ask(&base, &admin_call).await.status, 403);
 
     // The same config without the admin rule: the reader may now call the admin tool.
-    let relaxed = fill(&template, addr, "").replace(
+    let relaxed = strict_text.replace(
         "[[rules]]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"\nscopes = [\"admin\"]\n",
         "",
     );
-    assert_ne!(
-        relaxed,
-        fill(&template, addr, ""),
-        "the admin rule was removed"
-    );
+    assert_ne!(relaxed, strict_text, "the admin rule was removed");
     layer.reload(&load(&relaxed)).await.expect("reloads");
     assert_eq!(ask(&base, &admin_call).await.status, 200);
 

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::gateway_harness::{Harness, READER_KEY, STANDARD, send, start_with_upstream};
+use crate::gateway_harness::{READER_KEY, send, standard, start_with_upstream};
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 const EVENT: &str = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n";
@@ -51,30 +51,6 @@ async fn resetting_upstream() -> (String, mpsc::UnboundedSender<()>) {
     (url, reset)
 }
 
-/// Opens a raw SSE GET through the gateway and reads until the first event arrives.
-async fn open_stream(h: &Harness) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(h.addr).await.expect("connect");
-    let request = format!(
-        "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\
-         authorization: Bearer {READER_KEY}\r\n\r\n",
-        h.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut seen = String::new();
-    let mut buf = vec![0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !seen.contains("notifications/message") {
-        let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
-            .await
-            .expect("the stream starts within 10 s")
-            .expect("read");
-        assert!(n > 0, "stream ended before its first event: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    (stream, seen)
-}
-
 /// Reads until the gateway closes (EOF or error), within 10 s; returns what arrived.
 async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut rest = String::new();
@@ -94,10 +70,10 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn upstream_reset_mid_stream_cuts_the_client_stream_visibly_and_the_gateway_keeps_serving() {
     let (url, reset) = resetting_upstream().await;
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &url).await;
     // Twenty streams cut one after another: each is seen as cut, none is left hanging.
     for round in 0..20 {
-        let (mut stream, seen) = open_stream(&h).await;
+        let (mut stream, seen) = h.open_event_stream().await;
         assert!(
             seen.contains("transfer-encoding: chunked"),
             "round {round}: {seen}"
@@ -129,7 +105,7 @@ async fn upstream_hanging_up_without_an_answer_gets_502() {
             drop(stream);
         }
     });
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &url).await;
     for _ in 0..5 {
         let started = Instant::now();
         let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
@@ -168,11 +144,8 @@ async fn sse_stream_outlives_the_response_timeout_because_streams_have_no_total_
             });
         }
     });
-    let template = STANDARD.replace(
-        "chain = [\"keys\"]",
-        "chain = [\"keys\"]\nresponse_timeout_ms = 200",
-    );
-    let h = start_with_upstream(&template, &url).await;
+    let template = standard().on_route("/mcp", "response_timeout_ms = 200");
+    let h = start_with_upstream(template, &url).await;
     let started = Instant::now();
     let auth = format!("Bearer {READER_KEY}");
     let reply = send(

@@ -8,9 +8,9 @@ use portcullis::gateway::{Gateway, serve};
 use portcullis::observability::Metrics;
 use portcullis_cli::{self as cli, CheckArgs, EvalArgs, HashKeyArgs};
 
-use crate::gateway_harness::{READER_KEY, STANDARD, fill, send, start, tool_text};
+use crate::gateway_harness::{READER_KEY, fill, send, standard, start, tool_text};
 
-fn write_config(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
+fn write_config(dir: &std::path::Path, template: impl std::fmt::Display) -> std::path::PathBuf {
     let text = fill(
         template,
         "127.0.0.1:8080".parse().expect("addr"),
@@ -24,7 +24,7 @@ fn write_config(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn check_accepts_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_config(dir.path(), STANDARD);
+    let path = write_config(dir.path(), standard());
     let summary = cli::check(&CheckArgs {
         config: path.clone(),
         providers: None,
@@ -34,8 +34,8 @@ async fn check_accepts_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
     assert!(summary.contains("OK"), "{summary}");
     assert!(summary.contains("keys (api_key)"), "{summary}");
 
-    let bad = STANDARD.replace("chain = [\"keys\"]", "chain = [\"keys\", \"ghost\"]");
-    let path = write_config(dir.path(), &bad);
+    let bad = standard().on_route("/mcp", r#"chain = ["keys", "ghost"]"#);
+    let path = write_config(dir.path(), bad);
     let error = cli::check(&CheckArgs {
         config: path.clone(),
         providers: None,
@@ -53,10 +53,8 @@ async fn check_accepts_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 #[tokio::test]
 async fn check_compiles_wasm_components_and_reports_a_missing_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let template = format!(
-        "{STANDARD}\n[providers.partner]\ntype = \"wasm\"\ncomponent = \"nowhere/partner-token.wasm\"\n"
-    );
-    let path = write_config(dir.path(), &template);
+    let template = standard().wasm("partner", "nowhere/partner-token.wasm");
+    let path = write_config(dir.path(), template);
     let error = cli::check(&CheckArgs {
         config: path,
         providers: None,
@@ -72,7 +70,7 @@ async fn check_compiles_wasm_components_and_reports_a_missing_one() {
 #[tokio::test]
 async fn eval_prints_the_decision_the_answer_and_the_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_config(dir.path(), STANDARD);
+    let path = write_config(dir.path(), standard());
     let body = dir.path().join("call.json");
     std::fs::write(
         &body,
@@ -204,7 +202,7 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
 
 #[tokio::test]
 async fn swapping_the_site_applies_to_new_requests() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     let whoami = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
     let before = h.mcp_post(Some(READER_KEY), Some(&session), whoami).await;
@@ -213,8 +211,11 @@ async fn swapping_the_site_applies_to_new_requests() {
 
     // The same config with the reader key removed.
     let upstream = h.upstream.as_ref().expect("upstream").url.clone();
-    let text = fill(STANDARD, h.addr, &upstream)
-        .replace("  { name = \"reader\"", "#  { name = \"reader\"");
+    let text = fill(
+        standard().api_keys(&["admin", "noscope"]),
+        h.addr,
+        &upstream,
+    );
     let config =
         portcullis::config::load_str(&text, "<swap>", std::path::Path::new(".")).expect("valid");
     let assembled = portcullis::config::assemble(&config, None)

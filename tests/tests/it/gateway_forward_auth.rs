@@ -14,86 +14,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use portcullis::gateway::readiness::{Readiness, ReloadStatus};
 
 use crate::gateway_harness::{
-    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, Reply, STANDARD, send, start,
-    start_with_upstream,
+    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, TestConfig, send, send_from, standard,
+    start, start_with_upstream,
 };
 
 /// Four routes behind a forward-auth proxy: `/admin` (the `admin` scope), `/public`
 /// (anyone), `/office` (anyone, but only from 203.0.113.0/24, judged by the `ip-allowlist`
-/// authorizer on the client address) and `/mcp` (MCP, path rules only). `{proxy}` is the
-/// `forward_auth_proxy`.
-const BEHIND_A_PROXY: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-trusted_proxies = ["127.0.0.1"]
-forward_auth_proxy = "{proxy}"
-
-[[routes]]
-path = "/admin"
-upstream = "{upstream}/admin"
-mcp = false
-chain = ["keys"]
-
-[[routes]]
-path = "/public"
-upstream = "{upstream}/public"
-mcp = false
-chain = ["anyone"]
-
-[[routes]]
-path = "/office"
-upstream = "{upstream}/office"
-mcp = false
-chain = ["anyone"]
-authorizers = ["office-network"]
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}/mcp"
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
-]
-
-[providers.anyone]
-type = "anonymous"
-
-[providers.office-network]
-type = "wasm"
-component = "{ip_allowlist}"
-config = { networks = [{ cidr = "203.0.113.0/24" }] }
-
-[[rules]]
-path = "/admin"
-scopes = ["admin"]
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-"#;
-
-fn behind(proxy: &str) -> String {
-    BEHIND_A_PROXY
-        .replace("{proxy}", proxy)
-        .replace("{ip_allowlist}", portcullis_tests::guests::IP_ALLOWLIST)
+/// authorizer on the client address) and `/mcp` (MCP, path rules only), for the
+/// `forward_auth_proxy` `proxy`.
+fn behind(proxy: &str) -> TestConfig {
+    TestConfig::new()
+        .behind(proxy)
+        .http_route("/admin", &["keys"])
+        .http_route("/public", &["anyone"])
+        .http_route("/office", &["anyone"])
+        .with(r#"authorizers = ["office-network"]"#)
+        .route("/mcp", &["keys"])
+        .with(r#"upstream = "{upstream}/mcp""#)
+        .api_keys(&["reader", "admin"])
+        .provider("anyone", "anonymous")
+        .wasm("office-network", portcullis_tests::guests::IP_ALLOWLIST)
+        .with(r#"config = { networks = [{ cidr = "203.0.113.0/24" }] }"#)
+        .path_rule("/admin", &["admin"])
+        .path_rule("/mcp", &["mcp:read"])
 }
 
 async fn gateway_behind(proxy: &str) -> (Harness, RecordingUpstream) {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(&behind(proxy), &upstream.url).await;
+    let h = start_with_upstream(behind(proxy), &upstream.url).await;
     (h, upstream)
 }
 
@@ -669,11 +620,7 @@ async fn the_check_answers_only_trusted_proxies() {
 
 #[tokio::test]
 async fn readyz_gives_detail_only_to_its_networks() {
-    let config = STANDARD.replace(
-        "public_url = \"{gateway}\"",
-        "public_url = \"{gateway}\"\nreadyz_detail_networks = [\"127.0.0.1\"]",
-    );
-    let h = start(&config).await;
+    let h = start(standard().server(r#"readyz_detail_networks = ["127.0.0.1"]"#)).await;
     let inside = h.request("GET", "/readyz", &[], None).await;
     assert_eq!(inside.status, 200);
     assert!(inside.body.contains("\"providers\""), "{}", inside.body);
@@ -702,7 +649,7 @@ async fn readyz_gives_detail_only_to_its_networks() {
 
 #[tokio::test]
 async fn readyz_detail_defaults_to_loopback() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let local = send_from(STRANGER, &format!("{}/readyz", h.base), &[]).await;
     assert!(
         local.body.contains("\"providers\""),
@@ -713,9 +660,7 @@ async fn readyz_detail_defaults_to_loopback() {
 
 #[tokio::test]
 async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_auth() {
-    let forward_auth = "public_url = \"{gateway}\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
-                        forward_auth_proxy = \"envoy\"";
-    let with_forward_auth = STANDARD.replace("public_url = \"{gateway}\"", forward_auth);
+    let with_forward_auth = standard().behind("envoy");
     // Behind forward-auth, `tools/call admin_reset` would be judged without its body: refused
     // at load, naming the route and the rule.
     let text = crate::gateway_harness::fill(
@@ -735,11 +680,8 @@ async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_aut
     );
     // Marked `forward_auth = false`: the check refuses it, and the gateway as reverse proxy
     // judges the tool call.
-    let opted_out = with_forward_auth.replace(
-        "chain = [\"keys\"]\n",
-        "chain = [\"keys\"]\nforward_auth = false\n",
-    );
-    let h = start(&opted_out).await;
+    let opted_out = with_forward_auth.on_route("/mcp", "forward_auth = false");
+    let h = start(opted_out).await;
     let reader = format!("Bearer {READER_KEY}");
     let check = h
         .request(
@@ -763,36 +705,6 @@ async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_aut
 
 /// A loopback address other than the trusted 127.0.0.1.
 const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-
-/// A GET from `local` (bound as the source address) to `url` (10 s deadline).
-async fn send_from(local: IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(local));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let mut request = http::Request::builder().method("GET").uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(Bytes::new())).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .expect("the gateway answers within 10 s")
-        .expect("the request is sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
 
 /// The README's first ```` ```{lang} ```` block.
 fn readme_block(lang: &str) -> String {

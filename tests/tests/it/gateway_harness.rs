@@ -1,10 +1,11 @@
 //! Shared set-up for the gateway tests: a real gateway on port 0, configured from TOML
 //! through the same `config::load_str` → `assemble` path as `portcullis serve`, in front of
 //! the embedded demo MCP server (rmcp, Streamable HTTP) or a [`RecordingUpstream`]; and a
-//! small raw HTTP client.
+//! small raw HTTP client. Configs come from `portcullis_tests::config` ([`standard`] and
+//! [`TestConfig`]).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,53 +14,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis::config;
-use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::{Gateway, Site, serve};
 use portcullis::observability::Metrics;
 use portcullis_cli::demo::upstream::{DemoUpstream, spawn_demo_upstream};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Key with `mcp:read`.
-pub const READER_KEY: &str = "test-reader-key-0001";
-/// Key with `mcp:read admin`.
-pub const ADMIN_KEY: &str = "test-admin-key-0002";
-/// Key with no scopes.
-pub const NOSCOPE_KEY: &str = "test-noscope-key-0003";
-
-/// The standard test configuration. `{listen}`, `{gateway}` and `{upstream}` are filled in
-/// by [`start`]; `{reader}`, `{admin}`, `{noscope}` become key hashes.
-pub const STANDARD: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [
-  { name = "reader", hash = "{reader}", scopes = ["mcp:read"] },
-  { name = "admin", hash = "{admin}", scopes = ["mcp:read", "admin"] },
-  { name = "noscope", hash = "{noscope}", scopes = [] },
-]
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-
-[[rules]]
-mcp_method = "tools/call"
-tool = "admin_*"
-scopes = ["admin"]
-
-[resource]
-authorization_servers = ["https://auth.example.com"]
-scopes_supported = ["mcp:read", "admin"]
-"#;
+pub use portcullis_tests::config::{
+    ADMIN_KEY, NOSCOPE_KEY, READER_KEY, TestConfig, fill, standard,
+};
+pub use portcullis_tests::upstream::RecordingUpstream;
 
 /// A running gateway (and, usually, the demo upstream behind it).
 pub struct Harness {
@@ -83,19 +47,8 @@ impl Drop for Harness {
     }
 }
 
-/// Fills the placeholders of a config template.
-pub fn fill(template: &str, addr: SocketAddr, upstream: &str) -> String {
-    template
-        .replace("{listen}", &addr.to_string())
-        .replace("{gateway}", &format!("http://{addr}"))
-        .replace("{upstream}", upstream)
-        .replace("{reader}", &hash_key(READER_KEY))
-        .replace("{admin}", &hash_key(ADMIN_KEY))
-        .replace("{noscope}", &hash_key(NOSCOPE_KEY))
-}
-
 /// Starts the demo upstream and a gateway configured by `template` in front of it.
-pub async fn start(template: &str) -> Harness {
+pub async fn start(template: impl std::fmt::Display) -> Harness {
     let upstream = spawn_demo_upstream().await.expect("demo upstream starts");
     let url = upstream.url.clone();
     let mut harness = start_with_upstream(template, &url).await;
@@ -104,7 +57,7 @@ pub async fn start(template: &str) -> Harness {
 }
 
 /// Starts a gateway configured by `template` in front of `upstream_url`.
-pub async fn start_with_upstream(template: &str, upstream_url: &str) -> Harness {
+pub async fn start_with_upstream(template: impl std::fmt::Display, upstream_url: &str) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let text = fill(template, addr, upstream_url);
@@ -233,6 +186,34 @@ impl Harness {
         session
     }
 
+    /// Opens a raw SSE `GET /mcp` with the reader key and reads until the first event
+    /// arrives (10 s deadline); returns the connection and what was read.
+    pub async fn open_event_stream(&self) -> (tokio::net::TcpStream, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\
+             authorization: Bearer {READER_KEY}\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut seen = String::new();
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains("notifications/message") {
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .expect("the stream starts within 10 s")
+                .expect("read");
+            assert!(n > 0, "stream ended before its first event: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+        (stream, seen)
+    }
+
     /// Stops the gateway gracefully and waits for it (5 s deadline).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -249,8 +230,26 @@ impl Harness {
 
 /// Sends one request to `url` and reads the whole reply (10 s deadline).
 pub async fn send(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    send_with(HttpConnector::new(), url, method, headers, body).await
+}
+
+/// A GET from `local` (bound as the source address) to `url` (10 s deadline): a client
+/// other than 127.0.0.1, for what the gateway answers only to some networks.
+pub async fn send_from(local: std::net::IpAddr, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    send_with(connector, url, "GET", headers, None).await
+}
+
+async fn send_with(
+    connector: HttpConnector,
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
     let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Client::builder(TokioExecutor::new()).build(connector);
     let mut request = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -287,80 +286,6 @@ pub fn tool_text(reply: &Reply) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| panic!("no tool result in: {}", reply.body))
-}
-
-/// One request as an upstream received it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    /// Method.
-    pub method: String,
-    /// Path and query.
-    pub target: String,
-    /// Headers.
-    pub headers: http::HeaderMap,
-}
-
-/// A plain HTTP upstream on 127.0.0.1:0 that answers every request `200 upstream` and
-/// records it, to prove what reached the upstream and what never did. Stops when dropped.
-#[derive(Debug)]
-pub struct RecordingUpstream {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RecordingUpstream {
-    /// Starts the upstream.
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
-                        log.lock().expect("lock").push(Seen {
-                            method: req.method().to_string(),
-                            target: req
-                                .uri()
-                                .path_and_query()
-                                .map_or_else(String::new, ToString::to_string),
-                            headers: req.headers().clone(),
-                        });
-                        async {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"upstream"),
-                            )))
-                        }
-                    });
-                    // Errors are clients going away.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { url, seen, task }
-    }
-
-    /// Requests received so far.
-    pub fn hits(&self) -> usize {
-        self.seen.lock().expect("lock").len()
-    }
-
-    /// Every request received so far, in order.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for RecordingUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// What came back for a request written byte for byte over TCP.

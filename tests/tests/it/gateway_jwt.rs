@@ -1,43 +1,29 @@
 //! The gateway with a JWT provider whose keys come from a real JWKS endpoint over HTTP: an
 //! ES256 token for this gateway's resource is let in; one for another audience is not.
 
-use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis_tests::upstream::json;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 
-use crate::gateway_harness::start;
+use crate::gateway_harness::{RecordingUpstream, TestConfig, start};
 
 const ISSUER: &str = "https://issuer.test";
 
-const JWT_CONFIG: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["corp-jwt"]
-
-[providers.corp-jwt]
-type = "jwt"
-issuer = "https://issuer.test"
-audience = "{gateway}/mcp"
-jwks_url = "{jwks}"
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-"#;
+/// `/mcp` takes ES256 tokens from [`ISSUER`] for this gateway's `/mcp`, keys from
+/// `jwks_url`.
+fn jwt_config(jwks_url: &str) -> TestConfig {
+    TestConfig::new()
+        .route("/mcp", &["corp-jwt"])
+        .jwt("corp-jwt", ISSUER, jwks_url)
+        .with(r#"audience = "{gateway}/mcp""#)
+        .path_rule("/mcp", &["mcp:read"])
+}
 
 struct Signer {
     pkcs8: Vec<u8>,
@@ -84,40 +70,17 @@ impl Signer {
     }
 }
 
-/// Serves `jwks` at `/jwks` on 127.0.0.1:0.
-async fn jwks_server(jwks: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let jwks = jwks.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| {
-                    let jwks = jwks.clone();
-                    async move {
-                        let mut r = hyper::Response::new(Full::new(Bytes::from(jwks)));
-                        r.headers_mut()
-                            .insert("content-type", "application/json".parse().expect("hv"));
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}/jwks")
+/// An upstream answering every request with `signer`'s key set; keys at `<url>/jwks`.
+async fn jwks_server(signer: &Signer) -> RecordingUpstream {
+    let jwks = Bytes::from(serde_json::json!({ "keys": [signer.jwk] }).to_string());
+    RecordingUpstream::answering(move |_| std::future::ready(json(jwks.clone()))).await
 }
 
 #[tokio::test]
 async fn jwt_from_a_remote_jwks_is_accepted_only_for_this_resource() {
     let signer = signer();
-    let jwks = serde_json::json!({ "keys": [signer.jwk] }).to_string();
-    let jwks_url = jwks_server(jwks).await;
-    let h = start(&JWT_CONFIG.replace("{jwks}", &jwks_url)).await;
+    let jwks = jwks_server(&signer).await;
+    let h = start(jwt_config(&format!("{}/jwks", jwks.url))).await;
     let resource = format!("{}/mcp", h.base);
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
 
@@ -158,13 +121,9 @@ async fn jwt_from_a_remote_jwks_is_accepted_only_for_this_resource() {
 #[tokio::test]
 async fn token_scopes_that_split_in_two_or_claim_everything_are_refused() {
     let signer = signer();
-    let jwks = serde_json::json!({ "keys": [signer.jwk] }).to_string();
-    let jwks_url = jwks_server(jwks).await;
-    let config = JWT_CONFIG.replace("{jwks}", &jwks_url).replace(
-        "[[rules]]\npath = \"/mcp\"\nscopes = [\"mcp:read\"]",
-        "[[rules]]\npath = \"/mcp\"\nscopes = [\"mcp:read\"]\n\n[[rules]]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"\nscopes = [\"admin\"]",
-    );
-    let h = start(&config).await;
+    let jwks = jwks_server(&signer).await;
+    let config = jwt_config(&format!("{}/jwks", jwks.url)).tool_rule("admin_*", &["admin"]);
+    let h = start(config).await;
     let resource = format!("{}/mcp", h.base);
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
     // One `scp` member holding a space would be two scopes to the upstream reading

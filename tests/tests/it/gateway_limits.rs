@@ -28,11 +28,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::gateway_harness::{
-    Harness, READER_KEY, RawReply, RecordingUpstream, raw_request, start_with_upstream,
+    Harness, READER_KEY, RawReply, RecordingUpstream, TestConfig, raw_request, start_with_upstream,
 };
 
 /// A generous bound for "the gateway reacted": far above every configured timeout.
@@ -40,45 +40,21 @@ const BOUND: Duration = Duration::from_secs(15);
 
 /// A gateway with `server` lines added to `[server]`: `/api` (API keys) and `/public`
 /// (anonymous) stream to `{upstream}`; `/mcp` (API keys) buffers and parses its bodies.
-fn config(server: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-public_url = "{{gateway}}"
-{server}
-
-[[routes]]
-path = "/api"
-upstream = "{{upstream}}/api"
-mcp = false
-chain = ["keys"]
-
-[[routes]]
-path = "/public"
-upstream = "{{upstream}}/public"
-mcp = false
-chain = ["anon"]
-response_timeout_ms = 30000
-
-[[routes]]
-path = "/mcp"
-upstream = "{{upstream}}/mcp"
-chain = ["keys"]
-
-[providers.keys]
-type = "api_key"
-keys = [{{ name = "reader", hash = "{{reader}}", scopes = ["mcp:read"] }}]
-
-[providers.anon]
-type = "anonymous"
-"#
-    )
+fn config(server: &str) -> TestConfig {
+    TestConfig::new()
+        .server(server)
+        .http_route("/api", &["keys"])
+        .http_route("/public", &["anon"])
+        .with("response_timeout_ms = 30000")
+        .route("/mcp", &["keys"])
+        .with(r#"upstream = "{upstream}/mcp""#)
+        .api_keys(&["reader"])
+        .provider("anon", "anonymous")
 }
 
 async fn gateway(server: &str) -> (Harness, RecordingUpstream) {
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(&config(server), &upstream.url).await;
+    let h = start_with_upstream(config(server), &upstream.url).await;
     (h, upstream)
 }
 
@@ -331,23 +307,11 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, u8, u32, Vec
     Ok((head[3], head[4], id, payload))
 }
 
-/// An upstream that accepts connections and never answers; holds them while it lives.
-async fn silent_upstream() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (url, task)
-}
-
 #[tokio::test]
 async fn http2_streams_beyond_the_limit_are_refused_even_from_a_client_that_ignores_it() {
-    let (upstream, upstream_task) = silent_upstream().await;
-    let h = start_with_upstream(&config("http2_max_concurrent_streams = 2"), &upstream).await;
+    // An upstream that never answers.
+    let upstream = RecordingUpstream::answering(|_| std::future::pending()).await;
+    let h = start_with_upstream(config("http2_max_concurrent_streams = 2"), &upstream.url).await;
     let mut stream = TcpStream::connect(h.addr).await.expect("connect");
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -413,7 +377,6 @@ async fn http2_streams_beyond_the_limit_are_refused_even_from_a_client_that_igno
         (5, REFUSED_STREAM),
         "expected: RST_STREAM(REFUSED_STREAM) on stream 5\ngot: {what}"
     );
-    upstream_task.abort();
 }
 
 #[tokio::test]

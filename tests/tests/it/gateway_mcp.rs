@@ -8,7 +8,7 @@ use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
-use crate::gateway_harness::{ADMIN_KEY, Harness, READER_KEY, STANDARD, start, tool_text};
+use crate::gateway_harness::{ADMIN_KEY, Harness, READER_KEY, standard, start, tool_text};
 
 async fn client(h: &Harness, key: &str) -> RunningService<RoleClient, ClientConfig> {
     let transport = StreamableHttpClientTransport::from_config(
@@ -28,7 +28,7 @@ fn names(tools: &[rmcp::model::Tool]) -> Vec<String> {
 
 #[tokio::test]
 async fn mcp_client_lists_only_the_tools_its_key_may_call() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let reader = client(&h, READER_KEY).await;
     let tools = reader.list_all_tools().await.expect("tools/list");
     assert_eq!(
@@ -45,7 +45,7 @@ async fn mcp_client_lists_only_the_tools_its_key_may_call() {
 
 #[tokio::test]
 async fn mcp_client_calls_tools_and_admin_tools_need_admin() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let reader = client(&h, READER_KEY).await;
     let args = serde_json::json!({"a": 2, "b": 40});
     let result = reader
@@ -76,7 +76,7 @@ async fn mcp_client_calls_tools_and_admin_tools_need_admin() {
 
 #[tokio::test]
 async fn mcp_client_without_credentials_is_refused() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", h.base)),
     );
@@ -91,7 +91,7 @@ async fn mcp_client_without_credentials_is_refused() {
 
 #[tokio::test]
 async fn session_id_round_trips_and_delete_ends_the_session() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     let call = h
         .mcp_post(
@@ -139,7 +139,7 @@ async fn session_id_round_trips_and_delete_ends_the_session() {
 
 #[tokio::test]
 async fn a_session_id_does_not_replace_authentication() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     let reply = h
         .mcp_post(
@@ -153,7 +153,7 @@ async fn a_session_id_does_not_replace_authentication() {
 
 #[tokio::test]
 async fn credentials_never_reach_the_upstream_only_the_identity_does() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     let auth = format!("Bearer {READER_KEY}");
     let call = h
@@ -201,7 +201,7 @@ async fn credentials_never_reach_the_upstream_only_the_identity_does() {
 
 #[tokio::test]
 async fn raw_tools_list_over_sse_is_filtered_per_request_id() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let session = h.mcp_session(READER_KEY).await;
     let list = h
         .mcp_post(

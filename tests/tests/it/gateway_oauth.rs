@@ -2,13 +2,13 @@
 //! challenge of every refusal, the metadata documents, CORS, `Origin` checks and request
 //! hygiene, on a real gateway.
 
-use crate::gateway_harness::{NOSCOPE_KEY, READER_KEY, STANDARD, start};
+use crate::gateway_harness::{NOSCOPE_KEY, READER_KEY, standard, start};
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
 #[tokio::test]
 async fn missing_credentials_get_401_with_metadata_and_scope() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let reply = h.mcp_post(None, None, LIST).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
@@ -25,7 +25,7 @@ async fn missing_credentials_get_401_with_metadata_and_scope() {
 
 #[tokio::test]
 async fn invalid_credentials_get_401_invalid_token() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let reply = h.mcp_post(Some("wrong-key"), None, LIST).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
@@ -43,7 +43,7 @@ async fn invalid_credentials_get_401_invalid_token() {
 
 #[tokio::test]
 async fn missing_scope_gets_403_insufficient_scope_with_every_needed_scope() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
     let reply = h.mcp_post(Some(READER_KEY), None, call).await;
     assert_eq!(reply.status, 403);
@@ -66,7 +66,7 @@ async fn missing_scope_gets_403_insufficient_scope_with_every_needed_scope() {
 
 #[tokio::test]
 async fn malformed_requests_get_400_invalid_request() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let not_json = h.mcp_post(Some(READER_KEY), None, "{not json").await;
     assert_eq!(not_json.status, 400);
     assert!(
@@ -98,7 +98,7 @@ async fn malformed_requests_get_400_invalid_request() {
 
 #[tokio::test]
 async fn metadata_documents_are_served_byte_for_byte_without_auth_and_with_cors() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let route = h
         .request(
             "GET",
@@ -162,7 +162,7 @@ async fn metadata_documents_are_served_byte_for_byte_without_auth_and_with_cors(
 
 #[tokio::test]
 async fn disallowed_origin_is_refused_with_403() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     let auth = format!("Bearer {READER_KEY}");
     let evil = h
         .request(
@@ -198,7 +198,7 @@ async fn disallowed_origin_is_refused_with_403() {
 
 #[tokio::test]
 async fn non_normalised_paths_are_refused_with_400() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     for path in [
         "/mcp/../admin",
         "/mcp/%2e%2e/x",
@@ -214,11 +214,7 @@ async fn non_normalised_paths_are_refused_with_400() {
 
 #[tokio::test]
 async fn oversized_mcp_body_gets_413() {
-    let template = STANDARD.replace(
-        "public_url = \"{gateway}\"",
-        "public_url = \"{gateway}\"\nmax_body_bytes = 64",
-    );
-    let h = start(&template).await;
+    let h = start(standard().server("max_body_bytes = 64")).await;
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"pad":"{}"}}}}"#,
         "x".repeat(200)
@@ -229,7 +225,7 @@ async fn oversized_mcp_body_gets_413() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_public() {
-    let h = start(STANDARD).await;
+    let h = start(standard()).await;
     assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
     let ready = h.request("GET", "/readyz", &[], None).await;
     assert_eq!(ready.status, 200);

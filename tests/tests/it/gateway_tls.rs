@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use crate::gateway_harness::{Harness, RecordingUpstream, start, start_with_upstream};
+use crate::gateway_harness::{Harness, RecordingUpstream, TestConfig, start, start_with_upstream};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -53,34 +53,24 @@ fn pki() -> Pki {
     }
 }
 
-fn config(pki: &Pki, client_auth: &str) -> String {
+/// `/mcp` through client certificates (`agent-1` has `mcp:read`), then API keys, on a TLS
+/// listener asking for client certificates as `client_auth` says.
+fn config(pki: &Pki, client_auth: &str) -> TestConfig {
     let dir = pki.dir.path().display();
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-public_url = "https://localhost"
-
-[server.tls]
+    TestConfig::new()
+        .server(r#"public_url = "https://localhost""#)
+        .route("/mcp", &["clients", "keys"])
+        .provider("clients", "mtls")
+        .with(r#"scopes = { "agent-1" = ["mcp:read"] }"#)
+        .api_keys(&["reader"])
+        .toml(&format!(
+            r#"[server.tls]
 cert = "{dir}/cert.pem"
 key = "{dir}/key.pem"
 client_ca = "{dir}/ca.pem"
 client_auth = "{client_auth}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{{upstream}}"
-chain = ["clients", "keys"]
-
-[providers.clients]
-type = "mtls"
-scopes = {{ "agent-1" = ["mcp:read"] }}
-
-[providers.keys]
-type = "api_key"
-keys = [{{ name = "reader", hash = "{{reader}}", scopes = ["mcp:read"] }}]
 "#
-    )
+        ))
 }
 
 async fn connect(
@@ -159,7 +149,7 @@ async fn get_with(
 async fn verified_client_certificate_authenticates_over_http2() {
     let pki = pki();
     let upstream = RecordingUpstream::start().await;
-    let h = start_with_upstream(&config(&pki, "optional"), &upstream.url).await;
+    let h = start_with_upstream(config(&pki, "optional"), &upstream.url).await;
     let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
     let (version, status, _) = get(stream, "/mcp").await.expect("request");
     assert_eq!(version, http::Version::HTTP_2, "ALPN negotiates h2");
@@ -179,12 +169,7 @@ async fn forward_auth_never_takes_the_proxys_certificate_for_the_clients() {
     // The TLS peer of a forward-auth check is the proxy: its certificate says nothing about
     // the client whose request is being judged.
     let pki = pki();
-    let behind_envoy = config(&pki, "optional").replace(
-        "public_url = \"https://localhost\"",
-        "public_url = \"https://localhost\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
-         forward_auth_proxy = \"envoy\"",
-    );
-    let h = start(&behind_envoy).await;
+    let h = start(config(&pki, "optional").behind("envoy")).await;
     let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
     let (_, status, headers) = get_with(stream, "/check/mcp", &[("x-forwarded-for", "127.0.0.1")])
         .await
@@ -196,7 +181,7 @@ async fn forward_auth_never_takes_the_proxys_certificate_for_the_clients() {
 #[tokio::test]
 async fn optional_client_auth_lets_certificate_less_clients_reach_the_chain() {
     let pki = pki();
-    let h = start(&config(&pki, "optional")).await;
+    let h = start(config(&pki, "optional")).await;
     let stream = connect(&h, &pki, false).await.expect("TLS handshake");
     let (_, status, headers) = get(stream, "/mcp").await.expect("request");
     assert_eq!(status, 401, "no certificate and no key");
@@ -206,7 +191,7 @@ async fn optional_client_auth_lets_certificate_less_clients_reach_the_chain() {
 #[tokio::test]
 async fn required_client_auth_refuses_certificate_less_clients() {
     let pki = pki();
-    let h = start(&config(&pki, "required")).await;
+    let h = start(config(&pki, "required")).await;
     let refused = match connect(&h, &pki, false).await {
         Err(_) => true,
         Ok(stream) => get(stream, "/healthz").await.is_err(),

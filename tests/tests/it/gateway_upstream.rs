@@ -1,7 +1,6 @@
 //! The gateway when the upstream misbehaves: down (502), slow (504), and a client that
 //! leaves in the middle of a stream (the upstream stream is released, nothing hangs).
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,46 +9,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use http_body_util::BodyExt as _;
+use portcullis_tests::eventually;
+use portcullis_tests::upstream::{BoxError, answer};
 use tokio::net::TcpListener;
 
-use crate::gateway_harness::{READER_KEY, STANDARD, start_with_upstream};
+use crate::gateway_harness::{READER_KEY, RecordingUpstream, standard, start_with_upstream};
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-
-/// Serves every connection on `listener` with `handler`.
-async fn fake_upstream<F, Fut>(handler: F) -> String
-where
-    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = hyper::Response<portcullis::gateway::Body>> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}/mcp")
-}
 
 #[tokio::test]
 async fn upstream_down_gets_502_with_a_clear_body() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead = format!("http://{}/mcp", listener.local_addr().expect("addr"));
     drop(listener);
-    let h = start_with_upstream(STANDARD, &dead).await;
+    let h = start_with_upstream(standard(), &dead).await;
     let started = Instant::now();
     let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
@@ -59,16 +33,13 @@ async fn upstream_down_gets_502_with_a_clear_body() {
 
 #[tokio::test]
 async fn slow_upstream_gets_504_after_the_response_timeout() {
-    let url = fake_upstream(|_req| async {
+    let upstream = RecordingUpstream::answering(|_| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        hyper::Response::new(portcullis::gateway::body::full("late"))
+        answer(200, "late")
     })
     .await;
-    let template = STANDARD.replace(
-        "chain = [\"keys\"]",
-        "chain = [\"keys\"]\nresponse_timeout_ms = 200",
-    );
-    let h = start_with_upstream(&template, &url).await;
+    let template = standard().on_route("/mcp", "response_timeout_ms = 200");
+    let h = start_with_upstream(template, &format!("{}/mcp", upstream.url)).await;
     let started = Instant::now();
     let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
     assert_eq!(reply.status, 504, "{}", reply.body);
@@ -82,9 +53,8 @@ async fn slow_upstream_gets_504_after_the_response_timeout() {
 
 #[tokio::test]
 async fn upstream_status_and_headers_pass_unchanged() {
-    let url = fake_upstream(|_req| async {
-        let mut r = hyper::Response::new(portcullis::gateway::body::full("{}"));
-        *r.status_mut() = http::StatusCode::IM_A_TEAPOT;
+    let upstream = RecordingUpstream::answering(|_| async {
+        let mut r = answer(418, "{}");
         r.headers_mut()
             .insert("mcp-session-id", "abc".parse().expect("hv"));
         r.headers_mut().insert("x-custom", "1".parse().expect("hv"));
@@ -93,7 +63,7 @@ async fn upstream_status_and_headers_pass_unchanged() {
         r
     })
     .await;
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &format!("{}/mcp", upstream.url)).await;
     let reply = h.mcp_post(Some(READER_KEY), None, LIST).await;
     assert_eq!(reply.status, 418);
     assert_eq!(reply.header("mcp-session-id"), Some("abc"));
@@ -118,7 +88,7 @@ impl Drop for Endless {
 
 impl http_body::Body for Endless {
     type Data = Bytes;
-    type Error = portcullis::gateway::BoxError;
+    type Error = BoxError;
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -136,54 +106,32 @@ impl http_body::Body for Endless {
 async fn client_leaving_mid_stream_releases_the_upstream_stream() {
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = dropped.clone();
-    let url = fake_upstream(move |_req| {
+    let upstream = RecordingUpstream::answering(move |_| {
         let flag = flag.clone();
         async move {
             let body = Endless {
                 dropped: flag,
                 tick: tokio::time::interval(Duration::from_millis(20)),
             };
-            let mut r = hyper::Response::new(portcullis::gateway::Body::new(body));
+            let mut r = hyper::Response::new(body.boxed_unsync());
             r.headers_mut()
                 .insert("content-type", "text/event-stream".parse().expect("hv"));
             r
         }
     })
     .await;
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &format!("{}/mcp", upstream.url)).await;
 
     // A raw client that reads the start of the stream and then hangs up.
-    let mut stream = tokio::net::TcpStream::connect(h.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nauthorization: Bearer {READER_KEY}\r\n\r\n",
-        h.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut buf = vec![0u8; 4096];
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !seen.contains("notifications/message") {
-        let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
-            .await
-            .expect("the stream starts within 5 s")
-            .expect("read");
-        assert!(n > 0, "stream ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let (stream, _) = h.open_event_stream().await;
     assert!(!dropped.load(Ordering::SeqCst));
     drop(stream);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !dropped.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream leaked after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the upstream stream released after the client left",
+        || async { dropped.load(Ordering::SeqCst) },
+    )
+    .await;
     // The gateway is still serving, and shuts down promptly.
     assert_eq!(h.request("GET", "/healthz", &[], None).await.status, 200);
     h.stop().await;
@@ -191,12 +139,12 @@ async fn client_leaving_mid_stream_releases_the_upstream_stream() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
-    let url = fake_upstream(|_req| async {
+    let upstream = RecordingUpstream::answering(|_| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        hyper::Response::new(portcullis::gateway::body::full("{}"))
+        answer(200, "{}")
     })
     .await;
-    let h = start_with_upstream(STANDARD, &url).await;
+    let h = start_with_upstream(standard(), &format!("{}/mcp", upstream.url)).await;
     let target = format!("{}/mcp", h.base);
     let auth = format!("Bearer {READER_KEY}");
     let in_flight = tokio::spawn(async move {
@@ -211,7 +159,8 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down once the request is in flight: it has reached the upstream.
+    upstream.arrived(1).await;
     let addr = h.addr;
     h.stop().await;
     let reply = in_flight.await.expect("request task");

@@ -1,46 +1,26 @@
 //! The gateway with a Wasm provider in the chain: the partner-token example component
 //! authenticates MCP clients end to end.
 
-use crate::gateway_harness::{READER_KEY, start, tool_text};
+use crate::gateway_harness::{READER_KEY, TestConfig, start, tool_text};
 
-const PARTNER: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["keys", "partner"]
-
-[providers.keys]
-type = "api_key"
-keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
-
-[providers.partner]
-type = "wasm"
-component = "{component}"
-config = { scheme = "partner-token" }
-secrets = { credentials = "acme:{acme_hash}:mcp:read" }
-limits = { timeout_ms = 50, memory_mib = 16 }
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-"#;
-
-fn partner_config() -> String {
-    PARTNER
-        .replace("{component}", portcullis_tests::guests::PARTNER_TOKEN)
-        .replace(
-            "{acme_hash}",
-            &portcullis::engine::api_key::hash_key("s3cret"),
-        )
+/// `/mcp` through API keys, then the partner-token component (which knows `acme`).
+fn partner_config() -> TestConfig {
+    let acme = portcullis::engine::api_key::hash_key("s3cret");
+    TestConfig::new()
+        .route("/mcp", &["keys", "partner"])
+        .api_keys(&["reader"])
+        .wasm("partner", portcullis_tests::guests::PARTNER_TOKEN)
+        .with(r#"config = { scheme = "partner-token" }"#)
+        .with(&format!(
+            r#"secrets = {{ credentials = "acme:{acme}:mcp:read" }}"#
+        ))
+        .with("limits = { timeout_ms = 50, memory_mib = 16 }")
+        .path_rule("/mcp", &["mcp:read"])
 }
 
 #[tokio::test]
 async fn partner_token_wasm_provider_authenticates_through_the_gateway() {
-    let h = start(&partner_config()).await;
+    let h = start(partner_config()).await;
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
     let headers = |auth: &'static str| {
         vec![

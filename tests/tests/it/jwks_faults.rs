@@ -11,59 +11,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use portcullis_tests::eventually;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::gateway_harness::{Harness, READER_KEY, Reply, send, start};
+use crate::gateway_harness::{Harness, READER_KEY, Reply, TestConfig, send, start};
 use crate::jwt::keys::{Signer, es256, jwks};
 use crate::jwt::server::{JwksServer, Mode};
 
 /// `/mcp` takes JWTs from the IdP; `/keys` takes API keys and never needs the IdP.
-const TEMPLATE: &str = r#"
-[server]
-listen = "{listen}"
-public_url = "{gateway}"
-trusted_proxies = ["127.0.0.1"]
-forward_auth_proxy = "envoy"
-
-[[routes]]
-path = "/mcp"
-upstream = "{upstream}"
-chain = ["corp-jwt"]
-
-[[routes]]
-path = "/keys"
-upstream = "{upstream}"
-chain = ["keys"]
-
-[providers.corp-jwt]
-type = "jwt"
-issuer = "{issuer}"
-audience = "{gateway}/mcp"
-jwks_url = "{jwks}"
-min_refetch_interval_secs = {refetch}
-fetch_timeout_secs = 1
-
-[providers.keys]
-type = "api_key"
-keys = [{ name = "reader", hash = "{reader}", scopes = ["mcp:read"] }]
-
-[[rules]]
-path = "/mcp"
-scopes = ["mcp:read"]
-"#;
+fn config(server: &JwksServer, refetch_secs: u64) -> TestConfig {
+    TestConfig::new()
+        .behind("envoy")
+        .route("/mcp", &["corp-jwt"])
+        .route("/keys", &["keys"])
+        .jwt("corp-jwt", server.base(), &server.jwks_url())
+        .with(r#"audience = "{gateway}/mcp""#)
+        .with(&format!("min_refetch_interval_secs = {refetch_secs}"))
+        .with("fetch_timeout_secs = 1")
+        .api_keys(&["reader"])
+        .path_rule("/mcp", &["mcp:read"])
+}
 
 /// Generous bound on any one answer: the fetch timeout is 1 s.
 const BOUND: Duration = Duration::from_secs(5);
-/// Deadline for polls that wait for a refetch.
-const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn gateway(server: &JwksServer, refetch_secs: u64) -> Harness {
-    let template = TEMPLATE
-        .replace("{issuer}", server.base())
-        .replace("{jwks}", &server.jwks_url())
-        .replace("{refetch}", &refetch_secs.to_string());
-    start(&template).await
+    start(config(server, refetch_secs)).await
 }
 
 fn now() -> u64 {
@@ -108,19 +82,15 @@ async fn status(h: &Harness, token: &str) -> u16 {
     check(h, token).await.0.status
 }
 
+/// Waits until `token` gets `want`.
 async fn poll_status(h: &Harness, token: &str, want: u16, what: &str) {
-    let started = Instant::now();
-    loop {
-        let got = status(h, token).await;
-        if got == want {
-            return;
+    eventually(&format!("{what} ({want})"), || async {
+        match status(h, token).await {
+            got if got == want => Ok(()),
+            got => Err(got),
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "expected: {what} ({want}) within {DEADLINE:?}\ngot: {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 fn fetch_failures(metrics: &str) -> u64 {

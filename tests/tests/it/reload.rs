@@ -2,40 +2,30 @@
 //! the forward-auth endpoint asking the `version-probe` component which version answers.
 //! Every wait is a poll with a deadline.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use portcullis_tests::guests;
+use portcullis_tests::{eventually, guests};
 
-use crate::gateway_harness::{Watched, serve_watched};
+use crate::gateway_harness::{TestConfig, Watched, serve_watched};
 
-/// Long enough for a component compile on a busy two-core CI machine.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-const CONFIG: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9"
-trusted_proxies = ["127.0.0.1"]
-forward_auth_proxy = "envoy"
-
-[[routes]]
-path = "/mcp"
-upstream = "http://127.0.0.1:9/mcp"
-chain = ["probe"]
-
-[providers.probe]
-type = "wasm"
-component = "probe"
-"#;
+/// The version-probe set-up as a config file for [`serve_watched`]: `/mcp`, checked
+/// through forward-auth, answered by the `probe` provider running `component` (a name in
+/// the providers directory, or a path).
+pub fn probe_config(component: &str) -> TestConfig {
+    TestConfig::for_file()
+        .behind("envoy")
+        .route("/mcp", &["probe"])
+        .upstream("http://127.0.0.1:9/mcp")
+        .wasm("probe", component)
+}
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -50,16 +40,16 @@ struct Live {
 
 impl Live {
     async fn start(component: &str) -> Self {
-        Self::start_with(component, CONFIG).await
+        Self::start_with(component, probe_config("probe")).await
     }
 
-    async fn start_with(component: &str, config_text: &str) -> Self {
+    async fn start_with(component: &str, config: TestConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("providers")).expect("providers dir");
         std::fs::copy(component, dir.path().join("providers/probe.wasm")).expect("copy");
-        let config = dir.path().join("portcullis.toml");
-        std::fs::write(&config, config_text).expect("write config");
-        Self::serve(dir, config, None).await
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config.to_string()).expect("write config");
+        Self::serve(dir, path, None).await
     }
 
     async fn serve(dir: tempfile::TempDir, config: PathBuf, providers: Option<PathBuf>) -> Self {
@@ -95,7 +85,7 @@ impl Live {
     }
 
     async fn wait_for_version(&self, want: &str) {
-        poll(&format!("version {want} to answer"), || async {
+        eventually(&format!("version {want} to answer"), || async {
             self.version().await.as_deref() == Ok(want)
         })
         .await;
@@ -104,7 +94,7 @@ impl Live {
     /// Waits for a rejected reload whose error contains `needle`; the old version must
     /// answer throughout.
     async fn wait_for_rejection(&self, needle: &str, serving: &str) {
-        poll(&format!("a reload rejected with `{needle}`"), || async {
+        eventually(&format!("a reload rejected with `{needle}`"), || async {
             assert_eq!(self.version().await.as_deref(), Ok(serving));
             let ready = self.readyz().await;
             ready["reload"]["last_result"] == "failure"
@@ -135,21 +125,6 @@ async fn version(client: &HttpClient, base: &str) -> Result<String, u16> {
     match (status, subject) {
         (200, Some(subject)) => Ok(subject),
         (status, _) => Err(status),
-    }
-}
-
-async fn poll<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "expected: {what} within {DEADLINE:?}\ngot: not yet"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -213,11 +188,8 @@ async fn broken_components_and_configs_are_rejected_while_the_last_good_keeps_an
 
     // `configure` fails: a provider that traps while configuring.
     std::fs::copy(guests::HOSTILE, live.path("providers/hostile.wasm")).expect("copy");
-    let hostile = CONFIG.replace(
-        "component = \"probe\"",
-        "component = \"hostile\"\nconfig = { mode = \"trap-in-configure\" }",
-    );
-    replace(&config, hostile.as_bytes());
+    let hostile = probe_config("hostile").with(r#"config = { mode = "trap-in-configure" }"#);
+    replace(&config, hostile.to_string().as_bytes());
     live.wait_for_rejection("refused its configuration", "v1")
         .await;
 
@@ -226,7 +198,7 @@ async fn broken_components_and_configs_are_rejected_while_the_last_good_keeps_an
         .await;
 
     // A chain naming a component whose file is gone fails closed: the reload is refused.
-    replace(&config, CONFIG.as_bytes());
+    replace(&config, probe_config("probe").to_string().as_bytes());
     std::fs::remove_file(&wasm).expect("delete component");
     live.wait_for_rejection("does not exist", "v1").await;
 
@@ -253,7 +225,7 @@ async fn a_symlinked_providers_dir_retargeted_kubernetes_style_is_followed() {
     let link = dir.path().join("providers");
     std::os::unix::fs::symlink("release-1", &link).expect("symlink");
     let config = dir.path().join("portcullis.toml");
-    std::fs::write(&config, CONFIG).expect("write config");
+    std::fs::write(&config, probe_config("probe").to_string()).expect("write config");
     let live = Live::serve(dir, config, Some(link.clone())).await;
     assert_eq!(live.version().await.as_deref(), Ok("v1"));
 
@@ -271,8 +243,8 @@ async fn fifty_swaps_under_concurrent_load_fail_no_request() {
     // deadline now and then with no swap at all; so this test gives calls a deadline it
     // cannot miss by starvation. (Instances created after a swap are configured under
     // `configure_timeout`, not under the call deadline, either way.)
-    let config = format!("{CONFIG}limits = {{ timeout_ms = 2000 }}\n");
-    let live = Live::start_with(guests::VERSION_PROBE, &config).await;
+    let config = probe_config("probe").with("limits = { timeout_ms = 2000 }");
+    let live = Live::start_with(guests::VERSION_PROBE, config).await;
     assert_eq!(live.version().await.as_deref(), Ok("v1"));
     let wasm = live.path("providers/probe.wasm");
     let versions = [read(guests::VERSION_PROBE), read(guests::VERSION_PROBE_V2)];

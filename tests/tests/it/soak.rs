@@ -14,7 +14,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,19 +21,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::Gateway;
 use portcullis::load::Source;
 use portcullis::observability::Metrics;
 use portcullis::reload::{ReloadOutcome, Reloader, Trigger};
 use portcullis_tests::guests;
-
-use crate::gateway_harness::spawn_serve;
+use portcullis_tests::upstream::answer;
 use tokio::net::TcpListener;
+
+use crate::gateway_harness::{RecordingUpstream, TestConfig, spawn_serve};
 
 /// Seconds of load when `PORTCULLIS_SOAK_SECS` is unset: short enough for CI.
 const DEFAULT_SECS: u64 = 30;
@@ -52,89 +51,6 @@ const ANSWER_BOUND: Duration = Duration::from_secs(10);
 const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
 const KEY: &str = "soak-reader-key-0001";
-
-const CONFIG: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9"
-
-[[routes]]
-path = "/api"
-upstream = "{upstream}"
-chain = ["keys"]
-mcp = false
-
-[[routes]]
-path = "/probe"
-upstream = "{upstream}"
-chain = ["probe"]
-mcp = false
-
-[[routes]]
-path = "/loop"
-upstream = "{upstream}"
-chain = ["loop"]
-mcp = false
-
-[[routes]]
-path = "/panic"
-upstream = "{upstream}"
-chain = ["panic"]
-mcp = false
-
-[[routes]]
-path = "/bomb"
-upstream = "{upstream}"
-chain = ["bomb"]
-mcp = false
-
-[[routes]]
-path = "/escape"
-upstream = "{upstream}"
-chain = ["escape"]
-mcp = false
-
-[[rules]]
-path = "/api/admin"
-scopes = ["admin"]
-
-[providers.keys]
-type = "api_key"
-keys = [{ name = "reader", hash = "{hash}", scopes = ["read"] }]
-
-# Well-behaved providers get a deadline far above their running time: deadlines are wall
-# clock, so on a saturated machine (spinning guests, other processes) a quick call that is
-# descheduled past 20 ms fails closed with 503. That is the intended trade (hostile guests
-# are bounded in wall time), but it is not what this run measures.
-[providers.probe]
-type = "wasm"
-component = "probe"
-limits = { timeout_ms = 500 }
-
-[providers.loop]
-type = "wasm"
-component = "hostile"
-config = { mode = "loop" }
-limits = { timeout_ms = {loop_ms} }
-
-[providers.panic]
-type = "wasm"
-component = "hostile"
-config = { mode = "panic" }
-limits = { timeout_ms = 500 }
-
-[providers.bomb]
-type = "wasm"
-component = "hostile"
-config = { mode = "memory-bomb" }
-limits = { memory_mib = 8, timeout_ms = 500 }
-
-[providers.escape]
-type = "wasm"
-component = "hostile"
-config = { mode = "read-file" }
-limits = { timeout_ms = 500 }
-"#;
 
 /// What a request is, and what it must get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,35 +169,57 @@ fn rss_kib() -> u64 {
 }
 
 /// An upstream that answers 200 with the subject the gateway sent.
-async fn echo_upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let subject = req
-                        .headers()
-                        .get("x-portcullis-subject")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(subject))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
+async fn echo_upstream() -> RecordingUpstream {
+    RecordingUpstream::counting(|seen| {
+        let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
+        std::future::ready(answer(200, subject))
+    })
+    .await
 }
 
+/// Plain HTTP routes to `upstream`: `/api` (API keys; `admin` under `/api/admin`), `/probe`
+/// (the version probe), and hostile providers that spin (each call cut off at `loop_ms`),
+/// panic, allocate without bound and try to read a file.
 fn config_text(upstream: &str, loop_ms: u64) -> String {
-    CONFIG
-        .replace("{upstream}", upstream)
-        .replace("{hash}", &hash_key(KEY))
-        .replace("{loop_ms}", &loop_ms.to_string())
+    let mut config = TestConfig::for_file();
+    for (path, provider) in [
+        ("/api", "keys"),
+        ("/probe", "probe"),
+        ("/loop", "loop"),
+        ("/panic", "panic"),
+        ("/bomb", "bomb"),
+        ("/escape", "escape"),
+    ] {
+        config = config.route(path, &[provider]).with("mcp = false");
+    }
+    config
+        .upstream(upstream)
+        .path_rule("/api/admin", &["admin"])
+        .provider("keys", "api_key")
+        .with(&format!(
+            r#"keys = [{{ name = "reader", hash = "{}", scopes = ["read"] }}]"#,
+            hash_key(KEY)
+        ))
+        // Well-behaved providers get a deadline far above their running time: deadlines are
+        // wall clock, so on a saturated machine (spinning guests, other processes) a quick
+        // call that is descheduled past 20 ms fails closed with 503. That is the intended
+        // trade (hostile guests are bounded in wall time), but it is not what this run
+        // measures.
+        .wasm("probe", "probe")
+        .with("limits = { timeout_ms = 500 }")
+        .wasm("loop", "hostile")
+        .with(r#"config = { mode = "loop" }"#)
+        .with(&format!("limits = {{ timeout_ms = {loop_ms} }}"))
+        .wasm("panic", "hostile")
+        .with(r#"config = { mode = "panic" }"#)
+        .with("limits = { timeout_ms = 500 }")
+        .wasm("bomb", "hostile")
+        .with(r#"config = { mode = "memory-bomb" }"#)
+        .with("limits = { memory_mib = 8, timeout_ms = 500 }")
+        .wasm("escape", "hostile")
+        .with(r#"config = { mode = "read-file" }"#)
+        .with("limits = { timeout_ms = 500 }")
+        .to_string()
 }
 
 /// Writes `bytes` to `path` as deploy tools do: a temp file renamed over it.
@@ -341,31 +279,10 @@ async fn client(base: String, offset: usize, stop: Arc<AtomicBool>) -> Tally {
 
 #[test]
 fn soak_in_a_process_of_its_own() {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let output = std::process::Command::new(exe)
-        .args([
-            "soak::soak_in_this_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = portcullis_tests::run_alone("soak::soak_in_this_process");
     for line in stdout.lines().filter(|l| l.starts_with("soak:")) {
         println!("{line}");
     }
-    assert!(
-        output.status.success(),
-        "the soak run failed ({})\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "expected: the soak test ran\ngot: {stdout}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +299,7 @@ async fn soak_in_this_process() {
     std::fs::copy(guests::VERSION_PROBE, &probe).expect("copy probe");
     std::fs::copy(guests::HOSTILE, dir.path().join("providers/hostile.wasm")).expect("copy");
     let config = dir.path().join("portcullis.toml");
-    std::fs::write(&config, config_text(&upstream, 20)).expect("write config");
+    std::fs::write(&config, config_text(&upstream.url, 20)).expect("write config");
 
     let runtime = portcullis_tests::runtime().clone();
     let source = Source::file(config.clone());
@@ -418,7 +335,7 @@ async fn soak_in_this_process() {
         replace(&probe, &versions[n % 2]);
         if n.is_multiple_of(3) {
             let loop_ms = if n.is_multiple_of(2) { 20 } else { 25 };
-            replace(&config, config_text(&upstream, loop_ms).as_bytes());
+            replace(&config, config_text(&upstream.url, loop_ms).as_bytes());
         }
         match reloader.reload(Trigger::Request).await {
             ReloadOutcome::Swapped { .. } => swaps += 1,

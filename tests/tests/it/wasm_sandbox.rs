@@ -540,33 +540,6 @@ impl LogBuffer {
     }
 }
 
-/// Runs the ignored test `name` (its full path) in a process of its own, and fails unless it
-/// ran and passed: for tests that read process-wide state such as log capture.
-pub fn run_alone(name: &str) {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let output = std::process::Command::new(exe)
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{name} failed ({})\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "expected: {name} ran\ngot: {stdout}"
-    );
-}
-
 /// Starts capturing (current-thread tests only: the subscriber is this thread's default).
 pub fn capture_logs() -> CapturedLogs {
     use tracing_subscriber::layer::SubscriberExt as _;

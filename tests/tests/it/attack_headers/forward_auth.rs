@@ -1,7 +1,7 @@
 //! Forward-auth under abuse: checks from strangers, another proxy family's headers, and
 //! missing, repeated, unreadable or abnormal headers of the configured family.
 
-use super::{CONFIG, bearer, case, forward_auth_behind, gateway, raw, run};
+use super::{bearer, case, config, forward_auth_behind, gateway, raw, run};
 use crate::gateway_harness::{ADMIN_KEY, READER_KEY};
 
 const XFF: &[u8] = b"X-Forwarded-For: 198.51.100.1";
@@ -9,7 +9,7 @@ const XFF: &[u8] = b"X-Forwarded-For: 198.51.100.1";
 #[tokio::test]
 async fn forward_auth_answers_no_stranger() {
     // 127.0.0.1 (this test) is not among the trusted proxies.
-    let (h, upstream) = gateway(&forward_auth_behind("envoy", "10.0.0.0/8")).await;
+    let (h, upstream) = gateway(forward_auth_behind("envoy", "10.0.0.0/8")).await;
     let reader = bearer(READER_KEY);
     let cases = vec![
         case(
@@ -45,7 +45,7 @@ async fn forward_auth_answers_no_stranger() {
 
 #[tokio::test]
 async fn forward_auth_off_by_default_is_no_endpoint() {
-    let (h, upstream) = gateway(CONFIG).await;
+    let (h, upstream) = gateway(config()).await;
     let cases = vec![
         case(
             "forward-auth, off",
@@ -67,7 +67,7 @@ async fn forward_auth_off_by_default_is_no_endpoint() {
 
 #[tokio::test]
 async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
-    let (h, upstream) = gateway(&forward_auth_behind("nginx", "127.0.0.1")).await;
+    let (h, upstream) = gateway(forward_auth_behind("nginx", "127.0.0.1")).await;
     let admin = bearer(ADMIN_KEY);
     let check = |headers: &[&[u8]]| raw("GET", b"/check", headers);
     let method = b"X-Original-Method: GET".as_slice();
@@ -245,7 +245,7 @@ async fn forward_auth_behind_nginx_reads_only_nginx_headers() {
 
 #[tokio::test]
 async fn forward_auth_behind_envoy_reads_the_check_path_and_nothing_else() {
-    let (h, upstream) = gateway(&forward_auth_behind("envoy", "127.0.0.1")).await;
+    let (h, upstream) = gateway(forward_auth_behind("envoy", "127.0.0.1")).await;
     let reader = bearer(READER_KEY);
     let cases = vec![
         case(

@@ -1,7 +1,7 @@
 //! Path tricks against path rules and a public (anonymous) route: each refused with 400, or
 //! judged as the path every server would read, never a more privileged one.
 
-use super::{CONFIG, bearer, case, gateway, raw, run};
+use super::{bearer, case, config, gateway, raw, run};
 use crate::gateway_harness::{ADMIN_KEY, READER_KEY};
 
 /// The path an upstream that decodes once, drops `;…` parameters, folds `//` and resolves
@@ -43,7 +43,7 @@ fn upstream_view(target: &str) -> String {
 
 #[tokio::test]
 async fn path_tricks_are_refused_or_judged_as_the_normalised_path() {
-    let (h, upstream) = gateway(CONFIG).await;
+    let (h, upstream) = gateway(config()).await;
     let reader = bearer(READER_KEY);
     let anon = |target: &'static [u8]| raw("GET", target, &[]);
     let as_reader = |target: &'static [u8]| raw("GET", target, &[&reader]);
