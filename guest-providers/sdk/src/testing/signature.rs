@@ -96,6 +96,15 @@ fn key_from_jwk(algorithm: SignatureAlgorithm, jwk: &str) -> Result<Key, String>
     if let Some(alg) = field("alg").filter(|&alg| alg != expected_alg) {
         return Err(format!("the JWK is for `{alg}`, not `{expected_alg}`"));
     }
+    // As the host refuses them: a key marked for another use is not a verification key.
+    if field("use").is_some_and(|key_use| key_use != "sig") {
+        return Err("the JWK is not for signatures (`use`)".into());
+    }
+    if let Some(ops) = jwk.get("key_ops").and_then(Value::as_array)
+        && !ops.iter().any(|op| op.as_str() == Some("verify"))
+    {
+        return Err("the JWK is not for verification (`key_ops`)".into());
+    }
     match (algorithm, field("kty"), field("crv")) {
         (SignatureAlgorithm::Rs256, Some("RSA"), _) => {
             rsa_key_from_components(&bytes("n")?, &bytes("e")?)
@@ -360,6 +369,39 @@ mod tests {
         let jwk = PublicKey::Jwk(r#"{"kty":"EC","crv":"P-256","alg":"ES256"}"#);
         let err = verify(SignatureAlgorithm::Rs256, jwk, b"m", b"s").unwrap_err();
         assert!(err.contains("not `RS256`"), "got: {err}");
+    }
+
+    #[test]
+    fn a_jwk_marked_for_another_use_is_an_error_as_in_the_host() {
+        let pair = ed25519_pair();
+        let signature = pair.sign(b"msg");
+        let x = b64url(pair.public_key().as_ref());
+        for (marking, want) in [
+            (r#""use":"enc""#, "`use`"),
+            (r#""key_ops":["encrypt"]"#, "`key_ops`"),
+        ] {
+            let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}",{marking}}}"#);
+            let err = verify(
+                SignatureAlgorithm::EdDsa,
+                PublicKey::Jwk(&jwk),
+                b"msg",
+                signature.as_ref(),
+            )
+            .unwrap_err();
+            assert!(err.contains(want), "{marking}: {err}");
+        }
+        let jwk = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}","use":"sig","key_ops":["verify"]}}"#
+        );
+        assert_eq!(
+            verify(
+                SignatureAlgorithm::EdDsa,
+                PublicKey::Jwk(&jwk),
+                b"msg",
+                signature.as_ref()
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
