@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use self::jwk::VerifyingKey;
 
 /// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
     let mut out = [0; 32];
     out.copy_from_slice(digest.as_ref());
@@ -20,7 +20,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// HMAC-SHA-256 of `data` under `key`.
-pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
     let tag = ring::hmac::sign(&key, data);
     let mut out = [0; 32];
@@ -29,13 +29,13 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// Equality in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
 /// A signature algorithm the host verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureAlgorithm {
+pub(crate) enum SignatureAlgorithm {
     /// RSASSA-PKCS1-v1_5 SHA-256 (2048 to 8192 bits).
     Rs256,
     /// ECDSA P-256 SHA-256, fixed `r || s` signature.
@@ -57,7 +57,7 @@ impl SignatureAlgorithm {
 
 /// A public key as a provider hands it over.
 #[derive(Debug, Clone, Copy)]
-pub enum PublicKeyInput<'a> {
+pub(crate) enum PublicKeyInput<'a> {
     /// SubjectPublicKeyInfo DER (any algorithm) or raw 32-byte Ed25519.
     Der(&'a [u8]),
     /// One JWK as JSON.
@@ -67,7 +67,7 @@ pub enum PublicKeyInput<'a> {
 /// Verifies `sig` over `msg`. `Ok(false)` for a bad signature, `Err` for a key that does not
 /// parse for `alg` or does not fit it. Both key forms go through `jwk::VerifyingKey`, the
 /// path the `jwt` provider verifies with too.
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     alg: SignatureAlgorithm,
     key: PublicKeyInput<'_>,
     msg: &[u8],

@@ -14,7 +14,7 @@
 /// path parameter; a `#` fragment; a percent-encoded `/`, `.`, `\` or NUL; a percent-encoded
 /// unreserved character (RFC 3986 §6.2.2.2); and an encoded `%` followed by two hex digits
 /// (`%252e`), which an upstream that decodes twice reads as `.`.
-pub fn path_problem(path: &str) -> Option<&'static str> {
+pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {
         return Some("it must start with `/`");
     }
@@ -92,7 +92,7 @@ fn hex_pair(a: u8, b: u8) -> Option<u8> {
 /// control characters, whitespace or a backslash, and the URI must be its own WHATWG
 /// serialisation. Opaque URIs (`urn:…`, `app:thing`) are checked for scheme, escapes and
 /// characters only.
-pub fn resource_uri_problem(uri: &str) -> Option<&'static str> {
+pub(crate) fn resource_uri_problem(uri: &str) -> Option<&'static str> {
     if uri
         .chars()
         .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
