@@ -470,3 +470,88 @@ async fn eval_refuses_a_lower_case_method_as_the_gateway_does() {
     );
     h.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxy: a listing on the GET stream is judged as if its calls were GETs.
+// ---------------------------------------------------------------------------------------
+
+/// The listing every answer of this upstream carries: on `GET /mcp` as an SSE event (a
+/// resumed stream replaying a `tools/list` answer, `Last-Event-ID`), on `POST` as JSON.
+async fn listing_on_every_stream(method: axum::http::Method) -> axum::response::Response {
+    let listing = json!({
+        "jsonrpc": "2.0",
+        "id": 4,
+        "result": { "tools": [{ "name": "echo" }, { "name": "admin_reset" }] },
+    });
+    if method == axum::http::Method::GET {
+        let event = format!("id: 1\nevent: message\ndata: {listing}\n\n");
+        return ([("content-type", "text/event-stream")], event).into_response();
+    }
+    axum::Json(listing).into_response()
+}
+
+/// A tool rule written for the only method a tool call can have (`methods = ["POST"]`):
+/// the reader may not call `admin_reset`. The `tools/list` answer on a POST is filtered;
+/// the same answer on the GET stream must be too (README: "entries the caller could not
+/// call are removed") — the call it names would be a POST, which the rule covers.
+#[tokio::test]
+async fn a_listing_on_the_get_stream_hides_tools_a_post_only_rule_forbids() {
+    let upstream = serve(Router::new().route("/mcp", any(listing_on_every_stream))).await;
+    let config = TestConfig::new()
+        .route("/mcp", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .path_rule("/mcp", &["mcp:read"])
+        .rule(
+            "methods = [\"POST\"]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"",
+            &["admin"],
+        );
+    let h = start_with_upstream(config, &format!("http://{upstream}/mcp")).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    // The rule holds for the call itself...
+    let call = h
+        .request(
+            "POST",
+            "/mcp",
+            &headers,
+            Some(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#),
+        )
+        .await;
+    assert_eq!(call.status, 403, "{}", call.body);
+    // ...and for the listing answered on the POST.
+    let posted = h.request("POST", "/mcp", &headers, Some(LIST_TOOLS)).await;
+    let names = |reply: &crate::gateway_harness::Reply| -> Vec<String> {
+        reply
+            .messages()
+            .iter()
+            .flat_map(|m| m["result"]["tools"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(&posted), ["echo"], "{}", posted.body);
+    // The same listing on the GET stream.
+    let streamed = h
+        .request(
+            "GET",
+            "/mcp",
+            &[
+                ("authorization", auth.as_str()),
+                ("accept", "text/event-stream"),
+                ("last-event-id", "0"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    assert_eq!(
+        names(&streamed),
+        ["echo"],
+        "the reader was shown `admin_reset` on the GET stream: {}",
+        streamed.body
+    );
+    h.stop().await;
+}
