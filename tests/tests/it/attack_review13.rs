@@ -555,3 +555,123 @@ async fn a_listing_on_the_get_stream_hides_tools_a_post_only_rule_forbids() {
     );
     h.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxy: `_` spellings of the MCP headers the gateway binds or checks.
+// ---------------------------------------------------------------------------------------
+
+/// Whether `name` reads as `wanted` to an upstream that folds `_` into `-` (CGI, WSGI,
+/// Rack, PHP: both are `HTTP_MCP_SESSION_ID`), as SECURITY.md already treats identity and
+/// forwarding headers.
+fn folds_to(name: &http::HeaderName, wanted: &str) -> bool {
+    name.as_str().replace('_', "-") == wanted
+}
+
+/// An upstream that opens `session-of-<subject>` on `initialize` and otherwise answers 200.
+async fn recording_sessions() -> portcullis_tests::upstream::RecordingUpstream {
+    portcullis_tests::upstream::RecordingUpstream::answering(|seen| async move {
+        let body = String::from_utf8_lossy(&seen.body).into_owned();
+        if body.contains("\"initialize\"") {
+            let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
+            let mut response = portcullis_tests::upstream::json(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-06-18"}}}}"#
+            ));
+            response.headers_mut().insert(
+                "mcp-session-id",
+                format!("session-of-{subject}").parse().expect("hv"),
+            );
+            return response;
+        }
+        portcullis_tests::upstream::json(r#"{"jsonrpc":"2.0","id":2,"result":{}}"#)
+    })
+    .await
+}
+
+/// The admin opens a session; the reader presents it as `Mcp_Session_Id`. With the dash
+/// spelling the gateway answers 404; the `_` spelling must not carry the admin's session to
+/// the upstream either (refused, or removed), since a Rack, PHP or CGI MCP server reads it
+/// as the session id.
+#[tokio::test]
+async fn an_underscore_spelled_session_id_does_not_carry_another_callers_session() {
+    let upstream = recording_sessions().await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let init = post(&h.base, ADMIN_KEY, None, INITIALIZE).await;
+    assert_eq!(init.status, 200, "{}", init.body);
+    let session = init.header("mcp-session-id").expect("issued").to_owned();
+    assert_eq!(session, "session-of-admin");
+
+    let dashed = post(&h.base, READER_KEY, Some(&session), CALL_ECHO).await;
+    assert_eq!(dashed.status, 404, "{}", dashed.body);
+
+    let auth = format!("Bearer {READER_KEY}");
+    let underscored = h
+        .request(
+            "POST",
+            "/mcp",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp_session_id", &session),
+            ],
+            Some(CALL_ECHO),
+        )
+        .await;
+    let carried: Vec<String> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.header("x-portcullis-subject") == Some("reader"))
+        .flat_map(|s| {
+            s.headers
+                .iter()
+                .filter(|(n, _)| folds_to(n, "mcp-session-id"))
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "the reader's request reached the upstream ({}) carrying the admin's session as {carried:?}",
+        underscored.status
+    );
+}
+
+/// `Mcp-Name: admin_reset` on a body calling `echo` is refused (400: the mirrored header
+/// disagrees with the body). `Mcp_Name: admin_reset`, which a CGI-style upstream reads as
+/// the same header, must not reach the upstream unchecked either.
+#[tokio::test]
+async fn an_underscore_spelled_mcp_name_is_checked_like_mcp_name() {
+    let upstream = recording_sessions().await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let send_with = |name: &'static str| {
+        let auth = auth.clone();
+        let h = &h;
+        async move {
+            h.request(
+                "POST",
+                "/mcp",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                    (name, "admin_reset"),
+                ],
+                Some(CALL_ECHO),
+            )
+            .await
+        }
+    };
+    let dashed = send_with("mcp-name").await;
+    assert_eq!(dashed.status, 400, "{}", dashed.body);
+    let underscored = send_with("mcp_name").await;
+    let carried = upstream
+        .seen()
+        .iter()
+        .any(|s| s.headers.keys().any(|n| folds_to(n, "mcp-name")));
+    assert!(
+        !carried,
+        "`Mcp_Name: admin_reset` reached the upstream ({}) beside a body calling `echo`",
+        underscored.status
+    );
+}
