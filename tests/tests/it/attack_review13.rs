@@ -477,13 +477,13 @@ async fn eval_refuses_a_lower_case_method_as_the_gateway_does() {
 
 /// The listing every answer of this upstream carries: on `GET /mcp` as an SSE event (a
 /// resumed stream replaying a `tools/list` answer, `Last-Event-ID`), on `POST` as JSON.
-async fn listing_on_every_stream(method: axum::http::Method) -> axum::response::Response {
+async fn listing_on_every_stream(method: http::Method) -> axum::response::Response {
     let listing = json!({
         "jsonrpc": "2.0",
         "id": 4,
         "result": { "tools": [{ "name": "echo" }, { "name": "admin_reset" }] },
     });
-    if method == axum::http::Method::GET {
+    if method == http::Method::GET {
         let event = format!("id: 1\nevent: message\ndata: {listing}\n\n");
         return ([("content-type", "text/event-stream")], event).into_response();
     }
@@ -674,4 +674,65 @@ async fn an_underscore_spelled_mcp_name_is_checked_like_mcp_name() {
         "`Mcp_Name: admin_reset` reached the upstream ({}) beside a body calling `echo`",
         underscored.status
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Every entry point: case-blind reading of routes and rules written in capitals.
+// ---------------------------------------------------------------------------------------
+
+/// The mirror of `attack_mcp::case_blind`: routes and rules written in capitals (the
+/// spelling of an ASP.NET Core or Express app behind the gateway), everything else public.
+/// `/API` needs a key, `/API/Admin` the `admin` scope, `/api/Reports` (a rule on a
+/// lower-case route) the `admin` scope too.
+fn capitals() -> TestConfig {
+    TestConfig::new()
+        .route("/API", &["keys"])
+        .with("mcp = false")
+        .with(r#"rules = [{ path = "/API/Admin", scopes = ["admin"] }]"#)
+        .route("/api2", &["keys"])
+        .with("mcp = false")
+        .with(r#"rules = [{ path = "/api2/Reports", scopes = ["admin"] }]"#)
+        .route("/", &["public"])
+        .with("mcp = false")
+        .provider("public", "anonymous")
+        .api_keys(&["reader"])
+}
+
+/// An all-lower-case path needs no folding, but it is exactly what a case-blind upstream
+/// routes to a capitalised route or rule: `/api/x` is the upstream's `/API/x`, which needs
+/// a key; `/api2/reports` is its `/api2/Reports`, which needs `admin`. SECURITY.md: "a path
+/// whose case-folded … reading reaches another route or another rule than its literal
+/// reading is refused with 400". Today the lower-case spelling skips the capitalised route
+/// (public `/` serves it) and the capitalised rule.
+#[tokio::test]
+async fn lower_case_paths_do_not_escape_routes_and_rules_written_in_capitals() {
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let h = start_with_upstream(capitals(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    // The spellings as written are judged by them.
+    let anonymous = h.request("GET", "/API/x", &[], None).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let reports = h
+        .request("GET", "/api2/Reports", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(reports.status, 403, "{reports:?}");
+    let before = upstream.hits();
+    let mut wrong = Vec::new();
+    for (path, key) in [
+        ("/api/x", None),
+        ("/api/admin/x", None),
+        ("/api/admin/x", Some(auth.as_str())),
+        ("/api2/reports", Some(auth.as_str())),
+    ] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("authorization", k)).into_iter().collect();
+        let reply = h.request("GET", path, &headers, None).await;
+        if reply.status != 400 {
+            wrong.push(format!("{path} (key: {}): {}", key.is_some(), reply.status));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "lower-case spellings of capitalised routes and rules were not refused: {wrong:?}"
+    );
+    assert_eq!(upstream.hits(), before, "{:?}", upstream.seen());
 }
