@@ -736,3 +736,38 @@ async fn lower_case_paths_do_not_escape_routes_and_rules_written_in_capitals() {
     );
     assert_eq!(upstream.hits(), before, "{:?}", upstream.seen());
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxy: `HEAD` is a `GET` to every upstream framework.
+// ---------------------------------------------------------------------------------------
+
+/// A rule for `GET` on `/api/reports` (the `admin` scope). `HEAD` runs the same handler in
+/// axum, Express, Flask, Rails and ASP.NET Core (RFC 9110 §9.3.2: the same answer without the
+/// content), so the reader must not get past the rule by asking with `HEAD`.
+#[tokio::test]
+async fn head_is_judged_by_the_rules_for_get() {
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let config = TestConfig::new()
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader"])
+        .rule("path = \"/api/reports\"\nmethods = [\"GET\"]", &["admin"]);
+    let h = start_with_upstream(config, &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let get = h
+        .request("GET", "/api/reports", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(get.status, 403, "{get:?}");
+    let head = h
+        .request("HEAD", "/api/reports", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(
+        head.status,
+        403,
+        "HEAD ran the GET handler the rule guards (upstream saw {:?})",
+        upstream
+            .seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.target))
+            .collect::<Vec<_>>()
+    );
+}
