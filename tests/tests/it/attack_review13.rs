@@ -771,3 +771,35 @@ async fn head_is_judged_by_the_rules_for_get() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The same escape through the forward-auth check (nginx family): the proxy in front asks
+/// about `/api/admin/x`, which its case-blind upstream serves as `/API/Admin/x`.
+#[tokio::test]
+async fn forward_auth_does_not_let_lower_case_paths_escape_capitalised_routes() {
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let h = start_with_upstream(capitals().behind("nginx"), &upstream.url).await;
+    let check = |uri: &'static str| {
+        let h = &h;
+        async move {
+            h.request(
+                "GET",
+                "/check",
+                &[
+                    ("x-original-method", "GET"),
+                    ("x-original-uri", uri),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(check("/API/Admin/x").await.status, 401, "as written");
+    assert_eq!(check("/API/admin/x").await.status, 400, "mixed spelling");
+    let lower = check("/api/admin/x").await;
+    assert_eq!(
+        lower.status, 400,
+        "the check let an anonymous caller to the upstream's /API/Admin/x: {lower:?}"
+    );
+    assert_eq!(upstream.hits(), 0);
+}
