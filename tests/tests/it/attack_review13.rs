@@ -803,3 +803,55 @@ async fn forward_auth_does_not_let_lower_case_paths_escape_capitalised_routes() 
     );
     assert_eq!(upstream.hits(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Config: rule paths no request can match are accepted.
+// ---------------------------------------------------------------------------------------
+
+/// A rule's `path` is a segment-wise prefix matched against paths in normal form. A rule
+/// path with a glob (`/api/admin/*`, the syntax of `tool` and `resource` beside it), or one
+/// not in normal form (`/api/%61dmin`, `/api//admin`, `/api/./admin`, `/api/admin;v=1`),
+/// covers no request the gateway lets in (the glob only a literal `*` segment): the rule is silently dead and `/api/admin` is
+/// served with the route's scopes only. Such a rule must be refused at load, as route paths
+/// with percent-encoded or `.` segments are.
+#[tokio::test]
+async fn rule_paths_that_no_request_can_match_are_refused_at_load() {
+    let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let mut accepted = Vec::new();
+    for path in [
+        "/api/admin/*",
+        "/api/%61dmin",
+        "/api//admin",
+        "/api/./admin",
+        "/api/admin;v=1",
+    ] {
+        let template = TestConfig::new()
+            .http_route("/api", &["keys"])
+            .api_keys(&["reader"])
+            .path_rule(path, &["admin"]);
+        let text = fill(template, addr, "http://127.0.0.1:9");
+        if config::load_str(&text, "<test config>", std::path::Path::new(".")).is_ok() {
+            accepted.push(path);
+        }
+    }
+    // What a dead rule means for a request: the reader reaches the admin area.
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let h = start_with_upstream(
+        TestConfig::new()
+            .http_route("/api", &["keys"])
+            .api_keys(&["reader"])
+            .path_rule("/api/admin/*", &["admin"]),
+        &upstream.url,
+    )
+    .await;
+    let auth = format!("Bearer {READER_KEY}");
+    let reply = h
+        .request("GET", "/api/admin/users", &[("authorization", &auth)], None)
+        .await;
+    assert!(
+        accepted.is_empty(),
+        "rule paths that cover no request were accepted: {accepted:?} (the reader got {} \
+         for /api/admin/users under `path = \"/api/admin/*\"`)",
+        reply.status
+    );
+}
