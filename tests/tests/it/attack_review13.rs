@@ -855,3 +855,39 @@ async fn rule_paths_that_no_request_can_match_are_refused_at_load() {
         reply.status
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxy: behind a trusted proxy, the TLS client certificate is the proxy's.
+// ---------------------------------------------------------------------------------------
+
+/// A TLS-terminating proxy in `trusted_proxies` connects to the gateway with its own client
+/// certificate (a mesh or an internal CA issues one to every service) and forwards a
+/// client's request, naming the client in `X-Forwarded-For`. The forward-auth check never
+/// takes the proxy's certificate for the client's (`gateway_tls.rs`); the proxied request
+/// must not either — else every client the proxy forwards is authenticated as the proxy.
+#[tokio::test]
+async fn a_trusted_proxys_certificate_is_not_taken_for_the_forwarded_clients() {
+    use crate::gateway_tls::{config as tls_config, connect, get_with, pki};
+    let pki = pki();
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let h = start_with_upstream(
+        tls_config(&pki, "optional").server(r#"trusted_proxies = ["127.0.0.1"]"#),
+        &upstream.url,
+    )
+    .await;
+    let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
+    let (_, status, headers) = get_with(stream, "/mcp", &[("x-forwarded-for", "203.0.113.9")])
+        .await
+        .expect("request");
+    assert_eq!(
+        status,
+        401,
+        "the client 203.0.113.9, forwarded by the proxy, was authenticated as the proxy's \
+         certificate ({:?}); upstream saw subject {:?}",
+        headers.get("x-portcullis-subject"),
+        upstream
+            .seen()
+            .last()
+            .and_then(|s| s.header("x-portcullis-subject").map(str::to_owned))
+    );
+}
