@@ -13,14 +13,14 @@ use tokio_rustls::TlsConnector;
 
 use crate::gateway_harness::{Harness, RecordingUpstream, TestConfig, start, start_with_upstream};
 
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca_der: CertificateDer<'static>,
     client_chain: Vec<CertificateDer<'static>>,
     client_key: PrivateKeyDer<'static>,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -55,7 +55,7 @@ fn pki() -> Pki {
 
 /// `/mcp` through client certificates (`agent-1` has `mcp:read`), then API keys, on a TLS
 /// listener asking for client certificates as `client_auth` says.
-fn config(pki: &Pki, client_auth: &str) -> TestConfig {
+pub(crate) fn config(pki: &Pki, client_auth: &str) -> TestConfig {
     let dir = pki.dir.path().display();
     TestConfig::new()
         .server(r#"public_url = "https://localhost""#)
@@ -73,7 +73,7 @@ client_auth = "{client_auth}"
         ))
 }
 
-async fn connect(
+pub(crate) async fn connect(
     h: &Harness,
     pki: &Pki,
     with_cert: bool,
@@ -113,7 +113,7 @@ async fn get(
 }
 
 /// [`get`] with extra request headers.
-async fn get_with(
+pub(crate) async fn get_with(
     stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     path: &str,
     headers: &[(&str, &str)],

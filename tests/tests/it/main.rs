@@ -6,6 +6,7 @@ mod attack_headers;
 mod attack_jwt;
 mod attack_mcp;
 mod attack_plugins;
+mod attack_review13;
 mod chain;
 mod config_ui;
 mod differential;
