@@ -18,6 +18,7 @@ use super::providers::validate_provider;
 use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
 use crate::engine::RuleSettings;
 use crate::engine::rules::{Rule, path_has_prefix};
+use crate::normal_form::path_problem;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -570,12 +571,16 @@ fn route_path(path: &str, key: &str, report: &Reporter) -> Result<String, Config
         .split('/')
         .skip(1)
         .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('%'));
-    if !path.starts_with('/') || bad_segment || path.contains(['?', '#', ' ']) {
+    // A prefix that no request in normal form can have is a route that silently never
+    // serves, leaving its paths to a broader route (a public `/`).
+    let dead = path.contains('*') || (path.starts_with('/') && path_problem(path).is_some());
+    if !path.starts_with('/') || bad_segment || dead || path.contains(['?', '#', ' ']) {
         return Err(report.invalid(
             key,
             format!(
                 "`{path}` is not a path prefix: it must start with `/` and have no empty, `.`, \
-                 `..` or percent-encoded segments, e.g. `/mcp`"
+                 `..` or percent-encoded segments, no `;`, `\\` or `*` (a prefix, not a glob), \
+                 e.g. `/mcp`"
             ),
         ));
     }

@@ -13,6 +13,8 @@
 //!   gateway works unchanged). The inner service gets the body intact: when the engine read
 //!   it, the same bytes are handed on. MCP listings (`tools/list`, …) in its answer are
 //!   filtered to what the caller may call, as the gateway filters an upstream's.
+//! - **MCP sessions**: an `Mcp-Session-Id` is let through only to the caller whose request
+//!   opened it on that route, as by the gateway (404 otherwise; a `DELETE` ends it).
 //! - **Refused**: exactly the gateway's answer, from [`Rejection`]: the same status,
 //!   `WWW-Authenticate` challenge and JSON body. The inner service is not called.
 //! - `/.well-known/oauth-protected-resource[/…]` is answered by the layer, because its
@@ -110,6 +112,7 @@ use crate::gateway::handler::metadata;
 use crate::gateway::listing::filter_response;
 use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
 use crate::gateway::request::check_path;
+use crate::gateway::sessions::SessionBindings;
 pub use crate::gateway::{ConnInfo, Rejection};
 use crate::load;
 use crate::observability::Metrics;
@@ -135,6 +138,8 @@ pub struct AuthLayer {
 struct Shared {
     site: ArcSwap<Site>,
     metrics: Arc<Metrics>,
+    /// MCP sessions and the callers that opened them; kept across reloads.
+    sessions: SessionBindings,
     /// Kept for reloads and for its epoch ticker, which Wasm deadlines need.
     runtime: Option<WasmRuntime>,
 }
@@ -152,6 +157,7 @@ impl AuthLayer {
             shared: Arc::new(Shared {
                 site: ArcSwap::from_pointee(site),
                 metrics: Arc::new(Metrics::new()),
+                sessions: SessionBindings::default(),
                 runtime,
             }),
         }
@@ -250,16 +256,13 @@ where
         // stays behind for the next `poll_ready` (tower's usual pattern for boxed futures).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let site = self.shared.site.load_full();
-        let metrics = self.shared.metrics.clone();
-        Box::pin(guard(site, metrics, inner, request.map(boxed)))
+        Box::pin(guard(self.shared.clone(), inner, request.map(boxed)))
     }
 }
 
 /// One request through the layer.
 async fn guard<S, ResBody>(
-    site: Arc<Site>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     mut inner: S,
     request: Request<Body>,
 ) -> Result<Response<Body>, S::Error>
@@ -269,6 +272,7 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    let site = shared.site.load_full();
     let path = request.uri().path();
     if let Err(rejection) = check_path(path) {
         return Ok(rejection.into_response());
@@ -288,14 +292,18 @@ where
         &mut parts,
         Some(body),
         &conn,
-        &metrics,
+        &shared.metrics,
     )
     .await
     {
         Ok(admitted) => admitted,
         Err(refused) => return Ok(refused.into_response()),
     };
-    let listing = listing_filter(&admitted, &parts, conn.client_cert.clone());
+    let session = match shared.sessions.presented(&admitted, &parts.headers) {
+        Ok(session) => session,
+        Err(refusal) => return Ok(refusal),
+    };
+    let listing = listing_filter(&admitted, &parts);
     strip_identity_headers(&mut parts.headers);
     add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);
     parts
@@ -305,9 +313,13 @@ where
         .extensions
         .insert::<Identity>(admitted.identity.clone());
     let body = std::mem::take(&mut admitted.body);
+    let method = parts.method.clone();
     let response = call_inner(&mut inner, Request::from_parts(parts, body))
         .await?
         .map(boxed);
+    shared
+        .sessions
+        .track(&admitted, &method, session.as_deref(), &response);
     let (response, reason) = match filter_response(response, listing).await {
         Ok(response) => (response, String::new()),
         Err(rejection) => {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::glob::glob_match;
 use crate::context::RequestContext;
 use crate::mcp::{McpCall, McpTarget};
+use crate::normal_form::path_problem;
 use crate::verdict::Identity;
 
 /// One rule as written in config (`[[rules]]` or `[[routes.rules]]`).
@@ -50,6 +51,18 @@ pub enum RuleError {
     /// The path prefix does not start with `/`.
     #[error("`path` is `{0}`, but a path prefix must start with `/`")]
     BadPath(String),
+    /// The path prefix is not in the normal form request paths must have, so no request
+    /// could ever match it.
+    #[error(
+        "`path` is `{path}`, which no request can match ({why}); write the prefix as requests \
+         spell it, e.g. `/mcp/admin`"
+    )]
+    PathNotNormal {
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// More than one of `tool`, `resource` and `prompt`.
     #[error("a rule may name only one of `tool`, `resource` and `prompt`")]
     SeveralTargets,
@@ -80,10 +93,24 @@ pub struct Rule {
 impl Rule {
     /// Validates a rule from config.
     pub fn new(settings: RuleSettings) -> Result<Self, RuleError> {
-        if let Some(path) = &settings.path
-            && !path.starts_with('/')
-        {
-            return Err(RuleError::BadPath(path.clone()));
+        if let Some(path) = &settings.path {
+            if !path.starts_with('/') {
+                return Err(RuleError::BadPath(path.clone()));
+            }
+            // A rule path is a segment-wise prefix of paths in normal form (requests in any
+            // other form are refused before rules run): a path that is not in normal form, or
+            // a glob, would be a rule that silently never applies.
+            let why = if path.contains('*') {
+                Some("a rule `path` is a prefix, not a glob: `/mcp/admin` covers `/mcp/admin/x`")
+            } else {
+                path_problem(path)
+            };
+            if let Some(why) = why {
+                return Err(RuleError::PathNotNormal {
+                    path: path.clone(),
+                    why,
+                });
+            }
         }
         let methods = settings
             .methods
@@ -121,7 +148,12 @@ impl Rule {
             None => true,
             Some(prefix) => path_has_prefix(path, prefix),
         };
-        path_ok && (self.methods.is_empty() || self.methods.contains(method))
+        // `HEAD` runs the `GET` handler in every upstream framework (RFC 9110 §9.3.2), so a
+        // rule for `GET` judges it too.
+        path_ok
+            && (self.methods.is_empty()
+                || self.methods.contains(method)
+                || (method == Method::HEAD && self.methods.contains(&Method::GET)))
     }
 
     fn applies_to_call(&self, call: &McpCall) -> bool {

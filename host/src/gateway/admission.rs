@@ -68,6 +68,8 @@ pub struct Admitted<'s> {
     /// The client address the engine saw (the peer, or the forwarded client behind a
     /// trusted proxy).
     pub peer: Option<SocketAddr>,
+    /// The client's TLS certificate the engine saw (none behind a proxy).
+    pub client_cert: Option<ClientCert>,
     /// The body to hand on, intact: the buffered bytes again, or the untouched stream.
     pub body: Body,
     /// How the chain and the rules came to the decision.
@@ -271,7 +273,10 @@ pub async fn admit<'s>(
     let (peer, client_cert) = match entry {
         Entry::ForwardAuth { .. } => (conn.peer, None),
         Entry::Direct => match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
-            Ok(peer) => (peer, conn.client_cert.clone()),
+            // The connection's certificate is the client's only when the client is the peer:
+            // behind a trusted proxy it is the proxy's own.
+            Ok(peer) if peer == conn.peer => (peer, conn.client_cert.clone()),
+            Ok(forwarded) => (forwarded, None),
             Err(rejection) => {
                 let reason = "unreadable X-Forwarded-For";
                 return Err(refuse(rejection, Some(route), "-", reason, None));
@@ -315,7 +320,7 @@ pub async fn admit<'s>(
             // Moved, not copied: the context is dropped before the upstream needs them.
             headers: std::mem::take(&mut parts.headers),
             peer,
-            client_cert,
+            client_cert: client_cert.clone(),
         },
         route.mcp,
         buffered,
@@ -344,6 +349,7 @@ pub async fn admit<'s>(
             identity,
             provider,
             peer,
+            client_cert,
             body,
             trace,
             line: audit_enabled().then(|| (parts.method.clone(), parts.uri.path().to_owned())),
@@ -373,13 +379,10 @@ pub async fn admit<'s>(
 /// on routes that are not MCP.
 ///
 /// An entry is kept when the scope rules allow its call and so does every authorizer of
-/// the route, asked with the listing request's context (`parts`, the client address and
-/// `client_cert`) holding that one call instead of the listing.
-pub fn listing_filter(
-    admitted: &Admitted<'_>,
-    parts: &Parts,
-    client_cert: Option<ClientCert>,
-) -> Option<ListingFilter> {
+/// the route, asked with the listing request's context (`parts`, and the client address and
+/// certificate it was admitted with) holding that one call instead of the listing, as the `POST` that would
+/// make the call.
+pub fn listing_filter(admitted: &Admitted<'_>, parts: &Parts) -> Option<ListingFilter> {
     let route = admitted.route;
     if !route.mcp {
         return None;
@@ -387,14 +390,17 @@ pub fn listing_filter(
     let rules = route.policy.rules.clone();
     let authorizers = route.policy.authorizers.clone();
     let caller = admitted.identity.clone();
-    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    // Each entry is judged as the call it offers: a POST on this path (Streamable HTTP
+    // sends every call as a POST), whichever request the listing came back on — a listing
+    // on the GET stream must not show a tool that a POST-only rule forbids.
+    let (method, path) = (Method::POST, parts.uri.path().to_owned());
     let base = (!authorizers.is_empty()).then(|| RequestContext {
-        method: parts.method.clone(),
+        method: Method::POST,
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
         peer: admitted.peer,
-        client_cert,
+        client_cert: admitted.client_cert.clone(),
         mcp: None,
         body: None,
     });

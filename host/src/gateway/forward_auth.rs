@@ -43,6 +43,13 @@
 //! chain (an `mtls` provider denies): otherwise every request the proxy forwards would carry
 //! the proxy's identity.
 //!
+//! **MCP sessions.** A request presenting an `Mcp-Session-Id` on an MCP route is let
+//! through only in a session its caller opened through the gateway's own proxy, as the proxy
+//! judges it ([`SessionBindings::presented`]). The check never sees the upstream's answers,
+//! so it cannot bind the sessions opened behind the proxy in front of it: such a request is
+//! answered 404. Serve MCP upstreams that use sessions through the gateway's proxy
+//! (`forward_auth = false` on the route), or stateless ones through forward-auth.
+//!
 //! Answers: 200 with the identity headers; 401 with the challenge; 403 (also for a stranger
 //! and for another family's header); 400 for a request the check cannot describe
 //! unambiguously (nginx turns it into a 500 for the client); 503 when a provider failed.
@@ -58,6 +65,7 @@ use super::body::{Body, empty};
 use super::proxy::add_identity_headers;
 use super::rejection::Rejection;
 use super::request::{check_path, is_trusted};
+use super::sessions::SessionBindings;
 use super::site::Site;
 use crate::config::model::{ForwardAuth, ForwardAuthProxy};
 use crate::observability::Metrics;
@@ -78,6 +86,7 @@ pub(crate) async fn check(
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
+    sessions: &SessionBindings,
 ) -> Response<Body> {
     let (parts, _body) = request.into_parts();
     let label = endpoint.path.as_str();
@@ -120,6 +129,9 @@ pub(crate) async fn check(
     let entry = Entry::ForwardAuth { path: label };
     match admit(site, entry, &mut described, None, &client, metrics).await {
         Ok(admitted) => {
+            if let Err(refusal) = sessions.presented(&admitted, &described.headers) {
+                return refusal;
+            }
             admitted.audit(StatusCode::OK, "");
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::OK;

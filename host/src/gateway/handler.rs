@@ -2,7 +2,7 @@
 //! context, the engine's decision, and the upstream.
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
 
 use super::admission::{Entry, admit, listing_filter};
@@ -10,7 +10,7 @@ use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{Peer, add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{check_path, is_trusted, session_id};
+use super::request::{check_path, is_trusted};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
@@ -51,7 +51,7 @@ pub(crate) async fn handle<'s>(
             .strip_prefix(endpoint.path.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
-        let response = forward_auth::check(site, endpoint, request, conn, metrics).await;
+        let response = forward_auth::check(site, endpoint, request, conn, metrics, sessions).await;
         return (endpoint.path.as_str(), response);
     }
     proxy(site, request, conn, metrics, sessions).await
@@ -124,28 +124,12 @@ async fn proxy<'s>(
         };
         return (route.label(), admitted.refuse(rejection, "no upstream"));
     };
-    // Checked after admission: only an authenticated caller can own a session, and the
-    // 404 must not tell an anonymous prober which session ids exist.
-    let session = match route.mcp.then(|| session_id(&parts.headers)).transpose() {
-        Ok(session) => session.flatten().map(str::to_owned),
-        Err(rejection) => return (route.label(), rejection.into_response()),
+    let session = match sessions.presented(&admitted, &parts.headers) {
+        Ok(session) => session,
+        Err(refusal) => return (route.label(), refusal),
     };
-    if let Some(session) = &session
-        && !sessions.owned_by(
-            session,
-            route.label(),
-            &admitted.provider,
-            &admitted.identity.subject,
-        )
-    {
-        let refusal = admitted.refuse(
-            Rejection::SessionNotFound,
-            "MCP session not opened by this caller",
-        );
-        return (route.label(), refusal);
-    }
-    let deleting = parts.method == Method::DELETE;
-    let listing = listing_filter(&admitted, &parts, conn.client_cert.clone());
+    let method = parts.method.clone();
+    let listing = listing_filter(&admitted, &parts);
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     // The TCP peer, not the client the engine resolved behind a trusted proxy: the
     // forwarding headers record hops, and this hop is the peer.
@@ -164,6 +148,12 @@ async fn proxy<'s>(
         &site.forwarded_as,
     );
     add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);
+    if listing.is_some() {
+        // Listings are filtered as they pass; a compressed one could not be read.
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     parts.uri = target;
     parts.version = http::Version::HTTP_11;
     let (response, reason) = match upstream
@@ -174,17 +164,7 @@ async fn proxy<'s>(
         .await
     {
         Ok(response) => {
-            if route.mcp && response.status().is_success() {
-                track_session(
-                    sessions,
-                    session.as_deref(),
-                    deleting,
-                    &response,
-                    route,
-                    &admitted.provider,
-                    &admitted.identity.subject,
-                );
-            }
+            sessions.track(&admitted, &method, session.as_deref(), &response);
             (response, String::new())
         }
         Err((rejection, failure)) => {
@@ -195,32 +175,4 @@ async fn proxy<'s>(
     };
     admitted.audit(response.status(), &reason);
     (route.label(), response)
-}
-
-/// Binds a session id the upstream handed out to the caller it handed it to, and forgets a
-/// session the caller deleted.
-fn track_session(
-    sessions: &SessionBindings,
-    presented: Option<&str>,
-    deleting: bool,
-    response: &Response<Body>,
-    route: &LiveRoute,
-    provider: &str,
-    subject: &str,
-) {
-    if deleting {
-        if let Some(session) = presented {
-            sessions.forget(session);
-        }
-        return;
-    }
-    let issued = response
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok());
-    if let Some(issued) = issued
-        && Some(issued) != presented
-    {
-        sessions.bind(issued, route.label(), provider, subject);
-    }
 }

@@ -17,7 +17,8 @@
 //! event by event as it streams (an event is held only until its blank line arrives and its
 //! entries are judged). A listing that cannot be parsed — JSON that serde refuses, such as a
 //! lone surrogate escape — is not passed through unfiltered: the answer is a 502, or the
-//! stream ends with an error.
+//! stream ends with an error. Nor is a compressed answer: the gateway asks MCP upstreams for
+//! `Accept-Encoding: identity`, and an answer in another content coding is a 502.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -26,7 +27,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::Response;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::{Frame, SizeHint};
 use serde_json::Value;
 
@@ -46,6 +47,20 @@ pub(crate) async fn filter_response(
     let Some(filter) = filter.filter(|_| parts.status.is_success()) else {
         return Ok(Response::from_parts(parts, body));
     };
+    // A compressed listing cannot be judged; the gateway asks MCP upstreams for `identity`
+    // (`Accept-Encoding`), so an encoded answer here is refused rather than passed on.
+    let encoded = parts
+        .headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(Rejection::BadGateway {
+            description: "the upstream answered an MCP request in a content coding; the \
+                          gateway filters listings only in plain text (it asks for `identity`)"
+                .into(),
+        });
+    }
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)

@@ -26,7 +26,7 @@ pub(crate) mod proxy;
 pub mod readiness;
 mod rejection;
 pub mod request;
-mod sessions;
+pub(crate) mod sessions;
 mod site;
 pub mod tls;
 

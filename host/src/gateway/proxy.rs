@@ -466,8 +466,39 @@ fn forwarded_for(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderValue {
     HeaderValue::from_str(&chain).unwrap_or_else(|_| peer.value.clone())
 }
 
+/// The MCP headers the gateway reads or checks against the body, by their exact names.
+const MCP_HEADERS: [&str; 4] = [
+    "mcp-session-id",
+    "mcp-method",
+    "mcp-name",
+    "mcp-protocol-version",
+];
+
+/// Whether `name` spells, with `_` for some `-`, a header the gateway judges under its own
+/// spelling: an MCP header (`Mcp_Session_Id`, `Mcp_Param_x`) or one of the route's
+/// credential headers (`X_Api_Key`). CGI, WSGI, Rack and PHP upstreams read both spellings
+/// as one variable, so the look-alike would run unjudged.
+fn is_underscore_look_alike(name: &HeaderName, strip: &[HeaderName]) -> bool {
+    const PARAM: &[u8] = b"mcp-param-";
+    let bytes = name.as_str().as_bytes();
+    if !bytes.contains(&b'_') {
+        return false;
+    }
+    let param = bytes.len() > PARAM.len()
+        && same_folding_underscore(&bytes[..PARAM.len()], PARAM)
+        && !bytes.starts_with(PARAM);
+    param
+        || MCP_HEADERS
+            .iter()
+            .any(|wanted| same_folding_underscore(bytes, wanted.as_bytes()))
+        || strip
+            .iter()
+            .any(|wanted| same_folding_underscore(bytes, wanted.as_str().as_bytes()))
+}
+
 /// Prepares the request headers for the upstream: hop-by-hop, the route's credential
-/// headers and client-sent identity and forwarding headers removed; `X-Forwarded-For`
+/// headers, `_`-spelled look-alikes of MCP and credential headers, and client-sent identity
+/// and forwarding headers removed; `X-Forwarded-For`
 /// written from `peer` (removed when there is none, as for an in-process call), and
 /// `X-Forwarded-Host`/`-Proto` set to the gateway's own.
 pub(crate) fn upstream_headers(
@@ -478,6 +509,15 @@ pub(crate) fn upstream_headers(
 ) {
     strip_hop_by_hop(headers);
     for name in strip {
+        headers.remove(name);
+    }
+    // Usually empty, and an empty `Vec` does not allocate.
+    let look_alikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_underscore_look_alike(name, strip))
+        .cloned()
+        .collect();
+    for name in look_alikes {
         headers.remove(name);
     }
     strip_identity_headers(headers);

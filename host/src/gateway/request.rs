@@ -44,10 +44,17 @@ fn fold_path(path: &str) -> String {
 /// too, so a route written `/API` still serves `/API/x`. Paths already in lower case without
 /// trailing dots cost one scan.
 pub fn check_case_folding(site: &Site, path: &str) -> Result<(), Rejection> {
-    let foldable =
-        path.bytes().any(|b| b.is_ascii_uppercase()) || path.ends_with('.') || path.contains("./");
-    if !foldable {
-        return Ok(());
+    // When routes and rules are all written in lower case without trailing dots, a path
+    // that needs no folding reads the same both ways. Once one is written in capitals, even
+    // an all-lower-case path can be what a case-blind upstream serves under it (`/api/x` is
+    // its `/API/x`), so every path is compared.
+    if !site.mixed_case_paths {
+        let foldable = path.bytes().any(|b| b.is_ascii_uppercase())
+            || path.ends_with('.')
+            || path.contains("./");
+        if !foldable {
+            return Ok(());
+        }
     }
     let folded = fold_path(path);
     if folded == path && !site.mixed_case_paths {

@@ -15,13 +15,27 @@
 //!   new one; it does not tell a stolen id from an unknown one.
 //! - A successful `DELETE` forgets the session.
 //!
-//! Bindings live in the [`super::Gateway`], so they survive reloads. The table is bounded
+//! The gateway's proxy, its forward-auth check and the tower layer all check sessions
+//! ([`SessionBindings::presented`]); the proxy and the layer, which see the answers, also
+//! record them ([`SessionBindings::track`]). The forward-auth check never sees an answer,
+//! so a session opened through the proxy in front of it is unknown to it and refused: MCP
+//! upstreams with sessions are served through the gateway's own proxy (README).
+//!
+//! Bindings live in the [`super::Gateway`] (and the tower layer), so they survive reloads.
+//! The table is bounded
 //! ([`MAX_SESSIONS`]); when it is full, the binding idle the longest is dropped, and that
 //! session's client is asked (by the 404) to start again, which is safe.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use http::{HeaderMap, Method, Response};
+
+use super::admission::Admitted;
+use super::body::Body;
+use super::rejection::Rejection;
+use super::request::session_id;
 
 /// Most sessions remembered at once.
 pub(crate) const MAX_SESSIONS: usize = 100_000;
@@ -50,6 +64,78 @@ impl SessionBindings {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Binding>> {
         // A poisoned map is still a valid map of bindings.
         self.bindings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `Mcp-Session-Id` that an admitted request on an MCP route presents, when it is a
+    /// session this caller opened on this route; `Ok(None)` on other routes and without one.
+    /// Otherwise the complete refusal, audited: 400 for a repeated or unreadable id, 404 for
+    /// another caller's or an unknown one. Checked after admission, so that only an
+    /// authenticated caller can own a session and the 404 tells an anonymous prober nothing.
+    pub(crate) fn presented(
+        &self,
+        admitted: &Admitted<'_>,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, Response<Body>> {
+        let route = admitted.route;
+        if !route.mcp {
+            return Ok(None);
+        }
+        let session = match session_id(headers) {
+            Ok(session) => session,
+            Err(rejection) => return Err(admitted.refuse(rejection, "unreadable Mcp-Session-Id")),
+        };
+        match session {
+            Some(session)
+                if !self.owned_by(
+                    session,
+                    route.label(),
+                    &admitted.provider,
+                    &admitted.identity.subject,
+                ) =>
+            {
+                Err(admitted.refuse(
+                    Rejection::SessionNotFound,
+                    "MCP session not opened by this caller",
+                ))
+            }
+            session => Ok(session.map(str::to_owned)),
+        }
+    }
+
+    /// Records what a successful answer to an admitted request did to sessions: binds a
+    /// session id it handed out to the caller, and forgets the `presented` session a `DELETE`
+    /// ended.
+    pub(crate) fn track(
+        &self,
+        admitted: &Admitted<'_>,
+        method: &Method,
+        presented: Option<&str>,
+        response: &Response<Body>,
+    ) {
+        let route = admitted.route;
+        if !route.mcp || !response.status().is_success() {
+            return;
+        }
+        if method == Method::DELETE {
+            if let Some(session) = presented {
+                self.forget(session);
+            }
+            return;
+        }
+        let issued = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok());
+        if let Some(issued) = issued
+            && Some(issued) != presented
+        {
+            self.bind(
+                issued,
+                route.label(),
+                &admitted.provider,
+                &admitted.identity.subject,
+            );
+        }
     }
 
     /// Whether `session` belongs to this caller on this route (and marks it used).
