@@ -301,7 +301,7 @@ where
     };
     let session = match shared.sessions.presented(&admitted, &parts.headers) {
         Ok(session) => session,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return Ok(*refusal),
     };
     let listing = listing_filter(&admitted, &parts);
     strip_identity_headers(&mut parts.headers);

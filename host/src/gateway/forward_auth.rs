@@ -130,7 +130,7 @@ pub(crate) async fn check(
     match admit(site, entry, &mut described, None, &client, metrics).await {
         Ok(admitted) => {
             if let Err(refusal) = sessions.presented(&admitted, &described.headers) {
-                return refusal;
+                return *refusal;
             }
             admitted.audit(StatusCode::OK, "");
             let mut response = Response::new(empty());

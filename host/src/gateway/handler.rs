@@ -126,7 +126,7 @@ async fn proxy<'s>(
     };
     let session = match sessions.presented(&admitted, &parts.headers) {
         Ok(session) => session,
-        Err(refusal) => return (route.label(), refusal),
+        Err(refusal) => return (route.label(), *refusal),
     };
     let method = parts.method.clone();
     let listing = listing_filter(&admitted, &parts);

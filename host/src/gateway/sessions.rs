@@ -75,14 +75,18 @@ impl SessionBindings {
         &self,
         admitted: &Admitted<'_>,
         headers: &HeaderMap,
-    ) -> Result<Option<String>, Response<Body>> {
+    ) -> Result<Option<String>, Box<Response<Body>>> {
         let route = admitted.route;
         if !route.mcp {
             return Ok(None);
         }
         let session = match session_id(headers) {
             Ok(session) => session,
-            Err(rejection) => return Err(admitted.refuse(rejection, "unreadable Mcp-Session-Id")),
+            Err(rejection) => {
+                return Err(Box::new(
+                    admitted.refuse(rejection, "unreadable Mcp-Session-Id"),
+                ));
+            }
         };
         match session {
             Some(session)
@@ -93,10 +97,10 @@ impl SessionBindings {
                     &admitted.identity.subject,
                 ) =>
             {
-                Err(admitted.refuse(
+                Err(Box::new(admitted.refuse(
                     Rejection::SessionNotFound,
                     "MCP session not opened by this caller",
-                ))
+                )))
             }
             session => Ok(session.map(str::to_owned)),
         }

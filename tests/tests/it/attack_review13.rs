@@ -573,9 +573,9 @@ async fn recording_sessions() -> portcullis_tests::upstream::RecordingUpstream {
         let body = String::from_utf8_lossy(&seen.body).into_owned();
         if body.contains("\"initialize\"") {
             let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
-            let mut response = portcullis_tests::upstream::json(format!(
-                r#"{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-06-18"}}}}"#
-            ));
+            let mut response = portcullis_tests::upstream::json(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
+            );
             response.headers_mut().insert(
                 "mcp-session-id",
                 format!("session-of-{subject}").parse().expect("hv"),
