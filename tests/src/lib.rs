@@ -15,6 +15,7 @@ use portcullis::wasm::{
 pub mod config;
 pub mod differential;
 pub mod eventually;
+pub mod gzip;
 pub mod upstream;
 
 pub use eventually::eventually;

@@ -102,36 +102,29 @@ impl Admitted<'_> {
     /// Writes the audit line for this admitted request once its answer is known: `status`
     /// is what the caller got, `reason` why it was not a success, when it was not.
     pub fn audit(&self, status: StatusCode, reason: &str) {
+        self.record(AuditVerdict::Allow, status, reason);
+    }
+
+    /// Refuses this admitted caller after all (a check that needs the identity, such as
+    /// the MCP session's owner): audited with the caller, answered with `rejection`.
+    pub fn refuse(&self, rejection: Rejection, reason: &str) -> Response<Body> {
+        self.record(AuditVerdict::Deny, rejection.status(), reason);
+        rejection.into_response()
+    }
+
+    fn record(&self, verdict: AuditVerdict, status: StatusCode, reason: &str) {
         if let Some((method, path)) = &self.line {
             audit(&audit_line(
                 self.route.label(),
                 Some(&self.identity.subject),
                 &self.provider,
-                AuditVerdict::Allow,
+                verdict,
                 reason,
                 status,
                 method,
                 path,
             ));
         }
-    }
-
-    /// Refuses this admitted caller after all (a check that needs the identity, such as
-    /// the MCP session's owner): audited with the caller, answered with `rejection`.
-    pub fn refuse(&self, rejection: Rejection, reason: &str) -> Response<Body> {
-        if let Some((method, path)) = &self.line {
-            audit(&audit_line(
-                self.route.label(),
-                Some(&self.identity.subject),
-                &self.provider,
-                AuditVerdict::Deny,
-                reason,
-                rejection.status(),
-                method,
-                path,
-            ));
-        }
-        rejection.into_response()
     }
 }
 

@@ -248,54 +248,6 @@ async fn tower_layer_refuses_an_mcp_session_another_caller_opened() {
 // Proxy: a compressed listing passes unfiltered.
 // ---------------------------------------------------------------------------------------
 
-/// A gzip member holding `data` in two stored deflate blocks, split at `at`: exactly what a
-/// compressor may emit (block boundaries fall anywhere), and what every gzip reader reads.
-fn gzip_two_blocks(data: &[u8], at: usize) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    for (last, block) in [(0u8, &data[..at]), (1u8, &data[at..])] {
-        let len = u16::try_from(block.len()).expect("a small block");
-        out.push(last);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(block);
-    }
-    out.extend_from_slice(&crc32(data).to_le_bytes());
-    out.extend_from_slice(&u32::try_from(data.len()).expect("small").to_le_bytes());
-    out
-}
-
-/// Reads a gzip member made of stored blocks (what [`gzip_two_blocks`] writes).
-fn gunzip_stored(gz: &[u8]) -> Vec<u8> {
-    assert_eq!(&gz[..3], &[0x1f, 0x8b, 8], "a gzip member");
-    let (mut i, mut out) = (10, Vec::new());
-    loop {
-        let header = gz[i];
-        assert_eq!(header & 0b110, 0, "stored blocks only");
-        let len = usize::from(u16::from_le_bytes([gz[i + 1], gz[i + 2]]));
-        i += 5;
-        out.extend_from_slice(&gz[i..i + len]);
-        i += len;
-        if header & 1 == 1 {
-            return out;
-        }
-    }
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0_u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// An MCP upstream that compresses its answers when the client accepts gzip (as one behind
 /// compression middleware does: Express `compression()`, tower-http's `CompressionLayer`).
 async fn compressing_upstream(headers: HeaderMap, body: String) -> axum::response::Response {
@@ -313,18 +265,12 @@ async fn compressing_upstream(headers: HeaderMap, body: String) -> axum::respons
     if !gzip {
         return ([("content-type", "application/json")], listing).into_response();
     }
-    let key = b"\"tools\"";
-    let at = listing
-        .windows(key.len())
-        .position(|w| w == key)
-        .expect("the listing member")
-        + 3;
     (
         [
             ("content-type", "application/json"),
             ("content-encoding", "gzip"),
         ],
-        gzip_two_blocks(&listing, at),
+        portcullis_tests::gzip::gzip(&listing),
     )
         .into_response()
 }
@@ -361,7 +307,7 @@ fn listed_tools(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let plain = if gzipped {
-        gunzip_stored(body)
+        portcullis_tests::gzip::gunzip(body)
     } else {
         body.to_vec()
     };
@@ -411,6 +357,32 @@ async fn a_gzip_listing_from_the_upstream_is_still_filtered() {
     } else {
         assert_eq!(status, 502, "refused, as an unreadable listing is");
     }
+    h.stop().await;
+}
+
+/// An upstream that compresses whatever the request asked for: the gateway asked for
+/// `identity`, cannot read the listing, and refuses it rather than pass it on.
+#[tokio::test]
+async fn a_listing_compressed_unasked_is_refused() {
+    let always_gzip = |headers: HeaderMap, body: String| async move {
+        let mut headers = headers;
+        headers.insert("accept-encoding", http::HeaderValue::from_static("gzip"));
+        compressing_upstream(headers, body).await
+    };
+    let upstream = serve(Router::new().route("/mcp", any(always_gzip))).await;
+    let h = start_with_upstream(standard(), &format!("http://{upstream}/mcp")).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let (status, _, body) = raw_post(
+        &format!("{}/mcp", h.base),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ],
+        LIST_TOOLS,
+    )
+    .await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     h.stop().await;
 }
 
