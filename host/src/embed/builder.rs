@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
-use super::{AuthLayer, EmbedError};
+use super::AuthLayer;
 use crate::config::raw::{RawChainEntry, RawConfig, RawProvider, RawProviderSettings, RawRoute};
 use crate::config::{self, Purpose};
 use crate::engine::RuleSettings;
+use crate::load::SiteError;
 use crate::wasm::WasmRuntime;
 
 /// Builds an [`AuthLayer`] in code; see the [module docs](super) for an example.
@@ -90,7 +91,7 @@ impl Builder {
 
     /// Validates everything and builds the providers. Errors read as for a config file,
     /// with `<embedded builder>` as the file.
-    pub async fn build(self) -> Result<AuthLayer, EmbedError> {
+    pub async fn build(self) -> Result<AuthLayer, SiteError> {
         let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("."));
         let config =
             config::validate_raw(self.raw, "<embedded builder>", &base_dir, Purpose::Embedded)?;

@@ -114,7 +114,7 @@ use crate::gateway::proxy::{add_identity_headers, strip_identity_headers};
 use crate::gateway::request::check_path;
 use crate::gateway::sessions::SessionBindings;
 pub use crate::gateway::{ConnInfo, Rejection};
-use crate::load;
+use crate::load::{self, SiteError};
 use crate::observability::Metrics;
 use crate::verdict::Identity;
 use crate::wasm::WasmRuntime;
@@ -123,9 +123,6 @@ use crate::wasm::WasmRuntime;
 /// beside the [`Identity`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedBy(pub String);
-
-/// Why a layer could not be built or reloaded: the composition root's error.
-pub use crate::load::SiteError as EmbedError;
 
 /// A `tower` layer that puts the Portcullis engine in front of a service. Cloning is cheap;
 /// clones share the site, so a [`swap`](Self::swap) reaches all of them.
@@ -169,13 +166,13 @@ impl AuthLayer {
     pub async fn from_config(
         config: &Config,
         runtime: Option<&WasmRuntime>,
-    ) -> Result<Self, EmbedError> {
+    ) -> Result<Self, SiteError> {
         let loaded = load::from_config(config.clone(), runtime.cloned()).await?;
         Ok(Self::with_runtime(loaded.site, loaded.runtime))
     }
 
     /// Reads the config file at `path` ([`config::load_embedded`]) and builds the layer.
-    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, EmbedError> {
+    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, SiteError> {
         Self::from_config(&config::load_embedded(path.as_ref())?, None).await
     }
 
@@ -191,9 +188,9 @@ impl AuthLayer {
 
     /// Rebuilds every provider of `config` (with the layer's Wasm runtime, if it has one)
     /// and swaps the result in. On error nothing changes and the current site keeps serving.
-    pub async fn reload(&self, config: &Config) -> Result<(), EmbedError> {
+    pub async fn reload(&self, config: &Config) -> Result<(), SiteError> {
         if config::needs_wasm(config) && self.shared.runtime.is_none() {
-            return Err(EmbedError::Runtime(
+            return Err(SiteError::Runtime(
                 "this layer was built without Wasm providers, so it has no runtime for them; \
                  build it with `AuthLayer::from_config` and a runtime"
                     .into(),

@@ -4,10 +4,11 @@
 //!   answers requests with [`Gateway::handle`], which tests call without binding a port.
 //! - [`listener`] accepts connections (HTTP/1.1 and HTTP/2, optionally TLS with client
 //!   certificates) and drains them on shutdown.
-//! - [`handler`] runs one request: public endpoints ([`metadata`], health, metrics,
-//!   [`forward_auth`]), then [`admission`] (the route's policy: the one decision path, shared
-//!   with the tower layer in [`crate::embed`]) and the [`proxy`].
-//! - [`rejection`] is the one place where refusals get their status and challenge.
+//! - `handler` runs one request: public endpoints (RFC 9728 metadata, health, metrics, the
+//!   forward-auth check), then [`admission`] (the one decision path, shared by the proxy,
+//!   forward-auth, the tower layer in [`crate::embed`] and `portcullis eval`), MCP session
+//!   binding (`sessions`) and the `proxy` to the upstream.
+//! - [`Rejection`] is the one place where refusals get their status and challenge.
 //!
 //! Origin policy: a present `Origin` header must be the public URL's origin or one listed
 //! in `server.allowed_origins`. Without that list, a gateway listening on a loopback
