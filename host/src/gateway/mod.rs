@@ -26,6 +26,8 @@ mod metadata;
 pub(crate) mod proxy;
 pub mod readiness;
 mod rejection;
+// Public for the fuzz targets (`fuzz/fuzz_targets/request_context.rs`), not an API.
+#[doc(hidden)]
 pub mod request;
 pub(crate) mod sessions;
 mod site;
