@@ -1,0 +1,238 @@
+//! Review 13b: a second attack on the one decision path after review 13's fixes, through the
+//! reverse proxy, the forward-auth check and the listing filter.
+//!
+//! Every test asserts the behaviour the README and SECURITY.md promise; the report lists which
+//! fail today.
+
+use crate::gateway_harness::{ADMIN_KEY, READER_KEY, TestConfig, standard, start_with_upstream};
+use portcullis_tests::upstream::{RecordingUpstream, Seen, answer};
+
+// ---------------------------------------------------------------------------------------
+// Method overrides outside the headers: `_method` in the query and in a form body.
+// ---------------------------------------------------------------------------------------
+
+/// A plain HTTP route `/api` where any key may read and write, but `DELETE` needs `admin`.
+fn delete_needs_admin() -> TestConfig {
+    TestConfig::new()
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .rule("path = \"/api\"\nmethods = [\"DELETE\"]", &["admin"])
+}
+
+/// Whether the upstream received a request, from the reader, that a framework's method
+/// override runs as a `DELETE`: `_method=DELETE` in the query (Symfony and Laravel with
+/// method override on, Express `method-override('_method')`) or in a form body (Rails'
+/// default `Rack::MethodOverride`, Laravel's and Symfony's forms).
+fn overridden_deletes(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.header("x-portcullis-subject") == Some("reader"))
+        .filter(|s| {
+            let query = s.target.split_once('?').map_or("", |(_, q)| q);
+            let body = String::from_utf8_lossy(&s.body);
+            [query, body.as_ref()].iter().any(|text| {
+                text.split('&')
+                    .any(|pair| pair.eq_ignore_ascii_case("_method=DELETE"))
+            })
+        })
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect()
+}
+
+/// The gateway removes `X-HTTP-Method-Override` and its kin because "a POST the rules judged
+/// would run as a DELETE" (README, SECURITY.md: a client cannot choose the method an upstream
+/// believes). `POST /api/items/1?_method=DELETE` is the same override in the query string,
+/// which Symfony (`http_method_override`), Laravel and Express's `method-override('_method')`
+/// believe: the reader, refused a `DELETE`, must not get one run as a `POST`.
+#[tokio::test]
+async fn a_query_method_override_does_not_run_a_delete_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let direct = h
+        .request("DELETE", "/api/items/1", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(direct.status, 403, "the rule holds as written: {direct:?}");
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let allowed = h
+        .request("DELETE", "/api/items/1", &[("authorization", &admin)], None)
+        .await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+
+    let overridden = h
+        .request(
+            "POST",
+            "/api/items/1?_method=DELETE",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    let ran = overridden_deletes(&upstream.seen());
+    assert!(
+        ran.is_empty(),
+        "the reader's POST reached the upstream ({}) as {ran:?}, which a method-override \
+         framework runs as the DELETE the rules refused",
+        overridden.status
+    );
+}
+
+/// The same override in an `application/x-www-form-urlencoded` body: Rails has
+/// `Rack::MethodOverride` in its default middleware and runs `POST` with `_method=delete` as
+/// `DELETE` (so do Laravel and Symfony forms). The gateway does not read bodies on HTTP
+/// routes, so it judges a `POST`; the reader must not get the `DELETE` run.
+#[tokio::test]
+async fn a_form_body_method_override_does_not_run_a_delete_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let overridden = h
+        .request(
+            "POST",
+            "/api/items/1",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some("_method=DELETE"),
+        )
+        .await;
+    let ran = overridden_deletes(&upstream.seen());
+    assert!(
+        ran.is_empty(),
+        "the reader's form POST reached the upstream ({}) as {ran:?}, which Rails' default \
+         Rack::MethodOverride runs as the DELETE the rules refused",
+        overridden.status
+    );
+}
+
+/// Forward-auth (nginx family): the proxy describes `POST /api/items/1?_method=DELETE`; the
+/// check must not answer 200 for the reader, since the upstream behind nginx runs it as the
+/// `DELETE` the rules refuse (the check answers 403 for the plain `DELETE`).
+#[tokio::test]
+async fn forward_auth_does_not_admit_a_query_method_override_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin().behind("nginx"), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let check = |method: &'static str, uri: &'static str| {
+        let (h, auth) = (&h, auth.clone());
+        async move {
+            h.request(
+                "GET",
+                "/check",
+                &[
+                    ("authorization", &auth),
+                    ("x-original-method", method),
+                    ("x-original-uri", uri),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let direct = check("DELETE", "/api/items/1").await;
+    assert_eq!(direct.status, 403, "{direct:?}");
+    let overridden = check("POST", "/api/items/1?_method=DELETE").await;
+    assert_ne!(
+        overridden.status, 200,
+        "the check let the reader's POST ?_method=DELETE through: {overridden:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SSE listings whose lines end in a lone CR.
+// ---------------------------------------------------------------------------------------
+
+/// An SSE event stream may end its lines with CR, LF or CRLF (WHATWG HTML §9.2.5; the
+/// `eventsource-parser` the TypeScript SDK uses splits on all three). The gateway splits
+/// event lines on LF only, so in `event: message\rdata: {listing}` it sees one `event:` line
+/// and no data, and passes the listing on unfiltered, while the client reads a `data:` line
+/// holding every tool. The reader (no `admin`) must not be shown `admin_reset`.
+#[tokio::test]
+async fn an_sse_listing_with_cr_line_ends_is_still_filtered() {
+    let upstream = RecordingUpstream::answering(|_| async {
+        let listing = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"admin_reset","inputSchema":{"type":"object"}},{"name":"echo","inputSchema":{"type":"object"}}]}}"#;
+        let mut response = answer(200, format!("event: message\rdata: {listing}\r\r"));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        response
+    })
+    .await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let reply = h
+        .mcp_post(
+            Some(READER_KEY),
+            None,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+        )
+        .await;
+    // The stream as an SSE client reads it: lines end at CR, LF or CRLF.
+    let shown: Vec<&str> = reply
+        .body
+        .split(['\r', '\n'])
+        .filter_map(|line| line.strip_prefix("data:"))
+        .collect();
+    assert!(
+        reply.status != 200 || !shown.iter().any(|data| data.contains("admin_reset")),
+        "the reader was shown `admin_reset` ({}): {shown:?}",
+        reply.status
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// `Mcp-Param-*` with `_` and `-` swapped inside the parameter name.
+// ---------------------------------------------------------------------------------------
+
+/// `Mcp-Param-{name}` is checked against the argument of that name, compared
+/// case-insensitively "as header names are"; `Mcp-Param-Target-Region: us` beside
+/// `"target_region": "eu"` is not compared at all (no argument is spelled `target-region`),
+/// though a CGI, WSGI, Rack or PHP upstream reads the header as
+/// `HTTP_MCP_PARAM_TARGET_REGION`, the very argument's header. Review 13 removed `_`
+/// look-alikes of the `Mcp-Param-` prefix; the name after it must be read the same way:
+/// refused (400, as for `Mcp-Param-Target_Region: us`, which is compared) or removed.
+#[tokio::test]
+async fn an_mcp_param_spelled_with_dashes_for_underscores_is_checked_against_the_argument() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"target_region":"eu"}}}"#;
+    let auth = format!("Bearer {READER_KEY}");
+    let send_with = |name: &'static str| {
+        let (h, auth) = (&h, auth.clone());
+        async move {
+            h.request(
+                "POST",
+                "/mcp",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                    (name, "us"),
+                ],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let exact = send_with("mcp-param-target_region").await;
+    assert_eq!(exact.status, 400, "the exact spelling is compared: {exact:?}");
+    let dashed = send_with("mcp-param-target-region").await;
+    let carried: Vec<String> = upstream
+        .seen()
+        .iter()
+        .flat_map(|s| {
+            s.headers
+                .iter()
+                .filter(|(n, v)| {
+                    n.as_str().replace('-', "_") == "mcp_param_target_region" && *v == "us"
+                })
+                .map(|(n, _)| n.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "`{carried:?}: us` reached the upstream ({}) beside `\"target_region\": \"eu\"`",
+        dashed.status
+    );
+}
