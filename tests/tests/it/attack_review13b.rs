@@ -236,3 +236,61 @@ async fn an_mcp_param_spelled_with_dashes_for_underscores_is_checked_against_the
         dashed.status
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Config: routes and rules that can never serve or apply are accepted.
+// ---------------------------------------------------------------------------------------
+
+/// Whether the gateway loads `template` (placeholders filled for a fixed address).
+fn loads(template: &TestConfig) -> bool {
+    let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let text = crate::gateway_harness::fill(template, addr, "http://127.0.0.1:9");
+    portcullis::config::load_str(&text, "<test config>", std::path::Path::new(".")).is_ok()
+}
+
+/// A route's own rule is only ever asked about paths under the route. `path = "/admin"` on
+/// the route `/api` (written as if relative to the route, meaning `/api/admin`) covers no
+/// request the route serves: the rule is silently dead and `/api/admin` is served with the
+/// route's scopes only — the same dead-rule class review 13 closed for rule paths in no
+/// normal form. Such a rule must be refused at load.
+#[tokio::test]
+async fn a_route_rule_outside_its_route_is_refused_at_load() {
+    let config = TestConfig::new()
+        .http_route("/api", &["keys"])
+        .with(r#"rules = [{ path = "/admin", scopes = ["admin"] }]"#)
+        .api_keys(&["reader", "admin"]);
+    assert!(
+        !loads(&config),
+        "a rule on route `/api` for `/admin` was accepted; it applies to no request"
+    );
+    // Sanity: the same rule written under the route loads.
+    let fine = TestConfig::new()
+        .http_route("/api", &["keys"])
+        .with(r#"rules = [{ path = "/api/admin", scopes = ["admin"] }]"#)
+        .api_keys(&["reader", "admin"]);
+    assert!(loads(&fine), "a rule under its route loads");
+}
+
+/// The forward-auth endpoint answers every path under `forward_auth_path` (`/check`,
+/// `/check/…`) before any route is looked up, and `/healthz`, `/readyz` and `/metrics` are
+/// answered by the gateway itself: a route at one of those paths never serves them (its
+/// upstream is never reached, its chain never asked). Such a route is silently dead, and
+/// must be refused at load.
+#[tokio::test]
+async fn routes_shadowed_by_the_gateways_own_endpoints_are_refused_at_load() {
+    let mut accepted = Vec::new();
+    for path in ["/check", "/check/reports", "/healthz", "/readyz", "/metrics"] {
+        let config = TestConfig::new()
+            .behind("nginx")
+            .http_route("/api", &["keys"])
+            .http_route(path, &["keys"])
+            .api_keys(&["reader"]);
+        if loads(&config) {
+            accepted.push(path);
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "routes the gateway never routes to were accepted: {accepted:?}"
+    );
+}
