@@ -294,3 +294,78 @@ async fn routes_shadowed_by_the_gateways_own_endpoints_are_refused_at_load() {
         "routes the gateway never routes to were accepted: {accepted:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// MCP sessions of the HTTP+SSE transport (2024-11-05): the id is in the query.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream speaking the HTTP+SSE transport (Python SDK `SseServerTransport`, FastMCP's
+/// `sse_app`, still served beside Streamable HTTP by many servers): `GET …/sse` opens the
+/// session's stream and names the endpoint for its messages, `…/messages/?session_id=<id>`;
+/// every message posted there acts in that session, whose answers go to its stream.
+async fn legacy_sse_upstream() -> RecordingUpstream {
+    RecordingUpstream::answering(|seen| async move {
+        if seen.method == "GET" && seen.target.ends_with("/sse") {
+            let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
+            let mut response = answer(
+                200,
+                format!("event: endpoint\ndata: /mcp/messages/?session_id=legacy-of-{subject}\n\n"),
+            );
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            return response;
+        }
+        answer(202, "Accepted")
+    })
+    .await
+}
+
+/// README: "MCP sessions are bound to the caller that opened them … a request presenting it
+/// is let through only for that same caller". The admin opens an HTTP+SSE session through the
+/// gateway and is handed `/mcp/messages/?session_id=legacy-of-admin`; the reader, who learnt
+/// the id (a log, a shared proxy — the leak the binding is for), posts a call there. The
+/// upstream would run it in the admin's session; it must not reach the upstream (404, as for
+/// another caller's `Mcp-Session-Id`).
+#[tokio::test]
+async fn an_http_sse_session_id_in_the_query_is_bound_to_its_caller() {
+    let upstream = legacy_sse_upstream().await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let opened = h
+        .request(
+            "GET",
+            "/mcp/sse",
+            &[("authorization", &admin), ("accept", "text/event-stream")],
+            None,
+        )
+        .await;
+    assert_eq!(opened.status, 200, "{opened:?}");
+    assert!(opened.body.contains("session_id=legacy-of-admin"), "{opened:?}");
+
+    let reader = format!("Bearer {READER_KEY}");
+    let hijack = h
+        .request(
+            "POST",
+            "/mcp/messages/?session_id=legacy-of-admin",
+            &[
+                ("authorization", &reader),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#),
+        )
+        .await;
+    let carried: Vec<String> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.header("x-portcullis-subject") == Some("reader"))
+        .filter(|s| s.target.contains("session_id=legacy-of-admin"))
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "the reader's call reached the upstream ({}) in the admin's session: {carried:?}",
+        hijack.status
+    );
+}
