@@ -369,3 +369,91 @@ async fn an_http_sse_session_id_in_the_query_is_bound_to_its_caller() {
         hijack.status
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Streamable HTTP resumption: `Last-Event-ID` names another caller's stream.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream with resumable streams and one event store for every session (the Python
+/// SDK's `StreamableHTTPSessionManager(event_store=…)`, any Redis-backed store shared by
+/// replicas): `initialize` opens `session-of-<subject>`, a call answers on an SSE stream
+/// whose events carry `id: evt-of-<subject>`, and a `GET` with `Last-Event-ID` replays the
+/// stream that event belongs to — found by the event id alone.
+async fn resumable_upstream() -> RecordingUpstream {
+    RecordingUpstream::answering(|seen| async move {
+        let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
+        let body = String::from_utf8_lossy(&seen.body).into_owned();
+        let sse = |text: String| {
+            let mut response = answer(200, text);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        };
+        if body.contains("\"initialize\"") {
+            let mut response = portcullis_tests::upstream::json(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
+            );
+            response.headers_mut().insert(
+                "mcp-session-id",
+                format!("session-of-{subject}").parse().expect("hv"),
+            );
+            return response;
+        }
+        if let Some(last) = seen.header("last-event-id") {
+            let owner = last.trim_start_matches("evt-of-");
+            return sse(format!(
+                "id: {last}\ndata: {{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"secret of {owner}\"}}]}}}}\n\n"
+            ));
+        }
+        sse(format!(
+            "id: evt-of-{subject}\ndata: {{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"secret of {subject}\"}}]}}}}\n\n"
+        ))
+    })
+    .await
+}
+
+/// Sessions are bound to their caller so that a leaked id lets nobody else into the session
+/// (README). An SSE event id is the same kind of handle: the admin's call answers with
+/// `id: evt-of-admin`; the reader, in a session of its own, sends `GET` with
+/// `Last-Event-ID: evt-of-admin`, and an upstream whose event store is shared replays the
+/// admin's stream to the reader. An event id must be let through only on the session (and so
+/// to the caller) whose stream carried it: the reader's resumption must not reach the
+/// upstream.
+#[tokio::test]
+async fn a_last_event_id_from_another_callers_stream_is_not_resumed() {
+    let upstream = resumable_upstream().await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let admin = h.mcp_post(Some(ADMIN_KEY), None, INITIALIZE).await;
+    let admin_session = admin.header("mcp-session-id").expect("issued").to_owned();
+    let call = h.mcp_post(Some(ADMIN_KEY), Some(&admin_session), CALL).await;
+    assert!(call.body.contains("id: evt-of-admin"), "{call:?}");
+
+    let reader = h.mcp_post(Some(READER_KEY), None, INITIALIZE).await;
+    let reader_session = reader.header("mcp-session-id").expect("issued").to_owned();
+    assert_eq!(reader_session, "session-of-reader");
+    let auth = format!("Bearer {READER_KEY}");
+    let resumed = h
+        .request(
+            "GET",
+            "/mcp",
+            &[
+                ("authorization", &auth),
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", &reader_session),
+                ("mcp-protocol-version", "2025-06-18"),
+                ("last-event-id", "evt-of-admin"),
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        !resumed.body.contains("secret of admin"),
+        "the reader resumed the admin's stream ({}): {}",
+        resumed.status,
+        resumed.body
+    );
+}
