@@ -457,3 +457,52 @@ async fn a_last_event_id_from_another_callers_stream_is_not_resumed() {
         resumed.body
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Forward-auth: `_`-spelled MCP headers the check cannot remove.
+// ---------------------------------------------------------------------------------------
+
+/// Review 13 removes `Mcp_Session_Id` (and the other `_` look-alikes) before the gateway's own
+/// upstream, since CGI, WSGI, Rack and PHP servers read it as the session id. The forward-auth
+/// check removes nothing: the proxy in front forwards the client's headers as they came (Envoy
+/// by default, `headers_with_underscores_action: ALLOW`; Traefik and Caddy too). So the check
+/// must not answer 200 for a request carrying a look-alike it cannot judge: here the reader
+/// presents the admin's session as `Mcp_Session_Id`, which the proxy (answering 404 for the
+/// dash spelling) would hand to the upstream.
+#[tokio::test]
+async fn forward_auth_does_not_pass_an_underscore_spelled_session_id() {
+    let config = TestConfig::new()
+        .behind("envoy")
+        .route("/mcp", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .path_rule("/mcp", &["mcp:read"]);
+    let h = crate::gateway_harness::start(config).await;
+    let session = h.mcp_session(ADMIN_KEY).await;
+    let reader = format!("Bearer {READER_KEY}");
+    let check = |name: &'static str| {
+        let (h, reader, session) = (&h, reader.clone(), session.clone());
+        async move {
+            h.request(
+                "POST",
+                "/check/mcp",
+                &[
+                    ("authorization", &reader),
+                    ("x-forwarded-for", "127.0.0.1"),
+                    ("content-type", "application/json"),
+                    (name, &session),
+                    ("mcp-protocol-version", "2025-06-18"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let dashed = check("mcp-session-id").await;
+    assert_eq!(dashed.status, 404, "the check binds sessions: {dashed:?}");
+    let underscored = check("mcp_session_id").await;
+    assert_ne!(
+        underscored.status, 200,
+        "the check let the reader through with the admin's session as `Mcp_Session_Id`, which \
+         the proxy in front forwards to the upstream: {underscored:?}"
+    );
+}
