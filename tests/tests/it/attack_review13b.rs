@@ -506,3 +506,70 @@ async fn forward_auth_does_not_pass_an_underscore_spelled_session_id() {
          the proxy in front forwards to the upstream: {underscored:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Forward-auth as the README deploys it behind Envoy and Traefik.
+// ---------------------------------------------------------------------------------------
+
+/// The README's fenced block that starts with a line containing `marker`.
+fn readme_snippet(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme.find(marker).unwrap_or_else(|| panic!("README has `{marker}`"));
+    let rest = &readme[start..];
+    let end = rest.find("```").unwrap_or(rest.len());
+    rest[..end].to_ascii_lowercase()
+}
+
+/// Review 13 made the check refuse an `Mcp-Session-Id` another caller opened — but the check
+/// can only refuse what it is sent. The README's Envoy snippet sends the check only
+/// `Authorization`, `Host`, the method and path, `X-Forwarded-For` and `Origin`
+/// (`allowed_headers`); the Traefik one only `Authorization` and `Origin`
+/// (`authRequestHeaders`). Deployed as written, the check never sees a session id, answers 200
+/// for the reader, and the proxy forwards the admin's `Mcp-Session-Id` to the upstream. Each
+/// snippet must send the check `Mcp-Session-Id`.
+#[test]
+fn readme_envoy_and_traefik_snippets_send_the_mcp_session_id_to_the_check() {
+    let mut missing = Vec::new();
+    for (proxy, marker) in [
+        ("envoy", "- name: envoy.filters.http.ext_authz"),
+        ("traefik", "http:\n  middlewares:\n    portcullis:"),
+    ] {
+        if !readme_snippet(marker).contains("mcp-session-id") {
+            missing.push(proxy);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the README's {missing:?} forward-auth snippets never send `Mcp-Session-Id` to the \
+         check, so the session binding is not applied behind them"
+    );
+}
+
+/// The Caddy snippet removes client copies of the identity headers "also spelled with `_`,
+/// one CGI variable to WSGI, Rack and PHP", and the credential and every URL or method
+/// override; nginx drops `_` names by default and clears the overrides. The Envoy and Traefik
+/// snippets only override the dash-spelled `x-portcullis-*` with the check's answer: a
+/// client's `X_Portcullis_Subject: admin` reaches the upstream beside the real
+/// `X-Portcullis-Subject` (Envoy allows `_` names by default, Traefik too), as do
+/// `X-HTTP-Method-Override` and the bearer token. Each snippet must remove them.
+#[test]
+fn readme_envoy_and_traefik_snippets_remove_forged_identity_look_alikes_and_overrides() {
+    let mut open = Vec::new();
+    for (proxy, marker) in [
+        ("envoy", "- name: envoy.filters.http.ext_authz"),
+        ("traefik", "http:\n  middlewares:\n    portcullis:"),
+    ] {
+        let snippet = readme_snippet(marker);
+        for needed in ["x_portcullis", "x-http-method-override"] {
+            if !snippet.contains(needed) {
+                open.push(format!("{proxy}: {needed}"));
+            }
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "the README's forward-auth snippets let these client headers through to the \
+         upstream: {open:?}"
+    );
+}
