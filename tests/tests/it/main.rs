@@ -7,6 +7,7 @@ mod attack_jwt;
 mod attack_mcp;
 mod attack_plugins;
 mod attack_review13;
+mod attack_review13b;
 mod chain;
 mod config_ui;
 mod differential;
