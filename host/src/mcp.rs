@@ -288,24 +288,30 @@ impl Mirrored {
                 format!("it says `{header}`, the body `{}`", name.unwrap_or("")),
             ));
         }
+        // A header names its argument with case and `-`/`_` folded: CGI, WSGI, Rack and PHP
+        // servers read `Mcp-Param-Target-Region` and `Mcp-Param-target_region` as one
+        // variable, so every argument either spelling could name must agree with it.
+        let fold = |name: &str| name.to_ascii_lowercase().replace('_', "-");
         for (param, value) in &self.params {
-            let argument = arguments
+            let wanted = fold(param);
+            let named = arguments
                 .and_then(Value::as_object)
-                .and_then(|args| args.iter().find(|(k, _)| k.eq_ignore_ascii_case(param)));
-            let Some((_, argument)) = argument else {
-                continue;
-            };
-            let same = match argument {
-                Value::String(s) => s == value,
-                Value::Bool(b) => value == if *b { "true" } else { "false" },
-                Value::Number(n) => n.as_i64().is_some_and(|n| value == &n.to_string()),
-                _ => false,
-            };
-            if !same {
-                return Err(mismatch(
-                    &format!("mcp-param-{param}"),
-                    "it differs from the argument of that name".into(),
-                ));
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| fold(k) == wanted);
+            for (_, argument) in named {
+                let same = match argument {
+                    Value::String(s) => s == value,
+                    Value::Bool(b) => value == if *b { "true" } else { "false" },
+                    Value::Number(n) => n.as_i64().is_some_and(|n| value == &n.to_string()),
+                    _ => false,
+                };
+                if !same {
+                    return Err(mismatch(
+                        &format!("mcp-param-{param}"),
+                        "it differs from the argument of that name".into(),
+                    ));
+                }
             }
         }
         Ok(())

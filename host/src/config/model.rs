@@ -30,6 +30,10 @@ pub enum Purpose {
     Embedded,
 }
 
+/// Where the gateway serves RFC 9728 protected-resource metadata (and, below it, each
+/// route's document); no route may take it.
+pub(crate) const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

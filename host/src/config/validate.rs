@@ -65,6 +65,16 @@ pub(crate) fn validate(
                 report,
             )?;
         }
+        if let Some(endpoint) = own_endpoint(&route.path, server.forward_auth.as_ref()) {
+            return Err(report.invalid(
+                format!("routes[{i}].path"),
+                format!(
+                    "`{}` is answered by the gateway itself ({endpoint}), so this route would \
+                     never serve it; choose another path",
+                    display_path(&route.path),
+                ),
+            ));
+        }
         if let Some(other) = routes.iter().find(|r| r.path == route.path) {
             let upstream = other
                 .upstream
@@ -587,6 +597,20 @@ fn route_path(path: &str, key: &str, report: &Reporter) -> Result<String, Config
     Ok(trimmed.to_owned())
 }
 
+/// The gateway endpoint that answers `route_path` before any route is looked up, if one
+/// does: the health and metrics endpoints, RFC 9728 metadata, the forward-auth check.
+fn own_endpoint(route_path: &str, forward_auth: Option<&ForwardAuth>) -> Option<&'static str> {
+    if matches!(route_path, "/healthz" | "/readyz" | "/metrics") {
+        return Some("a health or metrics endpoint");
+    }
+    if path_has_prefix(route_path, super::model::WELL_KNOWN) {
+        return Some("the RFC 9728 metadata");
+    }
+    forward_auth
+        .filter(|endpoint| path_has_prefix(route_path, &endpoint.path))
+        .map(|_| "the forward-auth check, `server.forward_auth_path`")
+}
+
 fn display_path(path: &str) -> &str {
     if path.is_empty() { "/" } else { path }
 }
@@ -660,6 +684,22 @@ fn route(
                 ));
             }
             None => return Err(unknown_provider(name, &k, providers, report)),
+        }
+    }
+    // A route's own rules are asked only about paths under the route: one written outside
+    // it (`path = "/admin"` on `/api`, meant as relative) would never apply.
+    for (j, rule) in raw.rules.iter().enumerate() {
+        if let Some(rule_path) = rule.path.as_deref()
+            && !path.is_empty()
+            && !path_has_prefix(rule_path, &path)
+        {
+            return Err(report.invalid(
+                key(&format!("rules[{j}].path")),
+                format!(
+                    "`{rule_path}` is outside this route (`{path}`), so the rule would never \
+                     apply: rule paths are absolute, e.g. `{path}{rule_path}`"
+                ),
+            ));
         }
     }
     let mut rules = global_rules.to_vec();

@@ -136,7 +136,7 @@ struct Shared {
     site: ArcSwap<Site>,
     metrics: Arc<Metrics>,
     /// MCP sessions and the callers that opened them; kept across reloads.
-    sessions: SessionBindings,
+    sessions: Arc<SessionBindings>,
     /// Kept for reloads and for its epoch ticker, which Wasm deadlines need.
     runtime: Option<WasmRuntime>,
 }
@@ -154,7 +154,7 @@ impl AuthLayer {
             shared: Arc::new(Shared {
                 site: ArcSwap::from_pointee(site),
                 metrics: Arc::new(Metrics::new()),
-                sessions: SessionBindings::default(),
+                sessions: Arc::default(),
                 runtime,
             }),
         }
@@ -296,11 +296,12 @@ where
         Ok(admitted) => admitted,
         Err(refused) => return Ok(refused.into_response()),
     };
-    let session = match shared.sessions.presented(&admitted, &parts.headers) {
+    let session = match shared.sessions.presented(&admitted, &parts) {
         Ok(session) => session,
         Err(refusal) => return Ok(*refusal),
     };
-    let listing = listing_filter(&admitted, &parts);
+    let listing = listing_filter(&admitted, &parts)
+        .map(|filter| filter.recording_event_ids(shared.sessions.event_recorder(&admitted)));
     strip_identity_headers(&mut parts.headers);
     add_identity_headers(&mut parts.headers, &admitted.identity, &admitted.provider);
     parts

@@ -9,7 +9,9 @@
 //!    proxies, or as the forward-auth proxy describes it);
 //! 4. the body, when the entry point has one and the route needs it: media type, size and
 //!    time limits, the MCP JSON-RPC message parsed;
-//! 5. [`Policy::decide`](crate::engine::Policy::decide), and the decision metrics.
+//! 5. the method an upstream will run: a `POST` with a `_method` override (query or form
+//!    body) is judged as the method it names;
+//! 6. [`Policy::decide`](crate::engine::Policy::decide), and the decision metrics.
 //!
 //! A refusal is audited here, and an admitted request is audited through
 //! [`Admitted::audit`] once its answer is known: the audit line is built in this module
@@ -29,7 +31,7 @@ use super::listing::{Allow, ListingFilter};
 use super::rejection::Rejection;
 use super::request::{
     ContextParts, check_case_folding, check_mcp_media, check_method, check_origin, check_path,
-    client_addr, context, read_body,
+    client_addr, context, is_form, overridden_method, read_body,
 };
 use super::site::{LiveRoute, Site};
 use crate::context::{ClientCert, RequestContext};
@@ -287,7 +289,9 @@ pub async fn admit<'s>(
         let reason = "MCP body media type refused";
         return Err(refuse(rejection, Some(route), "-", reason, None));
     }
-    let (buffered, body) = if has_body && route.wants_body {
+    // A form `POST` is read too, wherever it goes: a `_method` in it is what an upstream runs.
+    let form = parts.method == Method::POST && is_form(&parts.headers);
+    let (buffered, body) = if has_body && (route.wants_body || form) {
         match read_body(
             body,
             &parts.headers,
@@ -305,9 +309,17 @@ pub async fn admit<'s>(
     } else {
         (None, body)
     };
+    let form_bytes = buffered.as_deref().filter(|_| form);
+    let judged_method = match overridden_method(&parts.method, parts.uri.query(), form_bytes) {
+        Ok(overridden) => overridden.unwrap_or_else(|| parts.method.clone()),
+        Err(rejection) => {
+            let reason = "unreadable method override";
+            return Err(refuse(rejection, Some(route), "-", reason, None));
+        }
+    };
     let ctx = context(
         ContextParts {
-            method: &parts.method,
+            method: &judged_method,
             path: parts.uri.path(),
             query: parts.uri.query(),
             // Moved, not copied: the context is dropped before the upstream needs them.
@@ -316,7 +328,7 @@ pub async fn admit<'s>(
             client_cert: client_cert.clone(),
         },
         route.mcp,
-        buffered,
+        buffered.filter(|_| route.wants_body),
     );
     let ctx = match ctx {
         Ok(ctx) => Arc::new(ctx),

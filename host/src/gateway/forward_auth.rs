@@ -62,7 +62,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::ConnInfo;
 use super::admission::{Entry, admit, refuse_unrouted};
 use super::body::{Body, empty};
-use super::proxy::add_identity_headers;
+use super::proxy::{add_identity_headers, is_underscore_look_alike};
 use super::rejection::Rejection;
 use super::request::{check_path, is_trusted};
 use super::sessions::SessionBindings;
@@ -129,7 +129,23 @@ pub(crate) async fn check(
     let entry = Entry::ForwardAuth { path: label };
     match admit(site, entry, &mut described, None, &client, metrics).await {
         Ok(admitted) => {
-            if let Err(refusal) = sessions.presented(&admitted, &described.headers) {
+            // The check cannot remove a header before the upstream, as the proxy does: a
+            // `_` spelling of an MCP or credential header would reach it unjudged.
+            if let Some(name) = described
+                .headers
+                .keys()
+                .find(|name| is_underscore_look_alike(name, &admitted.route.strip))
+            {
+                let rejection = Rejection::InvalidRequest {
+                    description: format!(
+                        "`{name}` spells with `_` a header the gateway judges under its own \
+                         name; upstreams that read `_` as `-` would act on it unjudged"
+                    ),
+                    metadata_url: None,
+                };
+                return admitted.refuse(rejection, "underscore look-alike header");
+            }
+            if let Err(refusal) = sessions.presented(&admitted, &described) {
                 return *refusal;
             }
             admitted.audit(StatusCode::OK, "");

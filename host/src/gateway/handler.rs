@@ -1,6 +1,8 @@
 //! One request through the gateway: public endpoints first, then route lookup, request
 //! context, the engine's decision, and the upstream.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
@@ -22,7 +24,7 @@ pub(crate) async fn handle<'s>(
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
-    sessions: &SessionBindings,
+    sessions: &Arc<SessionBindings>,
 ) -> (&'s str, Response<Body>) {
     let path = request.uri().path();
     if let Err(rejection) = check_path(path) {
@@ -103,7 +105,7 @@ async fn proxy<'s>(
     request: Request<Body>,
     conn: &ConnInfo,
     metrics: &Metrics,
-    sessions: &SessionBindings,
+    sessions: &Arc<SessionBindings>,
 ) -> (&'s str, Response<Body>) {
     let (mut parts, body) = request.into_parts();
     let mut admitted = match admit(site, Entry::Direct, &mut parts, Some(body), conn, metrics).await
@@ -124,12 +126,13 @@ async fn proxy<'s>(
         };
         return (route.label(), admitted.refuse(rejection, "no upstream"));
     };
-    let session = match sessions.presented(&admitted, &parts.headers) {
+    let session = match sessions.presented(&admitted, &parts) {
         Ok(session) => session,
         Err(refusal) => return (route.label(), *refusal),
     };
     let method = parts.method.clone();
-    let listing = listing_filter(&admitted, &parts);
+    let listing = listing_filter(&admitted, &parts)
+        .map(|filter| filter.recording_event_ids(sessions.event_recorder(&admitted)));
     let target = upstream.target(&route.path, parts.uri.path(), parts.uri.query());
     // The TCP peer, not the client the engine resolved behind a trusted proxy: the
     // forwarding headers record hops, and this hop is the peer.

@@ -101,7 +101,13 @@ pub(crate) type Allow = Arc<dyn Fn(Vec<McpCall>) -> BoxFuture<'static, Vec<bool>
 #[derive(Clone)]
 pub struct ListingFilter {
     allow: Allow,
+    /// Told the `id` of every SSE event passed on, so that only its receiver may resume
+    /// from it ([`super::sessions`]).
+    event_ids: Option<EventIds>,
 }
+
+/// Records the id of an SSE event passed to the caller.
+pub(crate) type EventIds = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for ListingFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,7 +136,18 @@ fn may_hold_listing(bytes: &[u8]) -> bool {
 impl ListingFilter {
     /// A filter that asks `allow` about every listed entry.
     pub fn new(allow: Allow) -> Self {
-        Self { allow }
+        Self {
+            allow,
+            event_ids: None,
+        }
+    }
+
+    /// The same filter, telling `record` the id of every SSE event it passes on.
+    pub(crate) fn recording_event_ids(self, record: EventIds) -> Self {
+        Self {
+            event_ids: Some(record),
+            ..self
+        }
     }
 
     /// The listing responses in one JSON-RPC message (or a batch), with their kinds.
@@ -258,6 +275,8 @@ pub(crate) struct SseFilterBody {
     ready: VecDeque<Bytes>,
     /// The listing event being judged; events behind it wait in `pending`, in order.
     judging: Option<BoxFuture<'static, Result<Bytes, BoxError>>>,
+    /// The last byte taken was a CR, so an LF that follows belongs to the same line end.
+    after_cr: bool,
     done: bool,
 }
 
@@ -278,7 +297,24 @@ impl SseFilterBody {
             pending: BytesMut::new(),
             ready: VecDeque::new(),
             judging: None,
+            after_cr: false,
             done: false,
+        }
+    }
+
+    /// Appends upstream bytes to `pending` with every line end as one LF. SSE ends a line
+    /// with CRLF, LF or a lone CR alike; judged with LF alone, an event written with CRs
+    /// would be one line that is not `data:` and pass unfiltered, while the client reads
+    /// its data. The stream goes on with LF line ends, which every SSE client reads the same.
+    fn take_bytes(&mut self, data: &[u8]) {
+        self.pending.reserve(data.len());
+        for &byte in data {
+            match byte {
+                b'\r' => self.pending.extend_from_slice(b"\n"),
+                b'\n' if self.after_cr => {}
+                _ => self.pending.extend_from_slice(&[byte]),
+            }
+            self.after_cr = byte == b'\r';
         }
     }
 
@@ -301,6 +337,11 @@ impl SseFilterBody {
     /// Passes `block` on, or starts judging it when it answers a listing call. `end` is
     /// where its blank-line separator starts.
     fn take_event(&mut self, block: Bytes, end: usize) -> Result<(), BoxError> {
+        if let Some(record) = &self.filter.event_ids
+            && let Some(id) = event_id(&block[..end])
+        {
+            record(id);
+        }
         match self.filter.listing_event(&block[..end])? {
             Some(value) => {
                 let filter = self.filter.clone();
@@ -312,14 +353,19 @@ impl SseFilterBody {
     }
 }
 
-/// Position of the end of the first event and the length of its separator.
+/// The `id` an SSE event sets (the last `id:` line; SSE ignores one holding NUL).
+fn event_id(event: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(event).ok()?;
+    text.split('\n')
+        .filter_map(|line| line.strip_prefix("id:"))
+        .map(|value| value.strip_prefix(' ').unwrap_or(value))
+        .rfind(|value| !value.contains('\0'))
+}
+
+/// Position of the end of the first event and the length of its separator (line ends are
+/// LF by then: [`SseFilterBody::take_bytes`]).
 fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = find(buf, b"\n\n").map(|i| (i + 1, 1));
-    let crlf = find(buf, b"\r\n\r\n").map(|i| (i + 2, 2));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    find(buf, b"\n\n").map(|i| (i + 1, 1))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -364,7 +410,7 @@ impl http_body::Body for SseFilterBody {
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        self.pending.extend_from_slice(&data);
+                        self.take_bytes(&data);
                         self.drain_events()?;
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),

@@ -18,8 +18,7 @@ use super::body::{Body, empty, full};
 use super::rejection::Rejection;
 use crate::config::model::Resource;
 
-/// The well-known path prefix.
-pub(crate) const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+pub(crate) use crate::config::model::WELL_KNOWN;
 
 /// The metadata document, fields in RFC 9728 order.
 #[derive(Debug, Serialize)]

@@ -87,7 +87,7 @@ pub struct Gateway {
     /// `/readyz` when a [`crate::reload::Reloader`] reports on reloads; else the site's own.
     readiness: ArcSwapOption<Bytes>,
     /// MCP sessions and the callers that opened them; kept across reloads.
-    sessions: SessionBindings,
+    sessions: Arc<SessionBindings>,
 }
 
 impl Gateway {
@@ -97,7 +97,7 @@ impl Gateway {
             site: ArcSwap::from_pointee(site),
             metrics,
             readiness: ArcSwapOption::empty(),
-            sessions: SessionBindings::default(),
+            sessions: Arc::default(),
         })
     }
 

@@ -478,7 +478,7 @@ const MCP_HEADERS: [&str; 4] = [
 /// spelling: an MCP header (`Mcp_Session_Id`, `Mcp_Param_x`) or one of the route's
 /// credential headers (`X_Api_Key`). CGI, WSGI, Rack and PHP upstreams read both spellings
 /// as one variable, so the look-alike would run unjudged.
-fn is_underscore_look_alike(name: &HeaderName, strip: &[HeaderName]) -> bool {
+pub(crate) fn is_underscore_look_alike(name: &HeaderName, strip: &[HeaderName]) -> bool {
     const PARAM: &[u8] = b"mcp-param-";
     let bytes = name.as_str().as_bytes();
     if !bytes.contains(&b'_') {

@@ -79,6 +79,63 @@ pub fn check_case_folding(site: &Site, path: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Whether a body is an HTML form (`application/x-www-form-urlencoded`), where a `POST`
+/// can carry a `_method` override.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// The method an upstream runs for a `POST` that carries a `_method` override, in the
+/// query or in a form body (`form`): Rails (`Rack::MethodOverride`), Laravel, Symfony and
+/// Express's `method-override` run `POST /items/1?_method=DELETE` as a `DELETE`. The gateway
+/// judges it as that method, so a rule for `DELETE` holds; the request goes on as it came.
+/// Overrides that disagree, or name no method, are refused. `None` when there is none.
+pub fn overridden_method(
+    method: &Method,
+    query: Option<&str>,
+    form: Option<&[u8]>,
+) -> Result<Option<Method>, Rejection> {
+    if method != Method::POST {
+        return Ok(None);
+    }
+    let values = query
+        .map(str::as_bytes)
+        .into_iter()
+        .chain(form)
+        .flat_map(url::form_urlencoded::parse)
+        .filter(|(name, _)| name == "_method")
+        .map(|(_, value)| value.trim().to_ascii_uppercase());
+    let mut chosen: Option<String> = None;
+    for value in values {
+        match &chosen {
+            Some(earlier) if *earlier != value => {
+                return Err(Rejection::InvalidRequest {
+                    description: format!(
+                        "`_method` names both `{earlier}` and `{value}`; send one override"
+                    ),
+                    metadata_url: None,
+                });
+            }
+            _ => chosen = Some(value),
+        }
+    }
+    chosen
+        .map(|name| {
+            Method::from_bytes(name.as_bytes()).map_err(|_| Rejection::InvalidRequest {
+                description: format!("`_method` is `{name}`, which is not a method"),
+                metadata_url: None,
+            })
+        })
+        .transpose()
+}
+
 /// Refuses a method spelled in anything but upper case. Methods are case-sensitive
 /// (RFC 9110 §9.1), so hyper reads `post` as an extension method and the gateway's
 /// `POST`-only handling would not apply, while ASP.NET Core, Express and others match

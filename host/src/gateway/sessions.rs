@@ -14,6 +14,12 @@
 //!   the MCP transport defines for a session that no longer exists, so the client opens a
 //!   new one; it does not tell a stolen id from an unknown one.
 //! - A successful `DELETE` forgets the session.
+//! - SSE event ids are handles on a stream too: an upstream whose event store is shared by
+//!   every session replays, for `Last-Event-ID`, the stream that event belongs to. So the
+//!   gateway records the id of every event it passes to a caller, and a `Last-Event-ID` is
+//!   let through only to the caller that was sent that event; any other (or one it never
+//!   passed on, or has forgotten: [`MAX_EVENTS`]) is answered 404, and the client starts a
+//!   new stream.
 //!
 //! The gateway's proxy, its forward-auth check and the tower layer all check sessions
 //! ([`SessionBindings::presented`]); the proxy and the layer, which see the answers, also
@@ -26,19 +32,25 @@
 //! ([`MAX_SESSIONS`]); when it is full, the binding idle the longest is dropped, and that
 //! session's client is asked (by the 404) to start again, which is safe.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Response};
+use http::request::Parts;
+use http::{Method, Response};
 
 use super::admission::Admitted;
 use super::body::Body;
+use super::listing::EventIds;
 use super::rejection::Rejection;
 use super::request::session_id;
 
 /// Most sessions remembered at once.
 pub(crate) const MAX_SESSIONS: usize = 100_000;
+
+/// Most SSE event ids remembered at once (the oldest is forgotten first).
+pub(crate) const MAX_EVENTS: usize = 100_000;
 
 /// Who opened a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +66,20 @@ struct Binding {
     last_used: Instant,
 }
 
-/// The session table.
+/// The session table, and the SSE event ids passed to each caller.
 #[derive(Debug, Default)]
 pub(crate) struct SessionBindings {
     bindings: Mutex<HashMap<String, Binding>>,
+    /// Event id → the caller it was sent to ([`SessionBindings::caller_key`]), oldest first.
+    events: Mutex<EventTable>,
+    /// Keys [`SessionBindings::caller_key`], so that no caller can aim at another's key.
+    hasher: RandomState,
+}
+
+#[derive(Debug, Default)]
+struct EventTable {
+    owner: HashMap<String, u64>,
+    order: VecDeque<String>,
 }
 
 impl SessionBindings {
@@ -74,13 +96,29 @@ impl SessionBindings {
     pub(crate) fn presented(
         &self,
         admitted: &Admitted<'_>,
-        headers: &HeaderMap,
+        request: &Parts,
     ) -> Result<Option<String>, Box<Response<Body>>> {
         let route = admitted.route;
         if !route.mcp {
             return Ok(None);
         }
-        let session = match session_id(headers) {
+        if let Some(name) = legacy_session_parameter(request.uri.query()) {
+            let rejection = Rejection::InvalidRequest {
+                description: format!(
+                    "`{name}` in the query is a session of the HTTP+SSE transport, which this \
+                     gateway cannot bind to its caller; serve this MCP server over Streamable \
+                     HTTP (`Mcp-Session-Id`)"
+                ),
+                metadata_url: None,
+            };
+            return Err(Box::new(
+                admitted.refuse(rejection, "HTTP+SSE session id in the query"),
+            ));
+        }
+        if let Some(refusal) = self.foreign_resumption(admitted, request) {
+            return Err(Box::new(refusal));
+        }
+        let session = match session_id(&request.headers) {
             Ok(session) => session,
             Err(rejection) => {
                 return Err(Box::new(
@@ -140,6 +178,64 @@ impl SessionBindings {
                 &admitted.identity.subject,
             );
         }
+    }
+
+    /// The refusal for a `Last-Event-ID` that names an event this caller was not sent.
+    fn foreign_resumption(
+        &self,
+        admitted: &Admitted<'_>,
+        request: &Parts,
+    ) -> Option<Response<Body>> {
+        let mut ids = request.headers.get_all("last-event-id").iter();
+        let first = ids.next()?;
+        let caller = self.caller_key(admitted);
+        let known = ids.next().is_none()
+            && first
+                .to_str()
+                .is_ok_and(|id| self.lock_events().owner.get(id) == Some(&caller));
+        (!known).then(|| {
+            admitted.refuse(
+                Rejection::SessionNotFound,
+                "Last-Event-ID of a stream not sent to this caller",
+            )
+        })
+    }
+
+    /// A recorder of the SSE event ids passed to the caller of `admitted`.
+    pub(crate) fn event_recorder(self: &Arc<Self>, admitted: &Admitted<'_>) -> EventIds {
+        let caller = self.caller_key(admitted);
+        let table = Arc::clone(self);
+        Arc::new(move |id: &str| table.record_event(id, caller))
+    }
+
+    fn record_event(&self, id: &str, caller: u64) {
+        let mut events = self.lock_events();
+        // The first receiver keeps an id: an upstream that sends one id to two callers must
+        // not let the second resume the first one's stream.
+        if events.owner.contains_key(id) {
+            return;
+        }
+        if events.order.len() >= MAX_EVENTS
+            && let Some(oldest) = events.order.pop_front()
+        {
+            events.owner.remove(&oldest);
+        }
+        events.owner.insert(id.to_owned(), caller);
+        events.order.push_back(id.to_owned());
+    }
+
+    /// The caller (route, provider, subject), as a keyed hash.
+    fn caller_key(&self, admitted: &Admitted<'_>) -> u64 {
+        self.hasher.hash_one((
+            admitted.route.label(),
+            &admitted.provider,
+            &admitted.identity.subject,
+        ))
+    }
+
+    fn lock_events(&self) -> std::sync::MutexGuard<'_, EventTable> {
+        // A poisoned table is still a valid table.
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `session` belongs to this caller on this route (and marks it used).
@@ -203,6 +299,22 @@ impl SessionBindings {
     fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
+}
+
+/// The name of a query parameter that carries a session of the HTTP+SSE transport
+/// (`session_id` in the Python SDK, `sessionId` in the TypeScript SDK), if there is one.
+fn legacy_session_parameter(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| {
+            let folded: String = name
+                .chars()
+                .filter(|c| *c != '_' && *c != '-')
+                .flat_map(char::to_lowercase)
+                .collect();
+            folded == "sessionid"
+        })
+        .map(|name| name.into_owned())
 }
 
 #[cfg(test)]

@@ -513,7 +513,6 @@ async fn a_listing_on_the_get_stream_hides_tools_a_post_only_rule_forbids() {
             &[
                 ("authorization", auth.as_str()),
                 ("accept", "text/event-stream"),
-                ("last-event-id", "0"),
             ],
             None,
         )

@@ -215,7 +215,10 @@ async fn an_mcp_param_spelled_with_dashes_for_underscores_is_checked_against_the
         }
     };
     let exact = send_with("mcp-param-target_region").await;
-    assert_eq!(exact.status, 400, "the exact spelling is compared: {exact:?}");
+    assert_eq!(
+        exact.status, 400,
+        "the exact spelling is compared: {exact:?}"
+    );
     let dashed = send_with("mcp-param-target-region").await;
     let carried: Vec<String> = upstream
         .seen()
@@ -279,7 +282,13 @@ async fn a_route_rule_outside_its_route_is_refused_at_load() {
 #[tokio::test]
 async fn routes_shadowed_by_the_gateways_own_endpoints_are_refused_at_load() {
     let mut accepted = Vec::new();
-    for path in ["/check", "/check/reports", "/healthz", "/readyz", "/metrics"] {
+    for path in [
+        "/check",
+        "/check/reports",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
         let config = TestConfig::new()
             .behind("nginx")
             .http_route("/api", &["keys"])
@@ -342,7 +351,10 @@ async fn an_http_sse_session_id_in_the_query_is_bound_to_its_caller() {
         )
         .await;
     assert_eq!(opened.status, 200, "{opened:?}");
-    assert!(opened.body.contains("session_id=legacy-of-admin"), "{opened:?}");
+    assert!(
+        opened.body.contains("session_id=legacy-of-admin"),
+        "{opened:?}"
+    );
 
     let reader = format!("Bearer {READER_KEY}");
     let hijack = h
@@ -429,7 +441,9 @@ async fn a_last_event_id_from_another_callers_stream_is_not_resumed() {
     const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
     let admin = h.mcp_post(Some(ADMIN_KEY), None, INITIALIZE).await;
     let admin_session = admin.header("mcp-session-id").expect("issued").to_owned();
-    let call = h.mcp_post(Some(ADMIN_KEY), Some(&admin_session), CALL).await;
+    let call = h
+        .mcp_post(Some(ADMIN_KEY), Some(&admin_session), CALL)
+        .await;
     assert!(call.body.contains("id: evt-of-admin"), "{call:?}");
 
     let reader = h.mcp_post(Some(READER_KEY), None, INITIALIZE).await;
@@ -515,7 +529,9 @@ async fn forward_auth_does_not_pass_an_underscore_spelled_session_id() {
 fn readme_snippet(marker: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let start = readme.find(marker).unwrap_or_else(|| panic!("README has `{marker}`"));
+    let start = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has `{marker}`"));
     let rest = &readme[start..];
     let end = rest.find("```").unwrap_or(rest.len());
     rest[..end].to_ascii_lowercase()
