@@ -61,6 +61,18 @@ pub fn json(body: impl Into<Bytes>) -> http::Response<Body> {
     response
 }
 
+/// The answer to `initialize` from an MCP server that opens the session
+/// `session-of-<subject>` (a server that tells callers apart, for session tests).
+pub fn session_opened(subject: &str) -> http::Response<Body> {
+    let mut response =
+        json(r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#);
+    response.headers_mut().insert(
+        "mcp-session-id",
+        http::HeaderValue::from_str(&format!("session-of-{subject}")).expect("a header value"),
+    );
+    response
+}
+
 /// A recording upstream; stops accepting when dropped.
 #[derive(Debug)]
 pub struct RecordingUpstream {

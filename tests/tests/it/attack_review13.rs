@@ -544,14 +544,7 @@ async fn recording_sessions() -> portcullis_tests::upstream::RecordingUpstream {
         let body = String::from_utf8_lossy(&seen.body).into_owned();
         if body.contains("\"initialize\"") {
             let subject = seen.header("x-portcullis-subject").unwrap_or("").to_owned();
-            let mut response = portcullis_tests::upstream::json(
-                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
-            );
-            response.headers_mut().insert(
-                "mcp-session-id",
-                format!("session-of-{subject}").parse().expect("hv"),
-            );
-            return response;
+            return portcullis_tests::upstream::session_opened(&subject);
         }
         portcullis_tests::upstream::json(r#"{"jsonrpc":"2.0","id":2,"result":{}}"#)
     })
@@ -574,19 +567,8 @@ async fn an_underscore_spelled_session_id_does_not_carry_another_callers_session
     let dashed = post(&h.base, READER_KEY, Some(&session), CALL_ECHO).await;
     assert_eq!(dashed.status, 404, "{}", dashed.body);
 
-    let auth = format!("Bearer {READER_KEY}");
     let underscored = h
-        .request(
-            "POST",
-            "/mcp",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-                ("mcp_session_id", &session),
-            ],
-            Some(CALL_ECHO),
-        )
+        .mcp_post_with(Some(READER_KEY), &[("mcp_session_id", &session)], CALL_ECHO)
         .await;
     let carried: Vec<String> = upstream
         .seen()
@@ -614,23 +596,11 @@ async fn an_underscore_spelled_session_id_does_not_carry_another_callers_session
 async fn an_underscore_spelled_mcp_name_is_checked_like_mcp_name() {
     let upstream = recording_sessions().await;
     let h = start_with_upstream(standard(), &upstream.url).await;
-    let auth = format!("Bearer {READER_KEY}");
     let send_with = |name: &'static str| {
-        let auth = auth.clone();
         let h = &h;
         async move {
-            h.request(
-                "POST",
-                "/mcp",
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                    ("accept", "application/json, text/event-stream"),
-                    (name, "admin_reset"),
-                ],
-                Some(CALL_ECHO),
-            )
-            .await
+            h.mcp_post_with(Some(READER_KEY), &[(name, "admin_reset")], CALL_ECHO)
+                .await
         }
     };
     let dashed = send_with("mcp-name").await;

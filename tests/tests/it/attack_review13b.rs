@@ -196,22 +196,11 @@ async fn an_mcp_param_spelled_with_dashes_for_underscores_is_checked_against_the
     let upstream = RecordingUpstream::start().await;
     let h = start_with_upstream(standard(), &upstream.url).await;
     let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"target_region":"eu"}}}"#;
-    let auth = format!("Bearer {READER_KEY}");
     let send_with = |name: &'static str| {
-        let (h, auth) = (&h, auth.clone());
+        let h = &h;
         async move {
-            h.request(
-                "POST",
-                "/mcp",
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                    ("accept", "application/json, text/event-stream"),
-                    (name, "us"),
-                ],
-                Some(body),
-            )
-            .await
+            h.mcp_post_with(Some(READER_KEY), &[(name, "us")], body)
+                .await
         }
     };
     let exact = send_with("mcp-param-target_region").await;
@@ -404,14 +393,7 @@ async fn resumable_upstream() -> RecordingUpstream {
             response
         };
         if body.contains("\"initialize\"") {
-            let mut response = portcullis_tests::upstream::json(
-                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
-            );
-            response.headers_mut().insert(
-                "mcp-session-id",
-                format!("session-of-{subject}").parse().expect("hv"),
-            );
-            return response;
+            return portcullis_tests::upstream::session_opened(&subject);
         }
         if let Some(last) = seen.header("last-event-id") {
             let owner = last.trim_start_matches("evt-of-");

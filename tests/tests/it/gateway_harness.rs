@@ -146,6 +146,24 @@ impl Harness {
 
     /// An MCP POST with the usual MCP headers.
     pub async fn mcp_post(&self, key: Option<&str>, session: Option<&str>, body: &str) -> Reply {
+        let session: Vec<(&str, &str)> = session
+            .map(|session| {
+                vec![
+                    ("mcp-session-id", session),
+                    ("mcp-protocol-version", "2025-06-18"),
+                ]
+            })
+            .unwrap_or_default();
+        self.mcp_post_with(key, &session, body).await
+    }
+
+    /// An MCP POST with the usual MCP headers and `extra` ones.
+    pub async fn mcp_post_with(
+        &self,
+        key: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         let auth = key.map(|k| format!("Bearer {k}"));
         let mut headers = vec![
             ("content-type", "application/json"),
@@ -154,10 +172,7 @@ impl Harness {
         if let Some(auth) = &auth {
             headers.push(("authorization", auth));
         }
-        if let Some(session) = session {
-            headers.push(("mcp-session-id", session));
-            headers.push(("mcp-protocol-version", "2025-06-18"));
-        }
+        headers.extend_from_slice(extra);
         self.request("POST", "/mcp", &headers, Some(body)).await
     }
 
