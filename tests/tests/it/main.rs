@@ -8,6 +8,7 @@ mod attack_mcp;
 mod attack_plugins;
 mod attack_review13;
 mod attack_review13b;
+mod attack_review13c;
 mod chain;
 mod config_ui;
 mod differential;

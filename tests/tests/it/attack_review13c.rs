@@ -1,0 +1,186 @@
+//! Review 13c: a third attack, on the second review's fixes (`_method` overrides judged as the
+//! method they name) and around them.
+//!
+//! Every test asserts the behaviour the README and SECURITY.md promise; the report lists which
+//! fail today.
+
+use std::io::Write as _;
+
+use crate::gateway_harness::{
+    RawReply, READER_KEY, TestConfig, raw_request, start_with_upstream,
+};
+use portcullis_tests::upstream::{RecordingUpstream, Seen};
+
+/// A plain HTTP route `/api` where any key may read and write, but `DELETE` needs `admin`.
+fn delete_needs_admin() -> TestConfig {
+    TestConfig::new()
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .rule("path = \"/api\"\nmethods = [\"DELETE\"]", &["admin"])
+}
+
+/// The reader's requests the upstream received.
+fn from_reader(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.header("x-portcullis-subject") == Some("reader"))
+        .map(|s| {
+            format!(
+                "{} {} body={:?} content-type={:?} content-encoding={:?}",
+                s.method,
+                s.target,
+                String::from_utf8_lossy(&s.body),
+                s.header("content-type"),
+                s.header("content-encoding"),
+            )
+        })
+        .collect()
+}
+
+/// Rack (every Rails app: `Rack::MethodOverride` is in the default middleware) reads the body
+/// of a `POST` that has no `Content-Type` as a form (`Rack::Request#form_data?` is true for
+/// "POST with no media type"), so `POST /api/items/1` with the body `_method=DELETE` and no
+/// `Content-Type` runs as a `DELETE`. The gateway reads form bodies only when they are labelled
+/// `application/x-www-form-urlencoded`, so it judges a `POST` and lets the reader through.
+#[tokio::test]
+async fn an_unlabelled_form_body_method_override_does_not_run_a_delete_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let direct = h
+        .request("DELETE", "/api/items/1", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(direct.status, 403, "the rule holds as written: {direct:?}");
+
+    let overridden = h
+        .request(
+            "POST",
+            "/api/items/1",
+            &[("authorization", &auth)],
+            Some("_method=DELETE"),
+        )
+        .await;
+    let ran: Vec<String> = from_reader(&upstream.seen())
+        .into_iter()
+        .filter(|s| s.contains("_method=DELETE"))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "the reader's POST without Content-Type reached the upstream ({}) as {ran:?}; \
+         Rack reads such a body as a form and Rack::MethodOverride runs the DELETE the rules \
+         refused",
+        overridden.status
+    );
+}
+
+/// PHP turns `.` (and inner spaces) in a query or form field name into `_` when it fills
+/// `$_GET` and `$_POST`, so Laravel (which turns method override on) and Symfony with
+/// `http_method_override` read `POST /api/items/1?.method=DELETE` as `_method=DELETE` and run a
+/// `DELETE`. The gateway looks only for a field spelled `_method`.
+#[tokio::test]
+async fn a_php_spelled_method_override_does_not_run_a_delete_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let in_query = h
+        .request(
+            "POST",
+            "/api/items/1?.method=DELETE",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    let in_form = h
+        .request(
+            "POST",
+            "/api/items/1",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(".method=DELETE"),
+        )
+        .await;
+    let ran: Vec<String> = from_reader(&upstream.seen())
+        .into_iter()
+        .filter(|s| s.contains(".method=DELETE"))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "the reader's POSTs reached the upstream (query: {}, form: {}) as {ran:?}; PHP reads \
+         `.method` as `_method` and Laravel runs the DELETE the rules refused",
+        in_query.status,
+        in_form.status
+    );
+}
+
+/// The same PHP spelling through forward-auth: the check must not answer 200 for
+/// `POST /api/items/1?.method=DELETE` when it answers 403 for the `DELETE`.
+#[tokio::test]
+async fn forward_auth_does_not_admit_a_php_spelled_method_override() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin().behind("nginx"), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let check = |method: &'static str, uri: &'static str| {
+        let (h, auth) = (&h, auth.clone());
+        async move {
+            h.request(
+                "GET",
+                "/check",
+                &[
+                    ("authorization", &auth),
+                    ("x-original-method", method),
+                    ("x-original-uri", uri),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let direct = check("DELETE", "/api/items/1").await;
+    assert_eq!(direct.status, 403, "{direct:?}");
+    let underscore = check("POST", "/api/items/1?_method=DELETE").await;
+    assert_ne!(underscore.status, 200, "{underscore:?}");
+    let dotted = check("POST", "/api/items/1?.method=DELETE").await;
+    assert_ne!(
+        dotted.status, 200,
+        "the check let the reader's POST ?.method=DELETE through: {dotted:?}"
+    );
+}
+
+/// Express's `body-parser` `urlencoded()` inflates a gzip or deflate body by default
+/// (`inflate: true`), and `method-override` with a body getter (`req.body._method`, its
+/// README's own example) then runs the `DELETE`. The gateway reads the form body as it came,
+/// compressed, finds no `_method`, and lets the reader's `POST` through. An encoded form body
+/// must be refused (as encoded MCP bodies are) or read decoded.
+#[tokio::test]
+async fn a_gzip_form_body_method_override_does_not_run_a_delete_the_rules_forbid() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin(), &upstream.url).await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(b"_method=DELETE").expect("gzip");
+    let body = encoder.finish().expect("gzip");
+    let mut request = format!(
+        "POST /api/items/1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {READER_KEY}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Encoding: gzip\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        h.addr,
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let reply = raw_request(h.addr, request).await;
+    let status = match &reply {
+        RawReply::Answered { status, .. } => Some(*status),
+        RawReply::Closed(_) => None,
+    };
+    let ran: Vec<String> = from_reader(&upstream.seen())
+        .into_iter()
+        .filter(|s| s.contains("POST") && s.contains("gzip"))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "the reader's gzip form POST reached the upstream ({status:?}) as {ran:?}; Express \
+         inflates it and runs the `_method=DELETE` inside as the DELETE the rules refused"
+    );
+}
