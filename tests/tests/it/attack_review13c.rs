@@ -6,9 +6,7 @@
 
 use std::io::Write as _;
 
-use crate::gateway_harness::{
-    RawReply, READER_KEY, TestConfig, raw_request, start_with_upstream,
-};
+use crate::gateway_harness::{READER_KEY, RawReply, TestConfig, raw_request, start_with_upstream};
 use portcullis_tests::upstream::{RecordingUpstream, Seen};
 
 /// A plain HTTP route `/api` where any key may read and write, but `DELETE` needs `admin`.
