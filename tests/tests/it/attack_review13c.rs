@@ -182,3 +182,94 @@ async fn a_gzip_form_body_method_override_does_not_run_a_delete_the_rules_forbid
          inflates it and runs the `_method=DELETE` inside as the DELETE the rules refused"
     );
 }
+
+/// A plain HTTP route `/api` where any key may read, but `POST` (creating) needs `admin`.
+fn post_needs_admin() -> TestConfig {
+    TestConfig::new()
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .rule("path = \"/api\"\nmethods = [\"POST\"]", &["admin"])
+}
+
+/// The second review's fix judges a `POST` carrying `_method` as the method it names, and only
+/// as that. Most upstreams (Go, axum, FastAPI, Spring, MCP servers) do not honour `_method`
+/// and run the `POST` as it came. So `POST /api/items?_method=GET`, judged as a `GET` the
+/// reader may make, creates an item the `POST` rule keeps for `admin`. Both the method in the
+/// request line and the one the override names must be allowed.
+#[tokio::test]
+async fn a_method_override_naming_an_allowed_method_does_not_let_a_forbidden_post_through() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(post_needs_admin(), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let direct = h
+        .request(
+            "POST",
+            "/api/items",
+            &[("authorization", &auth)],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(direct.status, 403, "the rule holds as written: {direct:?}");
+
+    let overridden = h
+        .request(
+            "POST",
+            "/api/items?_method=GET",
+            &[("authorization", &auth)],
+            Some("{\"name\":\"created by the reader\"}"),
+        )
+        .await;
+    let head = h
+        .request(
+            "POST",
+            "/api/items?_method=HEAD",
+            &[("authorization", &auth)],
+            Some("{\"name\":\"created by the reader\"}"),
+        )
+        .await;
+    let ran: Vec<String> = from_reader(&upstream.seen())
+        .into_iter()
+        .filter(|s| s.starts_with("POST "))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "the reader's POSTs (?_method=GET: {}, ?_method=HEAD: {}) reached the upstream as \
+         {ran:?}; an upstream that ignores `_method` runs the POST the rules refused",
+        overridden.status,
+        head.status
+    );
+}
+
+/// The same through forward-auth: the check answers 403 for the reader's `POST` and must not
+/// answer 200 for `POST /api/items?_method=GET`, which an upstream that ignores `_method`
+/// runs as the `POST`.
+#[tokio::test]
+async fn forward_auth_does_not_admit_a_forbidden_post_with_an_allowed_method_override() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(post_needs_admin().behind("nginx"), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let check = |method: &'static str, uri: &'static str| {
+        let (h, auth) = (&h, auth.clone());
+        async move {
+            h.request(
+                "GET",
+                "/check",
+                &[
+                    ("authorization", &auth),
+                    ("x-original-method", method),
+                    ("x-original-uri", uri),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let direct = check("POST", "/api/items").await;
+    assert_eq!(direct.status, 403, "{direct:?}");
+    let overridden = check("POST", "/api/items?_method=GET").await;
+    assert_ne!(
+        overridden.status, 200,
+        "the check let the reader's POST ?_method=GET through: {overridden:?}"
+    );
+}
