@@ -273,3 +273,43 @@ async fn forward_auth_does_not_admit_a_forbidden_post_with_an_allowed_method_ove
         "the check let the reader's POST ?_method=GET through: {overridden:?}"
     );
 }
+
+/// On an MCP route, a tool rule written for `POST` (the only method that carries calls) keeps
+/// `admin_*` tools for `admin`. `POST /mcp?_method=GET` with the same `tools/call` body is
+/// judged as a `GET`, which the rule does not cover, and reaches the MCP server (which ignores
+/// `_method`) as the call the rule refused.
+#[tokio::test]
+async fn a_method_override_does_not_let_a_forbidden_mcp_tool_call_through() {
+    let upstream = RecordingUpstream::start().await;
+    let config = TestConfig::new()
+        .route("/mcp", &["keys"])
+        .api_keys(&["reader", "admin"])
+        .path_rule("/mcp", &["mcp:read"])
+        .rule(
+            "methods = [\"POST\"]\nmcp_method = \"tools/call\"\ntool = \"admin_*\"",
+            &["admin"],
+        );
+    let h = start_with_upstream(config, &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
+    let direct = h.request("POST", "/mcp", &headers, Some(call)).await;
+    assert_eq!(direct.status, 403, "the rule holds as written: {direct:?}");
+    for target in ["/mcp?_method=GET", "/mcp?_method=HEAD", "/mcp?_method=PUT"] {
+        let overridden = h.request("POST", target, &headers, Some(call)).await;
+        let ran: Vec<String> = from_reader(&upstream.seen())
+            .into_iter()
+            .filter(|s| s.contains("admin_reset"))
+            .collect();
+        assert!(
+            ran.is_empty(),
+            "the reader's POST {target} ({}) reached the MCP server as {ran:?}: the call to \
+             admin_reset the POST rule refused",
+            overridden.status
+        );
+    }
+}
