@@ -313,3 +313,60 @@ async fn a_method_override_does_not_let_a_forbidden_mcp_tool_call_through() {
         );
     }
 }
+
+/// `eval` judges a request as the gateway does (README). On an MCP route the gateway answers
+/// 400 to a `session_id` (HTTP+SSE) session in the query (SECURITY.md: "on MCP routes such a
+/// request is refused (400)"), after the chain allowed it; `eval` stops at the chain and
+/// reports an allow that the gateway never gives.
+#[tokio::test]
+async fn eval_refuses_a_legacy_session_id_in_the_query_as_the_gateway_does() {
+    use crate::gateway_harness::{fill, standard};
+    use portcullis_cli::{self as cli, EvalArgs};
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = fill(
+        standard(),
+        "127.0.0.1:8080".parse().expect("addr"),
+        "http://127.0.0.1:9/mcp",
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, &text).expect("config");
+    let body = dir.path().join("call.json");
+    std::fs::write(&body, CALL).expect("body");
+
+    let h = crate::gateway_harness::start(standard()).await;
+    let gateway = h
+        .request(
+            "POST",
+            "/mcp?session_id=4f2a",
+            &[
+                ("authorization", &format!("Bearer {READER_KEY}")),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ],
+            Some(CALL),
+        )
+        .await;
+    assert_eq!(gateway.status, 400, "{}", gateway.body);
+
+    let report = cli::eval(&EvalArgs {
+        config: path,
+        providers: None,
+        method: "POST".into(),
+        path: "/mcp?session_id=4f2a".into(),
+        headers: vec![
+            format!("Authorization: Bearer {READER_KEY}"),
+            "Content-Type: application/json".into(),
+        ],
+        body: Some(body),
+        peer: None,
+    })
+    .await
+    .expect("eval runs");
+    assert!(
+        !report.allowed && report.text.contains("answer   400"),
+        "eval says the gateway lets `POST /mcp?session_id=…` through; it answers 400:\n{}",
+        report.text
+    );
+    h.stop().await;
+}
