@@ -370,3 +370,57 @@ async fn eval_refuses_a_legacy_session_id_in_the_query_as_the_gateway_does() {
     );
     h.stop().await;
 }
+
+/// Whether the gateway loads `template` (placeholders filled for a fixed address).
+fn loads(template: &TestConfig) -> bool {
+    let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let text = crate::gateway_harness::fill(template, addr, "http://127.0.0.1:9");
+    portcullis::config::load_str(&text, "<test config>", std::path::Path::new(".")).is_ok()
+}
+
+/// A route with `mcp = false` never reads MCP calls, so its own rule on a tool
+/// (`tool = "admin_*"`) applies to no request: the tool is served with the route's scopes
+/// only. Review 13b refused route rules that can never apply; this one is still accepted.
+#[tokio::test]
+async fn an_mcp_rule_on_a_route_that_reads_no_mcp_is_refused_at_load() {
+    let config = TestConfig::new()
+        .http_route("/api", &["keys"])
+        .with(r#"rules = [{ tool = "admin_*", scopes = ["admin"] }]"#)
+        .api_keys(&["reader", "admin"]);
+    assert!(
+        !loads(&config),
+        "a `tool` rule on the non-MCP route `/api` was accepted; it applies to no request"
+    );
+}
+
+/// MCP calls are only ever read from a `POST` body, and listings are judged as the `POST` that
+/// would make each call: a tool rule limited to `methods = ["GET"]` (or `DELETE`) applies to
+/// no call and no listing entry, silently.
+#[tokio::test]
+async fn an_mcp_rule_for_methods_that_carry_no_calls_is_refused_at_load() {
+    let config = TestConfig::new()
+        .route("/mcp", &["keys"])
+        .with(r#"rules = [{ methods = ["GET"], tool = "admin_*", scopes = ["admin"] }]"#)
+        .api_keys(&["reader", "admin"]);
+    assert!(
+        !loads(&config),
+        "a `tool` rule for `GET` on `/mcp` was accepted; no GET carries a tool call"
+    );
+}
+
+/// A route's rule for paths that a more specific route takes (`/api/admin` on `/api` while
+/// the route `/api/admin` exists) is never asked: `/api/admin/...` goes to the other route,
+/// served with its scopes only.
+#[tokio::test]
+async fn a_route_rule_for_paths_another_route_takes_is_refused_at_load() {
+    let config = TestConfig::new()
+        .http_route("/api", &["keys"])
+        .with(r#"rules = [{ path = "/api/admin", scopes = ["admin"] }]"#)
+        .http_route("/api/admin", &["keys"])
+        .api_keys(&["reader", "admin"]);
+    assert!(
+        !loads(&config),
+        "route `/api`'s rule for `/api/admin` was accepted while the route `/api/admin` takes \
+         every such request; it applies to none"
+    );
+}
