@@ -424,3 +424,43 @@ async fn a_route_rule_for_paths_another_route_takes_is_refused_at_load() {
          every such request; it applies to none"
     );
 }
+
+/// An SSE stream may begin with a byte order mark, which every SSE reader drops (WHATWG HTML
+/// §9.2.5: "a single U+FEFF BYTE ORDER MARK character at the start of the stream is
+/// ignored"; the `eventsource-parser` the TypeScript SDK uses strips it). The gateway reads
+/// the first line as `\u{feff}data: …`, which is not a `data:` line, and passes the listing on
+/// unfiltered: the reader (no `admin`) is shown `admin_reset`.
+#[tokio::test]
+async fn an_sse_listing_after_a_byte_order_mark_is_still_filtered() {
+    use crate::gateway_harness::standard;
+    use portcullis_tests::upstream::answer;
+    let upstream = RecordingUpstream::answering(|_| async {
+        let listing = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"admin_reset","inputSchema":{"type":"object"}},{"name":"echo","inputSchema":{"type":"object"}}]}}"#;
+        let mut response = answer(200, format!("\u{feff}data: {listing}\n\n"));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        response
+    })
+    .await;
+    let h = start_with_upstream(standard(), &upstream.url).await;
+    let reply = h
+        .mcp_post(
+            Some(READER_KEY),
+            None,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+        )
+        .await;
+    // The stream as an SSE client reads it: one leading BOM dropped.
+    let body = reply.body.strip_prefix('\u{feff}').unwrap_or(&reply.body);
+    let shown: Vec<&str> = body
+        .split(['\r', '\n'])
+        .filter_map(|line| line.strip_prefix("data:"))
+        .collect();
+    assert!(
+        reply.status != 200 || !shown.iter().any(|data| data.contains("admin_reset")),
+        "the reader was shown `admin_reset` ({}): {shown:?}",
+        reply.status
+    );
+}
