@@ -464,3 +464,34 @@ async fn an_sse_listing_after_a_byte_order_mark_is_still_filtered() {
         reply.status
     );
 }
+
+/// Review 13 made the certificate of a trusted proxy's connection stop authenticating the
+/// clients it forwards, but only when the proxy names a client in `X-Forwarded-For`: nginx's
+/// `proxy_pass` sends none unless told to (`proxy_set_header X-Forwarded-For …`), nor do
+/// HAProxy without `option forwardfor` or many mesh sidecars. Then the gateway takes the
+/// proxy's own certificate (SECURITY.md: "behind a trusted proxy it is the proxy's own") for
+/// every client's, and every request the proxy forwards is authenticated as the proxy.
+#[tokio::test]
+async fn a_trusted_proxys_certificate_is_not_taken_for_clients_it_forwards_without_xff() {
+    use crate::gateway_tls::{config as tls_config, connect, get_with, pki};
+    let pki = pki();
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(
+        tls_config(&pki, "optional").server(r#"trusted_proxies = ["127.0.0.1"]"#),
+        &upstream.url,
+    )
+    .await;
+    let stream = connect(&h, &pki, true).await.expect("mTLS handshake");
+    let (_, status, headers) = get_with(stream, "/mcp", &[]).await.expect("request");
+    assert_eq!(
+        status,
+        401,
+        "a request from the trusted proxy, naming no client, was authenticated by the proxy's \
+         own certificate ({:?}); upstream saw subject {:?}",
+        headers.get("x-portcullis-subject"),
+        upstream
+            .seen()
+            .last()
+            .and_then(|s| s.header("x-portcullis-subject").map(str::to_owned))
+    );
+}
