@@ -495,3 +495,36 @@ async fn a_trusted_proxys_certificate_is_not_taken_for_clients_it_forwards_witho
             .and_then(|s| s.header("x-portcullis-subject").map(str::to_owned))
     );
 }
+
+/// Forward-auth behind Envoy (which passes headers with `_` by default): the README's Envoy
+/// snippet removes `X-HTTP-Method-Override` and its kin before the upstream, and the check
+/// refuses `_` spellings of the MCP and credential headers it cannot remove (review 13b). It
+/// does not refuse `X_HTTP_Method_Override: DELETE`, which Rack and PHP read as
+/// `HTTP_X_HTTP_METHOD_OVERRIDE` (the proxy path removes it for that reason): the check says
+/// 200 to the reader's `POST`, and the upstream runs the `DELETE` the rules refuse.
+#[tokio::test]
+async fn forward_auth_does_not_admit_an_underscore_spelled_method_override() {
+    let upstream = RecordingUpstream::start().await;
+    let h = start_with_upstream(delete_needs_admin().behind("envoy"), &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let check = |method: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let (h, auth) = (&h, auth.clone());
+        async move {
+            let mut headers = vec![
+                ("authorization", auth.as_str()),
+                ("x-forwarded-for", "127.0.0.1"),
+            ];
+            headers.extend(extra);
+            h.request(method, "/check/api/items/1", &headers, None)
+                .await
+        }
+    };
+    let direct = check("DELETE", None).await;
+    assert_eq!(direct.status, 403, "{direct:?}");
+    let underscored = check("POST", Some(("x_http_method_override", "DELETE"))).await;
+    assert_ne!(
+        underscored.status, 200,
+        "the check let the reader's POST with `X_HTTP_Method_Override: DELETE` through: \
+         {underscored:?}"
+    );
+}
