@@ -92,6 +92,30 @@ pub(crate) fn validate(
         }
         routes.push(route);
     }
+    // A route's rule for paths that a more specific route takes is never asked.
+    for (i, raw_route) in raw.routes.iter().enumerate() {
+        let route_path = &routes[i].path;
+        for (j, rule) in raw_route.rules.iter().enumerate() {
+            let Some(rule_path) = rule.path.as_deref() else {
+                continue;
+            };
+            let taken = routes.iter().find(|other| {
+                other.path.len() > route_path.len()
+                    && path_has_prefix(&other.path, route_path)
+                    && path_has_prefix(rule_path, &other.path)
+            });
+            if let Some(other) = taken {
+                return Err(report.invalid(
+                    format!("routes[{i}].rules[{j}].path"),
+                    format!(
+                        "`{rule_path}` is served by the route `{}`, so this route's rule would \
+                         never apply; move the rule to that route",
+                        display_path(&other.path)
+                    ),
+                ));
+            }
+        }
+    }
     check_jwt_audiences(&routes, &providers, &server, report)?;
     // Longest prefix first, so the most specific route wins.
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
@@ -687,8 +711,20 @@ fn route(
         }
     }
     // A route's own rules are asked only about paths under the route: one written outside
-    // it (`path = "/admin"` on `/api`, meant as relative) would never apply.
+    // it (`path = "/admin"` on `/api`, meant as relative) would never apply; nor would one
+    // naming MCP calls on a route that reads no MCP.
     for (j, rule) in raw.rules.iter().enumerate() {
+        let mcp_target = [&rule.tool, &rule.resource, &rule.prompt, &rule.mcp_method]
+            .into_iter()
+            .any(Option::is_some);
+        if mcp_target && !raw.mcp.unwrap_or(true) {
+            return Err(report.invalid(
+                key(&format!("rules[{j}]")),
+                "names MCP calls (`tool`, `resource`, `prompt` or `mcp_method`) on a route with \
+                 `mcp = false`, which reads no MCP, so the rule would never apply; remove \
+                 `mcp = false` or the rule",
+            ));
+        }
         if let Some(rule_path) = rule.path.as_deref()
             && !path.is_empty()
             && !path_has_prefix(rule_path, &path)

@@ -63,6 +63,12 @@ pub enum RuleError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A rule on MCP calls limited to methods that carry none (every call is a `POST`).
+    #[error(
+        "a rule on MCP calls (`tool`, `resource`, `prompt` or `mcp_method`) applies only to \
+         `POST`, which carries every call; `methods` has no `POST`, so it would never apply"
+    )]
+    McpRuleWithoutPost,
     /// More than one of `tool`, `resource` and `prompt`.
     #[error("a rule may name only one of `tool`, `resource` and `prompt`")]
     SeveralTargets,
@@ -129,6 +135,10 @@ impl Rule {
         };
         if settings.scopes.is_empty() {
             return Err(RuleError::NoScopes);
+        }
+        let mcp_rule = settings.mcp_method.is_some() || target != TargetPattern::Any;
+        if mcp_rule && !methods.is_empty() && !methods.contains(&Method::POST) {
+            return Err(RuleError::McpRuleWithoutPost);
         }
         Ok(Self {
             path: settings.path.map(|p| p.trim_end_matches('/').to_owned()),

@@ -10,7 +10,7 @@
 //! 4. the body, when the entry point has one and the route needs it: media type, size and
 //!    time limits, the MCP JSON-RPC message parsed;
 //! 5. the method an upstream will run: a `POST` with a `_method` override (query or form
-//!    body) is judged as the method it names;
+//!    body) must be allowed both as sent and as the method it names;
 //! 6. [`Policy::decide`](crate::engine::Policy::decide), and the decision metrics.
 //!
 //! A refusal is audited here, and an admitted request is audited through
@@ -31,7 +31,8 @@ use super::listing::{Allow, ListingFilter};
 use super::rejection::Rejection;
 use super::request::{
     ContextParts, check_case_folding, check_mcp_media, check_method, check_origin, check_path,
-    client_addr, context, is_form, overridden_method, read_body,
+    check_unencoded, client_addr, context, is_form, is_trusted, overridden_method, read_body,
+    refuse_legacy_session,
 };
 use super::site::{LiveRoute, Site};
 use crate::context::{ClientCert, RequestContext};
@@ -268,16 +269,26 @@ pub async fn admit<'s>(
     let (peer, client_cert) = match entry {
         Entry::ForwardAuth { .. } => (conn.peer, None),
         Entry::Direct => match client_addr(conn.peer, &parts.headers, &site.trusted_proxies) {
-            // The connection's certificate is the client's only when the client is the peer:
-            // behind a trusted proxy it is the proxy's own.
-            Ok(peer) if peer == conn.peer => (peer, conn.client_cert.clone()),
-            Ok(forwarded) => (forwarded, None),
+            // A certificate a trusted proxy presents is the proxy's own, whether or not it
+            // names the client it forwards: it is never taken for a client's.
+            Ok(peer) => {
+                let from_proxy = conn
+                    .peer
+                    .is_some_and(|p| is_trusted(p.ip(), &site.trusted_proxies));
+                (peer, conn.client_cert.clone().filter(|_| !from_proxy))
+            }
             Err(rejection) => {
                 let reason = "unreadable X-Forwarded-For";
                 return Err(refuse(rejection, Some(route), "-", reason, None));
             }
         },
     };
+    if route.mcp
+        && let Err(rejection) = refuse_legacy_session(parts.uri.query())
+    {
+        let reason = "HTTP+SSE session id in the query";
+        return Err(refuse(rejection, Some(route), "-", reason, None));
+    }
     // Every request with a body is read when the route needs bodies, whatever its method:
     // an upstream may act on the body of a `PUT` or a `DELETE` as readily as of a `POST`.
     let body = body.unwrap_or_else(empty);
@@ -291,6 +302,13 @@ pub async fn admit<'s>(
     }
     // A form `POST` is read too, wherever it goes: a `_method` in it is what an upstream runs.
     let form = parts.method == Method::POST && is_form(&parts.headers);
+    if has_body
+        && form
+        && let Err(rejection) = check_unencoded(&parts.headers)
+    {
+        let reason = "encoded form body refused";
+        return Err(refuse(rejection, Some(route), "-", reason, None));
+    }
     let (buffered, body) = if has_body && (route.wants_body || form) {
         match read_body(
             body,
@@ -310,73 +328,86 @@ pub async fn admit<'s>(
         (None, body)
     };
     let form_bytes = buffered.as_deref().filter(|_| form);
-    let judged_method = match overridden_method(&parts.method, parts.uri.query(), form_bytes) {
-        Ok(overridden) => overridden.unwrap_or_else(|| parts.method.clone()),
+    // With a `_method` override, the request must be allowed as sent and as the method it
+    // names: upstreams that honour the override run the latter, all others the former.
+    let mut methods = vec![parts.method.clone()];
+    match overridden_method(&parts.method, parts.uri.query(), form_bytes) {
+        Ok(Some(overridden)) if overridden != parts.method => methods.push(overridden),
+        Ok(_) => {}
         Err(rejection) => {
             let reason = "unreadable method override";
             return Err(refuse(rejection, Some(route), "-", reason, None));
         }
-    };
-    let ctx = context(
-        ContextParts {
-            method: &judged_method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            // Moved, not copied: the context is dropped before the upstream needs them.
-            headers: std::mem::take(&mut parts.headers),
-            peer,
-            client_cert: client_cert.clone(),
-        },
-        route.mcp,
-        buffered.filter(|_| route.wants_body),
-    );
-    let ctx = match ctx {
-        Ok(ctx) => Arc::new(ctx),
-        Err(rejection) => {
-            return Err(refuse(
-                rejection,
-                Some(route),
-                "-",
-                "malformed MCP body",
-                None,
-            ));
-        }
-    };
-    let Outcome { decision, trace } = route.policy.decide(&ctx).await;
-    // The headers go back to the request. A provider that still holds the context (a Wasm
-    // call abandoned at its deadline) leaves a copy behind instead.
-    parts.headers =
-        Arc::try_unwrap(ctx).map_or_else(|shared| shared.headers.clone(), |ctx| ctx.headers);
-    metrics.decision(&trace);
-    match decision {
-        Decision::Allow { identity, provider } => Ok(Admitted {
-            route,
-            identity,
-            provider,
-            peer,
-            client_cert,
-            body,
-            trace,
-            line: audit_enabled().then(|| (parts.method.clone(), parts.uri.path().to_owned())),
-        }),
-        Decision::Deny {
-            denial,
-            required_scopes,
-        } => {
-            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
-            let decided_by = trace
-                .steps
-                .last()
-                .map_or_else(|| "-".to_owned(), |s| s.provider.clone());
-            Err(refuse(
-                rejection,
-                Some(route),
-                &decided_by,
-                &denial.reason,
-                Some(trace),
-            ))
+    }
+    let body_for_engine = buffered.filter(|_| route.wants_body);
+    let mut allowed = None;
+    for method in &methods {
+        let ctx = context(
+            ContextParts {
+                method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                // Moved, not copied: the context is dropped before the upstream needs them.
+                headers: std::mem::take(&mut parts.headers),
+                peer,
+                client_cert: client_cert.clone(),
+            },
+            route.mcp,
+            body_for_engine.clone(),
+        );
+        let ctx = match ctx {
+            Ok(ctx) => Arc::new(ctx),
+            Err(rejection) => {
+                let reason = "malformed MCP body";
+                return Err(refuse(rejection, Some(route), "-", reason, None));
+            }
+        };
+        let Outcome { decision, trace } = route.policy.decide(&ctx).await;
+        // The headers go back to the request. A provider that still holds the context (a
+        // Wasm call abandoned at its deadline) leaves a copy behind instead.
+        parts.headers =
+            Arc::try_unwrap(ctx).map_or_else(|shared| shared.headers.clone(), |ctx| ctx.headers);
+        metrics.decision(&trace);
+        match decision {
+            Decision::Allow { identity, provider } => {
+                allowed.get_or_insert((identity, provider, trace));
+            }
+            Decision::Deny {
+                denial,
+                required_scopes,
+            } => {
+                let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
+                let decided_by = trace
+                    .steps
+                    .last()
+                    .map_or_else(|| "-".to_owned(), |s| s.provider.clone());
+                return Err(refuse(
+                    rejection,
+                    Some(route),
+                    &decided_by,
+                    &denial.reason,
+                    Some(trace),
+                ));
+            }
         }
     }
+    let Some((identity, provider, trace)) = allowed else {
+        // `methods` is never empty; refuse rather than assume.
+        let rejection = Rejection::Unavailable {
+            description: "no decision was made".into(),
+        };
+        return Err(refuse(rejection, Some(route), "-", "no decision", None));
+    };
+    Ok(Admitted {
+        route,
+        identity,
+        provider,
+        peer,
+        client_cert,
+        body,
+        trace,
+        line: audit_enabled().then(|| (parts.method.clone(), parts.uri.path().to_owned())),
+    })
 }
 
 /// The filter for the listings (`tools/list`, …) in the answer to an admitted request on an

@@ -62,7 +62,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::ConnInfo;
 use super::admission::{Entry, admit, refuse_unrouted};
 use super::body::{Body, empty};
-use super::proxy::{add_identity_headers, is_underscore_look_alike};
+use super::proxy::{add_identity_headers, is_client_override, is_underscore_look_alike};
 use super::rejection::Rejection;
 use super::request::{check_path, is_trusted};
 use super::sessions::SessionBindings;
@@ -131,15 +131,14 @@ pub(crate) async fn check(
         Ok(admitted) => {
             // The check cannot remove a header before the upstream, as the proxy does: a
             // `_` spelling of an MCP or credential header would reach it unjudged.
-            if let Some(name) = described
-                .headers
-                .keys()
-                .find(|name| is_underscore_look_alike(name, &admitted.route.strip))
-            {
+            if let Some(name) = described.headers.keys().find(|name| {
+                is_underscore_look_alike(name, &admitted.route.strip) || is_client_override(name)
+            }) {
                 let rejection = Rejection::InvalidRequest {
                     description: format!(
-                        "`{name}` spells with `_` a header the gateway judges under its own \
-                         name; upstreams that read `_` as `-` would act on it unjudged"
+                        "`{name}` is a `_` spelling of a header the gateway judges or removes \
+                         under its own name; upstreams that read `_` as `-` would act on it, \
+                         and the check cannot remove it"
                     ),
                     metadata_url: None,
                 };

@@ -277,6 +277,9 @@ pub(crate) struct SseFilterBody {
     judging: Option<BoxFuture<'static, Result<Bytes, BoxError>>>,
     /// The last byte taken was a CR, so an LF that follows belongs to the same line end.
     after_cr: bool,
+    /// Bytes of the stream taken so far, up to 3: a UTF-8 byte-order mark at its very start
+    /// is dropped, as SSE clients drop it.
+    seen: usize,
     done: bool,
 }
 
@@ -298,6 +301,7 @@ impl SseFilterBody {
             ready: VecDeque::new(),
             judging: None,
             after_cr: false,
+            seen: 0,
             done: false,
         }
     }
@@ -309,6 +313,18 @@ impl SseFilterBody {
     fn take_bytes(&mut self, data: &[u8]) {
         self.pending.reserve(data.len());
         for &byte in data {
+            const BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
+            if self.seen < BOM.len() {
+                self.seen += 1;
+                if byte == BOM[self.seen - 1] && self.pending.len() == self.seen - 1 {
+                    self.pending.extend_from_slice(&[byte]);
+                    if self.seen == BOM.len() {
+                        self.pending.clear();
+                    }
+                    continue;
+                }
+                self.seen = BOM.len();
+            }
             match byte {
                 b'\r' => self.pending.extend_from_slice(b"\n"),
                 b'\n' if self.after_cr => {}

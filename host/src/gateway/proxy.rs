@@ -395,6 +395,14 @@ const CLIENT_FORWARDING: [&str; 28] = [
     "x-method-override",
 ];
 
+/// Whether a header that reached the forward-auth check is a `_` spelling of a forwarding
+/// or method-override header (`X_HTTP_Method_Override`): no proxy writes one, so it is the
+/// client's, and the README's proxy set-ups remove only the `-` spellings before the
+/// upstream. The check cannot remove it, so it refuses.
+pub(crate) fn is_client_override(name: &HeaderName) -> bool {
+    name.as_str().as_bytes().contains(&b'_') && is_client_forwarding(name)
+}
+
 /// Every header starting with this is removed before the upstream (see
 /// [`CLIENT_FORWARDING`]).
 const ORIGINAL_PREFIX: &str = "x-original-";

@@ -79,17 +79,25 @@ pub fn check_case_folding(site: &Site, path: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Whether a body is an HTML form (`application/x-www-form-urlencoded`), where a `POST`
-/// can carry a `_method` override.
+/// Whether a body may be read as an HTML form (`application/x-www-form-urlencoded`), where a
+/// `POST` can carry a `_method` override. Rack (every Rails app) reads a body without a
+/// media type as a form too.
 pub fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
+    match headers.get(http::header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.to_str().is_ok_and(|v| {
             v.trim_start()
                 .to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
-        })
+        }),
+    }
+}
+
+/// Whether a form parameter name is `_method` as an upstream reads it: PHP (Laravel,
+/// Symfony) turns `.`, ` ` and `[` in a top-level name into `_`.
+fn is_method_override(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('_' | '.' | ' ' | '[')) && chars.as_str() == "method"
 }
 
 /// The method an upstream runs for a `POST` that carries a `_method` override, in the
@@ -110,7 +118,7 @@ pub fn overridden_method(
         .into_iter()
         .chain(form)
         .flat_map(url::form_urlencoded::parse)
-        .filter(|(name, _)| name == "_method")
+        .filter(|(name, _)| is_method_override(name))
         .map(|(_, value)| value.trim().to_ascii_uppercase());
     let mut chosen: Option<String> = None;
     for value in values {
@@ -134,6 +142,38 @@ pub fn overridden_method(
             })
         })
         .transpose()
+}
+
+/// Refuses (400) a session of the HTTP+SSE transport: a session id in the query, which the
+/// gateway cannot bind to its caller as it binds `Mcp-Session-Id`.
+pub fn refuse_legacy_session(query: Option<&str>) -> Result<(), Rejection> {
+    match legacy_session_parameter(query) {
+        None => Ok(()),
+        Some(name) => Err(Rejection::InvalidRequest {
+            description: format!(
+                "`{name}` in the query is a session of the HTTP+SSE transport, which this \
+                 gateway cannot bind to its caller; serve this MCP server over Streamable \
+                 HTTP (`Mcp-Session-Id`)"
+            ),
+            metadata_url: None,
+        }),
+    }
+}
+
+/// The name of a query parameter that carries a session of the HTTP+SSE transport
+/// (`session_id` in the Python SDK, `sessionId` in the TypeScript SDK), if there is one.
+fn legacy_session_parameter(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| {
+            let folded: String = name
+                .chars()
+                .filter(|c| *c != '_' && *c != '-')
+                .flat_map(char::to_lowercase)
+                .collect();
+            folded == "sessionid"
+        })
+        .map(|name| name.into_owned())
 }
 
 /// Refuses a method spelled in anything but upper case. Methods are case-sensitive
@@ -190,13 +230,27 @@ pub fn check_mcp_media(headers: &HeaderMap) -> Result<(), Rejection> {
             ));
         }
     }
+    match check_unencoded(headers) {
+        Err(Rejection::UnsupportedMediaType { description }) => refuse(description),
+        other => other,
+    }
+}
+
+/// Refuses (415) a body in a content coding: the gateway judges bodies as sent, and an
+/// upstream that inflates one (Express's body parsers do by default) would act on what the
+/// gateway never read.
+pub fn check_unencoded(headers: &HeaderMap) -> Result<(), Rejection> {
     for coding in headers.get_all(http::header::CONTENT_ENCODING) {
         let coding = coding.to_str().unwrap_or("?");
         if coding
             .split(',')
             .any(|c| !c.trim().eq_ignore_ascii_case("identity"))
         {
-            return refuse(format!("`Content-Encoding: {coding}` is not judged here"));
+            return Err(Rejection::UnsupportedMediaType {
+                description: format!(
+                    "`Content-Encoding: {coding}` is not judged here; send the body as is"
+                ),
+            });
         }
     }
     Ok(())

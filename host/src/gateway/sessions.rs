@@ -102,19 +102,6 @@ impl SessionBindings {
         if !route.mcp {
             return Ok(None);
         }
-        if let Some(name) = legacy_session_parameter(request.uri.query()) {
-            let rejection = Rejection::InvalidRequest {
-                description: format!(
-                    "`{name}` in the query is a session of the HTTP+SSE transport, which this \
-                     gateway cannot bind to its caller; serve this MCP server over Streamable \
-                     HTTP (`Mcp-Session-Id`)"
-                ),
-                metadata_url: None,
-            };
-            return Err(Box::new(
-                admitted.refuse(rejection, "HTTP+SSE session id in the query"),
-            ));
-        }
         if let Some(refusal) = self.foreign_resumption(admitted, request) {
             return Err(Box::new(refusal));
         }
@@ -299,22 +286,6 @@ impl SessionBindings {
     fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
-}
-
-/// The name of a query parameter that carries a session of the HTTP+SSE transport
-/// (`session_id` in the Python SDK, `sessionId` in the TypeScript SDK), if there is one.
-fn legacy_session_parameter(query: Option<&str>) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .map(|(name, _)| name)
-        .find(|name| {
-            let folded: String = name
-                .chars()
-                .filter(|c| *c != '_' && *c != '-')
-                .flat_map(char::to_lowercase)
-                .collect();
-            folded == "sessionid"
-        })
-        .map(|name| name.into_owned())
 }
 
 #[cfg(test)]
