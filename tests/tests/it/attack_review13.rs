@@ -719,22 +719,7 @@ async fn head_is_judged_by_the_rules_for_get() {
 async fn forward_auth_does_not_let_lower_case_paths_escape_capitalised_routes() {
     let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
     let h = start_with_upstream(capitals().behind("nginx"), &upstream.url).await;
-    let check = |uri: &'static str| {
-        let h = &h;
-        async move {
-            h.request(
-                "GET",
-                "/check",
-                &[
-                    ("x-original-method", "GET"),
-                    ("x-original-uri", uri),
-                    ("x-forwarded-for", "203.0.113.9"),
-                ],
-                None,
-            )
-            .await
-        }
-    };
+    let check = |uri: &'static str| h.nginx_check(None, "GET", uri);
     assert_eq!(check("/API/Admin/x").await.status, 401, "as written");
     assert_eq!(check("/API/admin/x").await.status, 400, "mixed spelling");
     let lower = check("/api/admin/x").await;

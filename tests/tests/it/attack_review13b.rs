@@ -111,24 +111,8 @@ async fn a_form_body_method_override_does_not_run_a_delete_the_rules_forbid() {
 async fn forward_auth_does_not_admit_a_query_method_override_the_rules_forbid() {
     let upstream = RecordingUpstream::start().await;
     let h = start_with_upstream(delete_needs_admin().behind("nginx"), &upstream.url).await;
-    let auth = format!("Bearer {READER_KEY}");
-    let check = |method: &'static str, uri: &'static str| {
-        let (h, auth) = (&h, auth.clone());
-        async move {
-            h.request(
-                "GET",
-                "/check",
-                &[
-                    ("authorization", &auth),
-                    ("x-original-method", method),
-                    ("x-original-uri", uri),
-                    ("x-forwarded-for", "203.0.113.9"),
-                ],
-                None,
-            )
-            .await
-        }
-    };
+    let check =
+        |method: &'static str, uri: &'static str| h.nginx_check(Some(READER_KEY), method, uri);
     let direct = check("DELETE", "/api/items/1").await;
     assert_eq!(direct.status, 403, "{direct:?}");
     let overridden = check("POST", "/api/items/1?_method=DELETE").await;

@@ -157,6 +157,21 @@ impl Harness {
         self.mcp_post_with(key, &session, body).await
     }
 
+    /// A forward-auth check as nginx asks it (`X-Original-Method`/`-URI`, the client
+    /// `203.0.113.9`), with `key` as a bearer token when given.
+    pub async fn nginx_check(&self, key: Option<&str>, method: &str, uri: &str) -> Reply {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![
+            ("x-original-method", method),
+            ("x-original-uri", uri),
+            ("x-forwarded-for", "203.0.113.9"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
+        }
+        self.request("GET", "/check", &headers, None).await
+    }
+
     /// An MCP POST with the usual MCP headers and `extra` ones.
     pub async fn mcp_post_with(
         &self,
