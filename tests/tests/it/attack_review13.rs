@@ -394,23 +394,29 @@ async fn a_listing_compressed_unasked_is_refused() {
 /// "methods not in upper case … (400)"); eval reads it as `POST` and reports an allow.
 #[tokio::test]
 async fn eval_refuses_a_lower_case_method_as_the_gateway_does() {
+    eval_answers_as_the_gateway("post", "/mcp", 400).await;
+}
+
+/// Sends an MCP call (`echo`, as the reader) as `method path` to a gateway on the standard
+/// config and through `portcullis eval` on the same config, and checks that both answer
+/// `status`.
+pub(crate) async fn eval_answers_as_the_gateway(method: &str, path: &str, status: u16) {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = fill(
         standard(),
         "127.0.0.1:8080".parse().expect("addr"),
         "http://127.0.0.1:9/mcp",
     );
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, &text).expect("config");
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(&config, &text).expect("config");
     let body = dir.path().join("call.json");
     std::fs::write(&body, CALL_ECHO).expect("body");
 
-    // What the gateway answers to exactly this request.
     let h = start(standard()).await;
     let gateway = h
         .request(
-            "post",
-            "/mcp",
+            method,
+            path,
             &[
                 ("authorization", &format!("Bearer {READER_KEY}")),
                 ("content-type", "application/json"),
@@ -419,13 +425,13 @@ async fn eval_refuses_a_lower_case_method_as_the_gateway_does() {
             Some(CALL_ECHO),
         )
         .await;
-    assert_eq!(gateway.status, 400, "{}", gateway.body);
+    assert_eq!(gateway.status, status, "{}", gateway.body);
 
     let report = cli::eval(&EvalArgs {
-        config: path,
+        config,
         providers: None,
-        method: "post".into(),
-        path: "/mcp".into(),
+        method: method.into(),
+        path: path.into(),
         headers: vec![
             format!("Authorization: Bearer {READER_KEY}"),
             "Content-Type: application/json".into(),
@@ -436,8 +442,8 @@ async fn eval_refuses_a_lower_case_method_as_the_gateway_does() {
     .await
     .expect("eval runs");
     assert!(
-        !report.allowed && report.text.contains("answer   400"),
-        "eval says the gateway lets `post /mcp` through; it answers 400:\n{}",
+        !report.allowed && report.text.contains(&format!("answer   {status}")),
+        "eval does not give the gateway's {status} for `{method} {path}`:\n{}",
         report.text
     );
     h.stop().await;

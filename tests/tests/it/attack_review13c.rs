@@ -111,10 +111,11 @@ async fn a_php_spelled_method_override_does_not_run_a_delete_the_rules_forbid() 
     );
 }
 
-/// The same PHP spelling through forward-auth: the check must not answer 200 for
-/// `POST /api/items/1?.method=DELETE` when it answers 403 for the `DELETE`.
+/// Forward-auth (nginx family): the proxy describes `POST /api/items/1?_method=DELETE`, or
+/// its PHP spelling `?.method=DELETE`; the check must not answer 200 for the reader, since an
+/// upstream behind nginx runs it as the `DELETE` the rules refuse (403 for the plain one).
 #[tokio::test]
-async fn forward_auth_does_not_admit_a_php_spelled_method_override() {
+async fn forward_auth_does_not_admit_a_method_override_in_either_spelling() {
     let upstream = RecordingUpstream::start().await;
     let h = start_with_upstream(delete_needs_admin().behind("nginx"), &upstream.url).await;
     let check =
@@ -288,55 +289,7 @@ async fn a_method_override_does_not_let_a_forbidden_mcp_tool_call_through() {
 /// reports an allow that the gateway never gives.
 #[tokio::test]
 async fn eval_refuses_a_legacy_session_id_in_the_query_as_the_gateway_does() {
-    use crate::gateway_harness::{fill, standard};
-    use portcullis_cli::{self as cli, EvalArgs};
-    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = fill(
-        standard(),
-        "127.0.0.1:8080".parse().expect("addr"),
-        "http://127.0.0.1:9/mcp",
-    );
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, &text).expect("config");
-    let body = dir.path().join("call.json");
-    std::fs::write(&body, CALL).expect("body");
-
-    let h = crate::gateway_harness::start(standard()).await;
-    let gateway = h
-        .request(
-            "POST",
-            "/mcp?session_id=4f2a",
-            &[
-                ("authorization", &format!("Bearer {READER_KEY}")),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-            ],
-            Some(CALL),
-        )
-        .await;
-    assert_eq!(gateway.status, 400, "{}", gateway.body);
-
-    let report = cli::eval(&EvalArgs {
-        config: path,
-        providers: None,
-        method: "POST".into(),
-        path: "/mcp?session_id=4f2a".into(),
-        headers: vec![
-            format!("Authorization: Bearer {READER_KEY}"),
-            "Content-Type: application/json".into(),
-        ],
-        body: Some(body),
-        peer: None,
-    })
-    .await
-    .expect("eval runs");
-    assert!(
-        !report.allowed && report.text.contains("answer   400"),
-        "eval says the gateway lets `POST /mcp?session_id=…` through; it answers 400:\n{}",
-        report.text
-    );
-    h.stop().await;
+    crate::attack_review13::eval_answers_as_the_gateway("POST", "/mcp?session_id=4f2a", 400).await;
 }
 
 /// Whether the gateway loads `template` (placeholders filled for a fixed address).
