@@ -12,7 +12,7 @@ use portcullis_tests::upstream::{RecordingUpstream, Seen, answer};
 // ---------------------------------------------------------------------------------------
 
 /// A plain HTTP route `/api` where any key may read and write, but `DELETE` needs `admin`.
-fn delete_needs_admin() -> TestConfig {
+pub(crate) fn delete_needs_admin() -> TestConfig {
     TestConfig::new()
         .http_route("/api", &["keys"])
         .api_keys(&["reader", "admin"])

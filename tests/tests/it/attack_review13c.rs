@@ -6,16 +6,9 @@
 
 use std::io::Write as _;
 
+use crate::attack_review13b::delete_needs_admin;
 use crate::gateway_harness::{READER_KEY, RawReply, TestConfig, raw_request, start_with_upstream};
 use portcullis_tests::upstream::{RecordingUpstream, Seen};
-
-/// A plain HTTP route `/api` where any key may read and write, but `DELETE` needs `admin`.
-fn delete_needs_admin() -> TestConfig {
-    TestConfig::new()
-        .http_route("/api", &["keys"])
-        .api_keys(&["reader", "admin"])
-        .rule("path = \"/api\"\nmethods = [\"DELETE\"]", &["admin"])
-}
 
 /// The reader's requests the upstream received.
 fn from_reader(seen: &[Seen]) -> Vec<String> {
