@@ -37,6 +37,7 @@ pub mod load;
 pub(crate) mod log_text;
 pub mod mcp;
 pub(crate) mod normal_form;
+pub mod oauth;
 pub mod observability;
 pub mod reload;
 pub mod secret;
