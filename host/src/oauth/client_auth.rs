@@ -156,13 +156,14 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    // Each part is `application/x-www-form-urlencoded` (RFC 6749 §2.3.1): `+` is a space.
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| bad())
     };
-    Ok(Some((decode(id), decode(secret))))
+    Ok(Some((decode(id)?, decode(secret)?)))
 }
 
 fn check<'s>(
@@ -262,20 +263,17 @@ fn verify_assertion(
         .filter(|k| k.accepts(header.alg))
         .filter(|k| header.kid.is_none() || k.kid() == header.kid.as_deref())
         .collect();
-    let key = match candidates.as_slice() {
-        [key] => *key,
-        [] => {
-            return Err(
-                "no registered key of the client fits the assertion's `kid` and `alg`".into(),
-            );
-        }
-        _ => return Err("the assertion has no `kid` and several of the client's keys fit".into()),
-    };
+    if candidates.is_empty() {
+        return Err("no registered key of the client fits the assertion's `kid` and `alg`".into());
+    }
+    // Without a `kid` every key that fits is tried: the MCP SDKs send none, and a client
+    // rotating its key has two registered. Each is the client's own key, so trying all of
+    // them grants nothing another key would not.
     let signing_input = &assertion[..header_len(assertion, payload)];
-    if !key
-        .verify(header.alg, signing_input.as_bytes(), signature)
-        .unwrap_or(false)
-    {
+    if !candidates.iter().any(|key| {
+        key.verify(header.alg, signing_input.as_bytes(), signature)
+            .unwrap_or(false)
+    }) {
         return Err("the client assertion's signature does not verify".into());
     }
     let claims: AssertionClaims = URL_SAFE_NO_PAD

@@ -302,7 +302,7 @@ async fn introspect(
     if !server.still_valid(claim("jti"), claim("client_id")) {
         return Ok(inactive);
     }
-    let claims = verified_claims(token).unwrap_or_default();
+    let claims = unverified_claims(token).unwrap_or_default();
     let mut body = json!({ "active": true, "token_type": "Bearer" });
     for name in [
         "iss",
@@ -325,8 +325,8 @@ async fn introspect(
     ))
 }
 
-/// The claims of a token whose signature has been verified.
-fn verified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+/// The claims of a JWT, not verified: only for a token already verified.
+pub(super) fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -336,17 +336,14 @@ fn verified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Va
 }
 
 /// RFC 8414 metadata, built once per site.
-pub(super) fn metadata_document(server: &AuthorizationServer, public_url: &str) -> Bytes {
+/// `scopes` are the resource's (`[resource] scopes_supported`), never the clients': which
+/// scopes some client holds is not for every caller to read.
+pub(super) fn metadata_document(
+    server: &AuthorizationServer,
+    public_url: &str,
+    scopes: &[String],
+) -> Bytes {
     let url = |path: &str| format!("{public_url}{path}");
-    let mut scopes: Vec<&str> = Vec::new();
-    for client in server.clients.all() {
-        for scope in &client.scopes {
-            if !scopes.contains(&scope.as_str()) {
-                scopes.push(scope);
-            }
-        }
-    }
-    scopes.sort_unstable();
     let auth_methods = [
         "client_secret_basic",
         "client_secret_post",

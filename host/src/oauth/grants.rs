@@ -97,6 +97,18 @@ pub(super) async fn token_exchange(
             ));
         }
     }
+    // A token of this server is never a subject: exchanging a delegated token again would
+    // drop its `act` chain (and the user's consent is the identity provider's to give).
+    if unverified_claim(subject_token, "iss")
+        .as_ref()
+        .and_then(|v| v.as_str())
+        == Some(server.issuer.as_str())
+    {
+        return Err(OAuthError::invalid_grant(
+            "a token of this server cannot be a subject token; send the user's token from \
+             the identity provider",
+        ));
+    }
     let mut subject = None;
     for (_, validator) in &server.subject_validators {
         match validator.check_token(subject_token, now).await {
@@ -116,7 +128,9 @@ pub(super) async fn token_exchange(
     let subject = subject.ok_or_else(|| {
         OAuthError::invalid_grant("the subject token is not from an identity provider trusted here")
     })?;
-    let subject_exp = unverified_exp(subject_token).unwrap_or(now);
+    let subject_exp = unverified_claim(subject_token, "exp")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(now);
     let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
         (Some(actor), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
             let identity = match server.own_tokens.check_token(actor, now).await {
@@ -241,11 +255,14 @@ fn granted(
             .collect(),
         None => allowed.iter().filter(|s| permitted(s)).cloned().collect(),
     };
-    granted.dedup();
+    let mut seen = std::collections::HashSet::new();
+    granted.retain(|s| seen.insert(s.clone()));
     if granted.is_empty() {
-        return Err(OAuthError::invalid_scope(
-            "none of the requested scopes may be granted to this client",
-        ));
+        return Err(OAuthError::invalid_scope(if held.is_some() {
+            "none of the requested scopes is both allowed to this client and held by the user"
+        } else {
+            "none of the requested scopes may be granted to this client"
+        }));
     }
     Ok(granted)
 }
@@ -295,7 +312,7 @@ fn issue(
     let access_token = key
         .sign(super::ACCESS_TOKEN_TYP, &claims)
         .map_err(OAuthError::server_error)?;
-    server.ledger.signed(key.kid(), &key.public_jwk(), exp);
+    server.ledger.signed(key.kid(), key.public_jwk(), exp);
     Ok(Issued {
         access_token,
         expires_in: lifetime,
@@ -306,15 +323,8 @@ fn issue(
     })
 }
 
-/// The `exp` of a JWT whose signature has already been verified.
-fn unverified_exp(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+/// A claim of a JWT, read without verifying it: only for a token already verified, or to
+/// route one before verifying it.
+fn unverified_claim(token: &str, name: &str) -> Option<serde_json::Value> {
+    super::endpoints::unverified_claims(token)?.remove(name)
 }

@@ -182,7 +182,7 @@ impl AuthorizationServer {
         }
         let now = now();
         let mut jwks_keys: Vec<serde_json::Value> =
-            keys.iter().map(SigningKey::public_jwk).collect();
+            keys.iter().map(|k| k.public_jwk().clone()).collect();
         for (kid, jwk) in ledger.live_signers(now) {
             if !keys.iter().any(|k| k.kid() == kid) {
                 jwks_keys.push(jwk);
@@ -218,7 +218,8 @@ impl AuthorizationServer {
             metadata: Bytes::new(),
             metadata_paths,
         };
-        server.metadata = endpoints::metadata_document(&server, public_url);
+        server.metadata =
+            endpoints::metadata_document(&server, public_url, &config.resource.scopes_supported);
         Ok(server)
     }
 

@@ -16,6 +16,8 @@ pub(crate) struct SigningKey {
     kid: String,
     algorithm: SigningAlgorithm,
     pair: Pair,
+    /// The public half, as published.
+    jwk: serde_json::Value,
     rng: SystemRandom,
 }
 
@@ -59,10 +61,12 @@ impl SigningKey {
             .map(Pair::P256)
             .map_err(|e| format!("{} is not a P-256 key ({e})", settings.private_key))?,
         };
+        let jwk = public_jwk(&settings.kid, &pair);
         Ok(Self {
             kid: settings.kid.clone(),
             algorithm: settings.algorithm,
             pair,
+            jwk,
             rng,
         })
     }
@@ -73,30 +77,8 @@ impl SigningKey {
     }
 
     /// The public key as a JWK (`use: sig`, `alg` and `kid` set).
-    pub(crate) fn public_jwk(&self) -> serde_json::Value {
-        match &self.pair {
-            Pair::Ed25519(pair) => json!({
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-                "use": "sig",
-                "alg": "EdDSA",
-                "kid": self.kid,
-            }),
-            Pair::P256(pair) => {
-                // Uncompressed point: 0x04 || X (32) || Y (32).
-                let point = pair.public_key().as_ref();
-                json!({
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                    "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-                    "use": "sig",
-                    "alg": "ES256",
-                    "kid": self.kid,
-                })
-            }
-        }
+    pub(crate) fn public_jwk(&self) -> &serde_json::Value {
+        &self.jwk
     }
 
     /// A compact JWS of `claims` with header `{alg, kid, typ}`.
@@ -116,5 +98,31 @@ impl SigningKey {
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(token)
+    }
+}
+
+fn public_jwk(kid: &str, pair: &Pair) -> serde_json::Value {
+    match pair {
+        Pair::Ed25519(pair) => json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            "use": "sig",
+            "alg": "EdDSA",
+            "kid": kid,
+        }),
+        Pair::P256(pair) => {
+            // Uncompressed point: 0x04 || X (32) || Y (32).
+            let point = pair.public_key().as_ref();
+            json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+                "use": "sig",
+                "alg": "ES256",
+                "kid": kid,
+            })
+        }
     }
 }
