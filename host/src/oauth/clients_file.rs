@@ -323,6 +323,7 @@ const NEW_FILE_HEADER: &str = "\
 # OAuth clients of the Portcullis authorization server (`authorization_server.clients_file`).
 # Written by `portcullis clients add` and `portcullis clients revoke`, which keep comments and
 # other entries; the gateway reloads the file when it changes. Secrets are stored as hashes.
+
 ";
 
 /// Adds `client` to the clients file at `path`, creating the file when it does not exist.

@@ -1,0 +1,295 @@
+//! `portcullis clients add|list|revoke`: the OAuth clients of the authorization server, kept
+//! in its clients file (`authorization_server.clients_file`). The file's format, checks and
+//! safe rewrite are the library's ([`portcullis::oauth::clients_file`]); this module finds
+//! the file, turns arguments into an entry and words the answers.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use portcullis::engine::api_key::hash_key;
+use portcullis::oauth::clients_file::{
+    self, CLIENT_CREDENTIALS, RawClient, Revoked, TOKEN_EXCHANGE,
+};
+
+use crate::commands::CliError;
+
+/// `clients`.
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClientsCommand,
+    /// The clients file [default: `authorization_server.clients_file` of --config].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The config whose `authorization_server.clients_file` names the clients file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PORTCULLIS_CONFIG",
+        value_name = "FILE",
+        default_value = "portcullis.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// `clients` commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Add a client and print its id and secret, once: only the secret's hash is stored.
+    /// With --jwks-file the client authenticates with `private_key_jwt` and gets no secret.
+    /// A clients file that does not exist yet is created.
+    Add(AddClientArgs),
+    /// List the clients: id, scopes, resources, grants, authentication, revoked.
+    List,
+    /// Revoke a client: its credentials are refused and its tokens stop working.
+    Revoke {
+        /// The client's id.
+        name: String,
+    },
+}
+
+/// `clients add`.
+#[derive(Debug, Args)]
+pub struct AddClientArgs {
+    /// The client id: 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    /// Scopes the client may be given, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "SCOPE,…")]
+    pub scopes: Vec<String>,
+    /// Route paths it may get tokens for, comma-separated [default: every route].
+    #[arg(long, value_delimiter = ',', value_name = "PATH,…")]
+    pub resources: Vec<String>,
+    /// Lifetime of its tokens in seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub lifetime: Option<u64>,
+    /// Grants it may use, comma-separated: `client_credentials`, `token-exchange`
+    /// [default: client_credentials].
+    #[arg(long, value_delimiter = ',', value_name = "GRANT,…")]
+    pub grants: Vec<String>,
+    /// It may exchange a user's token without an actor token (act as the user, not for).
+    #[arg(long)]
+    pub impersonation: bool,
+    /// It may call the introspection endpoint.
+    #[arg(long)]
+    pub introspection: bool,
+    /// A JWKS file of its public keys: the client authenticates with `private_key_jwt`
+    /// and no secret is made.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// Runs a `clients` command; returns what to print.
+pub fn run(args: &ClientsArgs) -> Result<String, CliError> {
+    let file = clients_file_path(args)?;
+    match &args.command {
+        ClientsCommand::Add(add) => add_client(&file, add),
+        ClientsCommand::List => list(&file),
+        ClientsCommand::Revoke { name } => Ok(match clients_file::revoke(&file, name)? {
+            Revoked::Now => format!(
+                "client `{name}` revoked in {}: its credentials are refused and the tokens \
+                 issued to it stop working once the gateway has reloaded the file\n",
+                file.display()
+            ),
+            Revoked::Already => format!(
+                "client `{name}` was already revoked in {}; the file is unchanged\n",
+                file.display()
+            ),
+        }),
+    }
+}
+
+/// `--file`, else the config's `authorization_server.clients_file`, relative to the
+/// config's folder as the gateway reads it. Only that key is read: the commands must work
+/// on a config that the running gateway would load, whatever else it holds.
+fn clients_file_path(args: &ClientsArgs) -> Result<PathBuf, CliError> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        authorization_server: Option<AuthorizationServer>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AuthorizationServer {
+        clients_file: Option<String>,
+    }
+
+    if let Some(file) = &args.file {
+        return Ok(file.clone());
+    }
+    let config = &args.config;
+    let text = std::fs::read_to_string(config).map_err(|source| CliError::Input {
+        what: format!(
+            "config file `{}` (name the clients file with --file, or the config with --config)",
+            config.display()
+        ),
+        source,
+    })?;
+    let parsed: Config = toml::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: `authorization_server.clients_file`: {}",
+            config.display(),
+            e.message()
+        ))
+    })?;
+    let name = parsed
+        .authorization_server
+        .and_then(|server| server.clients_file)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{} has no `authorization_server.clients_file`: add `clients_file = \
+                 \"clients.toml\"` to `[authorization_server]`, or name the file with --file",
+                config.display()
+            ))
+        })?;
+    Ok(config.parent().unwrap_or(Path::new("")).join(name))
+}
+
+fn add_client(file: &Path, args: &AddClientArgs) -> Result<String, CliError> {
+    let grants = if args.grants.is_empty() {
+        None
+    } else {
+        let mut grants = Vec::new();
+        for name in &args.grants {
+            let grant = clients_file::grant_type(name).map_err(CliError::Usage)?;
+            if !grants.contains(&grant) {
+                grants.push(grant);
+            }
+        }
+        Some(grants.into_iter().map(str::to_owned).collect())
+    };
+    let mut client = RawClient {
+        id: args.name.clone(),
+        scopes: args.scopes.clone(),
+        resources: args.resources.clone(),
+        token_lifetime_secs: args.lifetime,
+        grants,
+        impersonation: args.impersonation,
+        introspection: args.introspection,
+        ..RawClient::default()
+    };
+    let mut out = format!("client_id      {}\n", client.id);
+    if let Some(jwks) = &args.jwks_file {
+        check_jwks_file(jwks)?;
+        client.jwks_file = Some(relative_to_folder_of(file, jwks)?);
+        clients_file::add(file, &client)?;
+        let _ = writeln!(
+            out,
+            "auth           private_key_jwt, with the public keys in {}\n\nAdded to {}.",
+            jwks.display(),
+            file.display()
+        );
+    } else {
+        let secret = clients_file::new_secret()?;
+        client.secret_hash = Some(hash_key(secret.expose()));
+        clients_file::add(file, &client)?;
+        let _ = writeln!(
+            out,
+            "client_secret  {}\n\nAdded to {}. The secret is not stored, only its hash: copy \
+             it now, it cannot be shown again.",
+            secret.expose(),
+            file.display()
+        );
+    }
+    Ok(out)
+}
+
+/// A JWKS file is checked now, so that a typo fails here rather than at the gateway's
+/// next reload.
+fn check_jwks_file(path: &Path) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Input {
+        what: format!("JWKS file `{}`", path.display()),
+        source,
+    })?;
+    let keys = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|jwks| jwks.get("keys")?.as_array().map(Vec::len));
+    match keys {
+        Some(1..) => Ok(()),
+        _ => Err(CliError::Usage(format!(
+            "{} is not a JWKS: expected a JSON object `{{\"keys\": [...]}}` with at least one \
+             public key",
+            path.display()
+        ))),
+    }
+}
+
+/// `path` as the clients file names it: relative to the clients file's folder (the gateway
+/// resolves it from there) when it lies inside it, else absolute.
+fn relative_to_folder_of(file: &Path, path: &Path) -> Result<String, CliError> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|source| CliError::Input {
+            what: format!("the path `{}`", p.display()),
+            source,
+        })
+    };
+    let path = absolute(path)?;
+    let folder = absolute(file)?.parent().map(Path::to_owned);
+    let shown = match folder.as_deref().and_then(|f| path.strip_prefix(f).ok()) {
+        Some(inside) => inside,
+        None => &path,
+    };
+    Ok(shown.display().to_string())
+}
+
+fn list(file: &Path) -> Result<String, CliError> {
+    let clients = clients_file::read(file)
+        .map_err(clients_file::ClientsFileError::from)?
+        .clients;
+    if clients.is_empty() {
+        return Ok(format!("no clients in {}\n", file.display()));
+    }
+    let header = ["ID", "SCOPES", "RESOURCES", "GRANTS", "AUTH", "REVOKED"].map(str::to_owned);
+    let rows: Vec<[String; 6]> = std::iter::once(header)
+        .chain(clients.iter().map(|client| {
+            let grants = match &client.grants {
+                None => CLIENT_CREDENTIALS.to_owned(),
+                Some(grants) => grants
+                    .iter()
+                    .map(|g| {
+                        if g == TOKEN_EXCHANGE {
+                            "token-exchange"
+                        } else {
+                            g
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            let auth = [
+                client.secret_hash.is_some().then_some("client_secret"),
+                (client.jwks.is_some() || client.jwks_file.is_some()).then_some("private_key_jwt"),
+            ];
+            [
+                client.id.clone(),
+                client.scopes.join(","),
+                if client.resources.is_empty() {
+                    "(every route)".to_owned()
+                } else {
+                    client.resources.join(",")
+                },
+                grants,
+                auth.into_iter().flatten().collect::<Vec<_>>().join("+"),
+                if client.revoked { "yes" } else { "no" }.to_owned(),
+            ]
+        }))
+        .collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
