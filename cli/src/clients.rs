@@ -11,6 +11,7 @@ use portcullis::engine::api_key::hash_key;
 use portcullis::oauth::clients_file::{
     self, CLIENT_CREDENTIALS, RawClient, Revoked, TOKEN_EXCHANGE,
 };
+use portcullis::oauth::settings::{DEFAULT_MAX_TOKEN_LIFETIME_SECS, DEFAULT_TOKEN_LIFETIME_SECS};
 
 use crate::commands::CliError;
 
@@ -83,11 +84,12 @@ pub struct AddClientArgs {
 
 /// Runs a `clients` command; returns what to print.
 pub fn run(args: &ClientsArgs) -> Result<String, CliError> {
-    let file = clients_file_path(args)?;
+    let target = find_clients_file(args)?;
+    let file = &target.file;
     match &args.command {
-        ClientsCommand::Add(add) => add_client(&file, add),
-        ClientsCommand::List => list(&file),
-        ClientsCommand::Revoke { name } => Ok(match clients_file::revoke(&file, name)? {
+        ClientsCommand::Add(add) => add_client(&target, add),
+        ClientsCommand::List => list(file),
+        ClientsCommand::Revoke { name } => Ok(match clients_file::revoke(file, name)? {
             Revoked::Now => format!(
                 "client `{name}` revoked in {}: its credentials are refused and the tokens \
                  issued to it stop working once the gateway has reloaded the file\n",
@@ -101,21 +103,59 @@ pub fn run(args: &ClientsArgs) -> Result<String, CliError> {
     }
 }
 
+/// The clients file, and what its config says about the entries when it was found
+/// through one.
+#[derive(Debug)]
+struct Target {
+    file: PathBuf,
+    config: Option<ConfigFacts>,
+}
+
+/// What the gateway checks a client entry against besides the entry itself: an id unique
+/// with the config's own clients, a resource that is a route, a lifetime within
+/// `max_token_lifetime_secs`. Checked at `add` too,
+/// since the gateway refuses a clients file with a bad entry as a whole (and keeps serving
+/// the last good one), which would leave the new client silently unknown.
+#[derive(Debug)]
+struct ConfigFacts {
+    source: String,
+    routes: Vec<String>,
+    /// `authorization_server.clients[].id`: one registry holds them and the file's.
+    inline_ids: Vec<String>,
+    max_lifetime: u64,
+}
+
 /// `--file`, else the config's `authorization_server.clients_file`, relative to the
-/// config's folder as the gateway reads it. Only that key is read: the commands must work
-/// on a config that the running gateway would load, whatever else it holds.
-fn clients_file_path(args: &ClientsArgs) -> Result<PathBuf, CliError> {
+/// config's folder as the gateway reads it. Only the keys needed are read: the commands
+/// must work on any config the running gateway would load.
+fn find_clients_file(args: &ClientsArgs) -> Result<Target, CliError> {
     #[derive(serde::Deserialize)]
     struct Config {
         authorization_server: Option<AuthorizationServer>,
+        #[serde(default)]
+        routes: Vec<Route>,
     }
     #[derive(serde::Deserialize)]
     struct AuthorizationServer {
         clients_file: Option<String>,
+        max_token_lifetime_secs: Option<u64>,
+        #[serde(default)]
+        clients: Vec<Named>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Route {
+        path: Option<String>,
     }
 
     if let Some(file) = &args.file {
-        return Ok(file.clone());
+        return Ok(Target {
+            file: file.clone(),
+            config: None,
+        });
     }
     let config = &args.config;
     let text = std::fs::read_to_string(config).map_err(|source| CliError::Input {
@@ -127,25 +167,74 @@ fn clients_file_path(args: &ClientsArgs) -> Result<PathBuf, CliError> {
     })?;
     let parsed: Config = toml::from_str(&text).map_err(|e| {
         CliError::Usage(format!(
-            "{}: `authorization_server.clients_file`: {}",
+            "{}: cannot read `authorization_server.clients_file`: {}",
             config.display(),
             e.message()
         ))
     })?;
-    let name = parsed
-        .authorization_server
-        .and_then(|server| server.clients_file)
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "{} has no `authorization_server.clients_file`: add `clients_file = \
-                 \"clients.toml\"` to `[authorization_server]`, or name the file with --file",
-                config.display()
-            ))
-        })?;
-    Ok(config.parent().unwrap_or(Path::new("")).join(name))
+    let server = parsed.authorization_server.unwrap_or(AuthorizationServer {
+        clients_file: None,
+        max_token_lifetime_secs: None,
+        clients: Vec::new(),
+    });
+    let name = server.clients_file.ok_or_else(|| {
+        CliError::Usage(format!(
+            "{} has no `authorization_server.clients_file`: add `clients_file = \
+             \"clients.toml\"` to `[authorization_server]`, or name the file with --file",
+            config.display()
+        ))
+    })?;
+    Ok(Target {
+        file: config.parent().unwrap_or(Path::new("")).join(name),
+        config: Some(ConfigFacts {
+            source: config.display().to_string(),
+            routes: parsed.routes.into_iter().filter_map(|r| r.path).collect(),
+            inline_ids: server.clients.into_iter().filter_map(|c| c.id).collect(),
+            max_lifetime: server
+                .max_token_lifetime_secs
+                .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME_SECS),
+        }),
+    })
 }
 
-fn add_client(file: &Path, args: &AddClientArgs) -> Result<String, CliError> {
+/// The checks of [`ConfigFacts`], worded for the command line.
+fn check_against_config(facts: &ConfigFacts, args: &AddClientArgs) -> Result<(), CliError> {
+    if facts.inline_ids.contains(&args.name) {
+        return Err(CliError::Usage(format!(
+            "a client named `{}` is already in `authorization_server.clients` of {}; pick \
+             another name",
+            args.name, facts.source
+        )));
+    }
+    for resource in &args.resources {
+        if !facts
+            .routes
+            .iter()
+            .any(|route| route == resource.trim_end_matches('/'))
+        {
+            return Err(CliError::Usage(format!(
+                "--resources: `{resource}` is not a route of {} (its routes: {})",
+                facts.source,
+                facts.routes.join(", ")
+            )));
+        }
+    }
+    let lifetime = args.lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS);
+    if lifetime > facts.max_lifetime {
+        return Err(CliError::Usage(format!(
+            "--lifetime: {lifetime} seconds is more than the {} that \
+             `authorization_server.max_token_lifetime_secs` of {} allows",
+            facts.max_lifetime, facts.source
+        )));
+    }
+    Ok(())
+}
+
+fn add_client(target: &Target, args: &AddClientArgs) -> Result<String, CliError> {
+    let file = target.file.as_path();
+    if let Some(facts) = &target.config {
+        check_against_config(facts, args)?;
+    }
     let grants = if args.grants.is_empty() {
         None
     } else {

@@ -71,7 +71,10 @@ pub enum SigningKeyError {
     #[error("the system's random number generator failed; no key was made")]
     Random,
     /// The output file exists.
-    #[error("{} already exists: a signing key is never overwritten; pick another --out", .0.display())]
+    #[error(
+        "{} already exists: a signing key is never overwritten; pick another --out",
+        .0.display()
+    )]
     Exists(PathBuf),
     /// Writing failed.
     #[error("cannot write {}: {source}", file.display())]
@@ -103,8 +106,8 @@ fn new_key(args: &NewSigningKeyArgs) -> Result<String, SigningKeyError> {
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     );
     write_new_private(&args.out, pem.as_bytes())?;
-    // `file://` references resolve against the gateway's working directory, not the
-    // config's folder: an absolute path is right wherever the gateway is started.
+    // A relative `file://` key is read from the config's folder, which this command does not
+    // know: the absolute path is right wherever the config lives.
     let path = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
     let reference = format!("file://{}", path.display());
     let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();

@@ -29,6 +29,8 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
+use super::clients::is_label;
+use super::settings::{LIFETIME_CEILING_SECS, LIFETIME_FLOOR_SECS};
 use crate::config::ConfigError;
 use crate::engine::api_key::parse_hash;
 use crate::secret::SecretString;
@@ -113,10 +115,13 @@ impl RawClient {
             ));
         }
         for scope in &self.scopes {
-            if scope.is_empty() || scope.chars().any(char::is_whitespace) {
+            if scope.is_empty() || scope.chars().any(char::is_whitespace) || scope == "*" {
                 return Err(InvalidField::new(
                     "scopes",
-                    format!("{scope:?} is not a scope: a scope is one token without whitespace"),
+                    format!(
+                        "{scope:?} is not a scope: a scope is one token without whitespace, \
+                         and `*` is never issued"
+                    ),
                 ));
             }
         }
@@ -139,10 +144,15 @@ impl RawClient {
                 grant_type(grant).map_err(|message| InvalidField::new("grants", message))?;
             }
         }
-        if self.token_lifetime_secs == Some(0) {
+        if let Some(secs) = self.token_lifetime_secs
+            && !(LIFETIME_FLOOR_SECS..=LIFETIME_CEILING_SECS).contains(&secs)
+        {
             return Err(InvalidField::new(
                 "token_lifetime_secs",
-                "is 0: give the tokens' lifetime in seconds",
+                format!(
+                    "{secs} is outside {LIFETIME_FLOOR_SECS}..={LIFETIME_CEILING_SECS} seconds \
+                     (and `authorization_server.max_token_lifetime_secs` bounds it further)"
+                ),
             ));
         }
         Ok(())
@@ -168,13 +178,10 @@ impl InvalidField {
     }
 }
 
-/// Whether `value` is a plain label: 1–64 letters, digits, `.`, `_` or `-`. Client ids and
-/// key ids are labels so that they read the same in a URL, a log line and a shell.
+/// Whether `value` is a plain label: 1–64 letters, digits, `.`, `_` or `-`, as client ids
+/// must be (they land in tokens, logs and metrics); key ids are held to the same.
 pub fn check_label(value: &str) -> Result<(), String> {
-    let plain = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if plain && (1..=64).contains(&value.len()) {
+    if is_label(value) {
         Ok(())
     } else {
         Err(format!(
