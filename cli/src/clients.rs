@@ -322,6 +322,12 @@ fn relative_to_folder_of(file: &Path, path: &Path) -> Result<String, CliError> {
 }
 
 fn list(file: &Path) -> Result<String, CliError> {
+    if !file.exists() {
+        return Ok(format!(
+            "no clients: {} does not exist yet (`portcullis clients add` creates it)\n",
+            file.display()
+        ));
+    }
     let clients = clients_file::read(file)
         .map_err(clients_file::ClientsFileError::from)?
         .clients;
@@ -345,10 +351,11 @@ fn list(file: &Path) -> Result<String, CliError> {
                     .collect::<Vec<_>>()
                     .join(","),
             };
-            let auth = [
-                client.secret_hash.is_some().then_some("client_secret"),
-                (client.jwks.is_some() || client.jwks_file.is_some()).then_some("private_key_jwt"),
-            ];
+            let auth = if client.secret_hash.is_some() {
+                "client_secret"
+            } else {
+                "private_key_jwt"
+            };
             [
                 client.id.clone(),
                 client.scopes.join(","),
@@ -358,7 +365,7 @@ fn list(file: &Path) -> Result<String, CliError> {
                     client.resources.join(",")
                 },
                 grants,
-                auth.into_iter().flatten().collect::<Vec<_>>().join("+"),
+                auth.to_owned(),
                 if client.revoked { "yes" } else { "no" }.to_owned(),
             ]
         }))

@@ -90,7 +90,8 @@ pub struct RawClient {
 impl RawClient {
     /// Checks what can be checked of the entry alone (its id, credentials, scopes, resources,
     /// grants and lifetime); what depends on the rest of the config (routes, the lifetime
-    /// bound) is the authorization server's to check.
+    /// bound, JWKS contents) is the authorization server's to check. Never stricter than the
+    /// server: `clients list` and `revoke` must work on any file it accepts.
     pub fn check(&self) -> Result<(), InvalidField> {
         check_label(&self.id).map_err(|message| InvalidField::new("id", message))?;
         if let Some(hash) = &self.secret_hash
@@ -107,11 +108,12 @@ impl RawClient {
                 "set `jwks` or `jwks_file`, not both",
             ));
         }
-        if self.secret_hash.is_none() && self.jwks.is_none() && self.jwks_file.is_none() {
+        let keys = self.jwks.is_some() || self.jwks_file.is_some();
+        if self.secret_hash.is_some() == keys {
             return Err(InvalidField::new(
                 "secret_hash",
-                "the client has no credential: set `secret_hash` (client secret) or `jwks` / \
-                 `jwks_file` (private_key_jwt)",
+                "a client authenticates with exactly one of a secret (`secret_hash`) or keys \
+                 (`jwks` / `jwks_file`, for private_key_jwt)",
             ));
         }
         for scope in &self.scopes {
@@ -133,16 +135,8 @@ impl RawClient {
                 ));
             }
         }
-        if let Some(grants) = &self.grants {
-            if grants.is_empty() {
-                return Err(InvalidField::new(
-                    "grants",
-                    "is empty: a client with no grant gets no token; revoke it instead",
-                ));
-            }
-            for grant in grants {
-                grant_type(grant).map_err(|message| InvalidField::new("grants", message))?;
-            }
+        for grant in self.grants.iter().flatten() {
+            grant_type(grant).map_err(|message| InvalidField::new("grants", message))?;
         }
         if let Some(secs) = self.token_lifetime_secs
             && !(LIFETIME_FLOOR_SECS..=LIFETIME_CEILING_SECS).contains(&secs)

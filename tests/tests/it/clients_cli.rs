@@ -112,6 +112,7 @@ fn list_shows_every_client_but_never_a_hash_and_revoke_marks_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("clients.toml");
     let f = file.display();
+    assert!(ok(&format!("clients list --file {f}")).contains("does not exist yet"));
     ok(&format!("clients add reader --file {f} --scopes mcp:read"));
     let jwks = dir.path().join("signer.jwks.json");
     std::fs::write(
