@@ -689,3 +689,273 @@ async fn endpoints_refuse_what_rfc_6749_refuses() {
         (400, "invalid_request")
     );
 }
+
+/// A config file with an authorization server whose clients live in `clients.toml`, in
+/// front of the demo upstream, with the signing keys given as `(kid, key)`.
+fn watched_config(dir: &std::path::Path, upstream: &str, keys: &[(&str, &TestKey)]) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+
+[authorization_server]
+clients_file = "clients.toml"
+
+[providers.agents]
+type = "issued"
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["agents"]
+"#
+    );
+    for (kid, key) in keys {
+        let file = dir.join(format!("{kid}.pem"));
+        std::fs::write(&file, pem(&key.pkcs8)).expect("write key");
+        text.push_str(&format!(
+            "\n[[authorization_server.keys]]\nkid = \"{kid}\"\nalgorithm = \"EdDSA\"\nprivate_key = \"file://{kid}.pem\"\n"
+        ));
+    }
+    text
+}
+
+fn clients_file(revoked: bool) -> String {
+    format!(
+        "[[clients]]\nid = \"agent-1\"\nsecret_hash = \"{}\"\nscopes = [\"mcp:read\"]\nrevoked = {revoked}\n\n\
+         [[clients]]\nid = \"agent-2\"\nsecret_hash = \"{}\"\nscopes = [\"mcp:read\"]\n",
+        hash_key(SECRET),
+        hash_key(OTHER_SECRET)
+    )
+}
+
+/// Writes `text` to `path` the way editors do: a new file renamed over the old one.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+async fn watched_token(base: &str, id: &str, secret: &str) -> Reply {
+    let basic = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    crate::gateway_harness::send(
+        &format!("{base}/oauth/token"),
+        "POST",
+        &[
+            ("authorization", &basic),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some("grant_type=client_credentials"),
+    )
+    .await
+}
+
+async fn watched_call(base: &str, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    crate::gateway_harness::send(
+        &format!("{base}/mcp"),
+        "POST",
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("authorization", &auth),
+        ],
+        Some(INITIALIZE),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn clients_and_keys_reload_live_and_retired_keys_keep_their_tokens() {
+    use portcullis_tests::eventually::eventually;
+    let upstream = portcullis_cli::demo::upstream::spawn_demo_upstream()
+        .await
+        .expect("demo upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portcullis.toml");
+    let clients = dir.path().join("clients.toml");
+    let k1 = ed25519_key("k1");
+    let k2 = ed25519_key("k2");
+    std::fs::write(&clients, clients_file(false)).expect("write clients");
+    std::fs::write(
+        &config,
+        watched_config(dir.path(), &upstream.url, &[("k1", &k1)]),
+    )
+    .expect("write config");
+    let served = crate::gateway_harness::serve_watched(config.clone(), None).await;
+    let base = served.base.clone();
+
+    let reply = watched_token(&base, "agent-1", SECRET).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let old = access_token(&reply);
+    assert_eq!(watched_call(&base, &old).await, 200);
+
+    // Rotation done too early: k2 replaces k1 at once. k1 stays published and accepted
+    // until the tokens it signed expire.
+    replace(
+        &config,
+        &watched_config(dir.path(), &upstream.url, &[("k2", &k2)]),
+    );
+    let fresh = eventually("a token signed by k2", || async {
+        let reply = watched_token(&base, "agent-2", OTHER_SECRET).await;
+        let token = access_token(&reply);
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().expect("header"))
+                .expect("b64"),
+        )
+        .expect("json");
+        if header["kid"] == "k2" {
+            Ok(token)
+        } else {
+            Err(header.to_string())
+        }
+    })
+    .await;
+    assert_eq!(watched_call(&base, &fresh).await, 200);
+    assert_eq!(
+        watched_call(&base, &old).await,
+        200,
+        "k1's token outlives k1's removal"
+    );
+    let jwks =
+        crate::gateway_harness::send(&format!("{base}/.well-known/jwks.json"), "GET", &[], None)
+            .await;
+    let kids: Vec<Value> = serde_json::from_str::<Value>(&jwks.body).expect("json")["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids, [json!("k2"), json!("k1")]);
+
+    // Revoking the client in the clients file: its tokens and its secret stop working.
+    replace(&clients, &clients_file(true));
+    eventually("agent-1's token refused", || async {
+        watched_call(&base, &old).await == 401
+    })
+    .await;
+    assert_eq!(watched_token(&base, "agent-1", SECRET).await.status, 401);
+    assert_eq!(
+        watched_call(&base, &fresh).await,
+        200,
+        "agent-2 is unaffected"
+    );
+
+    // A broken clients file is refused; the last good server keeps issuing.
+    replace(&clients, "[[clients]]\nid = \"agent-2\"\n");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let still = watched_token(&base, "agent-2", OTHER_SECRET).await;
+    assert_eq!(still.status, 200, "{}", still.body);
+}
+
+#[tokio::test]
+async fn unusable_clients_and_keys_are_refused_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = ed25519_key("k1");
+    let key_file = dir.path().join("k1.pem");
+    std::fs::write(&key_file, pem(&key.pkcs8)).expect("write");
+    std::fs::write(dir.path().join("not-a-key.pem"), "hello").expect("write");
+    let case = |keys: &str, client: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+
+[authorization_server]
+{keys}
+
+[[authorization_server.clients]]
+{client}
+
+[[routes]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+chain = ["agents"]
+
+[providers.agents]
+type = "issued"
+"#
+        )
+    };
+    let good_key = format!(
+        "[[authorization_server.keys]]\nkid = \"k1\"\nalgorithm = \"EdDSA\"\nprivate_key = \"file://{}\"",
+        key_file.display()
+    );
+    let good_client = format!(
+        "id = \"a\"\nsecret_hash = \"{}\"\nscopes = [\"mcp:read\"]",
+        hash_key(SECRET)
+    );
+    let cases = [
+        (
+            good_key.replace("k1.pem", "not-a-key.pem"),
+            good_client.clone(),
+            "is not a PKCS#8 PEM private key",
+        ),
+        (
+            good_key.replace("EdDSA", "ES256"),
+            good_client.clone(),
+            "is not a P-256 key",
+        ),
+        (
+            good_key.clone(),
+            "id = \"a\"\nscopes = [\"x\"]".to_owned(),
+            "no credential",
+        ),
+        (
+            good_key.clone(),
+            good_client.replace("mcp:read", "*"),
+            "`*` cannot be issued",
+        ),
+        (
+            good_key.clone(),
+            format!("{good_client}\nresources = [\"/elsewhere\"]"),
+            "`/elsewhere` is not a route path",
+        ),
+        (
+            good_key.clone(),
+            format!("{good_client}\ntoken_lifetime_secs = 5"),
+            "is outside 120..=3600 seconds",
+        ),
+        (
+            good_key.clone(),
+            format!("{good_client}\ngrants = [\"password\"]"),
+            "`password` is not a grant",
+        ),
+        (
+            good_key.clone(),
+            good_client.replace("id = \"a\"", "id = \"a b\""),
+            "is not a plain label",
+        ),
+        (
+            good_key.clone(),
+            format!("{good_client}\njwks = '{}'", json!({ "keys": [key.jwk] })),
+            "not both",
+        ),
+        (
+            good_key.clone(),
+            "id = \"a\"\njwks = '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'".to_owned(),
+            "key 0",
+        ),
+    ];
+    for (keys, client, expected) in cases {
+        let text = case(&keys, &client);
+        let config = portcullis::config::load_str(&text, "<case>", dir.path())
+            .unwrap_or_else(|e| panic!("stage one accepts it: {e}\n{text}"));
+        let error = portcullis::config::assemble(&config, None, &Default::default())
+            .await
+            .expect_err(expected)
+            .to_string();
+        assert!(
+            error.contains(expected),
+            "expected `{expected}` in: {error}"
+        );
+        assert!(
+            error.contains("authorization_server"),
+            "names the key: {error}"
+        );
+    }
+}
