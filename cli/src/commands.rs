@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `check`, `eval`, `hash-key` and `new`. Each command is a
-//! function here; `main.rs` only parses arguments and maps the result to an exit code. A
+//! The command line: `serve` (default), `check`, `eval`, `hash-key` and `new`, each a function
+//! here, and `clients` and `signing-key` from their own modules; `main.rs` only parses
+//! arguments and maps the result to an exit code. A
 //! config becomes a site through the library's composition root ([`portcullis::load`]);
 //! the embedded demo is the one thing added here.
 
@@ -21,9 +22,11 @@ use portcullis::observability::Metrics;
 use portcullis::reload;
 use portcullis::wasm::{ProviderKind, WasmRuntime};
 
+use crate::clients::ClientsArgs;
 use crate::demo::{self, upstream::DemoUpstream};
 use crate::logging::init_logging;
 use crate::scaffold::{self, NewProvider, ScaffoldError};
+use crate::signing_key::{SigningKeyArgs, SigningKeyError};
 
 /// Auth gateway for MCP servers, with auth providers as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -60,6 +63,11 @@ pub enum Command {
     /// Create a provider crate that builds to a Wasm component and passes its own tests.
     #[command(long_about = NEW_ABOUT)]
     New(NewArgs),
+    /// The authorization server's OAuth clients: `add` (prints the secret once), `list`,
+    /// `revoke`, in its clients file.
+    Clients(ClientsArgs),
+    /// The authorization server's token-signing keys: `new` writes one.
+    SigningKey(SigningKeyArgs),
 }
 
 const NEW_ABOUT: &str = "Create a provider crate that builds to a Wasm component and passes \
@@ -188,6 +196,12 @@ pub enum CliError {
     /// `new` refused.
     #[error(transparent)]
     Scaffold(#[from] ScaffoldError),
+    /// `clients` refused, or the clients file is unusable.
+    #[error(transparent)]
+    Clients(#[from] portcullis::oauth::clients_file::ClientsFileError),
+    /// `signing-key` refused.
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
     /// An argument is malformed.
     #[error("{0}")]
     Usage(String),

@@ -53,6 +53,14 @@ fn main() -> ExitCode {
                 print!("{}", cli::new_provider(&args)?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Clients(args) => {
+                print!("{}", cli::clients::run(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::SigningKey(args) => {
+                print!("{}", cli::signing_key::run(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

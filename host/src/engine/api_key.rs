@@ -405,7 +405,7 @@ fn stored_key(
 }
 
 /// `sha256:<64 hex>` (either case) to the digest.
-fn parse_hash(value: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hash(value: &str) -> Option<[u8; 32]> {
     let hex_digits = value.strip_prefix("sha256:")?;
     let mut digest = [0; 32];
     hex::decode_to_slice(hex_digits, &mut digest).ok()?;
