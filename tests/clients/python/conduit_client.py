@@ -4,7 +4,8 @@
 Two modes, both with the client secret read from the variable named by `--client-secret-env`:
 - `client-credentials`: `Client(url, client_id=…, client_secret=…)`, conduit's own
   client-credentials mode, which posts to the token endpoint it derives from the MCP URL
-  (`…/servers/a/mcp` → `…/servers/a/oauth/token`);
+  (`…/servers/a/mcp` → `…/servers/a/oauth/token`), or to `--token-endpoint` (its
+  `token_endpoint=` override);
 - `delegation`: its RFC 8693 `DelegatedProvider`, exchanging the user's token (read from the
   variable named by `--subject-token-env`) with the agent's own client-credentials token as
   the actor, at the same derived endpoint; the delegated token it holds is printed at the end.
@@ -14,6 +15,7 @@ reports (errors carry the status and body) is what the test sees.
 
 usage: conduit_client.py URL --client-id ID --client-secret-env VAR
            [--mode client-credentials|delegation] [--subject-token-env VAR]
+           [--token-endpoint URL]
            [--call NAME[=JSON]]...
 """
 
@@ -59,7 +61,12 @@ async def run(args):
         )
         client = Client(args.url, auth={"delegation": delegation})
     else:
-        client = Client(args.url, client_id=args.client_id, client_secret=secret)
+        client = Client(
+            args.url,
+            client_id=args.client_id,
+            client_secret=secret,
+            token_endpoint=args.token_endpoint,
+        )
     async with client:
         tools = await client.list_tools()
         emit("tools", names=[tool["name"] for tool in tools])
@@ -83,6 +90,7 @@ def main():
         "--mode", choices=["client-credentials", "delegation"], default="client-credentials"
     )
     parser.add_argument("--subject-token-env")
+    parser.add_argument("--token-endpoint")
     parser.add_argument("--call", dest="calls", action="append", type=parse_call, default=[])
     args = parser.parse_args()
     if args.mode == "delegation" and not args.subject_token_env:

@@ -26,6 +26,7 @@ mod gateway_upstream;
 mod gateway_wasm;
 mod jwks_faults;
 mod jwt;
+mod oauth_clients;
 mod reload;
 mod scaffold;
 mod soak;
