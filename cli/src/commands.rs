@@ -284,7 +284,14 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
             providers: args.providers.clone(),
             listen: args.listen,
         };
-        let reloader = reload::Reloader::new(gateway.clone(), source, loaded.runtime.clone());
+        let reloader = reload::Reloader::new(
+            gateway.clone(),
+            source,
+            load::Reuse {
+                runtime: loaded.runtime.clone(),
+                ledger: loaded.ledger.clone(),
+            },
+        );
         reload::Reloading::start(reloader, reload::DEBOUNCE)
     });
     tracing::info!(

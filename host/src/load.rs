@@ -13,9 +13,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::gateway::Site;
+use crate::oauth::Ledger;
 use crate::wasm::{RuntimeConfig, WasmRuntime};
 
 /// Where a gateway's configuration comes from: the config file and the command-line
@@ -55,6 +57,26 @@ pub fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overri
     }
 }
 
+/// What one site hands to the next: the Wasm runtime (compiled components are cached in it)
+/// and the authorization server's [`Ledger`] (revocations and spent assertions must outlive
+/// a reload). `None` or a default starts fresh.
+#[derive(Debug, Clone, Default)]
+pub struct Reuse {
+    /// The Wasm runtime; one is started when the config needs one and none is given.
+    pub runtime: Option<WasmRuntime>,
+    /// The authorization server's ledger.
+    pub ledger: Arc<Ledger>,
+}
+
+impl From<Option<WasmRuntime>> for Reuse {
+    fn from(runtime: Option<WasmRuntime>) -> Self {
+        Self {
+            runtime,
+            ledger: Arc::default(),
+        }
+    }
+}
+
 /// A configuration and everything built from it.
 #[derive(Debug)]
 pub struct Loaded {
@@ -66,6 +88,8 @@ pub struct Loaded {
     /// Keep it for reloads (compiled components are cached in it) and for its epoch ticker,
     /// which Wasm deadlines need.
     pub runtime: Option<WasmRuntime>,
+    /// The authorization server's ledger, to hand to the next site.
+    pub ledger: Arc<Ledger>,
 }
 
 /// Why a configuration could not be brought up.
@@ -79,21 +103,16 @@ pub enum SiteError {
     Runtime(String),
 }
 
-/// Reads the config file of `source` and builds its site. `runtime` serves Wasm providers;
-/// one is started when the config has some and none is given.
-pub async fn from_source(
-    source: &Source,
-    runtime: Option<WasmRuntime>,
-) -> Result<Loaded, SiteError> {
+/// Reads the config file of `source` and builds its site, reusing what `reuse` holds (a
+/// Wasm runtime, or `None` to start one when the config has Wasm providers).
+pub async fn from_source(source: &Source, reuse: impl Into<Reuse>) -> Result<Loaded, SiteError> {
     let config = config::load_with(&source.config, &source.overrides())?;
-    from_config(config, runtime).await
+    from_config(config, reuse).await
 }
 
-/// Builds the site of a validated `config` (see [`from_source`] for `runtime`).
-pub async fn from_config(
-    config: Config,
-    runtime: Option<WasmRuntime>,
-) -> Result<Loaded, SiteError> {
+/// Builds the site of a validated `config` (see [`from_source`] for `reuse`).
+pub async fn from_config(config: Config, reuse: impl Into<Reuse>) -> Result<Loaded, SiteError> {
+    let Reuse { runtime, ledger } = reuse.into();
     let runtime = match runtime {
         Some(runtime) => Some(runtime),
         None if config::needs_wasm(&config) => Some(
@@ -102,11 +121,12 @@ pub async fn from_config(
         ),
         None => None,
     };
-    let assembled = config::assemble(&config, runtime.as_ref()).await?;
+    let assembled = config::assemble(&config, runtime.as_ref(), &ledger).await?;
     let site = Site::new(&config, assembled);
     Ok(Loaded {
         config,
         site,
         runtime,
+        ledger,
     })
 }

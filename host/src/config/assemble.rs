@@ -13,6 +13,7 @@ use crate::engine::api_key::ApiKeyValidator;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::mtls::MtlsValidator;
 use crate::engine::{Authenticator, Authorizer, Chain, ChainEntry, OnDeny, Policy, Rules};
+use crate::oauth::{AuthorizationServer, Ledger};
 use crate::verdict::DenialKind;
 use crate::wasm::{Grants, ProviderKind, WasmProvider, WasmRuntime};
 
@@ -40,6 +41,9 @@ pub enum Role {
     Authenticator(Arc<dyn Authenticator>),
     /// Authorizes authenticated callers.
     Authorizer(Arc<dyn Authorizer>),
+    /// Authenticates with this gateway's own tokens, bound to each route's resource when
+    /// the route's policy is built.
+    Issued,
 }
 
 /// Every provider of a config, built, and one policy per route (in `config.routes` order).
@@ -49,6 +53,8 @@ pub struct Assembled {
     pub providers: BTreeMap<String, BuiltProvider>,
     /// One policy per route, same order as `config.routes`.
     pub policies: Vec<Policy>,
+    /// The authorization server, when configured.
+    pub authorization_server: Option<Arc<AuthorizationServer>>,
 }
 
 /// Whether building `config` needs the Wasm runtime.
@@ -64,10 +70,24 @@ pub fn needs_wasm(config: &Config) -> bool {
 pub async fn assemble(
     config: &Config,
     runtime: Option<&WasmRuntime>,
+    ledger: &Arc<Ledger>,
 ) -> Result<Assembled, ConfigError> {
     let report = Reporter {
         file: config.source.clone(),
     };
+    let authorization_server = config
+        .authorization_server
+        .as_ref()
+        .map(|settings| {
+            AuthorizationServer::build(config, settings, Arc::clone(ledger))
+                .map(Arc::new)
+                .map_err(|e| ConfigError::Invalid {
+                    file: e.file,
+                    key: e.key,
+                    message: e.reason,
+                })
+        })
+        .transpose()?;
     let mut providers = BTreeMap::new();
     for (name, provider) in &config.providers {
         let key = format!("providers.{name}");
@@ -96,6 +116,7 @@ pub async fn assemble(
                 let (role, hash) = wasm(name, w, runtime, &report, &key).await?;
                 (role, Some((w.component.clone(), hash)), None)
             }
+            ProviderSettings::Issued => (Role::Issued, None, None),
         };
         providers.insert(
             name.clone(),
@@ -112,11 +133,19 @@ pub async fn assemble(
     let policies = config
         .routes
         .iter()
-        .map(|route| policy(route, &providers, &report))
+        .map(|route| {
+            let resource = format!("{}{}", config.server.public_url, route.path);
+            let issued = Issued {
+                server: authorization_server.as_ref(),
+                resource: &resource,
+            };
+            policy(route, &providers, &issued, &report)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Assembled {
         providers,
         policies,
+        authorization_server,
     })
 }
 
@@ -166,15 +195,32 @@ async fn wasm(
     Ok((role, hash))
 }
 
+/// What an `issued` provider on a route is bound to.
+struct Issued<'a> {
+    server: Option<&'a Arc<AuthorizationServer>>,
+    /// The route's resource URL: the audience its tokens must name.
+    resource: &'a str,
+}
+
 fn policy(
     route: &Route,
     providers: &BTreeMap<String, BuiltProvider>,
+    issued: &Issued<'_>,
     report: &Reporter,
 ) -> Result<Policy, ConfigError> {
     let route_key = format!("routes[path = \"{}\"]", display(&route.path));
     let authenticator = |name: &str, key: &str| -> Result<Arc<dyn Authenticator>, ConfigError> {
         match providers.get(name).map(|p| &p.role) {
             Some(Role::Authenticator(a)) => Ok(a.clone()),
+            Some(Role::Issued) => {
+                let Some(server) = issued.server else {
+                    return Err(report.invalid(key, "the authorization server is off"));
+                };
+                let validator = server
+                    .route_validator(name, issued.resource)
+                    .map_err(|e| report.invalid(key, e))?;
+                Ok(Arc::new(validator))
+            }
             Some(Role::Authorizer(_)) => Err(report.invalid(
                 key,
                 format!(

@@ -15,6 +15,7 @@ use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
+use crate::oauth::AuthorizationServerSettings;
 use crate::secret::SecretRef;
 use crate::wasm::{InstanceMode, Limits};
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// RFC 9728 metadata.
     pub resource: Resource,
+    /// The authorization server, when on.
+    pub authorization_server: Option<AuthorizationServerSettings>,
 }
 
 /// `[server]`.
@@ -282,6 +285,8 @@ pub enum ProviderSettings {
     Mtls(MtlsSettings),
     /// `wasm`.
     Wasm(WasmSettings),
+    /// `issued`: tokens of this gateway's authorization server.
+    Issued,
 }
 
 impl ProviderSettings {
@@ -293,6 +298,7 @@ impl ProviderSettings {
             Self::Jwt(_) => "jwt",
             Self::Mtls(_) => "mtls",
             Self::Wasm(_) => "wasm",
+            Self::Issued => "issued",
         }
     }
 }

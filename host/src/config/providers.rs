@@ -66,6 +66,7 @@ pub(crate) fn validate_provider(
         RawProviderSettings::Anonymous(s) => ProviderSettings::Anonymous(s),
         RawProviderSettings::ApiKey(s) => ProviderSettings::ApiKey(s),
         RawProviderSettings::Jwt(s) => ProviderSettings::Jwt(s),
+        RawProviderSettings::Issued(_) => ProviderSettings::Issued,
         RawProviderSettings::Mtls(s) => {
             if server.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
                 return Err(report.invalid(

@@ -11,6 +11,7 @@ use crate::engine::anonymous::AnonymousSettings;
 use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
+use crate::oauth::RawAuthorizationServer;
 use crate::secret::SecretRef;
 
 /// The whole file.
@@ -32,6 +33,9 @@ pub struct RawConfig {
     /// `[resource]`: the RFC 9728 metadata.
     #[serde(default)]
     pub resource: RawResource,
+    /// `[authorization_server]`: the OAuth authorization server, off when absent.
+    #[serde(default)]
+    pub authorization_server: Option<RawAuthorizationServer>,
 }
 
 /// `[server]`.
@@ -178,7 +182,15 @@ pub enum RawProviderSettings {
     Mtls(MtlsSettings),
     /// A WebAssembly component.
     Wasm(RawWasm),
+    /// This gateway's own authorization server's tokens.
+    Issued(IssuedSettings),
 }
+
+/// A `type = "issued"` provider: no settings; the server's keys, issuer and clients, and
+/// the route's resource as audience, say everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedSettings {}
 
 /// The `on_deny` key is common to every provider type, so it is split off before the
 /// type's own table (which refuses unknown keys) sees the rest.

@@ -34,6 +34,21 @@ pub(crate) fn validate(
     purpose: Purpose,
 ) -> Result<Config, ConfigError> {
     let server = server(&raw.server, report, base_dir)?;
+    let authorization_server = raw
+        .authorization_server
+        .as_ref()
+        .map(|section| {
+            section
+                .validate(&server.public_url, base_dir)
+                .map_err(|e| report.invalid(format!("authorization_server.{}", e.key), e.reason))
+        })
+        .transpose()?;
+    if authorization_server.is_some() && purpose == Purpose::Embedded {
+        return Err(report.invalid(
+            "authorization_server",
+            "the authorization server is served by the gateway (`portcullis serve`), not by a              tower layer; remove the section from the embedded config",
+        ));
+    }
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
         let validated = validate_provider(&name, provider, report, base_dir, &server)?;
@@ -65,7 +80,17 @@ pub(crate) fn validate(
                 report,
             )?;
         }
-        if let Some(endpoint) = own_endpoint(&route.path, server.forward_auth.as_ref()) {
+        let endpoint = own_endpoint(&route.path, server.forward_auth.as_ref()).or_else(|| {
+            authorization_server
+                .as_ref()
+                .filter(|_| {
+                    crate::oauth::RESERVED_PATHS
+                        .iter()
+                        .any(|reserved| path_has_prefix(&route.path, reserved))
+                })
+                .map(|_| "the authorization server, `[authorization_server]`")
+        });
+        if let Some(endpoint) = endpoint {
             return Err(report.invalid(
                 format!("routes[{i}].path"),
                 format!(
@@ -119,13 +144,29 @@ pub(crate) fn validate(
     check_jwt_audiences(&routes, &providers, &server, report)?;
     // Longest prefix first, so the most specific route wins.
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-    let resource = resource(raw.resource, all_rule_scopes, report)?;
+    let mut resource = resource(raw.resource, all_rule_scopes, report)?;
+    if let Some(section) = &authorization_server {
+        if !resource.authorization_servers.contains(&section.issuer) {
+            resource
+                .authorization_servers
+                .insert(0, section.issuer.clone());
+        }
+    } else if let Some((name, _)) = providers
+        .iter()
+        .find(|(_, p)| matches!(p.settings, ProviderSettings::Issued))
+    {
+        return Err(report.invalid(
+            format!("providers.{name}"),
+            "an `issued` provider checks tokens of this gateway's own authorization server,              which is off; add `[authorization_server]` or use a `jwt` provider",
+        ));
+    }
     Ok(Config {
         source: report.file.clone(),
         server,
         routes,
         providers,
         resource,
+        authorization_server,
     })
 }
 

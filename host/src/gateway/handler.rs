@@ -12,10 +12,11 @@ use super::body::{Body, full};
 use super::metadata::{WELL_KNOWN, respond};
 use super::proxy::{Peer, add_identity_headers, upstream_headers};
 use super::rejection::Rejection;
-use super::request::{check_path, is_trusted};
+use super::request::{check_path, client_addr, is_trusted};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
 use super::{ConnInfo, forward_auth};
+use crate::oauth;
 use crate::observability::Metrics;
 
 /// Answers one request. Returns the metrics label of what served it and the response.
@@ -47,6 +48,25 @@ pub(crate) async fn handle<'s>(
     }
     if let Some(response) = metadata(site, request.method(), path) {
         return (WELL_KNOWN, response);
+    }
+    if let Some(server) = &site.authorization_server
+        && let Some(endpoint) = oauth::endpoint(server, path)
+    {
+        let client = match client_addr(conn.peer, request.headers(), &site.trusted_proxies) {
+            Ok(client) => client.map(|c| c.ip()),
+            Err(rejection) => return (endpoint.label(), rejection.into_response()),
+        };
+        let response = oauth::serve(
+            server,
+            endpoint,
+            request,
+            client,
+            &site.public_url,
+            site.limits.body_timeout,
+            metrics,
+        )
+        .await;
+        return (endpoint.label(), response);
     }
     if let Some(endpoint) = &site.forward_auth
         && path

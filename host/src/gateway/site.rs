@@ -21,6 +21,7 @@ use crate::engine::Policy;
 use crate::engine::api_key::CredentialLocation;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::rules::path_has_prefix;
+use crate::oauth::AuthorizationServer;
 
 /// A route ready to serve.
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct Site {
     pub readiness: Readiness,
     /// JWT validators, for metrics.
     pub jwt_validators: Vec<(String, Arc<JwtValidator>)>,
+    /// The authorization server, when on: its endpoints are answered before any route.
+    pub authorization_server: Option<Arc<AuthorizationServer>>,
 }
 
 impl Site {
@@ -145,6 +148,7 @@ impl Site {
             routes,
             readiness,
             jwt_validators,
+            authorization_server: assembled.authorization_server,
         }
     }
 

@@ -1,5 +1,332 @@
-//! The OAuth 2.1 authorization server for machine clients (off unless
-//! `[authorization_server]` is configured): client registry, signing keys, the token
-//! endpoint and its grants, RFC 8414 metadata, JWKS, revocation and introspection.
+//! The OAuth 2.1 authorization server for machine clients, off unless
+//! `[authorization_server]` is configured. It issues short-lived JWT access tokens
+//! (RFC 9068 `at+jwt`) that the gateway's own `issued` provider verifies in process.
+//!
+//! - `settings`: the config section and its validation;
+//! - `clients_file` / `clients`: the client registry (config and a hot-reloaded file);
+//! - `signing`: the private keys, their JWKs, JWS signing;
+//! - `ledger`: what outlives a reload (revocations, spent assertions, failed logins,
+//!   retired keys);
+//! - `client_auth`: `client_secret_basic`, `client_secret_post`, `private_key_jwt`;
+//! - `grants`: `client_credentials` and RFC 8693 token exchange (delegation);
+//! - `endpoints`: the HTTP side — token, revocation (RFC 7009), introspection (RFC 7662),
+//!   RFC 8414 metadata and the JWKS.
+//!
+//! One [`AuthorizationServer`] is built per site, from the config, at load. Decisions on
+//! what a client may get are all here; the gateway only routes the endpoints to it.
 
+mod client_auth;
+pub(crate) mod clients;
 pub mod clients_file;
+mod endpoints;
+mod grants;
+pub mod ledger;
+pub mod settings;
+mod signing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use self::clients::{Checks, Registry};
+pub(crate) use self::endpoints::{endpoint, serve};
+pub use self::ledger::Ledger;
+pub use self::settings::{AuthorizationServerSettings, RawAuthorizationServer};
+use self::signing::SigningKey;
+use crate::config::model::{Config, ProviderSettings};
+use crate::context::RequestContext;
+use crate::engine::jwt::{JwtSettings, JwtValidator};
+use crate::engine::{Authenticator, BoxFuture, ProviderError};
+use crate::verdict::{Denial, Verdict};
+
+/// The token endpoint's path.
+pub const TOKEN_PATH: &str = "/oauth/token";
+/// RFC 7009 revocation.
+pub const REVOCATION_PATH: &str = "/oauth/revoke";
+/// RFC 7662 introspection.
+pub const INTROSPECTION_PATH: &str = "/oauth/introspect";
+/// The authorization endpoint (advertised; the code flow is not served yet).
+pub const AUTHORIZATION_PATH: &str = "/oauth/authorize";
+/// The key set.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// RFC 8414 metadata.
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// Every fixed path the server answers; no route may be one of them or lie under one.
+pub const RESERVED_PATHS: [&str; 6] = [
+    TOKEN_PATH,
+    REVOCATION_PATH,
+    INTROSPECTION_PATH,
+    AUTHORIZATION_PATH,
+    JWKS_PATH,
+    METADATA_PATH,
+];
+
+/// The JWS `typ` of issued access tokens (RFC 9068).
+const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The claims copied from an issued token into the identity it proves.
+const IDENTITY_CLAIMS: [&str; 4] = ["client_id", "act", "jti", "exp"];
+
+/// One configuration's authorization server.
+pub struct AuthorizationServer {
+    issuer: String,
+    /// The key that signs, first, then the others still published.
+    keys: Vec<SigningKey>,
+    clients: Registry,
+    ledger: Arc<Ledger>,
+    max_failed: u32,
+    /// Every route's resource URL.
+    resources: Vec<String>,
+    /// A route's sibling token endpoint (`/servers/a/oauth/token`) → that route's resource.
+    siblings: HashMap<String, String>,
+    /// `jwt` providers trusted for subject tokens.
+    subject_validators: Vec<(String, JwtValidator)>,
+    /// Verifies this server's tokens for any of its resources (actor tokens, revocation,
+    /// introspection).
+    own_tokens: JwtValidator,
+    /// The key set this server's tokens verify with (JSON).
+    jwks_json: String,
+    jwks: Bytes,
+    metadata: Bytes,
+    /// Paths the metadata is served at.
+    metadata_paths: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("issuer", &self.issuer)
+            .field("keys", &self.keys)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not be built: the file, key and reason, as config errors say it.
+#[derive(Debug)]
+pub struct BuildError {
+    /// The file.
+    pub file: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl AuthorizationServer {
+    /// Builds the server of `config` (which must have `[authorization_server]`): reads the
+    /// keys and the clients file. `ledger` is the process's, carried across reloads.
+    pub fn build(
+        config: &Config,
+        settings: &AuthorizationServerSettings,
+        ledger: Arc<Ledger>,
+    ) -> Result<Self, BuildError> {
+        let at = |key: String, reason: String| BuildError {
+            file: config.source.clone(),
+            key: format!("authorization_server.{key}"),
+            reason,
+        };
+        let keys = settings
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                SigningKey::load(key).map_err(|e| at(format!("keys[{i}].private_key"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_url = &config.server.public_url;
+        let routes: Vec<String> = config.routes.iter().map(|r| r.path.clone()).collect();
+        let clients = Registry::load(
+            &config.source,
+            &settings.clients,
+            &settings.base_dir,
+            settings.clients_file.as_deref(),
+            &Checks {
+                public_url,
+                routes: &routes,
+                max_lifetime: settings.max_token_lifetime_secs,
+            },
+        )
+        .map_err(|e| BuildError {
+            file: e.file,
+            key: e.key,
+            reason: e.reason,
+        })?;
+        let resources: Vec<String> = routes.iter().map(|p| format!("{public_url}{p}")).collect();
+        let siblings = routes
+            .iter()
+            .filter_map(|path| {
+                let parent = path.strip_suffix("/mcp")?;
+                Some((
+                    format!("{parent}{TOKEN_PATH}"),
+                    format!("{public_url}{path}"),
+                ))
+            })
+            .collect();
+        let mut subject_validators = Vec::new();
+        for (i, name) in settings.subject_token_providers.iter().enumerate() {
+            let key = format!("subject_token_providers[{i}]");
+            match config.providers.get(name).map(|p| &p.settings) {
+                Some(ProviderSettings::Jwt(jwt)) => subject_validators.push((
+                    name.clone(),
+                    JwtValidator::new(name.clone(), jwt.clone())
+                        .map_err(|e| at(key, e.to_string()))?,
+                )),
+                Some(_) => return Err(at(key, format!("`{name}` is not a `jwt` provider"))),
+                None => return Err(at(key, format!("no provider is named `{name}`"))),
+            }
+        }
+        let now = now();
+        let mut jwks_keys: Vec<serde_json::Value> =
+            keys.iter().map(SigningKey::public_jwk).collect();
+        for (kid, jwk) in ledger.live_signers(now) {
+            if !keys.iter().any(|k| k.kid() == kid) {
+                jwks_keys.push(jwk);
+            }
+        }
+        let jwks_json = json!({ "keys": jwks_keys }).to_string();
+        let own_tokens = own_validator(
+            "authorization_server",
+            &settings.issuer,
+            &resources,
+            &jwks_json,
+        )
+        .map_err(|e| at("keys".into(), e))?;
+        let issuer_path = url::Url::parse(&settings.issuer)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let mut metadata_paths = vec![METADATA_PATH.to_owned()];
+        if !issuer_path.is_empty() {
+            metadata_paths.push(format!("{METADATA_PATH}{issuer_path}"));
+        }
+        let mut server = Self {
+            issuer: settings.issuer.clone(),
+            keys,
+            clients,
+            ledger,
+            max_failed: settings.max_failed_authentications,
+            resources,
+            siblings,
+            subject_validators,
+            own_tokens,
+            jwks: Bytes::from(jwks_json.clone()),
+            jwks_json,
+            metadata: Bytes::new(),
+            metadata_paths,
+        };
+        server.metadata = endpoints::metadata_document(&server, public_url);
+        Ok(server)
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The validator of an `issued` provider on the route whose resource URL is
+    /// `resource`: this server's tokens for that resource only, not revoked, from a client
+    /// that is still registered.
+    pub(crate) fn route_validator(
+        self: &Arc<Self>,
+        provider: &str,
+        resource: &str,
+    ) -> Result<IssuedValidator, String> {
+        let inner = own_validator(
+            provider,
+            &self.issuer,
+            &[resource.to_owned()],
+            &self.jwks_json,
+        )?;
+        Ok(IssuedValidator {
+            name: provider.to_owned(),
+            inner,
+            server: Arc::clone(self),
+        })
+    }
+
+    /// Whether a verified token of this server is still good: not revoked, and its client
+    /// still registered and not revoked.
+    fn still_valid(&self, jti: Option<&str>, client_id: Option<&str>) -> bool {
+        let client_ok = client_id
+            .and_then(|id| self.clients.get(id))
+            .is_some_and(|c| !c.revoked);
+        client_ok && jti.is_some_and(|jti| !self.ledger.is_revoked(jti))
+    }
+}
+
+/// A JWT validator for this server's own tokens: the strict path of the `jwt` provider,
+/// with this server's keys, issuer and the given audiences, and no clock leeway (the
+/// clock is this process's own).
+fn own_validator(
+    name: &str,
+    issuer: &str,
+    audiences: &[String],
+    jwks_json: &str,
+) -> Result<JwtValidator, String> {
+    let settings: JwtSettings = serde_json::from_value(json!({
+        "issuer": issuer,
+        "audience": audiences,
+        "algorithms": ["EdDSA", "ES256"],
+        "jwks": jwks_json,
+        "leeway_secs": 0,
+        "claims": IDENTITY_CLAIMS,
+    }))
+    .map_err(|e| e.to_string())?;
+    JwtValidator::new(name, settings).map_err(|e| e.to_string())
+}
+
+/// The `issued` provider on one route.
+#[derive(Debug)]
+pub(crate) struct IssuedValidator {
+    name: String,
+    inner: JwtValidator,
+    server: Arc<AuthorizationServer>,
+}
+
+impl Authenticator for IssuedValidator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a Arc<RequestContext>,
+    ) -> BoxFuture<'a, Result<Verdict, ProviderError>> {
+        Box::pin(async move {
+            Ok(match self.inner.check(&request.headers).await {
+                Verdict::Allow(mut identity) => {
+                    let claim = |name: &str| {
+                        identity
+                            .claims
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                    };
+                    let (jti, client_id) = (claim("jti"), claim("client_id"));
+                    if !self
+                        .server
+                        .still_valid(jti.as_deref(), client_id.as_deref())
+                    {
+                        return Ok(Verdict::Deny(Denial::invalid_token(
+                            "the token was revoked",
+                        )));
+                    }
+                    identity.claims.retain(|(k, _)| k != "jti" && k != "exp");
+                    Verdict::Allow(identity)
+                }
+                other => other,
+            })
+        })
+    }
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

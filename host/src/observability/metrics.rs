@@ -54,6 +54,12 @@ struct UpstreamLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OAuthLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JwksLabels {
     provider: String,
     result: &'static str,
@@ -114,6 +120,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     jwks: Arc<JwksCollector>,
     reloads: Family<ReloadLabels, Counter>,
+    oauth: Family<OAuthLabels, Counter>,
     routes: RwLock<FxHashMap<String, Box<RouteHandles>>>,
     providers: RwLock<FxHashMap<String, Box<ProviderHandles>>>,
 }
@@ -171,6 +178,12 @@ impl Metrics {
             "Reloads of the config and its components, by result",
             reloads.clone(),
         );
+        let oauth = Family::<OAuthLabels, Counter>::default();
+        registry.register(
+            "oauth_requests",
+            "Authorization-server requests, by endpoint and result (`ok` or the OAuth error)",
+            oauth.clone(),
+        );
         Self {
             registry,
             requests,
@@ -180,6 +193,7 @@ impl Metrics {
             upstream_errors,
             jwks,
             reloads,
+            oauth,
             routes: RwLock::default(),
             providers: RwLock::default(),
         }
@@ -276,6 +290,14 @@ impl Metrics {
         }
         let mut map = map.write().unwrap_or_else(|p| p.into_inner());
         f(map.entry(label.to_owned()).or_default());
+    }
+
+    /// Counts one authorization-server request at `endpoint` with `result` (`ok` or the
+    /// OAuth error code).
+    pub fn oauth(&self, endpoint: &'static str, result: &'static str) {
+        self.oauth
+            .get_or_create(&OAuthLabels { endpoint, result })
+            .inc();
     }
 
     /// Counts a failed upstream request (`connect`, `timeout` or `other`).

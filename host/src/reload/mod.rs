@@ -47,8 +47,7 @@ pub use self::watch::{DEBOUNCE, Reloading};
 use crate::config::{self, model::ProviderSettings};
 use crate::gateway::Gateway;
 use crate::gateway::readiness::{Readiness, ReloadStatus};
-use crate::load::{self, Loaded, Source};
-use crate::wasm::WasmRuntime;
+use crate::load::{self, Loaded, Reuse, Source};
 
 /// Attempts per trigger when the inputs keep changing while an attempt fails.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -104,7 +103,8 @@ pub struct Reloader {
 struct Inner {
     gateway: Arc<Gateway>,
     source: Source,
-    runtime: Mutex<Option<WasmRuntime>>,
+    /// The runtime and ledger every site is built with.
+    reuse: Mutex<Reuse>,
     state: tokio::sync::Mutex<State>,
     watch_dirs: Mutex<BTreeSet<PathBuf>>,
 }
@@ -130,9 +130,10 @@ struct State {
 }
 
 impl Reloader {
-    /// A reloader for `gateway`, whose current site was loaded from `source` on `runtime`
-    /// (one is created on the first reload that needs it when `None`).
-    pub fn new(gateway: Arc<Gateway>, source: Source, runtime: Option<WasmRuntime>) -> Self {
+    /// A reloader for `gateway`, whose current site was loaded from `source` with `reuse`
+    /// (its runtime, or `None` to create one on the first reload that needs it, and the
+    /// authorization server's ledger: pass [`Loaded::ledger`] so revocations survive).
+    pub fn new(gateway: Arc<Gateway>, source: Source, reuse: impl Into<Reuse>) -> Self {
         let inputs = inputs(&source);
         let site_ready = gateway.site().readiness.clone();
         let now = now_ms();
@@ -158,7 +159,7 @@ impl Reloader {
             inner: Arc::new(Inner {
                 gateway,
                 source,
-                runtime: Mutex::new(runtime),
+                reuse: Mutex::new(reuse.into()),
                 watch_dirs: Mutex::new(inputs.dirs),
                 state: tokio::sync::Mutex::new(state),
             }),
@@ -216,12 +217,11 @@ impl Reloader {
     /// that must not hold up a runtime worker serving requests.
     async fn load(&self) -> Result<Loaded, String> {
         let source = self.inner.source.clone();
-        let runtime = lock(&self.inner.runtime).clone();
+        let reuse = lock(&self.inner.reuse).clone();
         let handle = tokio::runtime::Handle::current();
-        let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(load::from_source(&source, runtime))
-        })
-        .await;
+        let joined =
+            tokio::task::spawn_blocking(move || handle.block_on(load::from_source(&source, reuse)))
+                .await;
         match joined {
             Ok(Ok(loaded)) => Ok(loaded),
             Ok(Err(error)) => Err(error.to_string()),
@@ -240,9 +240,10 @@ impl Reloader {
             config,
             site,
             runtime,
+            ledger: _,
         } = loaded;
         if let Some(runtime) = runtime {
-            lock(&self.inner.runtime).get_or_insert(runtime);
+            lock(&self.inner.reuse).runtime.get_or_insert(runtime);
         }
         let server = (config.server.listen, config.server.tls.is_some());
         if state.started.is_some_and(|started| started != server) {
@@ -360,6 +361,14 @@ fn inputs(source: &Source) -> Inputs {
                 feed(&mut digest, &wasm.component);
                 add_dirs_of(&mut dirs, &wasm.component);
             }
+        }
+        for file in config
+            .authorization_server
+            .iter()
+            .flat_map(|section| section.watched_files())
+        {
+            feed(&mut digest, &file);
+            add_dirs_of(&mut dirs, &file);
         }
     }
     Inputs {

@@ -196,9 +196,13 @@ async fn trap_in_configure_refuses_the_config_naming_the_provider() {
     );
     let config = portcullis::config::load_str(&text, "<test config>", std::path::Path::new("."))
         .expect("the file itself is valid");
-    let error = portcullis::config::assemble(&config, Some(portcullis_tests::runtime()))
-        .await
-        .expect_err("a provider that traps in configure must not load");
+    let error = portcullis::config::assemble(
+        &config,
+        Some(portcullis_tests::runtime()),
+        &Default::default(),
+    )
+    .await
+    .expect_err("a provider that traps in configure must not load");
     let message = error.to_string();
     assert!(
         message.contains("`env` refused its configuration") && message.contains("trap"),
@@ -344,7 +348,11 @@ async fn a_plugin_sleeping_in_configure_refuses_the_config_within_its_configure_
     let started = Instant::now();
     let error = tokio::time::timeout(
         Duration::from_secs(20),
-        portcullis::config::assemble(&config, Some(portcullis_tests::runtime())),
+        portcullis::config::assemble(
+            &config,
+            Some(portcullis_tests::runtime()),
+            &Default::default(),
+        ),
     )
     .await
     .expect("expected: the load is refused\ngot: still configuring after 20 s")

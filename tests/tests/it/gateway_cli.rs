@@ -218,7 +218,7 @@ async fn swapping_the_site_applies_to_new_requests() {
     );
     let config =
         portcullis::config::load_str(&text, "<swap>", std::path::Path::new(".")).expect("valid");
-    let assembled = portcullis::config::assemble(&config, None)
+    let assembled = portcullis::config::assemble(&config, None, &Default::default())
         .await
         .expect("assembles");
     h.gateway

@@ -64,7 +64,7 @@ pub async fn start_with_upstream(template: impl std::fmt::Display, upstream_url:
     let config = config::load_str(&text, "<test config>", std::path::Path::new("."))
         .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"));
     let runtime = config::needs_wasm(&config).then(portcullis_tests::runtime);
-    let assembled = config::assemble(&config, runtime)
+    let assembled = config::assemble(&config, runtime, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("test config assembles: {e}"));
     let gateway = Gateway::new(Site::new(&config, assembled), Arc::new(Metrics::new()));
@@ -396,7 +396,14 @@ pub async fn serve_watched(
         .await
         .unwrap_or_else(|e| panic!("the first config loads: {e}"));
     let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
-    let reloader = Reloader::new(gateway.clone(), source, loaded.runtime);
+    let reloader = Reloader::new(
+        gateway.clone(),
+        source,
+        load::Reuse {
+            runtime: loaded.runtime,
+            ledger: loaded.ledger,
+        },
+    );
     let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -1,0 +1,310 @@
+//! What a token request may be given: `client_credentials`, and RFC 8693 token exchange in
+//! delegation form (the user's token as subject, the client's own token as actor).
+//!
+//! - **Audience.** RFC 8707 `resource` (or RFC 8693 `audience`) names one route's resource
+//!   URL; it becomes `aud`. Without one, a route's sibling token endpoint means that route,
+//!   and otherwise a client allowed a single resource gets that one. A resource this
+//!   gateway does not serve, or that the client may not use, is `invalid_target`.
+//! - **Scopes.** `scope` absent: the client's scopes (RFC 6749 §3.3; the TypeScript SDK's
+//!   client-credentials provider sends none). Present: what was asked and is allowed;
+//!   nothing left is `invalid_scope`. For an exchange, also only what the subject holds.
+//! - **Lifetime.** The client's (10 minutes by default); an exchanged token never outlives
+//!   its subject token.
+
+use serde_json::json;
+
+use super::AuthorizationServer;
+use super::clients::Client;
+use super::endpoints::{Form, OAuthError};
+use crate::verdict::Verdict;
+
+/// RFC 8693 token type of an access token.
+pub(super) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// A token issued, as the endpoint answers it.
+pub(super) struct Issued {
+    pub(super) access_token: String,
+    pub(super) expires_in: u64,
+    pub(super) scope: String,
+    pub(super) audience: String,
+    pub(super) subject: String,
+    /// `issued_token_type`, for an exchange.
+    pub(super) exchanged: bool,
+}
+
+/// `grant_type=client_credentials`.
+pub(super) fn client_credentials(
+    server: &AuthorizationServer,
+    client: &Client,
+    form: &Form,
+    sibling: Option<&str>,
+    now: u64,
+) -> Result<Issued, OAuthError> {
+    if !client.client_credentials {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use `client_credentials`",
+        ));
+    }
+    let audience = audience(server, client, form, sibling)?;
+    let scopes = granted(form, &client.scopes, None)?;
+    issue(
+        server,
+        client,
+        &client.id,
+        None,
+        &audience,
+        &scopes,
+        client.lifetime_secs,
+        false,
+        now,
+    )
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`.
+pub(super) async fn token_exchange(
+    server: &AuthorizationServer,
+    client: &Client,
+    form: &Form,
+    sibling: Option<&str>,
+    now: u64,
+) -> Result<Issued, OAuthError> {
+    if !client.token_exchange {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use token exchange",
+        ));
+    }
+    if let Some(wanted) = form.get("requested_token_type")
+        && wanted != ACCESS_TOKEN_TYPE
+        && wanted != JWT_TYPE
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "`requested_token_type` `{wanted}` is not issued here; ask for `{ACCESS_TOKEN_TYPE}`"
+        )));
+    }
+    let subject_token = form
+        .get("subject_token")
+        .ok_or_else(|| OAuthError::invalid_request("`subject_token` is missing"))?;
+    match form.get("subject_token_type") {
+        Some(ACCESS_TOKEN_TYPE | JWT_TYPE | ID_TOKEN_TYPE) => {}
+        Some(other) => {
+            return Err(OAuthError::invalid_request(format!(
+                "`subject_token_type` `{other}` is not accepted; send a JWT access or ID token"
+            )));
+        }
+        None => {
+            return Err(OAuthError::invalid_request(
+                "`subject_token_type` is missing",
+            ));
+        }
+    }
+    let mut subject = None;
+    for (_, validator) in &server.subject_validators {
+        match validator.check_token(subject_token, now).await {
+            Verdict::Allow(identity) => {
+                subject = Some(identity);
+                break;
+            }
+            Verdict::Deny(denial) => {
+                return Err(OAuthError::invalid_grant(format!(
+                    "the subject token is refused: {}",
+                    denial.reason
+                )));
+            }
+            Verdict::Abstain => {}
+        }
+    }
+    let subject = subject.ok_or_else(|| {
+        OAuthError::invalid_grant("the subject token is not from an identity provider trusted here")
+    })?;
+    let subject_exp = unverified_exp(subject_token).unwrap_or(now);
+    let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
+        (Some(actor), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
+            let identity = match server.own_tokens.check_token(actor, now).await {
+                Verdict::Allow(identity) => identity,
+                _ => {
+                    return Err(OAuthError::invalid_grant(
+                        "the actor token is not a valid token of this server",
+                    ));
+                }
+            };
+            let claim = |name: &str| {
+                identity
+                    .claims
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            if !server.still_valid(claim("jti"), claim("client_id")) {
+                return Err(OAuthError::invalid_grant("the actor token was revoked"));
+            }
+            if claim("client_id") != Some(&client.id) || identity.subject != client.id {
+                return Err(OAuthError::unauthorized_client(
+                    "the actor token must be this client's own (the client is the actor)",
+                ));
+            }
+            Some(client.id.as_str())
+        }
+        (Some(_), _) => {
+            return Err(OAuthError::invalid_request(format!(
+                "`actor_token_type` must be `{ACCESS_TOKEN_TYPE}`"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "`actor_token_type` without `actor_token`",
+            ));
+        }
+        (None, None) if client.impersonation => None,
+        (None, None) => {
+            return Err(OAuthError::unauthorized_client(
+                "delegation needs an `actor_token` (this client's own token); impersonation is \
+                 not allowed for this client",
+            ));
+        }
+    };
+    let audience = audience(server, client, form, sibling)?;
+    let scopes = granted(form, &client.scopes, Some(&subject.scopes))?;
+    let lifetime = client.lifetime_secs.min(subject_exp.saturating_sub(now));
+    if lifetime == 0 {
+        return Err(OAuthError::invalid_grant("the subject token has expired"));
+    }
+    issue(
+        server,
+        client,
+        &subject.subject,
+        actor,
+        &audience,
+        &scopes,
+        lifetime,
+        true,
+        now,
+    )
+}
+
+/// The resource URL the token is for.
+fn audience(
+    server: &AuthorizationServer,
+    client: &Client,
+    form: &Form,
+    sibling: Option<&str>,
+) -> Result<String, OAuthError> {
+    let resource = form.get("resource");
+    let audience = form.get("audience");
+    let asked = match (resource, audience) {
+        (Some(r), Some(a)) if r.trim_end_matches('/') != a.trim_end_matches('/') => {
+            return Err(OAuthError::invalid_target(
+                "`resource` and `audience` name different targets",
+            ));
+        }
+        (Some(r), _) | (None, Some(r)) => Some(r.trim_end_matches('/')),
+        (None, None) => None,
+    };
+    let chosen = match asked {
+        Some(asked) => {
+            let Some(known) = server.resources.iter().find(|r| r.as_str() == asked) else {
+                return Err(OAuthError::invalid_target(format!(
+                    "`{asked}` is not a resource served here"
+                )));
+            };
+            known.clone()
+        }
+        None => match (sibling, &client.resources) {
+            (Some(route), _) => route.to_owned(),
+            (None, Some(only)) if only.len() == 1 => only[0].clone(),
+            _ => {
+                return Err(OAuthError::invalid_target(
+                    "name the resource the token is for (RFC 8707 `resource`)",
+                ));
+            }
+        },
+    };
+    if !client.may_use(&chosen) {
+        return Err(OAuthError::invalid_target(format!(
+            "this client may not get tokens for `{chosen}`"
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The scopes to grant: asked ∩ allowed (∩ held by the subject).
+fn granted(
+    form: &Form,
+    allowed: &[String],
+    held: Option<&[String]>,
+) -> Result<Vec<String>, OAuthError> {
+    let permitted = |s: &str| {
+        allowed.iter().any(|a| a == s) && held.is_none_or(|h| h.iter().any(|x| x == s || x == "*"))
+    };
+    let mut granted: Vec<String> = match form.get("scope") {
+        Some(asked) => asked
+            .split(' ')
+            .filter(|s| !s.is_empty() && permitted(s))
+            .map(str::to_owned)
+            .collect(),
+        None => allowed.iter().filter(|s| permitted(s)).cloned().collect(),
+    };
+    granted.dedup();
+    if granted.is_empty() {
+        return Err(OAuthError::invalid_scope(
+            "none of the requested scopes may be granted to this client",
+        ));
+    }
+    Ok(granted)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    server: &AuthorizationServer,
+    client: &Client,
+    subject: &str,
+    actor: Option<&str>,
+    audience: &str,
+    scopes: &[String],
+    lifetime: u64,
+    exchanged: bool,
+    now: u64,
+) -> Result<Issued, OAuthError> {
+    let key = &server.keys[0];
+    let exp = now + lifetime;
+    let scope = scopes.join(" ");
+    let mut claims = json!({
+        "iss": server.issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": exp,
+        "iat": now,
+        "jti": super::endpoints::random_id()?,
+        "client_id": client.id,
+        "scope": scope,
+    });
+    if let Some(actor) = actor {
+        claims["act"] = json!({ "sub": actor });
+    }
+    let access_token = key
+        .sign(super::ACCESS_TOKEN_TYP, &claims)
+        .map_err(OAuthError::server_error)?;
+    server.ledger.signed(key.kid(), &key.public_jwk(), exp);
+    Ok(Issued {
+        access_token,
+        expires_in: lifetime,
+        scope,
+        audience: audience.to_owned(),
+        subject: subject.to_owned(),
+        exchanged,
+    })
+}
+
+/// The `exp` of a JWT whose signature has already been verified.
+fn unverified_exp(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
