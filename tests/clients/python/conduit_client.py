@@ -19,11 +19,9 @@ usage: conduit_client.py URL --client-id ID --client-secret-env VAR
            [--call NAME[=JSON]]...
 """
 
-import argparse
 import json
 import os
 
-import anyio
 from datagrout.conduit import (
     Client,
     DelegatedProvider,
@@ -33,7 +31,7 @@ from datagrout.conduit import (
 )
 from datagrout.conduit.oauth import derive_token_endpoint
 
-from report import decode_jwt, describe, emit, fail, parse_call
+from report import arguments, decode_jwt, describe, emit, run_to_end
 
 
 def result_text(result):
@@ -82,23 +80,17 @@ async def run(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("--client-id", required=True)
+    parser = arguments(__doc__)
     parser.add_argument("--client-secret-env", required=True)
     parser.add_argument(
         "--mode", choices=["client-credentials", "delegation"], default="client-credentials"
     )
     parser.add_argument("--subject-token-env")
     parser.add_argument("--token-endpoint")
-    parser.add_argument("--call", dest="calls", action="append", type=parse_call, default=[])
     args = parser.parse_args()
     if args.mode == "delegation" and not args.subject_token_env:
         parser.error("--mode delegation needs --subject-token-env")
-    try:
-        anyio.run(run, args)
-    except Exception as error:
-        fail(error)
+    run_to_end(run, args)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ usage: mcp_sdk_client.py URL --client-id ID --issuer URL
            [--scope S] [--call NAME[=JSON]]...
 """
 
-import argparse
 import os
 
-import anyio
 import httpx2
 from mcp import Client
 from mcp.client.auth.extensions.client_credentials import (
@@ -27,7 +25,7 @@ from mcp.client.auth.extensions.client_credentials import (
 )
 from mcp.client.streamable_http import streamable_http_client
 
-from report import describe, emit, fail, log_response, parse_call
+from report import arguments, describe, emit, log_response, run_to_end
 
 
 class MemoryStorage:
@@ -95,9 +93,7 @@ async def run(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("--client-id", required=True)
+    parser = arguments(__doc__)
     parser.add_argument("--issuer", required=True)
     credential = parser.add_mutually_exclusive_group(required=True)
     credential.add_argument("--client-secret-env")
@@ -109,12 +105,7 @@ def main():
     )
     parser.add_argument("--alg", default="EdDSA")
     parser.add_argument("--scope")
-    parser.add_argument("--call", dest="calls", action="append", type=parse_call, default=[])
-    args = parser.parse_args()
-    try:
-        anyio.run(run, args)
-    except Exception as error:
-        fail(error)
+    run_to_end(run, parser.parse_args())
 
 
 if __name__ == "__main__":

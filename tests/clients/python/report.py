@@ -1,5 +1,5 @@
-"""What the client scripts print: one JSON object a line on stdout, read by
-tests/tests/it/oauth_clients.rs.
+"""What the client scripts share: their common arguments, and what they print: one JSON
+object a line on stdout, read by tests/tests/it/oauth_clients.rs.
 
 - `{"event": "http", "method", "url", "status", "authorization"?, "form"?, "www_authenticate"?,
   "token"?}`: one HTTP exchange as the client library made it. `authorization` is the scheme
@@ -15,10 +15,13 @@ Tokens are decoded without verification: this is what the client saw, and the ga
 what verifies them.
 """
 
+import argparse
 import base64
 import json
 import sys
 import urllib.parse
+
+import anyio
 
 SECRET_FIELDS = ("client_secret", "subject_token", "actor_token")
 
@@ -98,3 +101,20 @@ def parse_call(spec):
     """`NAME` or `NAME=JSON` (the arguments)."""
     name, _, arguments = spec.partition("=")
     return name, json.loads(arguments) if arguments else {}
+
+
+def arguments(doc):
+    """A parser for what every script takes (the MCP URL, `--client-id`, `--call`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--call", dest="calls", action="append", type=parse_call, default=[])
+    return parser
+
+
+def run_to_end(run, args):
+    """Runs `run(args)`; a failure is printed as the `error` event, with exit status 1."""
+    try:
+        anyio.run(run, args)
+    except Exception as error:
+        fail(error)

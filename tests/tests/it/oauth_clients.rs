@@ -24,6 +24,8 @@ use portcullis_tests::differential::installed;
 use portcullis_tests::eventually;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use rsa::pkcs8::PrivateKeyInfo;
+use rsa::pkcs8::der::Encode as _;
 use serde_json::{Value, json};
 
 use crate::gateway_harness::{Harness, TestConfig, start};
@@ -59,14 +61,19 @@ struct Setup {
     idp_issuer: String,
     secret: String,
     dir: tempfile::TempDir,
+    library: Library,
+    program: PathBuf,
+    path: PathBuf,
 }
 
 impl Setup {
-    async fn start() -> Self {
+    /// The gateway, for running `library`; `None` when it is not installed.
+    async fn start(library: Library) -> Option<Self> {
+        let (program, path) = library.installed()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let signing_key = write_pem(dir.path(), "k1.pem", &ed25519_pkcs8());
         let ed_pkcs8 = ed25519_pkcs8();
-        write_pem(dir.path(), "ed-signer.pem", &ed_pkcs8);
+        write_pem(dir.path(), "ed-signer.pem", &without_public_key(&ed_pkcs8));
         let ed_jwks = jwks(&[&eddsa_from("ed-signer", &ed_pkcs8)]);
         let ec_pkcs8 = p256_pkcs8();
         write_pem(dir.path(), "ec-signer.pem", &ec_pkcs8);
@@ -120,14 +127,17 @@ impl Setup {
                 key_client(client::ED_SIGNER, &ed_jwks),
                 key_client(client::EC_SIGNER, &ec_jwks),
             ));
-        Self {
+        Some(Self {
             harness: start(config).await,
             _idp: idp,
             user,
             idp_issuer,
             secret,
             dir,
-        }
+            library,
+            program,
+            path,
+        })
     }
 
     /// The MCP URL of `route`, which is also its resource.
@@ -154,7 +164,7 @@ impl Setup {
     fn user_token(&self, subject: &str) -> String {
         self.user.sign(&json!({
             "iss": self.idp_issuer, "aud": self.harness.base, "sub": subject,
-            "exp": now() + 300, "iat": now(),
+            "scope": "mcp:read", "exp": now() + 300, "iat": now(),
         }))
     }
 
@@ -162,72 +172,54 @@ impl Setup {
         self.dir.path().join(name).display().to_string()
     }
 
-    /// `tests/clients/python/mcp_sdk_client.py` for `client_id` with a client secret (or
-    /// the key file in `--private-key`, given in `args`).
-    async fn python_sdk(&self, route: &str, client_id: &str, args: &[&str]) -> Option<Run> {
-        let mut all = vec![
-            self.url(route),
-            "--client-id".into(),
-            client_id.into(),
-            "--issuer".into(),
-            self.issuer().into(),
-        ];
+    /// Runs the script with `args` for `client_id` at `route`: with a client secret
+    /// ([`Setup::secret`]) unless `args` name a `--private-key`, and with a user's token in
+    /// `USER_TOKEN` for conduit's delegation.
+    async fn run(&self, route: &str, client_id: &str, args: &[&str]) -> Run {
+        let mut all = vec![self.url(route), "--client-id".into(), client_id.into()];
+        if self.library != Library::Conduit {
+            all.extend(["--issuer".into(), self.issuer().into()]);
+        }
         if !args.contains(&"--private-key") {
             all.extend(["--client-secret-env".into(), "CLIENT_SECRET".into()]);
         }
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        let python = installed(&root().join("target/clients/venv/bin/python"))?;
-        let script = root().join("tests/clients/python/mcp_sdk_client.py");
-        Some(run(python, script, &all, &[("CLIENT_SECRET", &self.secret)]).await)
-    }
-
-    /// `tests/clients/python/conduit_client.py`, with `secret` as the client secret.
-    async fn conduit(
-        &self,
-        route: &str,
-        client_id: &str,
-        secret: &str,
-        args: &[&str],
-    ) -> Option<Run> {
-        let mut all = vec![
-            self.url(route),
-            "--client-id".into(),
-            client_id.into(),
-            "--client-secret-env".into(),
-            "CLIENT_SECRET".into(),
-        ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let user = self.user_token("alice");
-        let python = installed(&root().join("target/clients/venv/bin/python"))?;
-        let script = root().join("tests/clients/python/conduit_client.py");
-        let env = [("CLIENT_SECRET", secret), ("USER_TOKEN", user.as_str())];
-        Some(run(python, script, &all, &env).await)
-    }
-
-    /// `tests/clients/node/client.mjs` for `client_id` with a client secret (or the key file
-    /// in `--private-key`, given in `args`).
-    async fn typescript(&self, route: &str, client_id: &str, args: &[&str]) -> Option<Run> {
-        let mut all = vec![
-            self.url(route),
-            "--client-id".into(),
-            client_id.into(),
-            "--issuer".into(),
-            self.issuer().into(),
+        let env = [
+            ("CLIENT_SECRET", self.secret.as_str()),
+            ("USER_TOKEN", &user),
         ];
-        if !args.contains(&"--private-key") {
-            all.extend(["--client-secret-env".into(), "CLIENT_SECRET".into()]);
+        run(&self.program, &self.path, &all, &env).await
+    }
+}
+
+/// A client library, driven by its script in `tests/clients/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Library {
+    /// `python/mcp_sdk_client.py`: the Python `mcp` SDK's providers.
+    PythonSdk,
+    /// `python/conduit_client.py`: datagrout-conduit.
+    Conduit,
+    /// `node/client.mjs`: the TypeScript SDK's providers.
+    TypeScriptSdk,
+}
+
+impl Library {
+    /// The interpreter and the script to run, or `None` (after printing why) when xtask
+    /// recorded why it could not install the client.
+    fn installed(self) -> Option<(PathBuf, PathBuf)> {
+        let python = || installed(&root().join("target/clients/venv/bin/python"));
+        match self {
+            Self::PythonSdk => Some((
+                python()?,
+                root().join("tests/clients/python/mcp_sdk_client.py"),
+            )),
+            Self::Conduit => Some((
+                python()?,
+                root().join("tests/clients/python/conduit_client.py"),
+            )),
+            Self::TypeScriptSdk => Some(("node".into(), node_script()?)),
         }
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        let script = node_script()?;
-        Some(
-            run(
-                "node".into(),
-                script,
-                &all,
-                &[("CLIENT_SECRET", &self.secret)],
-            )
-            .await,
-        )
     }
 }
 
@@ -282,6 +274,15 @@ fn p256_pkcs8() -> Vec<u8> {
         .expect("keygen")
         .as_ref()
         .to_vec()
+}
+
+/// The PKCS#8 v1 document of the key in `pkcs8`: Python's `cryptography` refuses the v2
+/// documents (with the public key) that ring writes for Ed25519 ("ASN.1 parsing error: extra
+/// data").
+fn without_public_key(pkcs8: &[u8]) -> Vec<u8> {
+    let mut info = PrivateKeyInfo::try_from(pkcs8).expect("a PKCS#8 document");
+    info.public_key = None;
+    info.to_der().expect("DER")
 }
 
 /// Writes `pkcs8` (DER) as a PKCS#8 PEM file `name` in `dir`; returns its path.
@@ -380,11 +381,11 @@ impl Drop for Running {
 }
 
 /// Runs `program script args` with `env` to its end (30 s at most) and parses what it printed.
-async fn run(program: PathBuf, script: PathBuf, args: &[String], env: &[(&str, &str)]) -> Run {
+async fn run(program: &Path, script: &Path, args: &[String], env: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let child = Command::new(&program)
-        .arg(&script)
+    let child = Command::new(program)
+        .arg(script)
         .args(args)
         .envs(env.iter().copied())
         // No `__pycache__` in the source tree.
@@ -433,22 +434,31 @@ fn field<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
     request["form"][name].as_str()
 }
 
-#[tokio::test]
-async fn python_sdk_client_credentials_discovers_gets_a_token_and_steps_up_to_the_union_of_scopes()
-{
-    let setup = Setup::start().await;
+/// `library` as [`client::ADMIN`] echoes a text, calls `whoami` and `admin_reset` (which
+/// needs `admin`), and each call does what it should; `None` when the client is not installed.
+async fn admin_calls_every_tool(library: Library) -> Option<(Setup, Run)> {
+    let setup = Setup::start(library).await?;
     let text = random_text();
-    let Some(run) = setup
-        .python_sdk(
+    let run = setup
+        .run(
             ROUTE_A,
             client::ADMIN,
             &[&echo(&text), "--call=whoami", "--call=admin_reset"],
         )
-        .await
-    else {
+        .await;
+    run.succeeded();
+    assert_eq!(run.text("echo"), text, "{run}");
+    assert_eq!(run.whoami("x-portcullis-subject"), client::ADMIN, "{run}");
+    assert_eq!(run.text("admin_reset"), "demo state reset", "{run}");
+    Some((setup, run))
+}
+
+#[tokio::test]
+async fn python_sdk_client_credentials_discovers_gets_a_token_and_steps_up_to_the_union_of_scopes()
+{
+    let Some((setup, run)) = admin_calls_every_tool(Library::PythonSdk).await else {
         return;
     };
-    run.succeeded();
     let http = run.events("http");
     assert_eq!(
         (http[0]["url"].as_str(), http[0]["status"].as_u64()),
@@ -506,17 +516,16 @@ async fn python_sdk_client_credentials_discovers_gets_a_token_and_steps_up_to_th
         "the step-up answered a 403 insufficient_scope:\n{run}"
     );
     assert!(run.tools().contains(&"echo"), "{run}");
-    assert_eq!(run.text("echo"), text);
-    assert_eq!(run.whoami("x-portcullis-subject"), client::ADMIN, "{run}");
     assert_eq!(run.whoami("x-portcullis-scopes"), "mcp:read", "{run}");
-    assert_eq!(run.text("admin_reset"), "demo state reset");
 }
 
 #[tokio::test]
 async fn python_sdk_scope_escalation_is_refused_and_the_call_fails() {
-    let setup = Setup::start().await;
-    let Some(run) = setup
-        .python_sdk(
+    let Some(setup) = Setup::start(Library::PythonSdk).await else {
+        return;
+    };
+    let run = setup
+        .run(
             ROUTE_A,
             client::READER,
             &[
@@ -525,10 +534,7 @@ async fn python_sdk_scope_escalation_is_refused_and_the_call_fails() {
                 "--call=whoami",
             ],
         )
-        .await
-    else {
-        return;
-    };
+        .await;
     run.succeeded();
     let tokens = run.token_requests();
     assert_eq!(tokens.len(), 2, "one token, then one step-up:\n{run}");
@@ -552,25 +558,35 @@ async fn python_sdk_scope_escalation_is_refused_and_the_call_fails() {
 
 #[tokio::test]
 async fn python_sdk_private_key_jwt_signs_an_assertion_for_the_issuer() {
-    let setup = Setup::start().await;
+    private_key_jwt_client_gets_a_token(Library::PythonSdk, client::ED_SIGNER, "EdDSA").await;
+}
+
+#[tokio::test]
+async fn typescript_private_key_jwt_provider_signs_an_assertion_for_the_issuer() {
+    private_key_jwt_client_gets_a_token(Library::TypeScriptSdk, client::EC_SIGNER, "ES256").await;
+}
+
+/// `library` authenticates as `client_id` (whose key file is `<client_id>.pem`) with an `alg`
+/// assertion naming the issuer as audience, and its token works.
+async fn private_key_jwt_client_gets_a_token(library: Library, client_id: &str, alg: &str) {
+    let Some(setup) = Setup::start(library).await else {
+        return;
+    };
     let text = random_text();
-    let key = setup.key_file("ed-signer.pem");
-    let Some(run) = setup
-        .python_sdk(
+    let key = setup.key_file(&format!("{client_id}.pem"));
+    let run = setup
+        .run(
             ROUTE_A,
-            client::ED_SIGNER,
+            client_id,
             &[
                 "--private-key",
                 &key,
-                "--alg=EdDSA",
+                &format!("--alg={alg}"),
                 &echo(&text),
                 "--call=whoami",
             ],
         )
-        .await
-    else {
-        return;
-    };
+        .await;
     run.succeeded();
     let tokens = run.token_requests();
     assert_eq!(tokens.len(), 1, "{run}");
@@ -578,33 +594,27 @@ async fn python_sdk_private_key_jwt_signs_an_assertion_for_the_issuer() {
         field(tokens[0], "client_assertion_type"),
         Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
     );
-    let assertion = &tokens[0]["form"]["client_assertion"]["claims"];
-    assert_eq!(assertion["iss"], client::ED_SIGNER, "{run}");
-    assert_eq!(assertion["sub"], client::ED_SIGNER, "{run}");
-    assert_eq!(assertion["aud"], setup.issuer(), "{run}");
+    let assertion = &tokens[0]["form"]["client_assertion"];
+    assert_eq!(assertion["header"]["alg"], alg, "{run}");
+    assert_eq!(assertion["claims"]["iss"], client_id, "{run}");
+    assert_eq!(assertion["claims"]["sub"], client_id, "{run}");
+    assert_eq!(assertion["claims"]["aud"], setup.issuer(), "{run}");
     assert_eq!(tokens[0]["status"], 200, "{run}");
     assert_eq!(run.text("echo"), text);
-    assert_eq!(
-        run.whoami("x-portcullis-subject"),
-        client::ED_SIGNER,
-        "{run}"
-    );
+    assert_eq!(run.whoami("x-portcullis-subject"), client_id, "{run}");
 }
 
 #[tokio::test]
 async fn python_sdk_wrong_secret_and_unknown_client_get_invalid_client_and_fail() {
-    let setup = Setup::start().await;
+    let Some(setup) = Setup::start(Library::PythonSdk).await else {
+        return;
+    };
     let wrong = Setup {
         secret: "not-the-secret".into(),
         ..setup
     };
     for client_id in [client::ADMIN, "no-such-agent"] {
-        let Some(run) = wrong
-            .python_sdk(ROUTE_A, client_id, &["--call=whoami"])
-            .await
-        else {
-            return;
-        };
+        let run = wrong.run(ROUTE_A, client_id, &["--call=whoami"]).await;
         let error = run.failure();
         let tokens = run.token_requests();
         assert!(!tokens.is_empty(), "{run}");
@@ -619,19 +629,9 @@ async fn python_sdk_wrong_secret_and_unknown_client_get_invalid_client_and_fail(
 
 #[tokio::test]
 async fn typescript_client_credentials_provider_gets_the_clients_scopes_without_asking() {
-    let setup = Setup::start().await;
-    let text = random_text();
-    let Some(run) = setup
-        .typescript(
-            ROUTE_A,
-            client::ADMIN,
-            &[&echo(&text), "--call=whoami", "--call=admin_reset"],
-        )
-        .await
-    else {
+    let Some((setup, run)) = admin_calls_every_tool(Library::TypeScriptSdk).await else {
         return;
     };
-    run.succeeded();
     let metadata = setup.metadata().await;
     let tokens = run.token_requests();
     assert_eq!(tokens.len(), 1, "{run}");
@@ -650,57 +650,14 @@ async fn typescript_client_credentials_provider_gets_the_clients_scopes_without_
         tokens[0]["body"]["scope"], "mcp:read admin",
         "the client's scopes:\n{run}"
     );
-    assert_eq!(run.text("echo"), text);
-    assert_eq!(run.whoami("x-portcullis-subject"), client::ADMIN, "{run}");
-    assert_eq!(run.text("admin_reset"), "demo state reset");
-}
-
-#[tokio::test]
-async fn typescript_private_key_jwt_provider_signs_an_assertion_for_the_issuer() {
-    let setup = Setup::start().await;
-    let text = random_text();
-    let key = setup.key_file("ec-signer.pem");
-    let Some(run) = setup
-        .typescript(
-            ROUTE_A,
-            client::EC_SIGNER,
-            &[
-                "--private-key",
-                &key,
-                "--alg=ES256",
-                &echo(&text),
-                "--call=whoami",
-            ],
-        )
-        .await
-    else {
-        return;
-    };
-    run.succeeded();
-    let tokens = run.token_requests();
-    assert_eq!(tokens.len(), 1, "{run}");
-    let assertion = &tokens[0]["form"]["client_assertion"];
-    assert_eq!(assertion["header"]["alg"], "ES256", "{run}");
-    assert_eq!(assertion["claims"]["iss"], client::EC_SIGNER, "{run}");
-    assert_eq!(assertion["claims"]["aud"], setup.issuer(), "{run}");
-    assert_eq!(tokens[0]["status"], 200, "{run}");
-    assert_eq!(run.text("echo"), text);
-    assert_eq!(
-        run.whoami("x-portcullis-subject"),
-        client::EC_SIGNER,
-        "{run}"
-    );
 }
 
 #[tokio::test]
 async fn typescript_client_is_refused_a_token_for_a_route_it_may_not_use() {
-    let setup = Setup::start().await;
-    let Some(run) = setup
-        .typescript(ROUTE_B, client::READER, &["--call=whoami"])
-        .await
-    else {
+    let Some(setup) = Setup::start(Library::TypeScriptSdk).await else {
         return;
     };
+    let run = setup.run(ROUTE_B, client::READER, &["--call=whoami"]).await;
     let error = run.failure();
     let tokens = run.token_requests();
     assert!(!tokens.is_empty(), "{run}");
@@ -714,19 +671,13 @@ async fn typescript_client_is_refused_a_token_for_a_route_it_may_not_use() {
 
 #[tokio::test]
 async fn conduit_client_credentials_uses_its_derived_token_endpoint() {
-    let setup = Setup::start().await;
-    let text = random_text();
-    let Some(run) = setup
-        .conduit(
-            ROUTE_A,
-            client::ADMIN,
-            &setup.secret,
-            &[&echo(&text), "--call=whoami"],
-        )
-        .await
-    else {
+    let Some(setup) = Setup::start(Library::Conduit).await else {
         return;
     };
+    let text = random_text();
+    let run = setup
+        .run(ROUTE_A, client::ADMIN, &[&echo(&text), "--call=whoami"])
+        .await;
     run.succeeded();
     assert!(run.tools().contains(&"echo"), "{run}");
     assert_eq!(run.text("echo"), text);
@@ -736,13 +687,14 @@ async fn conduit_client_credentials_uses_its_derived_token_endpoint() {
 
 #[tokio::test]
 async fn conduit_wrong_secret_gets_invalid_client_and_fails() {
-    let setup = Setup::start().await;
-    let Some(run) = setup
-        .conduit(ROUTE_A, client::ADMIN, "not-the-secret", &["--call=whoami"])
-        .await
-    else {
+    let Some(setup) = Setup::start(Library::Conduit).await else {
         return;
     };
+    let wrong = Setup {
+        secret: "not-the-secret".into(),
+        ..setup
+    };
+    let run = wrong.run(ROUTE_A, client::ADMIN, &["--call=whoami"]).await;
     let error = run.failure();
     assert!(
         error.contains("401") && error.contains("invalid_client"),
@@ -752,22 +704,20 @@ async fn conduit_wrong_secret_gets_invalid_client_and_fails() {
 
 #[tokio::test]
 async fn conduit_delegation_names_the_user_as_subject_and_the_agent_as_actor() {
-    let setup = Setup::start().await;
-    let Some(run) = setup
-        .conduit(
+    let Some(setup) = Setup::start(Library::Conduit).await else {
+        return;
+    };
+    let run = setup
+        .run(
             ROUTE_A,
             client::DELEGATE,
-            &setup.secret,
             &[
                 "--mode=delegation",
                 "--subject-token-env=USER_TOKEN",
                 "--call=whoami",
             ],
         )
-        .await
-    else {
-        return;
-    };
+        .await;
     run.succeeded();
     assert_eq!(run.whoami("x-portcullis-subject"), "alice", "{run}");
     let token = run.events("token");
@@ -779,20 +729,21 @@ async fn conduit_delegation_names_the_user_as_subject_and_the_agent_as_actor() {
 
 #[tokio::test]
 async fn conduit_token_for_one_route_is_refused_at_another() {
-    let setup = Setup::start().await;
-    // conduit's own override: the token comes from route a's endpoint, so it is for route a.
-    let endpoint = format!("{}/servers/a/oauth/token", setup.issuer());
-    let Some(run) = setup
-        .conduit(
-            ROUTE_B,
-            client::ADMIN,
-            &setup.secret,
-            &[&format!("--token-endpoint={endpoint}"), "--call=whoami"],
-        )
-        .await
-    else {
+    let Some(setup) = Setup::start(Library::Conduit).await else {
         return;
     };
+    // conduit's own override: the token comes from route a's endpoint, so it is for route a.
+    let endpoint = format!("{}/servers/a/oauth/token", setup.issuer());
+    let run = setup
+        .run(
+            ROUTE_B,
+            client::ADMIN,
+            &[&format!("--token-endpoint={endpoint}"), "--call=whoami"],
+        )
+        .await;
     let error = run.failure();
-    assert!(error.contains("401"), "{run}");
+    assert!(
+        error.contains("401") && error.contains(ROUTE_B),
+        "conduit got its token, and route b refused it:\n{run}"
+    );
 }
