@@ -4,13 +4,16 @@ tools, then makes each `--call` in order, printing what happened (see report.py)
 With `--client-secret-env VAR` it uses `ClientCredentialsOAuthProvider` (the secret is read
 from that variable, `--auth-method` picks `client_secret_basic` or `client_secret_post`);
 with `--private-key FILE` it uses `PrivateKeyJWTOAuthProvider` with the SDK's own
-`SignedJWTParameters` assertion signer (`--alg`, PKCS#8 PEM). The SDK does the rest: the
+`SignedJWTParameters` assertion signer (`--alg`, PKCS#8 PEM), and with `--assertion-env VAR`
+the same provider with the SDK's `static_assertion_provider` (one pre-built assertion, read
+from that variable, for every token request). The SDK does the rest: the
 first request gets 401, it discovers the protected-resource and authorization-server
 metadata, gets a token and retries; a 403 `insufficient_scope` makes it re-authorise with the
 union of the scopes.
 
 usage: mcp_sdk_client.py URL --client-id ID --issuer URL
-           (--client-secret-env VAR [--auth-method M] | --private-key FILE [--alg ALG])
+           (--client-secret-env VAR [--auth-method M] | --private-key FILE [--alg ALG]
+            | --assertion-env VAR)
            [--scope S] [--call NAME[=JSON]]...
 """
 
@@ -22,6 +25,7 @@ from mcp.client.auth.extensions.client_credentials import (
     ClientCredentialsOAuthProvider,
     PrivateKeyJWTOAuthProvider,
     SignedJWTParameters,
+    static_assertion_provider,
 )
 from mcp.client.streamable_http import streamable_http_client
 
@@ -56,6 +60,9 @@ def provider(args):
         scope=args.scope,
         issuer=args.issuer,
     )
+    if args.assertion_env:
+        assertions = static_assertion_provider(os.environ[args.assertion_env])
+        return PrivateKeyJWTOAuthProvider(assertion_provider=assertions, **common)
     if args.private_key:
         with open(args.private_key, encoding="utf-8") as key:
             signer = SignedJWTParameters(
@@ -98,6 +105,7 @@ def main():
     credential = parser.add_mutually_exclusive_group(required=True)
     credential.add_argument("--client-secret-env")
     credential.add_argument("--private-key")
+    credential.add_argument("--assertion-env")
     parser.add_argument(
         "--auth-method",
         choices=["client_secret_basic", "client_secret_post"],

@@ -59,6 +59,8 @@ struct Setup {
     _idp: JwksServer,
     user: Signer,
     idp_issuer: String,
+    /// The key of [`client::ED_SIGNER`], for assertions made by the test.
+    ed_signer: Signer,
     secret: String,
     dir: tempfile::TempDir,
     library: Library,
@@ -74,7 +76,8 @@ impl Setup {
         let signing_key = write_pem(dir.path(), "k1.pem", &ed25519_pkcs8());
         let ed_pkcs8 = ed25519_pkcs8();
         write_pem(dir.path(), "ed-signer.pem", &without_public_key(&ed_pkcs8));
-        let ed_jwks = jwks(&[&eddsa_from("ed-signer", &ed_pkcs8)]);
+        let ed_signer = eddsa_from("ed-signer", &ed_pkcs8);
+        let ed_jwks = jwks(&[&ed_signer]);
         let ec_pkcs8 = p256_pkcs8();
         write_pem(dir.path(), "ec-signer.pem", &ec_pkcs8);
         let ec_jwks = jwks(&[&es256_from("ec-signer", &ec_pkcs8)]);
@@ -132,6 +135,7 @@ impl Setup {
             _idp: idp,
             user,
             idp_issuer,
+            ed_signer,
             secret,
             dir,
             library,
@@ -173,22 +177,35 @@ impl Setup {
     }
 
     /// Runs the script with `args` for `client_id` at `route`: with a client secret
-    /// ([`Setup::secret`]) unless `args` name a `--private-key`, and with a user's token in
-    /// `USER_TOKEN` for conduit's delegation.
+    /// ([`Setup::secret`]) unless `args` name a `--private-key` or an `--assertion-env`, and
+    /// with a user's token in `USER_TOKEN` for conduit's delegation.
     async fn run(&self, route: &str, client_id: &str, args: &[&str]) -> Run {
+        self.run_with(route, client_id, args, &[]).await
+    }
+
+    /// [`Setup::run`] with more variables in the script's environment.
+    async fn run_with(
+        &self,
+        route: &str,
+        client_id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Run {
         let mut all = vec![self.url(route), "--client-id".into(), client_id.into()];
         if self.library != Library::Conduit {
             all.extend(["--issuer".into(), self.issuer().into()]);
         }
-        if !args.contains(&"--private-key") {
+        let signs = |a: &&str| a.starts_with("--private-key") || a.starts_with("--assertion-env");
+        if !args.iter().any(signs) {
             all.extend(["--client-secret-env".into(), "CLIENT_SECRET".into()]);
         }
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let user = self.user_token("alice");
-        let env = [
+        let mut env = env.to_vec();
+        env.extend([
             ("CLIENT_SECRET", self.secret.as_str()),
             ("USER_TOKEN", &user),
-        ];
+        ]);
         run(&self.program, &self.path, &all, &env).await
     }
 }
@@ -602,6 +619,63 @@ async fn private_key_jwt_client_gets_a_token(library: Library, client_id: &str, 
     assert_eq!(tokens[0]["status"], 200, "{run}");
     assert_eq!(run.text("echo"), text);
     assert_eq!(run.whoami("x-portcullis-subject"), client_id, "{run}");
+}
+
+#[tokio::test]
+async fn python_sdk_replayed_or_expired_assertion_gets_invalid_client() {
+    let Some(setup) = Setup::start(Library::PythonSdk).await else {
+        return;
+    };
+    let assertion = |exp: u64| {
+        setup.ed_signer.sign(&json!({
+            "iss": client::ED_SIGNER, "sub": client::ED_SIGNER, "aud": setup.issuer(),
+            "iat": now(), "exp": exp, "jti": random_text(),
+        }))
+    };
+    // The SDK's `static_assertion_provider` sends the same assertion for every token
+    // request: the step-up for `admin_reset` replays the one that got the first token, and
+    // the SDK gives up with the token endpoint's answer.
+    let once = assertion(now() + 120);
+    let args = [
+        "--assertion-env=ASSERTION",
+        "--call=whoami",
+        "--call=admin_reset",
+    ];
+    let run = setup
+        .run_with(ROUTE_A, client::ED_SIGNER, &args, &[("ASSERTION", &once)])
+        .await;
+    assert!(run.failure().contains("invalid_client"), "{run}");
+    assert_eq!(
+        run.whoami("x-portcullis-subject"),
+        client::ED_SIGNER,
+        "{run}"
+    );
+    let tokens = run.token_requests();
+    assert_eq!(tokens.len(), 2, "{run}");
+    let jti = |t: &Value| t["form"]["client_assertion"]["claims"]["jti"].clone();
+    assert_eq!(jti(tokens[0]), jti(tokens[1]), "the same assertion:\n{run}");
+    assert_eq!(tokens[0]["status"], 200, "{run}");
+    assert_eq!(
+        (&tokens[1]["status"], &tokens[1]["body"]["error"]),
+        (&json!(401), &json!("invalid_client")),
+        "a replayed assertion:\n{run}"
+    );
+
+    let expired = assertion(now() - 60);
+    for refused in [once, expired] {
+        let run = setup
+            .run_with(
+                ROUTE_A,
+                client::ED_SIGNER,
+                &args,
+                &[("ASSERTION", &refused)],
+            )
+            .await;
+        assert!(run.failure().contains("invalid_client"), "{run}");
+        let tokens = run.token_requests();
+        assert!(!tokens.is_empty(), "{run}");
+        assert!(tokens.iter().all(|t| t["status"] == 401), "{run}");
+    }
 }
 
 #[tokio::test]
