@@ -10,7 +10,12 @@
 //! - provider `partner-token` (Wasm) from the providers directory, when present, with the
 //!   demo credential `demo-partner:demo-secret`; `mcp-tool-policy` as an authorizer, when
 //!   present;
-//! - rules: `/mcp` needs `mcp:read`; `tools/call` of `admin_*` needs `admin`.
+//! - rules: `/mcp` needs `mcp:read`; `tools/call` of `admin_*` needs `admin`;
+//! - the authorization server, with one client `demo-agent` (`mcp:read`) whose secret is
+//!   printed at start (fixed on loopback, random otherwise), and the `issued` provider in
+//!   the chain, so an OAuth client works in the first minute. Its signing key is made at
+//!   start and written to a private folder under the system temp dir (a key is only ever
+//!   given by reference).
 
 pub mod upstream;
 
@@ -23,6 +28,11 @@ use portcullis::engine::api_key::hash_key;
 pub const DEMO_READ_KEY: &str = "demo-key-reader";
 /// The admin key used on loopback.
 pub const DEMO_ADMIN_KEY: &str = "demo-key-admin";
+/// The demo OAuth client's id.
+pub const DEMO_CLIENT_ID: &str = "demo-agent";
+/// The demo OAuth client's secret on loopback.
+pub const DEMO_CLIENT_SECRET: &str = "demo-agent-secret";
+
 /// The partner-token credential of the demo (`<id>:<secret>`).
 pub const DEMO_PARTNER: (&str, &str) = ("demo-partner", "demo-secret");
 
@@ -35,6 +45,8 @@ pub struct DemoSetup {
     pub read_key: String,
     /// Key with `mcp:read admin`.
     pub admin_key: String,
+    /// The OAuth client's secret.
+    pub client_secret: String,
     /// Whether the partner-token provider is in the chain.
     pub partner_token: bool,
     /// Wasm providers found but not used, and why.
@@ -44,10 +56,14 @@ pub struct DemoSetup {
 /// Builds the demo configuration for a gateway on `listen` in front of `upstream_url`,
 /// taking example providers from `providers_dir` when it exists.
 pub fn demo_setup(listen: SocketAddr, upstream_url: &str, providers_dir: &Path) -> DemoSetup {
-    let (read_key, admin_key) = if listen.ip().is_loopback() {
-        (DEMO_READ_KEY.to_owned(), DEMO_ADMIN_KEY.to_owned())
+    let (read_key, admin_key, client_secret) = if listen.ip().is_loopback() {
+        (
+            DEMO_READ_KEY.to_owned(),
+            DEMO_ADMIN_KEY.to_owned(),
+            DEMO_CLIENT_SECRET.to_owned(),
+        )
     } else {
-        (random_key(), random_key())
+        (random_key(), random_key(), random_key())
     };
     let mut notes = Vec::new();
     let has = |name: &str| providers_dir.join(format!("{name}.wasm")).is_file();
@@ -73,6 +89,20 @@ pub fn demo_setup(listen: SocketAddr, upstream_url: &str, providers_dir: &Path) 
         }
     }
     let mut chain = vec!["\"demo-keys\""];
+    let signing_key = match write_signing_key() {
+        Ok(path) => {
+            // First: it abstains on anything that is not a JWT, where the key provider
+            // would refuse a token as an unknown key.
+            chain.insert(0, "\"demo-agents\"");
+            Some(path)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "the authorization server is off: no signing key ({e})"
+            ));
+            None
+        }
+    };
     if partner_token {
         chain.push("\"partner-token\"");
     }
@@ -135,6 +165,28 @@ secrets = {{ credentials = {line} }}
             line = quote(&line)
         ));
     }
+    if let Some(key) = &signing_key {
+        toml.push_str(&format!(
+            r#"
+[authorization_server]
+
+[[authorization_server.keys]]
+kid = "demo-1"
+algorithm = "EdDSA"
+private_key = {key}
+
+[[authorization_server.clients]]
+id = "{DEMO_CLIENT_ID}"
+secret_hash = "{secret_hash}"
+scopes = ["mcp:read"]
+
+[providers.demo-agents]
+type = "issued"
+"#,
+            key = quote(&format!("file://{}", key.display())),
+            secret_hash = hash_key(&client_secret),
+        ));
+    }
     if tool_policy {
         toml.push_str(
             r#"
@@ -149,9 +201,41 @@ config = { rules = [{ tools = ["admin_*"], scope = "admin" }] }
         config_toml: toml,
         read_key,
         admin_key,
+        client_secret,
         partner_token,
         notes,
     }
+}
+
+/// Makes the demo's Ed25519 signing key and writes it, PKCS#8 PEM, mode 0600, into a new
+/// folder (mode 0700) under the system temp dir. Returns the file.
+fn write_signing_key() -> std::io::Result<std::path::PathBuf> {
+    use base64::Engine as _;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| std::io::Error::other("the system random source failed"))?;
+    let mut suffix = [0u8; 8];
+    ring::rand::SecureRandom::fill(&rng, &mut suffix)
+        .map_err(|_| std::io::Error::other("the system random source failed"))?;
+    let dir = std::env::temp_dir().join(format!("portcullis-demo-{}", hex::encode(suffix)));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir)?;
+    let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    let path = dir.join("signing-key.pem");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, pem.as_bytes())?;
+    Ok(path)
 }
 
 /// The banner printed at start: keys, a `curl` line and an MCP client line.
@@ -167,6 +251,14 @@ pub fn banner(setup: &DemoSetup, public_url: &str) -> String {
         let (id, secret) = DEMO_PARTNER;
         out.push_str(&format!(
             "  partner token (Wasm):        Authorization: partner-token {id}:{secret}\n"
+        ));
+    }
+    if setup.config_toml.contains("[authorization_server]") {
+        out.push_str(&format!(
+            "  OAuth client (mcp:read):     {DEMO_CLIENT_ID} / {secret}\n\
+             \n  Get a token (client credentials, 10 minutes):\n    \
+             curl -s -u {DEMO_CLIENT_ID}:{secret} -d grant_type=client_credentials {public_url}/oauth/token\n",
+            secret = setup.client_secret,
         ));
     }
     out.push_str(&format!(

@@ -157,7 +157,8 @@ pub(crate) fn validate(
     {
         return Err(report.invalid(
             format!("providers.{name}"),
-            "an `issued` provider checks tokens of this gateway's own authorization server,              which is off; add `[authorization_server]` or use a `jwt` provider",
+            "an `issued` provider checks tokens of this gateway's own authorization server, \
+             which is off; add `[authorization_server]` or use a `jwt` provider",
         ));
     }
     Ok(Config {

@@ -59,7 +59,8 @@ impl Endpoint<'_> {
 /// The endpoint `path` is, if it is one of the server's.
 pub(crate) fn endpoint<'s>(server: &'s AuthorizationServer, path: &str) -> Option<Endpoint<'s>> {
     Some(match path {
-        TOKEN_PATH => Endpoint::Token(None),
+        // `/oauth/token` is also the sibling of a route `/mcp`.
+        TOKEN_PATH => Endpoint::Token(server.siblings.get(TOKEN_PATH).map(String::as_str)),
         REVOCATION_PATH => Endpoint::Revocation,
         INTROSPECTION_PATH => Endpoint::Introspection,
         AUTHORIZATION_PATH => Endpoint::Authorization,

@@ -49,17 +49,15 @@ pub(super) fn client_credentials(
     }
     let audience = audience(server, client, form, sibling)?;
     let scopes = granted(form, &client.scopes, None)?;
-    issue(
-        server,
-        client,
-        &client.id,
-        None,
-        &audience,
-        &scopes,
-        client.lifetime_secs,
-        false,
-        now,
-    )
+    let grant = Grant {
+        subject: &client.id,
+        actor: None,
+        audience: &audience,
+        scopes: &scopes,
+        lifetime: client.lifetime_secs,
+        exchanged: false,
+    };
+    issue(server, client, grant, now)
 }
 
 /// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`.
@@ -170,17 +168,15 @@ pub(super) async fn token_exchange(
     if lifetime == 0 {
         return Err(OAuthError::invalid_grant("the subject token has expired"));
     }
-    issue(
-        server,
-        client,
-        &subject.subject,
+    let grant = Grant {
+        subject: &subject.subject,
         actor,
-        &audience,
-        &scopes,
+        audience: &audience,
+        scopes: &scopes,
         lifetime,
-        true,
-        now,
-    )
+        exchanged: true,
+    };
+    issue(server, client, grant, now)
 }
 
 /// The resource URL the token is for.
@@ -254,18 +250,32 @@ fn granted(
     Ok(granted)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one token says.
+struct Grant<'a> {
+    subject: &'a str,
+    /// The delegate (`act.sub`), for a delegation exchange.
+    actor: Option<&'a str>,
+    audience: &'a str,
+    scopes: &'a [String],
+    lifetime: u64,
+    /// Whether it comes from a token exchange (its answer names the issued token type).
+    exchanged: bool,
+}
+
 fn issue(
     server: &AuthorizationServer,
     client: &Client,
-    subject: &str,
-    actor: Option<&str>,
-    audience: &str,
-    scopes: &[String],
-    lifetime: u64,
-    exchanged: bool,
+    grant: Grant<'_>,
     now: u64,
 ) -> Result<Issued, OAuthError> {
+    let Grant {
+        subject,
+        actor,
+        audience,
+        scopes,
+        lifetime,
+        exchanged,
+    } = grant;
     let key = &server.keys[0];
     let exp = now + lifetime;
     let scope = scopes.join(" ");

@@ -172,8 +172,38 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
     ));
     let url = format!("http://{addr}/mcp");
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    // The demo OAuth client, exactly as the banner tells a newcomer to ask.
+    assert!(
+        banner.contains("-d grant_type=client_credentials"),
+        "{banner}"
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                portcullis_cli::demo::DEMO_CLIENT_ID,
+                setup.client_secret
+            )
+        )
+    );
+    let issued = send(
+        &format!("http://{addr}/oauth/token"),
+        "POST",
+        &[
+            ("authorization", &basic),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some("grant_type=client_credentials"),
+    )
+    .await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    let issued: serde_json::Value = serde_json::from_str(&issued.body).expect("json");
+    let token = issued["access_token"].as_str().expect("a token");
     for auth in [
         format!("Bearer {}", setup.read_key),
+        format!("Bearer {token}"),
         "partner-token demo-partner:demo-secret".to_owned(),
     ] {
         let reply = send(
