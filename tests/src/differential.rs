@@ -202,9 +202,10 @@ fn root() -> &'static Path {
         .expect("tests/ has a parent")
 }
 
-/// `path` when it exists; `None` (printing why) when xtask recorded a reason it could not
-/// install it; a panic otherwise.
-fn installed(path: &Path) -> Option<PathBuf> {
+/// `path` (an installed upstream, or an OAuth client of `tests/it/oauth_clients.rs`) when it
+/// exists; `None` (printing why) when xtask recorded a reason it could not install it; a
+/// panic otherwise.
+pub fn installed(path: &Path) -> Option<PathBuf> {
     if path.exists() {
         return Some(path.to_owned());
     }
@@ -215,7 +216,7 @@ fn installed(path: &Path) -> Option<PathBuf> {
         }
         Err(_) => panic!(
             "{} is missing: run `cargo xtask upstreams` (or `cargo xtask test`), which installs \
-             the pinned Python and Node MCP SDKs under target/differential/",
+             the pinned Python and Node MCP SDKs and clients under target/",
             path.display()
         ),
     }

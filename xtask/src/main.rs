@@ -9,7 +9,8 @@
 //!   `target/lang-tools/` and builds the Python and JavaScript providers (see `lang.rs`);
 //!   `test` runs it first.
 //! - `cargo xtask upstreams`: installs the differential suite's Python and Node MCP servers
-//!   (pinned) under `target/differential/` (see `upstreams.rs`); `test` runs it first.
+//!   (pinned) under `target/differential/` and the OAuth clients the authorization-server
+//!   tests drive under `target/clients/` (see `upstreams.rs`); `test` runs it first.
 //! - `cargo xtask fuzz [target] [seconds]`: the `fuzz/` targets for longer (see
 //!   [`fuzz`]); `cargo xtask test` runs each for a few seconds.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
                  lang    install componentize-py/-js and build the Python and JS providers\n  \
-                 upstreams  install the differential suite's Python and Node MCP servers\n  \
+                 upstreams  install the Python and Node MCP servers and OAuth clients the tests drive\n  \
                  fuzz [target] [secs]  run the fuzz targets (nightly), 300 s each by default\n  \
                  load    load benchmark: gateway (auth off, API key, JWT, Wasm) vs nginx\n  \
                  reload-bench  hot-reload latency and throughput during swaps"

@@ -1,14 +1,19 @@
-//! The differential suite's MCP upstreams in other languages (`tests/upstreams/`): installs
-//! their pinned packages under `target/differential/`.
+//! The language packages the tests drive as real peers of the gateway, pinned and installed
+//! under `target/`:
 //!
-//! - Python: a venv at `target/differential/venv` with `tests/upstreams/python/requirements.txt`
-//!   (the `mcp` SDK and its whole closure, pinned).
-//! - Node: `npm ci` of `tests/upstreams/node/package-lock.json` (the TypeScript SDK, express,
-//!   zod) in `target/differential/node`, a copy, so that the source tree never holds a
-//!   `node_modules`; the test copies `server.mjs` next to it before starting it.
+//! - the differential suite's MCP upstreams (`tests/upstreams/`): a Python venv at
+//!   `target/differential/venv` with `tests/upstreams/python/requirements.txt` (the `mcp` SDK
+//!   and its whole closure), and `npm ci` of `tests/upstreams/node/package-lock.json` (the
+//!   TypeScript SDK, express, zod) in `target/differential/node`, a copy, so that the source
+//!   tree never holds a `node_modules`; the test copies `server.mjs` next to it before
+//!   starting it;
+//! - the off-the-shelf OAuth clients of the authorization-server tests (`tests/clients/`): a
+//!   Python venv at `target/clients/venv` with `tests/clients/python/requirements.txt` (the
+//!   `mcp` SDK's client-credentials providers and `datagrout-conduit`); their TypeScript
+//!   scripts run on the TypeScript SDK installed above.
 //!
 //! Each install is redone only when its pin file changes (a stamp holds the pin it was made
-//! from), so a second run costs two file reads. As in [`crate::lang`], an install that fails
+//! from), so a second run costs a few file reads. As in [`crate::lang`], an install that fails
 //! for a reason outside the project (no `python3` or `npm`, no registry) is not an error: the
 //! reason goes to the tests in [`SKIP_ENV`] and they print `skipped: …`.
 
@@ -18,19 +23,34 @@ use anyhow::Context as _;
 
 use crate::lang::{Unavailable, npm_ci, pip_venv};
 
-/// The variable that tells the tests why an upstream is not installed
+/// The variable that tells the tests why an upstream or a client is not installed
 /// (`portcullis_tests::differential::SKIP_ENV`).
 pub const SKIP_ENV: &str = "PORTCULLIS_UPSTREAMS_SKIP";
 
-/// Installs both upstreams. Returns the environment for the test run: [`SKIP_ENV`] with the
-/// reasons when one could not be installed, else nothing.
+/// Installs the upstreams and the clients. Returns the environment for the test run:
+/// [`SKIP_ENV`] with the reasons when one could not be installed, else nothing.
 pub fn install(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let dir = root.join("target").join("differential");
-    std::fs::create_dir_all(&dir)?;
+    let target = root.join("target");
     let mut skipped = Vec::new();
     for (what, result) in [
-        ("Python MCP upstream", install_python(root, &dir)),
-        ("TypeScript MCP upstream", install_node(root, &dir)),
+        (
+            "Python MCP upstream",
+            install_venv(
+                &root.join("tests/upstreams/python/requirements.txt"),
+                &target.join("differential/venv"),
+            ),
+        ),
+        (
+            "TypeScript MCP upstream",
+            install_node(root, &target.join("differential")),
+        ),
+        (
+            "Python OAuth clients",
+            install_venv(
+                &root.join("tests/clients/python/requirements.txt"),
+                &target.join("clients/venv"),
+            ),
+        ),
     ] {
         match result {
             Ok(()) => {}
@@ -49,20 +69,20 @@ pub fn install(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
     })
 }
 
-fn install_python(root: &Path, dir: &Path) -> anyhow::Result<()> {
-    let requirements = root.join("tests/upstreams/python/requirements.txt");
-    let pinned = std::fs::read_to_string(&requirements)
+/// A venv at `venv` with the pinned `requirements`.
+fn install_venv(requirements: &Path, venv: &Path) -> anyhow::Result<()> {
+    let pinned = std::fs::read_to_string(requirements)
         .with_context(|| format!("reading {}", requirements.display()))?;
-    let venv = dir.join("venv");
     let stamp = venv.join("portcullis-requirements.txt");
     if is_current(&venv.join("bin/python"), &stamp, &pinned) {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing the Python MCP SDK into {}",
+        "xtask: installing {} into {}",
+        requirements.display(),
         venv.display()
     );
-    pip_venv(&venv, &requirements)?;
+    pip_venv(venv, requirements)?;
     std::fs::write(&stamp, pinned)?;
     Ok(())
 }

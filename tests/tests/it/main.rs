@@ -27,6 +27,7 @@ mod gateway_upstream;
 mod gateway_wasm;
 mod jwks_faults;
 mod jwt;
+mod oauth_clients;
 mod oauth_server;
 mod reload;
 mod scaffold;

@@ -75,16 +75,25 @@ pub fn rs256(kid: &str) -> Signer {
 
 /// A fresh ES256 key.
 pub fn es256(kid: &str) -> Signer {
-    let rng = SystemRandom::new();
     let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("keygen");
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .expect("parse");
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .expect("keygen");
+    es256_from(kid, pkcs8.as_ref())
+}
+
+/// The ES256 key in `pkcs8` (DER).
+pub fn es256_from(kid: &str, pkcs8: &[u8]) -> Signer {
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &SystemRandom::new(),
+    )
+    .expect("parse");
     let point = pair.public_key().as_ref();
     Signer {
         kid: kid.to_owned(),
         alg: Algorithm::ES256,
-        key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+        key: EncodingKey::from_ec_der(pkcs8),
         jwk: json!({
             "kty": "EC", "crv": "P-256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
@@ -96,11 +105,16 @@ pub fn es256(kid: &str) -> Signer {
 /// A fresh Ed25519 key.
 pub fn eddsa(kid: &str) -> Signer {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("keygen");
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
+    eddsa_from(kid, pkcs8.as_ref())
+}
+
+/// The Ed25519 key in `pkcs8` (DER).
+pub fn eddsa_from(kid: &str, pkcs8: &[u8]) -> Signer {
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).expect("parse");
     Signer {
         kid: kid.to_owned(),
         alg: Algorithm::EdDSA,
-        key: EncodingKey::from_ed_der(pkcs8.as_ref()),
+        key: EncodingKey::from_ed_der(pkcs8),
         jwk: json!({
             "kty": "OKP", "crv": "Ed25519", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
