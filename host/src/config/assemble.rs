@@ -79,13 +79,7 @@ pub async fn assemble(
         .authorization_server
         .as_ref()
         .map(|settings| {
-            AuthorizationServer::build(config, settings, Arc::clone(ledger))
-                .map(Arc::new)
-                .map_err(|e| ConfigError::Invalid {
-                    file: e.file,
-                    key: e.key,
-                    message: e.reason,
-                })
+            AuthorizationServer::build(config, settings, Arc::clone(ledger)).map(Arc::new)
         })
         .transpose()?;
     let mut providers = BTreeMap::new();

@@ -9,10 +9,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::clients_file::{CLIENT_CREDENTIALS, ClientsFile, RawClient, TOKEN_EXCHANGE};
+use super::clients_file::{self, CLIENT_CREDENTIALS, RawClient, grant_type};
 use super::settings::{DEFAULT_TOKEN_LIFETIME_SECS, LIFETIME_FLOOR_SECS};
+use crate::config::ConfigError;
 use crate::crypto::jwk::VerifyingKey;
 use crate::crypto::{constant_time_eq, sha256};
+use crate::engine::api_key::parse_hash;
 
 /// How a client proves who it is.
 #[derive(Debug)]
@@ -62,14 +64,6 @@ pub(crate) struct Registry {
     clients: HashMap<String, Client>,
 }
 
-/// A client entry that cannot be used: the file, the key and the reason.
-#[derive(Debug)]
-pub(crate) struct ClientError {
-    pub(crate) file: String,
-    pub(crate) key: String,
-    pub(crate) reason: String,
-}
-
 /// What a client entry is checked against.
 pub(crate) struct Checks<'a> {
     /// `server.public_url`, to turn route paths into resource URLs.
@@ -89,7 +83,7 @@ impl Registry {
         base_dir: &Path,
         clients_file: Option<&Path>,
         checks: &Checks<'_>,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, ConfigError> {
         let mut registry = Self::default();
         for (i, raw) in inline.iter().enumerate() {
             let key = format!("authorization_server.clients[{i}]");
@@ -97,18 +91,7 @@ impl Registry {
         }
         if let Some(path) = clients_file {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ClientError {
-                file: file.clone(),
-                key: "-".into(),
-                reason: format!(
-                    "cannot read the clients file ({e}); create it with `portcullis clients add`"
-                ),
-            })?;
-            let parsed: ClientsFile = toml::from_str(&text).map_err(|e| ClientError {
-                file: file.clone(),
-                key: "-".into(),
-                reason: e.to_string(),
-            })?;
+            let parsed = clients_file::read(path)?;
             let dir = path.parent().unwrap_or(Path::new("."));
             for (i, raw) in parsed.clients.iter().enumerate() {
                 registry.add(raw, &file, &format!("clients[{i}]"), dir, checks)?;
@@ -134,17 +117,13 @@ impl Registry {
         key: &str,
         dir: &Path,
         checks: &Checks<'_>,
-    ) -> Result<(), ClientError> {
-        let error = |field: &str, reason: String| ClientError {
+    ) -> Result<(), ConfigError> {
+        let error = |field: &str, message: String| ConfigError::Invalid {
             file: file.to_owned(),
-            key: if field.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{key}.{field}")
-            },
-            reason,
+            key: format!("{key}.{field}"),
+            message,
         };
-        let client = check(raw, dir, checks).map_err(|(field, reason)| error(field, reason))?;
+        let client = check(raw, dir, checks).map_err(|(field, message)| error(field, message))?;
         if self.clients.contains_key(&client.id) {
             return Err(error(
                 "id",
@@ -167,21 +146,13 @@ pub(crate) fn is_label(id: &str) -> bool {
 
 type FieldError = (&'static str, String);
 
+/// The entry's own checks ([`RawClient::check`], shared with `portcullis clients`), then
+/// what depends on the config: its routes, the lifetime bound, the keys it names.
 fn check(raw: &RawClient, dir: &Path, checks: &Checks<'_>) -> Result<Client, FieldError> {
-    if !is_label(&raw.id) {
-        return Err((
-            "id",
-            format!(
-                "`{}` is not a plain label (1–64 of A-Z a-z 0-9 - _ .)",
-                raw.id
-            ),
-        ));
-    }
-    let keys = match (&raw.jwks, &raw.jwks_file) {
-        (Some(_), Some(_)) => {
-            return Err(("jwks", "set `jwks` or `jwks_file`, not both".into()));
-        }
-        (Some(json), None) => Some(parse_jwks(json).map_err(|e| ("jwks", e))?),
+    raw.check()
+        .map_err(|invalid| (invalid.field, invalid.message))?;
+    let jwks = match (&raw.jwks, &raw.jwks_file) {
+        (Some(json), _) => Some(parse_jwks(json).map_err(|e| ("jwks", e))?),
         (None, Some(file)) => {
             let path = dir.join(file);
             let json = std::fs::read_to_string(&path).map_err(|e| {
@@ -194,40 +165,12 @@ fn check(raw: &RawClient, dir: &Path, checks: &Checks<'_>) -> Result<Client, Fie
         }
         (None, None) => None,
     };
-    let credential = match (&raw.secret_hash, keys) {
-        (Some(_), Some(_)) => {
-            return Err((
-                "secret_hash",
-                "a client authenticates with a secret or with keys (`private_key_jwt`), not \
-                 both; keep one"
-                    .into(),
-            ));
-        }
-        (Some(hash), None) => Credential::Secret(parse_hash(hash).ok_or_else(|| {
-            (
-                "secret_hash",
-                "not `sha256:` followed by 64 hex digits (as `portcullis clients add` writes it)"
-                    .to_owned(),
-            )
-        })?),
+    let credential = match (raw.secret_hash.as_deref().and_then(parse_hash), jwks) {
+        (Some(hash), None) => Credential::Secret(hash),
         (None, Some(keys)) => Credential::Keys(keys),
-        (None, None) => {
-            return Err((
-                "",
-                "no credential: set `secret_hash` (made by `portcullis clients add`) or \
-                 `jwks` / `jwks_file` for `private_key_jwt`"
-                    .into(),
-            ));
-        }
+        // `RawClient::check` refuses both and neither.
+        _ => return Err(("secret_hash", "exactly one credential is needed".into())),
     };
-    for scope in &raw.scopes {
-        if scope.is_empty() || scope.contains(char::is_whitespace) || scope == "*" {
-            return Err((
-                "scopes",
-                format!("`{scope}` is not a scope (no spaces; `*` cannot be issued)"),
-            ));
-        }
-    }
     let resources = if raw.resources.is_empty() {
         None
     } else {
@@ -247,7 +190,7 @@ fn check(raw: &RawClient, dir: &Path, checks: &Checks<'_>) -> Result<Client, Fie
     let lifetime_secs = raw
         .token_lifetime_secs
         .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS);
-    if !(LIFETIME_FLOOR_SECS..=checks.max_lifetime).contains(&lifetime_secs) {
+    if lifetime_secs > checks.max_lifetime {
         return Err((
             "token_lifetime_secs",
             format!(
@@ -264,18 +207,9 @@ fn check(raw: &RawClient, dir: &Path, checks: &Checks<'_>) -> Result<Client, Fie
     let mut client_credentials = false;
     let mut token_exchange = false;
     for grant in &grants {
-        match grant.as_str() {
+        match grant_type(grant).map_err(|e| ("grants", e))? {
             CLIENT_CREDENTIALS => client_credentials = true,
-            TOKEN_EXCHANGE | "token-exchange" => token_exchange = true,
-            other => {
-                return Err((
-                    "grants",
-                    format!(
-                        "`{other}` is not a grant this server issues; use `{CLIENT_CREDENTIALS}` \
-                         or `{TOKEN_EXCHANGE}`"
-                    ),
-                ));
-            }
+            _ => token_exchange = true,
         }
     }
     Ok(Client {
@@ -290,13 +224,6 @@ fn check(raw: &RawClient, dir: &Path, checks: &Checks<'_>) -> Result<Client, Fie
         introspection: raw.introspection,
         revoked: raw.revoked,
     })
-}
-
-fn parse_hash(hash: &str) -> Option<[u8; 32]> {
-    let hex_digits = hash.strip_prefix("sha256:")?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_digits, &mut out).ok()?;
-    Some(out)
 }
 
 fn parse_jwks(json: &str) -> Result<Vec<VerifyingKey>, String> {

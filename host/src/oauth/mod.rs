@@ -36,6 +36,7 @@ pub(crate) use self::endpoints::{endpoint, serve};
 pub use self::ledger::Ledger;
 pub use self::settings::{AuthorizationServerSettings, RawAuthorizationServer};
 use self::signing::SigningKey;
+use crate::config::ConfigError;
 use crate::config::model::{Config, ProviderSettings};
 use crate::context::RequestContext;
 use crate::engine::jwt::{JwtSettings, JwtValidator};
@@ -106,17 +107,6 @@ impl std::fmt::Debug for AuthorizationServer {
     }
 }
 
-/// Why the server could not be built: the file, key and reason, as config errors say it.
-#[derive(Debug)]
-pub struct BuildError {
-    /// The file.
-    pub file: String,
-    /// The key.
-    pub key: String,
-    /// What is wrong and what to do.
-    pub reason: String,
-}
-
 impl AuthorizationServer {
     /// Builds the server of `config` (which must have `[authorization_server]`): reads the
     /// keys and the clients file. `ledger` is the process's, carried across reloads.
@@ -124,11 +114,11 @@ impl AuthorizationServer {
         config: &Config,
         settings: &AuthorizationServerSettings,
         ledger: Arc<Ledger>,
-    ) -> Result<Self, BuildError> {
-        let at = |key: String, reason: String| BuildError {
+    ) -> Result<Self, ConfigError> {
+        let at = |key: String, message: String| ConfigError::Invalid {
             file: config.source.clone(),
             key: format!("authorization_server.{key}"),
-            reason,
+            message,
         };
         let keys = settings
             .keys
@@ -150,12 +140,7 @@ impl AuthorizationServer {
                 routes: &routes,
                 max_lifetime: settings.max_token_lifetime_secs,
             },
-        )
-        .map_err(|e| BuildError {
-            file: e.file,
-            key: e.key,
-            reason: e.reason,
-        })?;
+        )?;
         let resources: Vec<String> = routes.iter().map(|p| format!("{public_url}{p}")).collect();
         let siblings = routes
             .iter()

@@ -933,7 +933,7 @@ type = "issued"
         (
             good_key.clone(),
             format!("{good_client}\njwks = '{}'", json!({ "keys": [key.jwk] })),
-            "not both",
+            "exactly one of a secret",
         ),
         (
             good_key.clone(),
