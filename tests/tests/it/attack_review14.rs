@@ -575,3 +575,51 @@ mcp = false
         "the upstream answered {proxied:?} and received {leaked} client secret(s)"
     );
 }
+
+/// 6. `issuer = "http://mcp.example.com"` is refused ("must be an https URL (http only on a
+/// loopback address)"), but leaving `issuer` out with `public_url = "http://mcp.example.com"`
+/// gives the very same issuer and is taken: the server then asks clients to send their
+/// secrets and assertions, and hands out bearer tokens, in clear text on a public host.
+#[test]
+fn an_authorization_server_on_a_plain_http_public_host_is_refused() {
+    let config = |issuer: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://mcp.example.com"
+
+[authorization_server]
+{issuer}
+
+[[authorization_server.keys]]
+kid = "k1"
+algorithm = "EdDSA"
+private_key = "env://REVIEW14_UNUSED_KEY"
+
+[providers.agents]
+type = "issued"
+
+[[routes]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+chain = ["agents"]
+"#
+        )
+    };
+    let load =
+        |text: String| portcullis::config::load_str(&text, "<review14>", std::path::Path::new("."));
+    let explicit = load(config(r#"issuer = "http://mcp.example.com""#));
+    assert!(
+        explicit
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("https")),
+        "an explicit http issuer is refused: {explicit:?}"
+    );
+    let implicit = load(config(""));
+    assert!(
+        implicit.is_err(),
+        "the same http issuer, taken from `server.public_url`, is accepted; the authorization \
+         server is on at http://mcp.example.com"
+    );
+}
