@@ -102,6 +102,11 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(None).await
+}
+
+/// [`server`], in front of `upstream` instead of the demo MCP server.
+async fn server_with(upstream: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let signing = ed25519_key("as-1");
     let key_file = dir.path().join("as-1.pem");
@@ -169,7 +174,10 @@ scopes = ["mcp:read"]
         idp_jwks = json!({ "keys": [idp.jwk] }),
     );
     Server {
-        harness: start(config).await,
+        harness: match upstream {
+            Some(url) => start_with_upstream(config, url).await,
+            None => start(config).await,
+        },
         idp,
         keyed,
         keyed2,
@@ -286,7 +294,7 @@ async fn keyed2_token(s: &Server, jti: &str) -> Reply {
     .await
 }
 
-/// 1. The gateway refuses a bearer token whose scope is `*` ("one token minted with
+/// Finding 1: The gateway refuses a bearer token whose scope is `*` ("one token minted with
 /// `scope: "*"` by any trusted issuer would otherwise pass every rule"), but token exchange
 /// reads `*` among the user's scopes as "the user holds every scope": the delegated token
 /// gets every scope of the client, `admin` included, which the user never held.
@@ -310,7 +318,7 @@ async fn a_star_scope_in_the_subject_token_grants_no_scope_the_user_lacks() {
     );
 }
 
-/// 2. A user's token minted for `/servers/a/mcp` only (refused at `/servers/b/mcp`) is
+/// Finding 2: A user's token minted for `/servers/a/mcp` only (refused at `/servers/b/mcp`) is
 /// exchanged by an agent for a token acting as that user at `/servers/b/mcp`: delegation
 /// drops the audience restriction of the user's token, so a token for one route becomes a
 /// token for another (RFC 8707: a token for one resource must not be usable at another).
@@ -348,7 +356,7 @@ async fn a_user_token_for_one_route_is_not_exchanged_for_another_route() {
     );
 }
 
-/// 3. One client spends the whole table of spent assertion ids (100 000 entries, shared by
+/// Finding 3: One client spends the whole table of spent assertion ids (100 000 entries, shared by
 /// every client) with its own valid assertions, at the revocation endpoint (no token is
 /// even signed). While that table is full, every `private_key_jwt` client is refused with
 /// `invalid_client` (and the refusals count toward its lockout): one keyed client locks all
@@ -404,7 +412,7 @@ async fn one_client_cannot_fill_the_spent_assertion_table_for_every_other_client
     );
 }
 
-/// 4. The loader takes a client JWKS whose Ed25519 key is the identity point (`x` =
+/// Finding 4: The loader takes a client JWKS whose Ed25519 key is the identity point (`x` =
 /// `AQAA…A`, a small-order key). Its "signature" `R` = identity, `S` = 0 verifies for every
 /// message, so anyone authenticates as that client without any private key.
 #[tokio::test]
@@ -487,7 +495,7 @@ chain = ["agents"]
     );
 }
 
-/// 5. "No route may take these paths": with a public catch-all route, the server's paths in
+/// Finding 5: "No route may take these paths": with a public catch-all route, the server's paths in
 /// another spelling (a trailing `/`) are proxied to that route's upstream, which receives a
 /// client's secret posted there and can answer the authorization-server metadata (naming
 /// its own token endpoint) for a client that asks with a trailing `/`.
@@ -576,7 +584,7 @@ mcp = false
     );
 }
 
-/// 6. `issuer = "http://mcp.example.com"` is refused ("must be an https URL (http only on a
+/// Finding 6: `issuer = "http://mcp.example.com"` is refused ("must be an https URL (http only on a
 /// loopback address)"), but leaving `issuer` out with `public_url = "http://mcp.example.com"`
 /// gives the very same issuer and is taken: the server then asks clients to send their
 /// secrets and assertions, and hands out bearer tokens, in clear text on a public host.
@@ -622,4 +630,85 @@ chain = ["agents"]
         "the same http issuer, taken from `server.public_url`, is accepted; the authorization \
          server is on at http://mcp.example.com"
     );
+}
+
+/// Finding 7: Delegation keeps the user's subject, and the upstream sees only
+/// `x-portcullis-subject`, `-scopes` and `-provider`: a user whose subject is a client id
+/// (`keyed` here) delegated to `agent-1` reaches the upstream exactly as the client `keyed`
+/// itself does. `agent-1` gets a token the upstream cannot tell from another client's own
+/// (the `act` claim never reaches it).
+#[tokio::test]
+async fn a_delegated_token_does_not_pass_for_another_clients_own_token() {
+    const PING: &str = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    let upstream = RecordingUpstream::start().await;
+    let s = server_with(Some(&upstream.url)).await;
+    let user = s.user_token("keyed", "mcp:read", json!(s.resource("/servers/a/mcp")));
+    let delegated = s.exchange(&user, "/servers/a/mcp").await;
+    let own = keyed_token(&s).await;
+    let seen_with = |token: String| {
+        let s = &s;
+        let upstream = &upstream;
+        async move {
+            let before = upstream.seen().len();
+            let auth = format!("Bearer {token}");
+            let reply = s
+                .harness
+                .request(
+                    "POST",
+                    "/servers/a/mcp",
+                    &[
+                        ("content-type", "application/json"),
+                        ("accept", "application/json, text/event-stream"),
+                        ("authorization", &auth),
+                    ],
+                    Some(PING),
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let seen = upstream.seen();
+            let request = seen.get(before).expect("the upstream got the request");
+            [
+                "x-portcullis-subject",
+                "x-portcullis-scopes",
+                "x-portcullis-provider",
+            ]
+            .map(|h| format!("{h}: {}", request.header(h).unwrap_or("-")))
+            .join(", ")
+        }
+    };
+    assert_eq!(delegated.status, 200, "{}", delegated.body);
+    let delegated = body(&delegated)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let as_delegated = seen_with(delegated).await;
+    let as_keyed = seen_with(own).await;
+    assert_ne!(
+        as_delegated, as_keyed,
+        "agent-1, acting for a user whose subject is `keyed`, reaches the upstream exactly as the \
+         client `keyed` does"
+    );
+}
+
+/// `keyed`'s own client-credentials token for `/servers/a/mcp`.
+async fn keyed_token(s: &Server) -> String {
+    let jwt = assertion(&s.keyed, "keyed-key", "keyed", &s.harness.base, "own-1");
+    let resource = s.resource("/servers/a/mcp");
+    let reply = s
+        .post(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &resource),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &jwt),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    body(&reply)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
 }
