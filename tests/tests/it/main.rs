@@ -9,6 +9,7 @@ mod attack_plugins;
 mod attack_review13;
 mod attack_review13b;
 mod attack_review13c;
+mod attack_review14;
 mod chain;
 mod clients_cli;
 mod config_ui;
