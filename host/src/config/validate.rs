@@ -60,6 +60,16 @@ pub(crate) fn validate(
             "no route is configured; add a `[[routes]]` table with `path`, `upstream` and `chain`",
         ));
     }
+    // With the authorization server on, the token endpoint beside each `…/mcp` route is its.
+    let sibling_endpoints: Vec<String> = if authorization_server.is_some() {
+        raw.routes
+            .iter()
+            .filter_map(|r| r.path.trim_end_matches('/').strip_suffix("/mcp"))
+            .map(|parent| format!("{parent}{}", crate::oauth::TOKEN_PATH))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let global_rules = rules(&raw.rules, "rules", report)?;
     let mut all_rule_scopes: BTreeSet<String> = scopes_of(&raw.rules);
     let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
@@ -86,6 +96,8 @@ pub(crate) fn validate(
                 .filter(|_| {
                     crate::oauth::RESERVED_PATHS
                         .iter()
+                        .copied()
+                        .chain(sibling_endpoints.iter().map(String::as_str))
                         .any(|reserved| path_has_prefix(&route.path, reserved))
                 })
                 .map(|_| "the authorization server, `[authorization_server]`")

@@ -67,6 +67,9 @@ pub(crate) enum KeyError {
     /// An EC or OKP coordinate does not have its curve's size.
     #[error("key coordinates do not have the curve's size")]
     CoordinateSize,
+    /// An Ed25519 key of small order: signatures "verify" under it without a private key.
+    #[error("the Ed25519 key is a point of small order, under which anyone can sign")]
+    WeakKey,
     /// The JWK's `alg` is an encryption algorithm.
     #[error("key `alg` is not a signature algorithm")]
     NotSignatureAlgorithm,
@@ -169,6 +172,12 @@ impl VerifyingKey {
         if !coordinates_fit {
             return Err(KeyError::CoordinateSize);
         }
+        if let AlgorithmParameters::OctetKeyPair(p) = &jwk.algorithm {
+            let x = URL_SAFE_NO_PAD
+                .decode(&p.x)
+                .map_err(|_| KeyError::CoordinateSize)?;
+            refuse_small_order(&x)?;
+        }
         let alg = match jwk.common.key_algorithm {
             None => None,
             Some(alg) => Some(signing_algorithm(alg).ok_or(KeyError::NotSignatureAlgorithm)?),
@@ -194,6 +203,7 @@ impl VerifyingKey {
             key,
         };
         if alg == Algorithm::EdDSA && der.len() == 32 {
+            refuse_small_order(der)?;
             return Ok(key(KeyKind::Ed25519, DecodingKey::from_ed_der(der)));
         }
         let spki = spki::SubjectPublicKeyInfoRef::try_from(der)
@@ -218,6 +228,9 @@ impl VerifyingKey {
         }
         // For these three `jsonwebtoken` hands the bytes to `ring` as they are: the PKCS#1
         // `RSAPublicKey`, the uncompressed EC point, the raw Ed25519 key.
+        if kind == KeyKind::Ed25519 {
+            refuse_small_order(bytes)?;
+        }
         let decoding = match kind {
             KeyKind::Rsa => DecodingKey::from_rsa_der(bytes),
             KeyKind::Ed25519 => DecodingKey::from_ed_der(bytes),
@@ -269,6 +282,62 @@ impl VerifyingKey {
         // An error here is a signature that is not base64url: not a valid signature.
         Ok(jsonwebtoken::crypto::verify(signature, message, &self.key, alg).unwrap_or(false))
     }
+}
+
+/// The encodings of the Ed25519 points of small order (the identity, and points of order 2,
+/// 4 and 8, with their non-canonical spellings), compared without the sign bit, as
+/// libsodium's `has_small_order` does. A signature made without any private key (`R` the
+/// identity, `S` zero) verifies under such a "public key" with `ring`'s cofactorless
+/// check, so a JWK holding one would let anyone sign as its owner.
+const SMALL_ORDER: [[u8; 32]; 7] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    // p - 1, p and p + 1: non-canonical spellings of order-2, -4 and -1 points.
+    {
+        let mut p = [0xff; 32];
+        p[0] = 0xec;
+        p[31] = 0x7f;
+        p
+    },
+    {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        p
+    },
+    {
+        let mut p = [0xff; 32];
+        p[0] = 0xee;
+        p[31] = 0x7f;
+        p
+    },
+];
+
+/// Refuses an Ed25519 public key of small order (see [`SMALL_ORDER`]).
+fn refuse_small_order(key: &[u8]) -> Result<(), KeyError> {
+    let Ok(key) = <[u8; 32]>::try_from(key) else {
+        return Err(KeyError::CoordinateSize);
+    };
+    let mut masked = key;
+    masked[31] &= 0x7f;
+    if SMALL_ORDER.contains(&masked) {
+        return Err(KeyError::WeakKey);
+    }
+    Ok(())
 }
 
 /// Length of a base64url (unpadded) value once decoded.
@@ -349,6 +418,35 @@ mod tests {
         assert_eq!(key.kind(), KeyKind::EcP256);
         assert!(key.verify(Algorithm::ES384, b"m", "AA").is_err());
         assert!(!key.verify(Algorithm::ES256, b"m", "AA").expect("fits"));
+    }
+
+    #[test]
+    fn small_order_ed25519_keys_are_refused() {
+        let identity = {
+            let mut x = [0u8; 32];
+            x[0] = 1;
+            URL_SAFE_NO_PAD.encode(x)
+        };
+        let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": identity });
+        assert!(matches!(
+            VerifyingKey::from_jwk(jwk),
+            Err(KeyError::WeakKey)
+        ));
+        let mut high_bit = [0u8; 32];
+        high_bit[0] = 1;
+        high_bit[31] = 0x80;
+        assert!(matches!(
+            VerifyingKey::from_der(Algorithm::EdDSA, &high_bit),
+            Err(KeyError::WeakKey)
+        ));
+        // A real key passes.
+        let real = URL_SAFE_NO_PAD.encode([
+            0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
+            0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
+            0xf7, 0x07, 0x51, 0x1a,
+        ]);
+        let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": real });
+        assert!(VerifyingKey::from_jwk(jwk).is_ok());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::AuthorizationServer;
 use super::clients::{Client, Credential};
 use super::endpoints::{Form, OAuthError};
+use super::ledger::Spent;
 
 /// The assertion type of `private_key_jwt`.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -53,8 +54,12 @@ pub(super) fn authenticate<'s>(
     {
         return Err(OAuthError::too_many_failures(wait));
     }
+    // A client that authenticated but has too many live assertions is told to slow down,
+    // and it is not a failed authentication: it must not lock out its address's neighbours.
+    const BUSY: &str = "too many live client assertions";
     match check(server, &presented, endpoint_url, now) {
         Ok(client) => Ok(client),
+        Err(reason) if reason.starts_with(BUSY) => Err(OAuthError::slow_down(reason)),
         Err(reason) => {
             for key in &keys {
                 server.ledger.fail(key, now);
@@ -303,7 +308,7 @@ fn verify_assertion(
     let Some(exp) = claims.exp else {
         return Err("the client assertion has no `exp`".into());
     };
-    if exp + ASSERTION_LEEWAY_SECS < now {
+    if exp.saturating_add(ASSERTION_LEEWAY_SECS) < now {
         return Err("the client assertion has expired".into());
     }
     if exp > now + MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS {
@@ -323,10 +328,14 @@ fn verify_assertion(
     let Some(jti) = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256) else {
         return Err("the client assertion has no `jti` (it must be single-use)".into());
     };
-    if !server.ledger.spend_assertion(&client.id, &jti, exp, now) {
-        return Err("the client assertion was already used (replayed `jti`)".into());
+    match server.ledger.spend_assertion(&client.id, &jti, exp, now) {
+        Spent::Fresh => Ok(()),
+        Spent::Replayed => Err("the client assertion was already used (replayed `jti`)".into()),
+        Spent::OverQuota => Err(format!(
+            "too many live client assertions for `{}`; give them shorter lifetimes or send fewer",
+            client.id
+        )),
     }
-    Ok(())
 }
 
 /// The length of `header.payload` in `assertion`.

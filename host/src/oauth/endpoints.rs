@@ -58,6 +58,12 @@ impl Endpoint<'_> {
 
 /// The endpoint `path` is, if it is one of the server's.
 pub(crate) fn endpoint<'s>(server: &'s AuthorizationServer, path: &str) -> Option<Endpoint<'s>> {
+    // `/oauth/token/` is the token endpoint too: a proxy or upstream that ignores a trailing
+    // slash must never receive a client's secret through a catch-all route.
+    let path = match path.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => stripped,
+        _ => path,
+    };
     Some(match path {
         // `/oauth/token` is also the sibling of a route `/mcp`.
         TOKEN_PATH => Endpoint::Token(server.siblings.get(TOKEN_PATH).map(String::as_str)),
@@ -303,6 +309,15 @@ async fn introspect(
         return Ok(inactive);
     }
     let claims = unverified_claims(token).unwrap_or_default();
+    // A resource server sees the tokens for its own resources (the client's `resources`),
+    // not every client's tokens for every route.
+    let audience = claims
+        .get("aud")
+        .and_then(|a| a.as_str())
+        .unwrap_or_default();
+    if !client.may_use(audience) {
+        return Ok(inactive);
+    }
     let mut body = json!({ "active": true, "token_type": "Bearer" });
     for name in [
         "iss",
@@ -473,6 +488,14 @@ impl OAuthError {
             StatusCode::INTERNAL_SERVER_ERROR,
             description,
         )
+    }
+
+    /// 429 for a client that authenticated but asks too fast (RFC 8628's `slow_down`).
+    pub(crate) fn slow_down(description: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(super::ledger::FAILURE_WINDOW_SECS),
+            ..Self::new("slow_down", StatusCode::TOO_MANY_REQUESTS, description)
+        }
     }
 
     /// 429: too many failed authentications from this client or address.

@@ -128,6 +128,13 @@ pub(super) async fn token_exchange(
     let subject = subject.ok_or_else(|| {
         OAuthError::invalid_grant("the subject token is not from an identity provider trusted here")
     })?;
+    // `*` from a token is refused everywhere in the gateway (see `grants_wildcard`); read
+    // here as "every scope" it would lift the user's limit off the client's scopes.
+    if subject.scopes.iter().any(|s| s == "*") {
+        return Err(OAuthError::invalid_grant(
+            "the subject token claims the wildcard scope `*`, which no token may carry",
+        ));
+    }
     let subject_exp = unverified_claim(subject_token, "exp")
         .and_then(|v| v.as_u64())
         .unwrap_or(now);
@@ -177,6 +184,27 @@ pub(super) async fn token_exchange(
         }
     };
     let audience = audience(server, client, form, sibling)?;
+    // The user's token must be meant for this exchange: for this server (its issuer), or
+    // for the very resource the new token is for. A token the user gave one service is
+    // not a token for every other service behind the gateway.
+    let subject_audiences = match unverified_claim(subject_token, "aud") {
+        Some(serde_json::Value::String(one)) => vec![one],
+        Some(serde_json::Value::Array(many)) => many
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !subject_audiences
+        .iter()
+        .map(|a| a.trim_end_matches('/'))
+        .any(|a| a == server.issuer || a == audience)
+    {
+        return Err(OAuthError::invalid_grant(format!(
+            "the subject token's audience must be this server (`{}`) or `{audience}`",
+            server.issuer
+        )));
+    }
     let scopes = granted(form, &client.scopes, Some(&subject.scopes))?;
     let lifetime = client.lifetime_secs.min(subject_exp.saturating_sub(now));
     if lifetime == 0 {
@@ -244,9 +272,8 @@ fn granted(
     allowed: &[String],
     held: Option<&[String]>,
 ) -> Result<Vec<String>, OAuthError> {
-    let permitted = |s: &str| {
-        allowed.iter().any(|a| a == s) && held.is_none_or(|h| h.iter().any(|x| x == s || x == "*"))
-    };
+    let permitted =
+        |s: &str| allowed.iter().any(|a| a == s) && held.is_none_or(|h| h.iter().any(|x| x == s));
     let mut granted: Vec<String> = match form.get("scope") {
         Some(asked) => asked
             .split(' ')

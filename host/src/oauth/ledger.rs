@@ -3,26 +3,49 @@
 //! `private_key_jwt` assertion ids, failed client authentications, and the public keys of
 //! signing keys removed from config while tokens they signed may still be live.
 //!
-//! Everything here expires with the token or window it is about, and every map is bounded:
-//! when one is full of live entries, the operation that needs a new entry fails closed (an
-//! assertion is refused, a failed authentication counts as over the limit), never open.
+//! Everything here expires with the token or window it is about, and what a caller can make
+//! grow is bounded so that one caller cannot spoil it for another:
+//! - spent assertions are kept per client, at most [`MAX_ASSERTIONS_PER_CLIENT`] live ones
+//!   each; a client past that is refused (fail closed) until its own assertions expire, and
+//!   no other client is affected;
+//! - failure counters hold at most [`MAX_ENTRIES`] keys; when full of live windows a new
+//!   key is not counted (a sprayer of many ids or addresses is not throttled on the new
+//!   ones, which guessing 256-bit secrets does not need), and no key is dropped early;
+//! - revocations are made by authenticated clients only, for their own live tokens, and
+//!   are never dropped before the token expires (that would reopen it); expired ones are
+//!   swept when the map has doubled since the last sweep.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-/// Most entries in each map.
+/// Most failure-counter keys.
 pub(crate) const MAX_ENTRIES: usize = 100_000;
+
+/// Most live spent assertions one client may have: an assertion lives at most 11 minutes,
+/// so this is 15 token requests a second, sustained, by one `private_key_jwt` client.
+pub(crate) const MAX_ASSERTIONS_PER_CLIENT: usize = 10_000;
 
 /// The window failed client authentications are counted in, seconds.
 pub(crate) const FAILURE_WINDOW_SECS: u64 = 60;
 
+/// What [`Ledger::spend_assertion`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spent {
+    /// First use: recorded.
+    Fresh,
+    /// Used before (and still live).
+    Replayed,
+    /// The client has [`MAX_ASSERTIONS_PER_CLIENT`] live assertions already.
+    OverQuota,
+}
+
 /// State that outlives a site. Cheap to share (`Arc`).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// Revoked token `jti` → its `exp`.
-    revoked: Mutex<HashMap<String, u64>>,
-    /// Spent assertion `(client, jti)` → its `exp`.
-    assertions: Mutex<HashMap<(String, String), u64>>,
+    /// Revoked token `jti` → its `exp`, and the size at which to sweep expired ones.
+    revoked: Mutex<(HashMap<String, u64>, usize)>,
+    /// Client → its spent assertions' `jti` → `exp`.
+    assertions: Mutex<HashMap<String, HashMap<String, u64>>>,
     /// `client:<id>` / `addr:<ip>` → (window start, failures in it).
     failures: Mutex<HashMap<String, (u64, u32)>>,
     /// Public JWKs of keys that signed tokens: kid → (JWK, last use + max lifetime).
@@ -37,39 +60,37 @@ impl Ledger {
 
     /// Records that the token `jti` (expiring at `exp`) is revoked.
     pub(crate) fn revoke(&self, jti: &str, exp: u64, now: u64) {
-        let mut revoked = lock(&self.revoked);
-        if revoked.len() >= MAX_ENTRIES {
+        let mut guard = lock(&self.revoked);
+        let (revoked, sweep_at) = &mut *guard;
+        if revoked.len() >= (*sweep_at).max(MAX_ENTRIES) {
             revoked.retain(|_, e| *e > now);
+            *sweep_at = revoked.len() * 2;
         }
-        // Beyond the bound the entry is still recorded: dropping a revocation would reopen
-        // a token, and revocations are made by authenticated clients only.
         revoked.insert(jti.to_owned(), exp);
     }
 
     /// Whether the token `jti` was revoked.
     pub(crate) fn is_revoked(&self, jti: &str) -> bool {
-        lock(&self.revoked).contains_key(jti)
+        lock(&self.revoked).0.contains_key(jti)
     }
 
-    /// Records assertion `jti` of `client` as spent. `false` when it was already spent, or
-    /// when the map is full of live assertions (fail closed).
-    pub(crate) fn spend_assertion(&self, client: &str, jti: &str, exp: u64, now: u64) -> bool {
-        let mut spent = lock(&self.assertions);
-        let key = (client.to_owned(), jti.to_owned());
-        if spent
-            .get(&key)
-            .is_some_and(|e| *e + ASSERTION_GRACE_SECS >= now)
-        {
-            return false;
+    /// Records assertion `jti` of `client` as spent, unless it already was or the client has
+    /// too many live ones (then it is refused: fail closed, for that client only).
+    pub(crate) fn spend_assertion(&self, client: &str, jti: &str, exp: u64, now: u64) -> Spent {
+        let mut all = lock(&self.assertions);
+        let spent = all.entry(client.to_owned()).or_default();
+        let live = |e: &u64| e.saturating_add(ASSERTION_GRACE_SECS) >= now;
+        if spent.get(jti).is_some_and(live) {
+            return Spent::Replayed;
         }
-        if spent.len() >= MAX_ENTRIES {
-            spent.retain(|_, e| *e + ASSERTION_GRACE_SECS >= now);
-            if spent.len() >= MAX_ENTRIES {
-                return false;
+        if spent.len() >= MAX_ASSERTIONS_PER_CLIENT {
+            spent.retain(|_, e| live(e));
+            if spent.len() >= MAX_ASSERTIONS_PER_CLIENT {
+                return Spent::OverQuota;
             }
         }
-        spent.insert(key, exp);
-        true
+        spent.insert(jti.to_owned(), exp);
+        Spent::Fresh
     }
 
     /// Whether `key` (`client:<id>`, `addr:<ip>`) is over `limit` failures in the current
@@ -89,6 +110,9 @@ impl Ledger {
         let mut failures = lock(&self.failures);
         if failures.len() >= MAX_ENTRIES && !failures.contains_key(key) {
             failures.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECS);
+            if failures.len() >= MAX_ENTRIES {
+                return;
+            }
         }
         let entry = failures.entry(key.to_owned()).or_insert((now, 0));
         if now >= entry.0 + FAILURE_WINDOW_SECS {
@@ -135,9 +159,32 @@ mod tests {
     #[test]
     fn an_assertion_is_spent_once() {
         let ledger = Ledger::new();
-        assert!(ledger.spend_assertion("a", "j1", 100, 50));
-        assert!(!ledger.spend_assertion("a", "j1", 100, 60));
-        assert!(ledger.spend_assertion("b", "j1", 100, 60));
+        assert_eq!(ledger.spend_assertion("a", "j1", 100, 50), Spent::Fresh);
+        assert_eq!(ledger.spend_assertion("a", "j1", 100, 60), Spent::Replayed);
+        assert_eq!(ledger.spend_assertion("b", "j1", 100, 60), Spent::Fresh);
+    }
+
+    #[test]
+    fn a_client_full_of_assertions_does_not_refuse_another() {
+        let ledger = Ledger::new();
+        for i in 0..MAX_ASSERTIONS_PER_CLIENT {
+            let jti = i.to_string();
+            assert_eq!(
+                ledger.spend_assertion("greedy", &jti, 1000, 500),
+                Spent::Fresh
+            );
+        }
+        let over = ledger.spend_assertion("greedy", "one-more", 1000, 500);
+        assert_eq!(over, Spent::OverQuota);
+        assert_eq!(
+            ledger.spend_assertion("other", "first", 1000, 500),
+            Spent::Fresh
+        );
+        // Once its assertions have expired the client is served again.
+        assert_eq!(
+            ledger.spend_assertion("greedy", "later", 2000, 1100),
+            Spent::Fresh
+        );
     }
 
     #[test]

@@ -164,18 +164,23 @@ impl RawAuthorizationServer {
             key: key.to_owned(),
             reason,
         };
-        let issuer = match &self.issuer {
-            None => public_url.to_owned(),
-            Some(issuer) => {
+        // The default, `server.public_url`, is held to the same rules: secrets and tokens
+        // cross this URL.
+        let (issuer, key) = match &self.issuer {
+            None => (public_url, "issuer (default: server.public_url)"),
+            Some(issuer) => (issuer.as_str(), "issuer"),
+        };
+        let issuer = {
+            {
                 let url = url::Url::parse(issuer).map_err(|e| {
-                    error("issuer", format!("`{issuer}` is not a URL ({e}); write the https URL clients reach this gateway at"))
+                    error(key, format!("`{issuer}` is not a URL ({e}); write the https URL clients reach this gateway at"))
                 })?;
                 let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
                     || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
                     || url.host_str() == Some("localhost");
                 if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
                     return Err(error(
-                        "issuer",
+                        key,
                         format!(
                             "`{issuer}` must be an https URL (http only on a loopback address)"
                         ),
@@ -183,7 +188,7 @@ impl RawAuthorizationServer {
                 }
                 if url.query().is_some() || url.fragment().is_some() {
                     return Err(error(
-                        "issuer",
+                        key,
                         format!("`{issuer}` must have no query or fragment (RFC 8414)"),
                     ));
                 }

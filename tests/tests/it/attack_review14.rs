@@ -671,6 +671,7 @@ async fn a_delegated_token_does_not_pass_for_another_clients_own_token() {
                 "x-portcullis-subject",
                 "x-portcullis-scopes",
                 "x-portcullis-provider",
+                "x-portcullis-actor",
             ]
             .map(|h| format!("{h}: {}", request.header(h).unwrap_or("-")))
             .join(", ")

@@ -230,7 +230,7 @@ impl Server {
         sign(
             &self.idp,
             "idp-1",
-            &json!({ "iss": IDP, "aud": IDP_AUDIENCE, "sub": sub, "scope": scope,
+            &json!({ "iss": IDP, "aud": [IDP_AUDIENCE, &self.harness.base], "sub": sub, "scope": scope,
                      "exp": now() + lifetime, "iat": now() }),
         )
     }
@@ -903,12 +903,12 @@ type = "issued"
         (
             good_key.clone(),
             "id = \"a\"\nscopes = [\"x\"]".to_owned(),
-            "no credential",
+            "exactly one of a secret",
         ),
         (
             good_key.clone(),
             good_client.replace("mcp:read", "*"),
-            "`*` cannot be issued",
+            "`*` is never issued",
         ),
         (
             good_key.clone(),
@@ -917,13 +917,13 @@ type = "issued"
         ),
         (
             good_key.clone(),
-            format!("{good_client}\ntoken_lifetime_secs = 5"),
-            "is outside 120..=3600 seconds",
+            format!("{good_client}\ntoken_lifetime_secs = 5000"),
+            "5000 is outside 120..=3600 seconds",
         ),
         (
             good_key.clone(),
             format!("{good_client}\ngrants = [\"password\"]"),
-            "`password` is not a grant",
+            "unknown grant \"password\"",
         ),
         (
             good_key.clone(),
