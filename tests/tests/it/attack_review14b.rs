@@ -1,0 +1,853 @@
+//! Review 14b: a second attack on the authorization server after the first review's fixes
+//! (`attack_review14`), over real HTTP on port 0: hot-reloaded clients and their keys, the
+//! delegation header `x-portcullis-actor`, the issuer's scheme, other spellings of the
+//! server's paths, and the forward-auth check.
+//!
+//! Every test asserts the secure behaviour (what README.md and SECURITY.md promise, or what
+//! the RFCs imply); the report lists which fail today and why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::engine::api_key::hash_key;
+use portcullis_tests::eventually::eventually;
+use portcullis_tests::upstream::RecordingUpstream;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde_json::{Value, json};
+
+use crate::gateway_harness::{Harness, Reply, send, start_with_upstream};
+
+const SECRET: &str = "pcs_review14b-secret-of-agent-one-000000000";
+const NEW_SECRET: &str = "pcs_review14b-new-secret-of-agent-one-00000";
+const IDP: &str = "https://idp.test";
+const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const PING: &str = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+
+/// An Ed25519 key pair made for one run: PKCS#8 DER and public JWK.
+struct TestKey {
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+fn ed25519_key(kid: &str) -> TestKey {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .expect("key")
+        .as_ref()
+        .to_vec();
+    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("parse");
+    let jwk = json!({
+        "kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+    });
+    TestKey { pkcs8, jwk }
+}
+
+fn pem(der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn sign(key: &TestKey, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+fn body(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
+}
+
+fn access_token(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "a token is issued: {}", reply.body);
+    body(reply)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+/// `POST url` with a form body and, when given, HTTP Basic client credentials.
+async fn post_form(url: &str, credentials: Option<(&str, &str)>, pairs: &[(&str, &str)]) -> Reply {
+    let auth = credentials.map(|(id, secret)| basic(id, secret));
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth));
+    }
+    send(url, "POST", &headers, Some(&form(pairs))).await
+}
+
+/// An MCP `ping` with `token` as bearer.
+async fn ping(url: &str, token: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    send(
+        url,
+        "POST",
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("authorization", &auth),
+        ],
+        Some(PING),
+    )
+    .await
+}
+
+/// A signing key file in `dir`, for `private_key = "file://…"`.
+fn signing_key_file(dir: &Path) -> PathBuf {
+    let file = dir.join("as-1.pem");
+    std::fs::write(&file, pem(&ed25519_key("as-1").pkcs8)).expect("write key");
+    file
+}
+
+/// Writes `text` to `path` the way editors and `portcullis clients` do: a new file renamed
+/// over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A hot-reloaded config (as `portcullis serve --config` runs it) whose clients live in
+/// `clients.toml`, for route `/mcp` in front of `upstream`.
+fn watched_config(dir: &Path, upstream: &str) -> PathBuf {
+    let key = signing_key_file(dir);
+    let config = dir.join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+
+[authorization_server]
+clients_file = "clients.toml"
+# Polling for a reload must not lock the test's client out.
+max_failed_authentications = 1000
+
+[[authorization_server.keys]]
+kid = "as-1"
+algorithm = "EdDSA"
+private_key = "file://{key}"
+
+[providers.agents]
+type = "issued"
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["agents"]
+"#,
+            key = key.display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// The resource URL of `/mcp` in [`watched_config`].
+const WATCHED_RESOURCE: &str = "http://127.0.0.1:9/mcp";
+
+/// Finding 1: SECURITY.md: a client cannot "keep using a token after … its client is revoked
+/// or removed". Revoke (or remove) a client whose secret leaked, then register it again
+/// under the same id with a new secret (and fewer scopes): every token issued before the
+/// revocation works again, with the scopes it had, until it expires (up to a day). The
+/// revocation is a lookup of the id in the current registry, not a fact remembered.
+#[tokio::test]
+async fn a_client_revoked_and_registered_again_does_not_revive_its_old_tokens() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = watched_config(dir.path(), &upstream.url);
+    let clients = dir.path().join("clients.toml");
+    let entry = |secret: &str, scopes: &str, revoked: bool| {
+        format!(
+            "[[clients]]\nid = \"agent-1\"\nsecret_hash = \"{}\"\nscopes = [{scopes}]\n\
+             token_lifetime_secs = 3600\nrevoked = {revoked}\n",
+            hash_key(secret)
+        )
+    };
+    std::fs::write(&clients, entry(SECRET, r#""mcp:read", "admin""#, false)).expect("write");
+    let served = crate::gateway_harness::serve_watched(config, None).await;
+    let (token_url, mcp_url) = (
+        format!("{}/oauth/token", served.base),
+        format!("{}/mcp", served.base),
+    );
+    let token = |secret: &'static str| {
+        let token_url = token_url.clone();
+        async move {
+            post_form(
+                &token_url,
+                Some(("agent-1", secret)),
+                &[("grant_type", "client_credentials")],
+            )
+            .await
+        }
+    };
+    // The leaked token: an hour, with `admin`.
+    let leaked = access_token(&token(SECRET).await);
+    assert_eq!(ping(&mcp_url, &leaked).await.status, 200);
+
+    // The operator revokes agent-1: the leaked token is refused.
+    replace(&clients, &entry(SECRET, r#""mcp:read", "admin""#, true));
+    eventually("the leaked token refused after the revocation", || async {
+        ping(&mcp_url, &leaked).await.status == 401
+    })
+    .await;
+
+    // ...and registers agent-1 again with a new secret and only `mcp:read`.
+    replace(&clients, &entry(NEW_SECRET, r#""mcp:read""#, false));
+    eventually("the new registration in force", || async {
+        token(NEW_SECRET).await.status == 200
+    })
+    .await;
+    assert_eq!(token(SECRET).await.status, 401, "the old secret is gone");
+    let reply = ping(&mcp_url, &leaked).await;
+    assert_eq!(
+        reply.status, 401,
+        "a token issued before agent-1 was revoked (scope `mcp:read admin`) is accepted again \
+         once an agent-1 with a new secret and fewer scopes is registered: {reply:?}"
+    );
+}
+
+/// Finding 2: review 14's finding 7 fixed only delegation with an actor token. An
+/// `impersonation = true` client exchanges a user's token without one and gets a token with
+/// no `act` at all (the README says the new token carries `act: {"sub": "<client>"}`): a
+/// user whose subject is a client id (`keyed` here, an IdP account anyone might name so)
+/// then reaches the upstream exactly as the client `keyed` itself: same subject, scopes and
+/// provider, and no `x-portcullis-actor`.
+#[tokio::test]
+async fn an_impersonated_user_does_not_pass_for_the_client_of_the_same_name() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signing_key_file(dir.path());
+    let idp = ed25519_key("idp-1");
+    let config = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+public_url = "{{gateway}}"
+
+[authorization_server]
+subject_token_providers = ["corp"]
+
+[[authorization_server.keys]]
+kid = "as-1"
+algorithm = "EdDSA"
+private_key = "file://{key}"
+
+[[authorization_server.clients]]
+id = "chatbot"
+secret_hash = "{hash}"
+scopes = ["mcp:read"]
+grants = ["token-exchange"]
+impersonation = true
+
+[[authorization_server.clients]]
+id = "keyed"
+secret_hash = "{hash}"
+scopes = ["mcp:read"]
+
+[providers.agents]
+type = "issued"
+
+[providers.corp]
+type = "jwt"
+issuer = "{IDP}"
+audience = "{{gateway}}/servers/a/mcp"
+jwks = '{idp_jwks}'
+
+[[routes]]
+path = "/servers/a/mcp"
+upstream = "{{upstream}}"
+chain = ["agents", "corp"]
+"#,
+        key = key.display(),
+        hash = hash_key(SECRET),
+        idp_jwks = json!({ "keys": [idp.jwk] }),
+    );
+    let h = start_with_upstream(config, &upstream.url).await;
+    let resource = format!("{}/servers/a/mcp", h.base);
+    let token_url = format!("{}/oauth/token", h.base);
+    let user = sign(
+        &idp,
+        "idp-1",
+        &json!({ "iss": IDP, "aud": resource, "sub": "keyed", "scope": "mcp:read",
+                 "exp": now() + 300, "iat": now() }),
+    );
+    let impersonated = access_token(
+        &post_form(
+            &token_url,
+            Some(("chatbot", SECRET)),
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &user),
+                ("subject_token_type", ACCESS),
+                ("resource", &resource),
+            ],
+        )
+        .await,
+    );
+    let own = access_token(
+        &post_form(
+            &token_url,
+            Some(("keyed", SECRET)),
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &resource),
+            ],
+        )
+        .await,
+    );
+    let seen_with = |token: String| {
+        let (upstream, url) = (&upstream, format!("{}/servers/a/mcp", h.base));
+        async move {
+            let before = upstream.seen().len();
+            let reply = ping(&url, &token).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let seen = upstream.seen();
+            let request = seen.get(before).expect("the upstream got the request");
+            [
+                "x-portcullis-subject",
+                "x-portcullis-scopes",
+                "x-portcullis-provider",
+                "x-portcullis-actor",
+            ]
+            .map(|h| format!("{h}: {}", request.header(h).unwrap_or("-")))
+            .join(", ")
+        }
+    };
+    let as_impersonated = seen_with(impersonated).await;
+    let as_keyed = seen_with(own).await;
+    assert_ne!(
+        as_impersonated, as_keyed,
+        "`chatbot`, impersonating a user whose subject is `keyed`, reaches the upstream exactly \
+         as the client `keyed` does"
+    );
+}
+
+/// Finding 3: review 14's finding 6 holds the issuer to https, but the token, revocation
+/// and introspection endpoints are built from `server.public_url`, not from the issuer. With
+/// `issuer = "https://…"` and `public_url = "http://mcp.example.com"` the gateway starts and
+/// its metadata sends every client's secret, assertion and token over plain http on a
+/// public host.
+#[tokio::test]
+async fn an_https_issuer_never_advertises_plain_http_endpoints_on_a_public_host() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signing_key_file(dir.path());
+    let config = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+public_url = "http://mcp.example.com"
+
+[authorization_server]
+issuer = "https://mcp.example.com"
+
+[[authorization_server.keys]]
+kid = "as-1"
+algorithm = "EdDSA"
+private_key = "file://{key}"
+
+[providers.agents]
+type = "issued"
+
+[[routes]]
+path = "/mcp"
+upstream = "{{upstream}}"
+chain = ["agents"]
+"#,
+        key = key.display(),
+    );
+    let url = upstream.url.clone();
+    let started = tokio::spawn(async move { start_with_upstream(config, &url).await }).await;
+    let h: Harness = match started {
+        Ok(harness) => harness,
+        // Refusing the config at load is a secure outcome.
+        Err(e) if e.is_panic() => return,
+        Err(e) => panic!("{e}"),
+    };
+    let reply = h
+        .request("GET", "/.well-known/oauth-authorization-server", &[], None)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let doc = body(&reply);
+    let plain: Vec<String> = [
+        "token_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+    ]
+    .iter()
+    .filter_map(|k| doc[*k].as_str())
+    .filter(|u| u.starts_with("http://"))
+    .map(str::to_owned)
+    .collect();
+    assert!(
+        plain.is_empty(),
+        "an https issuer on a public host advertises plain-http endpoints for secrets and \
+         tokens: {plain:?}"
+    );
+}
+
+/// A gateway with a public catch-all route `/` in front of `upstream` (review 14's finding 5
+/// set-up), with `extra` in `[server]`.
+fn catch_all_config(key: &Path, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+public_url = "{{gateway}}"
+{server_extra}
+
+[authorization_server]
+
+[[authorization_server.keys]]
+kid = "as-1"
+algorithm = "EdDSA"
+private_key = "file://{key}"
+
+[[authorization_server.clients]]
+id = "agent-1"
+secret_hash = "{hash}"
+scopes = ["mcp:read"]
+
+[providers.agents]
+type = "issued"
+
+[providers.public]
+type = "anonymous"
+
+[[routes]]
+path = "/servers/a/mcp"
+upstream = "{{upstream}}"
+chain = ["agents"]
+
+[[routes]]
+path = "/"
+upstream = "{{upstream}}"
+chain = ["public"]
+mcp = false
+"#,
+        key = key.display(),
+        hash = hash_key(SECRET),
+    )
+}
+
+/// Finding 4: the first fix made `/oauth/token/` the server's, but the gateway itself refuses
+/// paths "that an upstream ignoring case or trailing dots would route elsewhere" only when
+/// a *route or rule* differs: `/OAuth/Token`, `/oauth/token.` and the sibling
+/// `/servers/a/oauth/Token` go through the catch-all route to its upstream (ASP.NET Core,
+/// Express and IIS serve them as `/oauth/token`), which receives the client's secret.
+#[tokio::test]
+async fn authorization_server_paths_in_another_case_or_with_a_dot_are_never_proxied() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signing_key_file(dir.path());
+    let h = start_with_upstream(catch_all_config(&key, ""), &upstream.url).await;
+    let mut proxied = Vec::new();
+    for path in [
+        "/OAuth/Token",
+        "/oauth/token.",
+        "/oauth/Token",
+        "/servers/a/oauth/Token",
+        "/oauth/revoke.",
+    ] {
+        let reply = post_form(
+            &format!("{}{path}", h.base),
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "agent-1"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+        if reply.body == "upstream" {
+            proxied.push(format!("POST {path}"));
+        }
+    }
+    let leaked = upstream
+        .seen()
+        .iter()
+        .filter(|s| String::from_utf8_lossy(&s.body).contains("client_secret"))
+        .count();
+    assert!(
+        proxied.is_empty() && leaked == 0,
+        "the catch-all upstream answered {proxied:?} and received {leaked} client secret(s)"
+    );
+}
+
+/// Finding 5: behind forward-auth the proxy sends every request to the upstream once the
+/// check says 200 (the README's nginx `location /`). Asked about `POST /oauth/token` (or a
+/// sibling `…/oauth/token`), a path the gateway knows is its own authorization server's,
+/// the check judges it by the catch-all route and answers 200, so the proxy hands the
+/// client's secret (HTTP Basic here) to the upstream.
+#[tokio::test]
+async fn the_forward_auth_check_never_passes_a_token_request_to_an_upstream() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signing_key_file(dir.path());
+    let server = "trusted_proxies = [\"127.0.0.1\"]\nforward_auth_proxy = \"nginx\"";
+    let h = start_with_upstream(catch_all_config(&key, server), &upstream.url).await;
+    let auth = basic("agent-1", SECRET);
+    let mut passed = Vec::new();
+    for uri in [
+        "/oauth/token",
+        "/servers/a/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+    ] {
+        let reply = h
+            .request(
+                "GET",
+                "/check",
+                &[
+                    ("x-original-method", "POST"),
+                    ("x-original-uri", uri),
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("authorization", &auth),
+                ],
+                None,
+            )
+            .await;
+        if reply.status == 200 {
+            passed.push(uri);
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "the forward-auth check tells the proxy to pass these client-authenticated requests \
+         (with the client's secret) to the upstream: {passed:?}"
+    );
+}
+
+/// Finding 6: the `x-portcullis-actor` fix reaches only the gateway's own proxy. The
+/// forward-auth check answers it, but the README's nginx snippet (run as written) copies
+/// only `X-Portcullis-Subject`, `-Scopes` and `-Provider` and lets every other client header
+/// through: an agent's delegated token reaches the upstream as the user alone, and a user
+/// can add `X-Portcullis-Actor` to read as an agent's delegation (or blame an agent).
+#[tokio::test]
+async fn behind_the_readme_nginx_the_upstream_sees_only_the_real_actor() {
+    let Some(nginx) = which("nginx") else {
+        println!("skipped: `nginx` is not on PATH (CI installs `nginx-light` in .ci/run)");
+        return;
+    };
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signing_key_file(dir.path());
+    let idp = ed25519_key("idp-1");
+    let config = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+public_url = "{{gateway}}"
+trusted_proxies = ["127.0.0.1"]
+forward_auth_proxy = "nginx"
+
+[authorization_server]
+subject_token_providers = ["corp"]
+
+[[authorization_server.keys]]
+kid = "as-1"
+algorithm = "EdDSA"
+private_key = "file://{key}"
+
+[[authorization_server.clients]]
+id = "agent-1"
+secret_hash = "{hash}"
+scopes = ["mcp:read"]
+grants = ["client_credentials", "token-exchange"]
+
+[providers.agents]
+type = "issued"
+
+[providers.corp]
+type = "jwt"
+issuer = "{IDP}"
+audience = "{{gateway}}/servers/a/mcp"
+jwks = '{idp_jwks}'
+
+[[routes]]
+path = "/servers/a/mcp"
+upstream = "{{upstream}}"
+chain = ["agents", "corp"]
+mcp = false
+"#,
+        key = key.display(),
+        hash = hash_key(SECRET),
+        idp_jwks = json!({ "keys": [idp.jwk] }),
+    );
+    let h = start_with_upstream(config, &upstream.url).await;
+    let resource = format!("{}/servers/a/mcp", h.base);
+    let token_url = format!("{}/oauth/token", h.base);
+    let user = sign(
+        &idp,
+        "idp-1",
+        &json!({ "iss": IDP, "aud": resource, "sub": "alice", "scope": "mcp:read",
+                 "exp": now() + 300, "iat": now() }),
+    );
+    let actor = access_token(
+        &post_form(
+            &token_url,
+            Some(("agent-1", SECRET)),
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &resource),
+            ],
+        )
+        .await,
+    );
+    let delegated = access_token(
+        &post_form(
+            &token_url,
+            Some(("agent-1", SECRET)),
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &user),
+                ("subject_token_type", ACCESS),
+                ("actor_token", &actor),
+                ("actor_token_type", ACCESS),
+                ("resource", &resource),
+            ],
+        )
+        .await,
+    );
+
+    let port = free_port();
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    let locations = readme_block("nginx")
+        .replace("127.0.0.1:8080", &h.addr.to_string())
+        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
+    let conf = format!(
+        r#"
+worker_processes 1;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+{locations}
+  }}
+}}
+"#,
+        dir = nginx_dir.path().display(),
+    );
+    let conf_path = nginx_dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write conf");
+    let mut command = Command::new(nginx);
+    command
+        .arg("-p")
+        .arg(nginx_dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-g")
+        .arg("daemon off; master_process off;");
+    let _nginx = Proxy::spawn(command, port, &nginx_dir.path().join("stderr.log")).await;
+    let through_nginx = |token: String, extra: Option<(&'static str, &'static str)>| {
+        let (upstream, url) = (&upstream, format!("http://127.0.0.1:{port}/servers/a/mcp"));
+        async move {
+            let before = upstream.seen().len();
+            let auth = format!("Bearer {token}");
+            let mut headers = vec![("authorization", auth.as_str())];
+            headers.extend(extra);
+            let reply = send(&url, "GET", &headers, None).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let seen = upstream.seen();
+            let request = seen.get(before).expect("the upstream got the request");
+            (
+                request.header("x-portcullis-subject").map(str::to_owned),
+                request.header("x-portcullis-actor").map(str::to_owned),
+            )
+        }
+    };
+    let delegated_seen = through_nginx(delegated, None).await;
+    let forged_seen = through_nginx(user, Some(("x-portcullis-actor", "agent-1"))).await;
+    assert!(
+        delegated_seen == (Some("alice".into()), Some("agent-1".into()))
+            && forged_seen == (Some("alice".into()), None),
+        "through the README's nginx, agent-1's delegated token for alice reaches the upstream \
+         as (subject, actor) = {delegated_seen:?}, and alice's own token with a client-sent \
+         `X-Portcullis-Actor: agent-1` as {forged_seen:?}"
+    );
+}
+
+/// Finding 7: README: "Keys, clients and the clients file reload like the rest of the
+/// config". A `private_key_jwt` client whose key leaked has it removed from its `jwks_file`
+/// (named in the clients file): the gateway never notices (only the clients file is
+/// watched), keeps accepting assertions signed with the leaked key and refuses the new
+/// one, until something else makes it reload.
+#[tokio::test]
+async fn a_key_removed_from_a_clients_jwks_file_stops_authenticating() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = watched_config(dir.path(), &upstream.url);
+    let (leaked, next) = (ed25519_key("k-old"), ed25519_key("k-new"));
+    let jwks_file = dir.path().join("keyed.jwks");
+    std::fs::write(&jwks_file, json!({ "keys": [leaked.jwk] }).to_string()).expect("write");
+    std::fs::write(
+        dir.path().join("clients.toml"),
+        "[[clients]]\nid = \"keyed\"\njwks_file = \"keyed.jwks\"\nscopes = [\"mcp:read\"]\n",
+    )
+    .expect("write");
+    let served = crate::gateway_harness::serve_watched(config, None).await;
+    let token_url = format!("{}/oauth/token", served.base);
+    let mut n = 0;
+    let mut with = |key: &TestKey, kid: &str| {
+        n += 1;
+        let jwt = sign(
+            key,
+            kid,
+            &json!({ "iss": "keyed", "sub": "keyed", "aud": "http://127.0.0.1:9",
+                     "exp": now() + 120, "jti": format!("a-{n}") }),
+        );
+        let token_url = token_url.clone();
+        async move {
+            post_form(
+                &token_url,
+                None,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", WATCHED_RESOURCE),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", &jwt),
+                ],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(with(&leaked, "k-old").await, 200, "the first key works");
+
+    // The client's operator replaces the leaked key with a new one.
+    replace(&jwks_file, &json!({ "keys": [next.jwk] }).to_string());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut new_key = with(&next, "k-new").await;
+    while new_key != 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        new_key = with(&next, "k-new").await;
+    }
+    let old_key = with(&leaked, "k-old").await;
+    // Control: the new key file is good; rewriting the clients file (a comment added) reloads it.
+    let clients = std::fs::read_to_string(dir.path().join("clients.toml")).expect("read");
+    replace(
+        &dir.path().join("clients.toml"),
+        &format!("{clients}# touched\n"),
+    );
+    let mut reloaded = with(&next, "k-new").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloaded != 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reloaded = with(&next, "k-new").await;
+    }
+    assert_eq!(
+        reloaded, 200,
+        "the new key works once the clients file is rewritten"
+    );
+    assert!(
+        old_key == 401 && new_key == 200,
+        "5 s after the leaked key was removed from `keyed.jwks`, an assertion signed with it \
+         gets {old_key} and one signed with the new key {new_key}"
+    );
+}
+
+/// The README's first ```` ```{lang} ```` block.
+fn readme_block(lang: &str) -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(readme).expect("README.md");
+    let fence = format!("```{lang}\n");
+    let start = text
+        .find(&fence)
+        .unwrap_or_else(|| panic!("the README lost its {lang} snippet"))
+        + fence.len();
+    let end = start + text[start..].find("```").expect("the block ends");
+    text[start..end].to_owned()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A proxy process, stopped by its PID when the test ends, pass or fail.
+struct Proxy(Child);
+
+impl Proxy {
+    /// Starts `command` (its stderr into `log`) and waits until it accepts on `port`.
+    async fn spawn(mut command: Command, port: u16, log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("the proxy starts");
+        let mut proxy = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let exited = proxy.0.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the proxy did not start ({exited:?}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
