@@ -851,3 +851,141 @@ fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A hot-reloaded config for route `/mcp` whose signing keys are `keys` (kid, key; the first
+/// signs), an `impersonation` client `agent-1` and the IdP `corp` for subject tokens.
+fn rotating_config(dir: &Path, upstream: &str, idp: &TestKey, keys: &[(&str, &TestKey)]) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+
+[authorization_server]
+subject_token_providers = ["corp"]
+
+[[authorization_server.clients]]
+id = "agent-1"
+secret_hash = "{hash}"
+scopes = ["mcp:read"]
+grants = ["token-exchange"]
+impersonation = true
+
+[providers.agents]
+type = "issued"
+
+[providers.corp]
+type = "jwt"
+issuer = "{IDP}"
+audience = "http://127.0.0.1:9"
+jwks = '{idp_jwks}'
+
+[[routes]]
+path = "/mcp"
+upstream = "{upstream}"
+chain = ["agents"]
+"#,
+        hash = hash_key(SECRET),
+        idp_jwks = json!({ "keys": [idp.jwk] }),
+    );
+    for (kid, key) in keys {
+        let file = dir.join(format!("{kid}.pem"));
+        std::fs::write(&file, pem(&key.pkcs8)).expect("write key");
+        text.push_str(&format!(
+            "\n[[authorization_server.keys]]\nkid = \"{kid}\"\nalgorithm = \"EdDSA\"\n\
+             private_key = \"file://{}\"\n",
+            file.display()
+        ));
+    }
+    text
+}
+
+/// Finding 8: README: a signing key removed too early "stays published and accepted, from
+/// memory, until the last token it signed expires". The memory is read only when a
+/// configuration is built: the `issued` validators built then keep the removed key for as
+/// long as that configuration serves, however long after its last token expired. A key
+/// removed because it leaked keeps verifying whatever its holder forges (any subject, any
+/// scope, any `exp`) until some later reload or a restart. Here its tokens live 8 s.
+#[tokio::test]
+async fn a_removed_signing_key_is_refused_once_its_last_token_has_expired() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (idp, k1, k2) = (ed25519_key("idp-1"), ed25519_key("k1"), ed25519_key("k2"));
+    let config = dir.path().join("portcullis.toml");
+    let write = |keys: &[(&str, &TestKey)]| rotating_config(dir.path(), &upstream.url, &idp, keys);
+    std::fs::write(&config, write(&[("k1", &k1)])).expect("write config");
+    let served = crate::gateway_harness::serve_watched(config.clone(), None).await;
+    let (token_url, mcp_url) = (
+        format!("{}/oauth/token", served.base),
+        format!("{}/mcp", served.base),
+    );
+    // k1's only token: an exchange of a user token that expires in 8 s.
+    let exchange = || {
+        let token_url = token_url.clone();
+        let user = sign(
+            &idp,
+            "idp-1",
+            &json!({ "iss": IDP, "aud": "http://127.0.0.1:9", "sub": "alice",
+                     "scope": "mcp:read", "exp": now() + 8, "iat": now() }),
+        );
+        async move {
+            post_form(
+                &token_url,
+                Some(("agent-1", SECRET)),
+                &[
+                    ("grant_type", EXCHANGE),
+                    ("subject_token", &user),
+                    ("subject_token_type", ACCESS),
+                    ("resource", WATCHED_RESOURCE),
+                ],
+            )
+            .await
+        }
+    };
+    let last = access_token(&exchange().await);
+    let until = now() + 8;
+    // k1 leaked: the operator replaces it with k2 at once.
+    replace(&config, &write(&[("k2", &k2)]));
+    eventually("a token signed by k2", || async {
+        let token = access_token(&exchange().await);
+        let header = token.split('.').next().unwrap_or_default().to_owned();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap_or_default())
+                .unwrap_or(Value::Null);
+        header["kid"] == "k2"
+    })
+    .await;
+    let bound = now() + 8;
+    // What the holder of k1 makes: a day-long token with a subject of its choosing.
+    let forged = || {
+        sign(
+            &k1,
+            "k1",
+            &json!({ "iss": "http://127.0.0.1:9", "aud": WATCHED_RESOURCE, "sub": "root",
+                     "client_id": "agent-1", "scope": "mcp:read", "jti": format!("f-{}", now()),
+                     "iat": now(), "exp": now() + 86_400 }),
+        )
+    };
+    assert!(
+        now() < until,
+        "the reload took longer than k1's last token lives"
+    );
+    assert_eq!(
+        ping(&mcp_url, &last).await.status,
+        200,
+        "k1 is kept while its last token lives (the README's promise)"
+    );
+    // Every k1 token was issued before k2 took over, so all have expired by then.
+    tokio::time::sleep(Duration::from_secs(bound + 1 - now())).await;
+    assert_eq!(
+        ping(&mcp_url, &last).await.status,
+        401,
+        "the last token expired"
+    );
+    let reply = ping(&mcp_url, &forged()).await;
+    assert_eq!(
+        reply.status, 401,
+        "k1 was removed and its last token expired, yet a token forged with k1 (sub `root`, a \
+         day long) is accepted: {reply:?}"
+    );
+}
