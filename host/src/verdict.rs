@@ -14,6 +14,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The value of claim `name`, if the identity carries it.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// Whether the identity holds `scope` (directly or through `*`).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "*")

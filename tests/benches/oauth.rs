@@ -14,32 +14,19 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt as _;
 use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::{ConnInfo, Gateway, Site};
 use portcullis::observability::Metrics;
+use portcullis_tests::oauth::TestKey;
 use portcullis_tests::request;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use serde_json::json;
+use ring::signature::Ed25519KeyPair;
 
 const PUBLIC: &str = "http://127.0.0.1:9";
 const SECRET: &str = "pcs_bench-secret-0000000000000000000000000";
 const POOL: usize = 4096;
-
-fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
-}
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -47,13 +34,11 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
+    let key = TestKey::ed25519("k1");
+    let pair = Ed25519KeyPair::from_pkcs8(&key.pkcs8).expect("parse");
     let key_file = dir.path().join("k1.pem");
-    std::fs::write(&key_file, pem(pkcs8.as_ref())).expect("write");
-    let jwks = json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA",
-        "use": "sig", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()) }] });
+    std::fs::write(&key_file, key.pem()).expect("write");
+    let jwks = key.jwks();
     let text = format!(
         r#"
 [server]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod differential;
 pub mod eventually;
 pub mod gzip;
+pub mod oauth;
 pub mod upstream;
 
 pub use eventually::eventually;

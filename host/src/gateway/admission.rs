@@ -231,6 +231,33 @@ pub async fn admit<'s>(
         let reason = "path routed elsewhere when read case-blind";
         return Err(refuse(rejection, None, "-", reason, None));
     }
+    // The authorization server's paths are never an upstream's, in any spelling an upstream
+    // might read as theirs (`/OAuth/Token`, `/oauth/token.`): a client's secret must not
+    // leave the gateway. The exact spellings are answered before admission; forward-auth
+    // is told to send them to the gateway.
+    if let Some(server) = &site.authorization_server
+        && server.owns(path)
+    {
+        let (rejection, reason) = match entry {
+            Entry::ForwardAuth { .. } => (
+                Rejection::Forbidden {
+                    code: ErrorCode::AccessDenied,
+                    description: "this path belongs to the gateway's authorization server;                                   route it to the gateway, not to an upstream"
+                        .into(),
+                },
+                "authorization-server path described to forward-auth",
+            ),
+            Entry::Direct => (
+                Rejection::InvalidRequest {
+                    description: "this is another spelling of an authorization-server path;                                   use the exact one"
+                        .into(),
+                    metadata_url: None,
+                },
+                "authorization-server path in another spelling",
+            ),
+        };
+        return Err(refuse(rejection, None, "-", reason, None));
+    }
     let Some(route) = site.route(path) else {
         let rejection = match entry {
             Entry::ForwardAuth { .. } => Rejection::Forbidden {

@@ -7,9 +7,11 @@
 //!   passthrough), client-supplied `x-portcullis-*` headers (and `x_portcullis_*`
 //!   look-alikes) are removed, then the identity
 //!   is added as `x-portcullis-subject`, `x-portcullis-scopes` (space-separated) and
-//!   `x-portcullis-provider`, and for a delegated token (an RFC 8693 `act` claim in the
-//!   identity, as the `issued` provider gives) `x-portcullis-actor` with the actor's `sub`:
-//!   an agent acting for a user never reads to the upstream as the user alone.
+//!   `x-portcullis-provider`, `x-portcullis-client` (the OAuth client a token was issued to,
+//!   its `client_id` claim) and `x-portcullis-actor` (for a delegated token, the RFC 8693
+//!   `act.sub`): an agent acting for, or impersonating, a user never reads to the upstream as
+//!   the user alone. The last two are always set, empty when the identity has none, so that
+//!   a proxy copying them from the forward-auth answer also overwrites a client's copy.
 //! - Client-sent forwarding headers (`Forwarded`, `X-Real-IP`, `X-Forwarded-Port`/
 //!   `-Prefix`, URL and method overrides: the list is [`CLIENT_FORWARDING`]) are removed;
 //!   `X-Forwarded-Host`/`-Proto` are the public URL's; `X-Forwarded-For` is the client's
@@ -41,6 +43,8 @@ pub(crate) const SCOPES_HEADER: &str = "x-portcullis-scopes";
 pub(crate) const PROVIDER_HEADER: &str = "x-portcullis-provider";
 /// The actor of a delegated token (`act.sub`).
 pub(crate) const ACTOR_HEADER: &str = "x-portcullis-actor";
+/// The OAuth client a token was issued to (`client_id`).
+pub(crate) const CLIENT_HEADER: &str = "x-portcullis-client";
 
 // Header names as `HeaderName` constants: inserting by `&str` copies the name into a fresh
 // allocation on every request, a constant does not.
@@ -48,6 +52,7 @@ const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
 const SCOPES: HeaderName = HeaderName::from_static(SCOPES_HEADER);
 const PROVIDER: HeaderName = HeaderName::from_static(PROVIDER_HEADER);
 const ACTOR: HeaderName = HeaderName::from_static(ACTOR_HEADER);
+const CLIENT: HeaderName = HeaderName::from_static(CLIENT_HEADER);
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -284,14 +289,18 @@ pub(crate) fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity,
     headers.insert(SUBJECT, header_value(&identity.subject));
     headers.insert(SCOPES, header_value(&identity.scopes.join(" ")));
     headers.insert(PROVIDER, header_value(provider));
-    if let Some((_, act)) = identity.claims.iter().find(|(name, _)| name == "act") {
-        // `act` is the claim's JSON; a delegation chain names the latest actor first.
-        let actor = serde_json::from_str::<serde_json::Value>(act)
+    // `act` is the claim's JSON; a delegation chain names the latest actor first.
+    let actor = identity.claim("act").map(|act| {
+        serde_json::from_str::<serde_json::Value>(act)
             .ok()
             .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| act.clone());
-        headers.insert(ACTOR, header_value(&actor));
-    }
+            .unwrap_or_else(|| act.to_owned())
+    });
+    headers.insert(ACTOR, header_value(actor.as_deref().unwrap_or_default()));
+    headers.insert(
+        CLIENT,
+        header_value(identity.claim("client_id").unwrap_or_default()),
+    );
 }
 
 /// A header value for arbitrary text: visible ASCII and spaces pass; `%` and every other

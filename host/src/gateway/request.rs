@@ -31,7 +31,7 @@ pub fn check_path(path: &str) -> Result<(), Rejection> {
 
 /// A path as an upstream that ignores case and trailing dots reads it: ASP.NET Core and
 /// Express route case-insensitively by default, and IIS drops a trailing `.` from a segment.
-fn fold_path(path: &str) -> String {
+pub(crate) fn fold_path(path: &str) -> String {
     path.split('/')
         .map(|segment| segment.trim_end_matches('.').to_ascii_lowercase())
         .collect::<Vec<_>>()

@@ -105,6 +105,11 @@ impl Registry {
         self.clients.get(id)
     }
 
+    /// Every client.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Client> {
+        self.clients.values()
+    }
+
     /// How many clients there are.
     pub(crate) fn len(&self) -> usize {
         self.clients.len()

@@ -253,18 +253,12 @@ async fn revoke(
         .ok_or_else(|| OAuthError::invalid_request("`token` is missing"))?;
     let reason = match server.own_tokens.check_token(token, now).await {
         Verdict::Allow(identity) => {
-            let claim = |name: &str| {
-                identity
-                    .claims
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
+            let claim = |name: &str| identity.claim(name);
             match (claim("client_id"), claim("jti"), claim("exp")) {
                 (Some(owner), Some(jti), Some(exp)) if owner == client.id => {
                     server
                         .ledger
-                        .revoke(&jti, exp.parse().unwrap_or(u64::MAX), now);
+                        .revoke(jti, exp.parse().unwrap_or(u64::MAX), now);
                     format!("revoked token {jti}")
                 }
                 _ => "revocation of another client's token ignored".to_owned(),
@@ -295,19 +289,9 @@ async fn introspect(
         json!({ "active": false }),
         "introspected: inactive".to_owned(),
     );
-    let Verdict::Allow(identity) = server.own_tokens.check_token(token, now).await else {
+    let Some((identity, _)) = server.verify_own(token, now).await else {
         return Ok(inactive);
     };
-    let claim = |name: &str| {
-        identity
-            .claims
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if !server.still_valid(claim("jti"), claim("client_id")) {
-        return Ok(inactive);
-    }
     let claims = unverified_claims(token).unwrap_or_default();
     // A resource server sees the tokens for its own resources (the client's `resources`),
     // not every client's tokens for every route.

@@ -140,30 +140,18 @@ pub(super) async fn token_exchange(
         .unwrap_or(now);
     let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
         (Some(actor), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
-            let identity = match server.own_tokens.check_token(actor, now).await {
-                Verdict::Allow(identity) => identity,
-                _ => {
-                    return Err(OAuthError::invalid_grant(
-                        "the actor token is not a valid token of this server",
-                    ));
-                }
+            let Some((identity, owner)) = server.verify_own(actor, now).await else {
+                return Err(OAuthError::invalid_grant(
+                    "the actor token is not a valid, unrevoked token of this server",
+                ));
             };
-            let claim = |name: &str| {
-                identity
-                    .claims
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            if !server.still_valid(claim("jti"), claim("client_id")) {
-                return Err(OAuthError::invalid_grant("the actor token was revoked"));
-            }
-            if claim("client_id") != Some(&client.id) || identity.subject != client.id {
+            if owner.id != client.id || identity.subject != client.id {
                 return Err(OAuthError::unauthorized_client(
                     "the actor token must be this client's own (the client is the actor)",
                 ));
             }
-            Some(client.id.as_str())
+            let actor_exp = identity.claim("exp").and_then(|e| e.parse().ok());
+            Some((client.id.as_str(), actor_exp.unwrap_or(now)))
         }
         (Some(_), _) => {
             return Err(OAuthError::invalid_request(format!(
@@ -206,7 +194,13 @@ pub(super) async fn token_exchange(
         )));
     }
     let scopes = granted(form, &client.scopes, Some(&subject.scopes))?;
-    let lifetime = client.lifetime_secs.min(subject_exp.saturating_sub(now));
+    // Never longer than the user's token, nor than the agent's own.
+    let actor_exp = actor.map_or(u64::MAX, |(_, exp)| exp);
+    let lifetime = client
+        .lifetime_secs
+        .min(subject_exp.saturating_sub(now))
+        .min(actor_exp.saturating_sub(now));
+    let actor = actor.map(|(id, _)| id);
     if lifetime == 0 {
         return Err(OAuthError::invalid_grant("the subject token has expired"));
     }

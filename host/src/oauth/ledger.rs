@@ -15,7 +15,7 @@
 //!   are never dropped before the token expires (that would reopen it); expired ones are
 //!   swept when the map has doubled since the last sweep.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// Most failure-counter keys.
@@ -48,8 +48,17 @@ pub struct Ledger {
     assertions: Mutex<HashMap<String, HashMap<String, u64>>>,
     /// `client:<id>` / `addr:<ip>` → (window start, failures in it).
     failures: Mutex<HashMap<String, (u64, u32)>>,
-    /// Public JWKs of keys that signed tokens: kid → (JWK, last use + max lifetime).
+    /// Public JWKs of keys that signed tokens: kid → (JWK, the last `exp` it signed).
     signed_with: Mutex<HashMap<String, (serde_json::Value, u64)>>,
+    /// Which clients were registered and not revoked at the last build, and when each client
+    /// last stopped being so.
+    clients: Mutex<ClientHistory>,
+}
+
+#[derive(Debug, Default)]
+struct ClientHistory {
+    active: HashSet<String>,
+    revoked_at: HashMap<String, u64>,
 }
 
 impl Ledger {
@@ -130,6 +139,43 @@ impl Ledger {
                 signed.insert(kid.to_owned(), (jwk.clone(), until));
             }
         }
+    }
+
+    /// The last `exp` the key `kid` signed, if it signed one this process remembers.
+    pub(crate) fn signed_until(&self, kid: &str) -> Option<u64> {
+        lock(&self.signed_with).get(kid).map(|(_, until)| *until)
+    }
+
+    /// Records a build's clients: `active` are registered and not revoked, `revoked` are
+    /// registered with `revoked = true`. A client active before and not now (removed or
+    /// revoked) is noted as revoked at `now`, as is a revoked client not noted yet, so that
+    /// registering it again later does not revive the tokens it held.
+    pub(crate) fn note_clients<'a>(
+        &self,
+        active: impl Iterator<Item = &'a str>,
+        revoked: impl Iterator<Item = &'a str>,
+        now: u64,
+    ) {
+        let mut history = lock(&self.clients);
+        let active: HashSet<String> = active.map(str::to_owned).collect();
+        let ClientHistory {
+            active: before,
+            revoked_at,
+        } = &mut *history;
+        for gone in before.difference(&active) {
+            revoked_at.insert(gone.clone(), now);
+        }
+        for id in revoked {
+            revoked_at.entry(id.to_owned()).or_insert(now);
+        }
+        // No token outlives the lifetime ceiling.
+        revoked_at.retain(|_, at| *at + super::settings::LIFETIME_CEILING_SECS > now);
+        *before = active;
+    }
+
+    /// When client `id` was last revoked or removed, within the lifetime ceiling.
+    pub(crate) fn client_revoked_at(&self, id: &str) -> Option<u64> {
+        lock(&self.clients).revoked_at.get(id).copied()
     }
 
     /// Public JWKs of keys that signed tokens still valid at `now`, by kid.

@@ -39,9 +39,10 @@ use self::signing::SigningKey;
 use crate::config::ConfigError;
 use crate::config::model::{Config, ProviderSettings};
 use crate::context::RequestContext;
+use crate::engine::api_key::{CredentialLocation, Presented};
 use crate::engine::jwt::{JwtSettings, JwtValidator};
 use crate::engine::{Authenticator, BoxFuture, ProviderError};
-use crate::verdict::{Denial, Verdict};
+use crate::verdict::{Denial, Identity, Verdict};
 
 /// The token endpoint's path.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -70,7 +71,43 @@ pub const RESERVED_PATHS: [&str; 6] = [
 const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// The claims copied from an issued token into the identity it proves.
-const IDENTITY_CLAIMS: [&str; 4] = ["client_id", "act", "jti", "exp"];
+const IDENTITY_CLAIMS: [&str; 5] = ["client_id", "act", "jti", "exp", "iat"];
+
+/// What [`AuthorizationServer::still_valid`] reads of a verified token.
+#[derive(Debug)]
+struct TokenFacts<'a> {
+    kid: Option<String>,
+    jti: Option<&'a str>,
+    client_id: Option<&'a str>,
+    iat: Option<u64>,
+    exp: Option<u64>,
+}
+
+impl<'a> TokenFacts<'a> {
+    /// The facts of `token`, verified into `identity`.
+    fn of(token: &str, identity: &'a Identity) -> Self {
+        use base64::Engine as _;
+        let claim = |name: &str| identity.claim(name);
+        let number = |name: &str| claim(name).and_then(|v| v.parse().ok());
+        let kid = token
+            .split('.')
+            .next()
+            .and_then(|h| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .ok()
+            })
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .and_then(|h| h.get("kid").and_then(|k| k.as_str()).map(str::to_owned));
+        Self {
+            kid,
+            jti: claim("jti"),
+            client_id: claim("client_id"),
+            iat: number("iat"),
+            exp: number("exp"),
+        }
+    }
+}
 
 /// One configuration's authorization server.
 pub struct AuthorizationServer {
@@ -141,6 +178,12 @@ impl AuthorizationServer {
                 max_lifetime: settings.max_token_lifetime_secs,
             },
         )?;
+        let now = now();
+        ledger.note_clients(
+            clients.all().filter(|c| !c.revoked).map(|c| c.id.as_str()),
+            clients.all().filter(|c| c.revoked).map(|c| c.id.as_str()),
+            now,
+        );
         let resources: Vec<String> = routes.iter().map(|p| format!("{public_url}{p}")).collect();
         let siblings = routes
             .iter()
@@ -165,7 +208,6 @@ impl AuthorizationServer {
                 None => return Err(at(key, format!("no provider is named `{name}`"))),
             }
         }
-        let now = now();
         let mut jwks_keys: Vec<serde_json::Value> =
             keys.iter().map(|k| k.public_jwk().clone()).collect();
         for (kid, jwk) in ledger.live_signers(now) {
@@ -230,17 +272,66 @@ impl AuthorizationServer {
         Ok(IssuedValidator {
             name: provider.to_owned(),
             inner,
+            resource: resource.to_owned(),
             server: Arc::clone(self),
         })
     }
 
-    /// Whether a verified token of this server is still good: not revoked, and its client
-    /// still registered and not revoked.
-    fn still_valid(&self, jti: Option<&str>, client_id: Option<&str>) -> bool {
-        let client_ok = client_id
-            .and_then(|id| self.clients.get(id))
-            .is_some_and(|c| !c.revoked);
-        client_ok && jti.is_some_and(|jti| !self.ledger.is_revoked(jti))
+    /// A token of this server for any of its resources that is still good
+    /// ([`Self::still_valid`]): its identity, and its client as configured now.
+    pub(crate) async fn verify_own(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Option<(Identity, &clients::Client)> {
+        let Verdict::Allow(identity) = self.own_tokens.check_token(token, now).await else {
+            return None;
+        };
+        let client = self.still_valid(&TokenFacts::of(token, &identity))?;
+        Some((identity, client))
+    }
+
+    /// Whether `path`, read without case, trailing dots or a trailing `/`, is one of this
+    /// server's paths.
+    pub(crate) fn owns(&self, path: &str) -> bool {
+        let folded = crate::gateway::request::fold_path(path);
+        let folded = folded
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&folded);
+        RESERVED_PATHS.contains(&folded)
+            || self
+                .metadata_paths
+                .iter()
+                .any(|p| p.to_ascii_lowercase() == folded)
+            || self
+                .siblings
+                .keys()
+                .any(|p| p.to_ascii_lowercase() == folded)
+    }
+
+    /// The client of a verified token of this server, if the token is still good: not
+    /// revoked; its client registered, not revoked, and not revoked at any time after the
+    /// token was issued (a client revoked and registered again does not revive its old
+    /// tokens); and, for a key removed from config, no later than the last token that key
+    /// really signed.
+    fn still_valid(&self, token: &TokenFacts<'_>) -> Option<&clients::Client> {
+        let client = token.client_id.and_then(|id| self.clients.get(id))?;
+        let fresh = token.jti.is_some_and(|jti| !self.ledger.is_revoked(jti))
+            && !client.revoked
+            && self
+                .ledger
+                .client_revoked_at(&client.id)
+                .is_none_or(|at| token.iat.is_some_and(|iat| iat > at));
+        let signed = match token.kid.as_deref() {
+            Some(kid) if self.keys.iter().any(|k| k.kid() == kid) => true,
+            Some(kid) => self
+                .ledger
+                .signed_until(kid)
+                .is_some_and(|until| token.exp.is_some_and(|exp| exp <= until)),
+            None => false,
+        };
+        (fresh && signed).then_some(client)
     }
 }
 
@@ -270,6 +361,8 @@ fn own_validator(
 pub(crate) struct IssuedValidator {
     name: String,
     inner: JwtValidator,
+    /// The route's resource URL.
+    resource: String,
     server: Arc<AuthorizationServer>,
 }
 
@@ -283,29 +376,33 @@ impl Authenticator for IssuedValidator {
         request: &'a Arc<RequestContext>,
     ) -> BoxFuture<'a, Result<Verdict, ProviderError>> {
         Box::pin(async move {
-            Ok(match self.inner.check(&request.headers).await {
-                Verdict::Allow(mut identity) => {
-                    let claim = |name: &str| {
-                        identity
-                            .claims
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.clone())
-                    };
-                    let (jti, client_id) = (claim("jti"), claim("client_id"));
-                    if !self
-                        .server
-                        .still_valid(jti.as_deref(), client_id.as_deref())
-                    {
-                        return Ok(Verdict::Deny(Denial::invalid_token(
-                            "the token was revoked",
-                        )));
-                    }
-                    identity.claims.retain(|(k, _)| k != "jti" && k != "exp");
-                    Verdict::Allow(identity)
-                }
-                other => other,
-            })
+            let verdict = self.inner.check(&request.headers).await;
+            let Verdict::Allow(mut identity) = verdict else {
+                return Ok(verdict);
+            };
+            // `inner` allowed, so the bearer credential is there and is this token.
+            let token = match CredentialLocation::default().find(&request.headers) {
+                Presented::Credential(token) => token,
+                _ => "",
+            };
+            let facts = TokenFacts::of(token, &identity);
+            let Some(client) = self.server.still_valid(&facts) else {
+                return Ok(Verdict::Deny(Denial::invalid_token(
+                    "the token was revoked",
+                )));
+            };
+            // The client as configured now: one narrowed since the token was issued gets
+            // no more than it has now.
+            if !client.may_use(&self.resource) {
+                return Ok(Verdict::Deny(Denial::invalid_token(
+                    "the token's client may no longer use this resource",
+                )));
+            }
+            identity.scopes.retain(|s| client.scopes.contains(s));
+            identity
+                .claims
+                .retain(|(k, _)| !matches!(k.as_str(), "jti" | "exp" | "iat"));
+            Ok(Verdict::Allow(identity))
         })
     }
 }

@@ -134,10 +134,21 @@ pub struct SettingsError {
 
 impl AuthorizationServerSettings {
     /// The files the server is built from, for the reloader to watch: the clients file,
-    /// key files given as `file://`, and the `jwks_file`s of clients in the config. (A
-    /// `jwks_file` named in the clients file is read when that file changes, or on SIGHUP.)
+    /// key files given as `file://`, and every client's `jwks_file` (the config's and, as
+    /// far as the clients file can be read now, its own).
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.clients_file.iter().cloned().collect();
+        if let Some(path) = &self.clients_file
+            && let Ok(file) = super::clients_file::read(path)
+        {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            files.extend(
+                file.clients
+                    .iter()
+                    .filter_map(|c| c.jwks_file.as_ref())
+                    .map(|f| dir.join(f)),
+            );
+        }
         for key in &self.keys {
             if let SecretRef::File(path) = &key.private_key {
                 files.push(path.clone());
@@ -164,37 +175,21 @@ impl RawAuthorizationServer {
             key: key.to_owned(),
             reason,
         };
-        // The default, `server.public_url`, is held to the same rules: secrets and tokens
-        // cross this URL.
-        let (issuer, key) = match &self.issuer {
-            None => (public_url, "issuer (default: server.public_url)"),
-            Some(issuer) => (issuer.as_str(), "issuer"),
+        // Secrets and tokens cross the issuer and the endpoints, which are served under
+        // `server.public_url`: both must be https (http only on loopback).
+        let issuer = match &self.issuer {
+            None => public_url,
+            Some(issuer) => issuer.as_str(),
         };
-        let issuer = {
-            {
-                let url = url::Url::parse(issuer).map_err(|e| {
-                    error(key, format!("`{issuer}` is not a URL ({e}); write the https URL clients reach this gateway at"))
-                })?;
-                let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-                    || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-                    || url.host_str() == Some("localhost");
-                if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-                    return Err(error(
-                        key,
-                        format!(
-                            "`{issuer}` must be an https URL (http only on a loopback address)"
-                        ),
-                    ));
-                }
-                if url.query().is_some() || url.fragment().is_some() {
-                    return Err(error(
-                        key,
-                        format!("`{issuer}` must have no query or fragment (RFC 8414)"),
-                    ));
-                }
-                issuer.trim_end_matches('/').to_owned()
+        for (url, what) in [(issuer, "the issuer"), (public_url, "`server.public_url`")] {
+            if let Err(reason) = check_public(url) {
+                return Err(error(
+                    "issuer",
+                    format!("{what} `{url}` {reason}; the token endpoint is served there"),
+                ));
             }
-        };
+        }
+        let issuer = issuer.trim_end_matches('/').to_owned();
         if self.keys.is_empty() {
             return Err(error(
                 "keys",
@@ -298,4 +293,23 @@ impl RawAuthorizationServer {
             max_failed_authentications,
         })
     }
+}
+
+/// Whether `url` may carry client secrets and tokens: an https URL (http only on a
+/// loopback address) without query or fragment (RFC 8414). `Err` says what is wrong.
+fn check_public(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        return Err("must be an https URL (http only on a loopback address)".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must have no query or fragment (RFC 8414)".into());
+    }
+    Ok(())
 }

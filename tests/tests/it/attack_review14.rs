@@ -13,11 +13,11 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::engine::api_key::hash_key;
 use portcullis_tests::upstream::RecordingUpstream;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{Value, json};
+
+use portcullis_tests::oauth::{TestKey, now};
 
 use crate::gateway_harness::{Harness, Reply, start, start_with_upstream};
 
@@ -27,52 +27,6 @@ const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"review14","version":"0"}}}"#;
-
-/// An Ed25519 key pair made for one run: PKCS#8 DER and public JWK.
-struct TestKey {
-    pkcs8: Vec<u8>,
-    jwk: Value,
-}
-
-fn ed25519_key(kid: &str) -> TestKey {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-        .expect("key")
-        .as_ref()
-        .to_vec();
-    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("parse");
-    let jwk = json!({
-        "kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
-        "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-    });
-    TestKey { pkcs8, jwk }
-}
-
-fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
-}
-
-fn sign(key: &TestKey, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 fn form(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
@@ -108,12 +62,12 @@ async fn server() -> Server {
 /// [`server`], in front of `upstream` instead of the demo MCP server.
 async fn server_with(upstream: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signing = ed25519_key("as-1");
+    let signing = TestKey::ed25519("as-1");
     let key_file = dir.path().join("as-1.pem");
-    std::fs::write(&key_file, pem(&signing.pkcs8)).expect("write key");
-    let idp = ed25519_key("idp-1");
-    let keyed = ed25519_key("keyed-key");
-    let keyed2 = ed25519_key("keyed-2-key");
+    std::fs::write(&key_file, signing.pem()).expect("write key");
+    let idp = TestKey::ed25519("idp-1");
+    let keyed = TestKey::ed25519("keyed-key");
+    let keyed2 = TestKey::ed25519("keyed-2-key");
     let config = format!(
         r#"
 [server]
@@ -243,8 +197,7 @@ impl Server {
 
     /// A user's token from the IdP.
     fn user_token(&self, sub: &str, scope: &str, aud: Value) -> String {
-        sign(
-            &self.idp,
+        self.idp.sign(
             "idp-1",
             &json!({ "iss": IDP, "aud": aud, "sub": sub, "scope": scope,
                      "exp": now() + 300, "iat": now() }),
@@ -270,8 +223,7 @@ impl Server {
 
 /// A `private_key_jwt` assertion of `client` signed with `key`.
 fn assertion(key: &TestKey, kid: &str, client: &str, aud: &str, jti: &str) -> String {
-    sign(
-        key,
+    key.sign(
         kid,
         &json!({ "iss": client, "sub": client, "aud": aud, "exp": now() + 300, "jti": jti }),
     )
@@ -418,9 +370,9 @@ async fn one_client_cannot_fill_the_spent_assertion_table_for_every_other_client
 #[tokio::test]
 async fn a_degenerate_client_key_does_not_let_anyone_authenticate_as_the_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signing = ed25519_key("as-1");
+    let signing = TestKey::ed25519("as-1");
     let key_file = dir.path().join("as-1.pem");
-    std::fs::write(&key_file, pem(&signing.pkcs8)).expect("write key");
+    std::fs::write(&key_file, signing.pem()).expect("write key");
     let mut identity = [0u8; 32];
     identity[0] = 1;
     let weak_jwks = json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "weak-key",
@@ -503,9 +455,9 @@ chain = ["agents"]
 async fn authorization_server_paths_are_never_proxied_in_another_spelling() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let signing = ed25519_key("as-1");
+    let signing = TestKey::ed25519("as-1");
     let key_file = dir.path().join("as-1.pem");
-    std::fs::write(&key_file, pem(&signing.pkcs8)).expect("write key");
+    std::fs::write(&key_file, signing.pem()).expect("write key");
     let config = format!(
         r#"
 [server]

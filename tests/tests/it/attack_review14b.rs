@@ -343,6 +343,7 @@ chain = ["agents", "corp"]
                 "x-portcullis-scopes",
                 "x-portcullis-provider",
                 "x-portcullis-actor",
+                "x-portcullis-client",
             ]
             .map(|h| format!("{h}: {}", request.header(h).unwrap_or("-")))
             .join(", ")

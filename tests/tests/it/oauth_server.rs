@@ -6,10 +6,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::engine::api_key::hash_key;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{Value, json};
+
+use portcullis_tests::oauth::{TestKey, claims, now};
 
 use crate::gateway_harness::{Harness, Reply, start};
 
@@ -19,52 +19,6 @@ const OTHER_SECRET: &str = "pcs_test-secret-of-agent-two-000000000000";
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"oauth-test","version":"0"}}}"#;
 const IDP: &str = "https://idp.test";
 const IDP_AUDIENCE: &str = "https://agents.test";
-
-/// A key pair made for one test run, with its PKCS#8 DER and public JWK.
-struct TestKey {
-    pkcs8: Vec<u8>,
-    jwk: Value,
-}
-
-fn ed25519_key(kid: &str) -> TestKey {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-        .expect("key")
-        .as_ref()
-        .to_vec();
-    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("parse");
-    let jwk = json!({
-        "kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
-        "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-    });
-    TestKey { pkcs8, jwk }
-}
-
-fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
-}
-
-fn sign(key: &TestKey, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// A gateway whose authorization server signs with a fresh key, and its keys.
 struct Server {
@@ -77,11 +31,11 @@ struct Server {
 
 async fn server() -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signing = ed25519_key("as-1");
+    let signing = TestKey::ed25519("as-1");
     let key_file = dir.path().join("as-1.pem");
-    std::fs::write(&key_file, pem(&signing.pkcs8)).expect("write key");
-    let agent_key = ed25519_key("agent-key");
-    let idp = ed25519_key("idp-1");
+    std::fs::write(&key_file, signing.pem()).expect("write key");
+    let agent_key = TestKey::ed25519("agent-key");
+    let idp = TestKey::ed25519("idp-1");
     let config = format!(
         r#"
 [server]
@@ -227,9 +181,7 @@ impl Server {
     }
 
     fn user_token(&self, sub: &str, scope: &str, lifetime: u64) -> String {
-        sign(
-            &self.idp,
-            "idp-1",
+        self.idp.sign("idp-1",
             &json!({ "iss": IDP, "aud": [IDP_AUDIENCE, &self.harness.base], "sub": sub, "scope": scope,
                      "exp": now() + lifetime, "iat": now() }),
         )
@@ -242,11 +194,6 @@ fn access_token(reply: &Reply) -> String {
         .as_str()
         .expect("access_token")
         .to_owned()
-}
-
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
 }
 
 fn error(reply: &Reply) -> String {
@@ -506,8 +453,7 @@ async fn revoked_and_expired_tokens_are_refused() {
         .await;
     assert_eq!(introspected.body, r#"{"active":false}"#);
     // A token signed with the server's own key but expired.
-    let expired = sign(
-        &s.signing,
+    let expired = s.signing.sign(
         "as-1",
         &json!({ "iss": s.harness.base, "sub": "agent-1", "aud": s.resource("/servers/a/mcp"),
                  "exp": now() - 5, "iat": now() - 700, "jti": "old", "client_id": "agent-1",
@@ -547,8 +493,7 @@ async fn introspection_reports_active_tokens_to_allowed_clients() {
 #[tokio::test]
 async fn private_key_jwt_assertions_are_single_use() {
     let s = server().await;
-    let assertion = sign(
-        &s.agent_key,
+    let assertion = s.agent_key.sign(
         "agent-key",
         &json!({ "iss": "keyed", "sub": "keyed", "aud": s.harness.base, "exp": now() + 60,
                  "jti": "assertion-1" }),
@@ -571,8 +516,7 @@ async fn private_key_jwt_assertions_are_single_use() {
         (401, "invalid_client")
     );
     // Signed by another key (the IdP's), claiming to be `keyed`.
-    let forged = sign(
-        &s.idp,
+    let forged = s.idp.sign(
         "agent-key",
         &json!({ "iss": "keyed", "sub": "keyed", "aud": s.harness.base, "exp": now() + 60,
                  "jti": "assertion-2" }),
@@ -635,8 +579,7 @@ async fn token_exchange_delegates_to_the_client_as_actor() {
         (400, "unauthorized_client")
     );
     // A subject token from nobody the config trusts, or forged.
-    let forged = sign(
-        &s.agent_key,
+    let forged = s.agent_key.sign(
         "idp-1",
         &json!({ "iss": IDP, "aud": IDP_AUDIENCE, "sub": "root", "scope": "mcp:read admin",
                  "exp": now() + 300 }),
@@ -713,7 +656,7 @@ chain = ["agents"]
     );
     for (kid, key) in keys {
         let file = dir.join(format!("{kid}.pem"));
-        std::fs::write(&file, pem(&key.pkcs8)).expect("write key");
+        std::fs::write(&file, key.pem()).expect("write key");
         text.push_str(&format!(
             "\n[[authorization_server.keys]]\nkid = \"{kid}\"\nalgorithm = \"EdDSA\"\nprivate_key = \"file://{kid}.pem\"\n"
         ));
@@ -776,8 +719,8 @@ async fn clients_and_keys_reload_live_and_retired_keys_keep_their_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("portcullis.toml");
     let clients = dir.path().join("clients.toml");
-    let k1 = ed25519_key("k1");
-    let k2 = ed25519_key("k2");
+    let k1 = TestKey::ed25519("k1");
+    let k2 = TestKey::ed25519("k2");
     std::fs::write(&clients, clients_file(false)).expect("write clients");
     std::fs::write(
         &config,
@@ -854,9 +797,9 @@ async fn clients_and_keys_reload_live_and_retired_keys_keep_their_tokens() {
 #[tokio::test]
 async fn unusable_clients_and_keys_are_refused_at_load() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = ed25519_key("k1");
+    let key = TestKey::ed25519("k1");
     let key_file = dir.path().join("k1.pem");
-    std::fs::write(&key_file, pem(&key.pkcs8)).expect("write");
+    std::fs::write(&key_file, key.pem()).expect("write");
     std::fs::write(dir.path().join("not-a-key.pem"), "hello").expect("write");
     let case = |keys: &str, client: &str| {
         format!(
