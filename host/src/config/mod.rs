@@ -153,13 +153,7 @@ pub fn parse_str_with(
     source: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RawConfig, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            file: source.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-    let mut value = toml::Value::Table(table);
+    let mut value = toml_value(text, source)?;
     expand_value(&mut value, &mut Vec::new(), lookup).map_err(|e| match e {
         ExpandError::Unset { key, var } => ConfigError::UnsetVariable {
             file: source.to_owned(),
@@ -174,6 +168,25 @@ pub fn parse_str_with(
                 .to_owned(),
         },
     })?;
+    shaped(value, source)
+}
+
+/// A TOML document, or the syntax error with its line and column.
+pub(crate) fn toml_value(text: &str, source: &str) -> Result<toml::Value, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            file: source.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    Ok(toml::Value::Table(table))
+}
+
+/// `value` as `T`, or the shape error naming the key path (unknown key, wrong type, …).
+pub(crate) fn shaped<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    source: &str,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::Shape {

@@ -220,26 +220,8 @@ impl ClientsFile {
 /// Parses and checks the text of a clients file; `source` names it in messages, which give
 /// the key path (`clients[2].scopes`) as config errors do.
 pub fn parse(text: &str, source: &str) -> Result<ClientsFile, ConfigError> {
-    let value: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            file: source.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
     let file: ClientsFile =
-        serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ConfigError::Shape {
-                file: source.to_owned(),
-                key: if key == "." {
-                    "(top level)".to_owned()
-                } else {
-                    key
-                },
-                message: message.trim_end().to_owned(),
-            }
-        })?;
+        crate::config::shaped(crate::config::toml_value(text, source)?, source)?;
     file.check().map_err(|(at, invalid)| ConfigError::Invalid {
         file: source.to_owned(),
         key: format!("clients[{at}].{}", invalid.field),

@@ -76,7 +76,9 @@ const IDENTITY_CLAIMS: [&str; 5] = ["client_id", "act", "jti", "exp", "iat"];
 /// What [`AuthorizationServer::still_valid`] reads of a verified token.
 #[derive(Debug)]
 struct TokenFacts<'a> {
-    kid: Option<String>,
+    /// The token itself: its header's `kid` is read only when a removed key is still
+    /// published (rarely), as JSON parsing is most of the cost of a repeated token.
+    token: &'a str,
     jti: Option<&'a str>,
     client_id: Option<&'a str>,
     iat: Option<u64>,
@@ -85,27 +87,27 @@ struct TokenFacts<'a> {
 
 impl<'a> TokenFacts<'a> {
     /// The facts of `token`, verified into `identity`.
-    fn of(token: &str, identity: &'a Identity) -> Self {
-        use base64::Engine as _;
+    fn of(token: &'a str, identity: &'a Identity) -> Self {
         let claim = |name: &str| identity.claim(name);
         let number = |name: &str| claim(name).and_then(|v| v.parse().ok());
-        let kid = token
-            .split('.')
-            .next()
-            .and_then(|h| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(h)
-                    .ok()
-            })
-            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-            .and_then(|h| h.get("kid").and_then(|k| k.as_str()).map(str::to_owned));
         Self {
-            kid,
+            token,
             jti: claim("jti"),
             client_id: claim("client_id"),
             iat: number("iat"),
             exp: number("exp"),
         }
+    }
+
+    /// The `kid` of the token's header.
+    fn kid(&self) -> Option<String> {
+        use base64::Engine as _;
+        let header = self.token.split('.').next()?;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()?;
+        let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+        header.get("kid")?.as_str().map(str::to_owned)
     }
 }
 
@@ -117,6 +119,8 @@ pub struct AuthorizationServer {
     clients: Registry,
     ledger: Arc<Ledger>,
     max_failed: u32,
+    /// Whether the key set still holds keys removed from config (see [`Ledger`]).
+    keeps_removed_keys: bool,
     /// Every route's resource URL.
     resources: Vec<String>,
     /// A route's sibling token endpoint (`/servers/a/oauth/token`) → that route's resource.
@@ -208,11 +212,13 @@ impl AuthorizationServer {
                 None => return Err(at(key, format!("no provider is named `{name}`"))),
             }
         }
+        let mut keeps_removed_keys = false;
         let mut jwks_keys: Vec<serde_json::Value> =
             keys.iter().map(|k| k.public_jwk().clone()).collect();
         for (kid, jwk) in ledger.live_signers(now) {
             if !keys.iter().any(|k| k.kid() == kid) {
                 jwks_keys.push(jwk);
+                keeps_removed_keys = true;
             }
         }
         let jwks_json = json!({ "keys": jwks_keys }).to_string();
@@ -236,6 +242,7 @@ impl AuthorizationServer {
             clients,
             ledger,
             max_failed: settings.max_failed_authentications,
+            keeps_removed_keys,
             resources,
             siblings,
             subject_validators,
@@ -323,14 +330,17 @@ impl AuthorizationServer {
                 .ledger
                 .client_revoked_at(&client.id)
                 .is_none_or(|at| token.iat.is_some_and(|iat| iat > at));
-        let signed = match token.kid.as_deref() {
-            Some(kid) if self.keys.iter().any(|k| k.kid() == kid) => true,
-            Some(kid) => self
-                .ledger
-                .signed_until(kid)
-                .is_some_and(|until| token.exp.is_some_and(|exp| exp <= until)),
-            None => false,
-        };
+        // The validators know only the configured keys and the removed ones still live; a
+        // token signed by a removed key must expire no later than what that key signed.
+        let signed = !self.keeps_removed_keys
+            || match token.kid().as_deref() {
+                Some(kid) if self.keys.iter().any(|k| k.kid() == kid) => true,
+                Some(kid) => self
+                    .ledger
+                    .signed_until(kid)
+                    .is_some_and(|until| token.exp.is_some_and(|exp| exp <= until)),
+                None => false,
+            };
         (fresh && signed).then_some(client)
     }
 }
