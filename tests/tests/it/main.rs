@@ -11,6 +11,7 @@ mod attack_review13b;
 mod attack_review13c;
 mod attack_review14;
 mod attack_review14b;
+mod attack_review14c;
 mod chain;
 mod clients_cli;
 mod config_ui;
