@@ -89,8 +89,21 @@ pub fn demo_setup(listen: SocketAddr, upstream_url: &str, providers_dir: &Path) 
         }
     }
     let mut chain = vec!["\"demo-keys\""];
-    let signing_key = match write_signing_key() {
-        Ok(path) => {
+    let signing_key = match listen
+        .ip()
+        .is_loopback()
+        .then(write_signing_key)
+        .transpose()
+    {
+        Ok(None) => {
+            notes.push(
+                "the authorization server is off: beyond loopback it needs https (a config \
+                 with `[server.tls]` or an https public URL behind a proxy)"
+                    .into(),
+            );
+            None
+        }
+        Ok(Some(path)) => {
             // First: it abstains on anything that is not a JWT, where the key provider
             // would refuse a token as an unknown key.
             chain.insert(0, "\"demo-agents\"");

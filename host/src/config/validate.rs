@@ -39,7 +39,7 @@ pub(crate) fn validate(
         .as_ref()
         .map(|section| {
             section
-                .validate(&server.public_url, base_dir)
+                .validate(&server.public_url, server.listen, base_dir)
                 .map_err(|e| report.invalid(format!("authorization_server.{}", e.key), e.reason))
         })
         .transpose()?;
@@ -157,6 +157,23 @@ pub(crate) fn validate(
     // Longest prefix first, so the most specific route wins.
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
     let mut resource = resource(raw.resource, all_rule_scopes, report)?;
+    // A `jwt` provider trusting this server's own tokens would skip what only `issued`
+    // checks: revocation, the client as configured now, one route per token.
+    if let Some(section) = &authorization_server
+        && let Some((name, _)) = providers.iter().find(|(_, p)| {
+            matches!(&p.settings, ProviderSettings::Jwt(jwt)
+                if jwt.issuer.trim_end_matches('/') == section.issuer)
+        })
+    {
+        return Err(report.invalid(
+            format!("providers.{name}.issuer"),
+            format!(
+                "`{}` is this gateway's own authorization server; check its tokens with a \
+                 provider of `type = \"issued\"` (revocation, one route per token), not `jwt`",
+                section.issuer
+            ),
+        ));
+    }
     if let Some(section) = &authorization_server {
         if !resource.authorization_servers.contains(&section.issuer) {
             resource

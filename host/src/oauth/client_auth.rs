@@ -42,11 +42,18 @@ pub(super) fn authenticate<'s>(
     now: u64,
 ) -> Result<&'s Client, OAuthError> {
     let presented = presented(headers, form)?;
+    let address = address.map_or_else(|| "-".to_owned(), |a| a.to_string());
     let id = presented.client_id();
-    let keys = [
-        format!("client:{id}"),
-        address.map_or_else(|| "addr:-".to_owned(), |a| format!("addr:{a}")),
-    ];
+    // A client id that cannot be registered is refused before anything is kept of it (an
+    // attacker's 60 KiB id must not become a counter key); it counts against the address.
+    let keys: Vec<String> = if super::clients::is_label(id) {
+        // Per client *from* an address: one address cannot lock a client out for everyone
+        // else (client ids are not secret; they are in every token), and the address
+        // counter below still slows a guesser down across clients.
+        vec![format!("client:{id}@{address}"), format!("addr:{address}")]
+    } else {
+        vec![format!("addr:{address}")]
+    };
     if let Some(wait) = keys
         .iter()
         .filter_map(|k| server.ledger.blocked(k, server.max_failed, now))
@@ -57,7 +64,12 @@ pub(super) fn authenticate<'s>(
     // A client that authenticated but has too many live assertions is told to slow down,
     // and it is not a failed authentication: it must not lock out its address's neighbours.
     const BUSY: &str = "too many live client assertions";
-    match check(server, &presented, endpoint_url, now) {
+    let checked = if super::clients::is_label(id) {
+        check(server, &presented, endpoint_url, now)
+    } else {
+        Err("the client id is not a registrable label".to_owned())
+    };
+    match checked {
         Ok(client) => Ok(client),
         Err(reason) if reason.starts_with(BUSY) => Err(OAuthError::slow_down(reason)),
         Err(reason) => {

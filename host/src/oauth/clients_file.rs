@@ -449,20 +449,31 @@ fn to_table(client: &RawClient) -> Table {
 /// the new one, never a part: a temporary file in the same folder (a rename does not cross
 /// file systems), flushed to disk, renamed over the old one, then the folder flushed so the
 /// rename survives a crash. Owner-only (0600): the file holds secret hashes.
+/// A symlinked file is written at its target, so the link (a ConfigMap's, another
+/// instance's) keeps pointing at the new contents; an existing file keeps its owner, group
+/// and mode, so `sudo portcullis clients revoke` leaves a file the gateway's own user can
+/// still read (a revocation the gateway cannot read would be silently ignored).
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    let before = std::fs::metadata(path).ok();
     let mut temp = tempfile::Builder::new()
         .prefix(".clients-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let mode = before.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
         temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some(before) = &before {
+            std::os::unix::fs::fchown(temp.as_file(), Some(before.uid()), Some(before.gid()))?;
+        }
     }
     temp.write_all(text.as_bytes())?;
     temp.as_file().sync_all()?;

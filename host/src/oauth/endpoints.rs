@@ -149,7 +149,9 @@ pub(crate) async fn serve(
                 endpoint,
                 &parts.method,
                 &parts.uri,
-                form.get("client_id"),
+                // Only an id that could be registered is echoed into the audit line.
+                form.get("client_id")
+                    .filter(|id| super::clients::is_label(id)),
                 &error,
                 metrics,
             );
@@ -289,12 +291,12 @@ async fn introspect(
         json!({ "active": false }),
         "introspected: inactive".to_owned(),
     );
-    let Some((identity, _)) = server.verify_own(token, now).await else {
+    let Some((identity, owner)) = server.verify_own(token, now).await else {
         return Ok(inactive);
     };
     let claims = unverified_claims(token).unwrap_or_default();
     // A resource server sees the tokens for its own resources (the client's `resources`),
-    // not every client's tokens for every route.
+    // not every client's tokens for every route; and a token as its client is now.
     let audience = claims
         .get("aud")
         .and_then(|a| a.as_str())
@@ -302,6 +304,9 @@ async fn introspect(
     if !client.may_use(audience) {
         return Ok(inactive);
     }
+    let Some(identity) = AuthorizationServer::as_configured_now(identity, owner, audience) else {
+        return Ok(inactive);
+    };
     let mut body = json!({ "active": true, "token_type": "Bearer" });
     for name in [
         "iss",
@@ -318,6 +323,7 @@ async fn introspect(
             body[name] = value.clone();
         }
     }
+    body["scope"] = json!(identity.scopes.join(" "));
     Ok((
         body,
         format!("introspected: active, sub={}", identity.subject),

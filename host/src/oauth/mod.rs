@@ -298,6 +298,27 @@ impl AuthorizationServer {
         Some((identity, client))
     }
 
+    /// A verified token's identity as its client is configured now, at `resource`: `None`
+    /// when the client may no longer use the resource, or no longer has the grant the token
+    /// came from (token exchange; impersonation for a token without an actor); else the
+    /// identity with only the scopes the client still has.
+    pub(crate) fn as_configured_now(
+        mut identity: Identity,
+        owner: &clients::Client,
+        resource: &str,
+    ) -> Option<Identity> {
+        if !owner.may_use(resource) {
+            return None;
+        }
+        if identity.subject != owner.id
+            && (!owner.token_exchange || (identity.claim("act").is_none() && !owner.impersonation))
+        {
+            return None;
+        }
+        identity.scopes.retain(|s| owner.scopes.contains(s));
+        Some(identity)
+    }
+
     /// Whether `path`, read without case, trailing dots or a trailing `/`, is one of this
     /// server's paths.
     pub(crate) fn owns(&self, path: &str) -> bool {
@@ -387,7 +408,7 @@ impl Authenticator for IssuedValidator {
     ) -> BoxFuture<'a, Result<Verdict, ProviderError>> {
         Box::pin(async move {
             let verdict = self.inner.check(&request.headers).await;
-            let Verdict::Allow(mut identity) = verdict else {
+            let Verdict::Allow(identity) = verdict else {
                 return Ok(verdict);
             };
             // `inner` allowed, so the bearer credential is there and is this token.
@@ -403,12 +424,13 @@ impl Authenticator for IssuedValidator {
             };
             // The client as configured now: one narrowed since the token was issued gets
             // no more than it has now.
-            if !client.may_use(&self.resource) {
+            let Some(mut identity) =
+                AuthorizationServer::as_configured_now(identity, client, &self.resource)
+            else {
                 return Ok(Verdict::Deny(Denial::invalid_token(
-                    "the token's client may no longer use this resource",
+                    "the token's client may no longer use this resource or grant",
                 )));
-            }
-            identity.scopes.retain(|s| client.scopes.contains(s));
+            };
             identity
                 .claims
                 .retain(|(k, _)| !matches!(k.as_str(), "jti" | "exp" | "iat"));

@@ -164,11 +164,12 @@ impl AuthorizationServerSettings {
 }
 
 impl RawAuthorizationServer {
-    /// Validates the section. `public_url` is `server.public_url`, `base_dir` the config
-    /// file's folder.
+    /// Validates the section. `public_url` is `server.public_url`, `listen` `server.listen`,
+    /// `base_dir` the config file's folder.
     pub fn validate(
         &self,
         public_url: &str,
+        listen: std::net::SocketAddr,
         base_dir: &std::path::Path,
     ) -> Result<AuthorizationServerSettings, SettingsError> {
         let error = |key: &str, reason: String| SettingsError {
@@ -188,6 +189,18 @@ impl RawAuthorizationServer {
                     format!("{what} `{url}` {reason}; the token endpoint is served there"),
                 ));
             }
+        }
+        // `http://127.0.0.1` is only plain text on this machine if the listener is too.
+        if public_url.starts_with("http://") && !listen.ip().is_loopback() {
+            return Err(error(
+                "issuer",
+                format!(
+                    "the gateway listens on {listen}, beyond loopback, and `server.public_url` \
+                     `{public_url}` is plain http: client secrets would cross the network in \
+                     clear; serve TLS (`[server.tls]`, or a proxy in front) and make the public \
+                     URL https, or listen on loopback"
+                ),
+            ));
         }
         let issuer = issuer.trim_end_matches('/').to_owned();
         if self.keys.is_empty() {
