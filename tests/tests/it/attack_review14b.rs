@@ -12,15 +12,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::engine::api_key::hash_key;
 use portcullis_tests::eventually::eventually;
 use portcullis_tests::upstream::RecordingUpstream;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{Value, json};
 
-use crate::gateway_harness::{Harness, Reply, send, start_with_upstream};
+use portcullis_tests::oauth::{TestKey, now};
+
+use crate::gateway_harness::{Harness, send, start_with_upstream};
+use crate::oauth_support::{access_token, basic, body, ping, post_form, replace, signing_key_file};
 
 const SECRET: &str = "pcs_review14b-secret-of-agent-one-000000000";
 const NEW_SECRET: &str = "pcs_review14b-new-secret-of-agent-one-00000";
@@ -28,116 +29,6 @@ const IDP: &str = "https://idp.test";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const PING: &str = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
-
-/// An Ed25519 key pair made for one run: PKCS#8 DER and public JWK.
-struct TestKey {
-    pkcs8: Vec<u8>,
-    jwk: Value,
-}
-
-fn ed25519_key(kid: &str) -> TestKey {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-        .expect("key")
-        .as_ref()
-        .to_vec();
-    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("parse");
-    let jwk = json!({
-        "kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
-        "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-    });
-    TestKey { pkcs8, jwk }
-}
-
-fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
-}
-
-fn sign(key: &TestKey, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn body(reply: &Reply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
-}
-
-fn access_token(reply: &Reply) -> String {
-    assert_eq!(reply.status, 200, "a token is issued: {}", reply.body);
-    body(reply)["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-/// `POST url` with a form body and, when given, HTTP Basic client credentials.
-async fn post_form(url: &str, credentials: Option<(&str, &str)>, pairs: &[(&str, &str)]) -> Reply {
-    let auth = credentials.map(|(id, secret)| basic(id, secret));
-    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
-    if let Some(auth) = &auth {
-        headers.push(("authorization", auth));
-    }
-    send(url, "POST", &headers, Some(&form(pairs))).await
-}
-
-/// An MCP `ping` with `token` as bearer.
-async fn ping(url: &str, token: &str) -> Reply {
-    let auth = format!("Bearer {token}");
-    send(
-        url,
-        "POST",
-        &[
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/event-stream"),
-            ("authorization", &auth),
-        ],
-        Some(PING),
-    )
-    .await
-}
-
-/// A signing key file in `dir`, for `private_key = "file://…"`.
-fn signing_key_file(dir: &Path) -> PathBuf {
-    let file = dir.join("as-1.pem");
-    std::fs::write(&file, pem(&ed25519_key("as-1").pkcs8)).expect("write key");
-    file
-}
-
-/// Writes `text` to `path` the way editors and `portcullis clients` do: a new file renamed
-/// over the old one.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
 
 /// A hot-reloaded config (as `portcullis serve --config` runs it) whose clients live in
 /// `clients.toml`, for route `/mcp` in front of `upstream`.
@@ -252,7 +143,7 @@ async fn an_impersonated_user_does_not_pass_for_the_client_of_the_same_name() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = signing_key_file(dir.path());
-    let idp = ed25519_key("idp-1");
+    let idp = TestKey::ed25519("idp-1");
     let config = format!(
         r#"
 [server]
@@ -300,8 +191,7 @@ chain = ["agents", "corp"]
     let h = start_with_upstream(config, &upstream.url).await;
     let resource = format!("{}/servers/a/mcp", h.base);
     let token_url = format!("{}/oauth/token", h.base);
-    let user = sign(
-        &idp,
+    let user = idp.sign(
         "idp-1",
         &json!({ "iss": IDP, "aud": resource, "sub": "keyed", "scope": "mcp:read",
                  "exp": now() + 300, "iat": now() }),
@@ -568,7 +458,7 @@ async fn behind_the_readme_nginx_the_upstream_sees_only_the_real_actor() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = signing_key_file(dir.path());
-    let idp = ed25519_key("idp-1");
+    let idp = TestKey::ed25519("idp-1");
     let config = format!(
         r#"
 [server]
@@ -613,8 +503,7 @@ mcp = false
     let h = start_with_upstream(config, &upstream.url).await;
     let resource = format!("{}/servers/a/mcp", h.base);
     let token_url = format!("{}/oauth/token", h.base);
-    let user = sign(
-        &idp,
+    let user = idp.sign(
         "idp-1",
         &json!({ "iss": IDP, "aud": resource, "sub": "alice", "scope": "mcp:read",
                  "exp": now() + 300, "iat": now() }),
@@ -721,7 +610,7 @@ async fn a_key_removed_from_a_clients_jwks_file_stops_authenticating() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = watched_config(dir.path(), &upstream.url);
-    let (leaked, next) = (ed25519_key("k-old"), ed25519_key("k-new"));
+    let (leaked, next) = (TestKey::ed25519("k-old"), TestKey::ed25519("k-new"));
     let jwks_file = dir.path().join("keyed.jwks");
     std::fs::write(&jwks_file, json!({ "keys": [leaked.jwk] }).to_string()).expect("write");
     std::fs::write(
@@ -734,8 +623,7 @@ async fn a_key_removed_from_a_clients_jwks_file_stops_authenticating() {
     let mut n = 0;
     let mut with = |key: &TestKey, kid: &str| {
         n += 1;
-        let jwt = sign(
-            key,
+        let jwt = key.sign(
             kid,
             &json!({ "iss": "keyed", "sub": "keyed", "aud": "http://127.0.0.1:9",
                      "exp": now() + 120, "jti": format!("a-{n}") }),
@@ -891,7 +779,7 @@ chain = ["agents"]
     );
     for (kid, key) in keys {
         let file = dir.join(format!("{kid}.pem"));
-        std::fs::write(&file, pem(&key.pkcs8)).expect("write key");
+        std::fs::write(&file, key.pem()).expect("write key");
         text.push_str(&format!(
             "\n[[authorization_server.keys]]\nkid = \"{kid}\"\nalgorithm = \"EdDSA\"\n\
              private_key = \"file://{}\"\n",
@@ -911,7 +799,11 @@ chain = ["agents"]
 async fn a_removed_signing_key_is_refused_once_its_last_token_has_expired() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (idp, k1, k2) = (ed25519_key("idp-1"), ed25519_key("k1"), ed25519_key("k2"));
+    let (idp, k1, k2) = (
+        TestKey::ed25519("idp-1"),
+        TestKey::ed25519("k1"),
+        TestKey::ed25519("k2"),
+    );
     let config = dir.path().join("portcullis.toml");
     let write = |keys: &[(&str, &TestKey)]| rotating_config(dir.path(), &upstream.url, &idp, keys);
     std::fs::write(&config, write(&[("k1", &k1)])).expect("write config");
@@ -923,8 +815,7 @@ async fn a_removed_signing_key_is_refused_once_its_last_token_has_expired() {
     // k1's only token: an exchange of a user token that expires in 8 s.
     let exchange = || {
         let token_url = token_url.clone();
-        let user = sign(
-            &idp,
+        let user = idp.sign(
             "idp-1",
             &json!({ "iss": IDP, "aud": "http://127.0.0.1:9", "sub": "alice",
                      "scope": "mcp:read", "exp": now() + 8, "iat": now() }),
@@ -959,8 +850,7 @@ async fn a_removed_signing_key_is_refused_once_its_last_token_has_expired() {
     let bound = now() + 8;
     // What the holder of k1 makes: a day-long token with a subject of its choosing.
     let forged = || {
-        sign(
-            &k1,
+        k1.sign(
             "k1",
             &json!({ "iss": "http://127.0.0.1:9", "aud": WATCHED_RESOURCE, "sub": "root",
                      "client_id": "agent-1", "scope": "mcp:read", "jti": format!("f-{}", now()),

@@ -12,122 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use portcullis::engine::api_key::hash_key;
 use portcullis::gateway::{Gateway, serve};
 use portcullis::observability::Metrics;
 use portcullis_tests::eventually::eventually;
-use portcullis_tests::oauth::TestKey;
 use portcullis_tests::upstream::RecordingUpstream;
-use serde_json::Value;
 
-use crate::gateway_harness::{Reply, send};
+use crate::oauth_support::{
+    access_token, body, ping, post_form, post_form_from, replace, signing_key_file,
+};
 
 const SECRET: &str = "pcs_review14c-secret-of-agent-one-000000000";
 const RS_SECRET: &str = "pcs_review14c-secret-of-the-resource-server";
-const PING: &str = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn body(reply: &Reply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
-}
-
-fn access_token(reply: &Reply) -> String {
-    assert_eq!(reply.status, 200, "a token is issued: {}", reply.body);
-    body(reply)["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-/// `POST url` with a form body and, when given, HTTP Basic client credentials, from
-/// `local` when given (any 127/8 address is this host's on Linux).
-async fn post_form_from(
-    local: Option<IpAddr>,
-    url: &str,
-    credentials: Option<(&str, &str)>,
-    pairs: &[(&str, &str)],
-) -> Reply {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(local);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(url)
-        .header("content-type", "application/x-www-form-urlencoded");
-    if let Some((id, secret)) = credentials {
-        request = request.header("authorization", basic(id, secret));
-    }
-    let request = request
-        .body(Full::new(Bytes::from(form(pairs))))
-        .expect("valid request");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .expect("the gateway answers within 10 s")
-        .expect("the request is sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("the body is readable")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-async fn post_form(url: &str, credentials: Option<(&str, &str)>, pairs: &[(&str, &str)]) -> Reply {
-    post_form_from(None, url, credentials, pairs).await
-}
-
-/// An MCP `ping` with `token` as bearer.
-async fn ping(url: &str, token: &str) -> Reply {
-    let auth = format!("Bearer {token}");
-    send(
-        url,
-        "POST",
-        &[
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/event-stream"),
-            ("authorization", &auth),
-        ],
-        Some(PING),
-    )
-    .await
-}
-
-/// Writes `text` to `path` the way editors do: a new file renamed over the old one.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
-fn signing_key_file(dir: &Path) -> std::path::PathBuf {
-    let file = dir.join("as-1.pem");
-    std::fs::write(&file, TestKey::ed25519("as-1").pem()).expect("write key");
-    file
-}
 
 /// Finding 1: README: "A client narrowed since (fewer `scopes`, other `resources`) gets no
 /// more than it has now", and a revoked client's tokens are inactive at introspection. The

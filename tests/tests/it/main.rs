@@ -32,6 +32,7 @@ mod jwks_faults;
 mod jwt;
 mod oauth_clients;
 mod oauth_server;
+mod oauth_support;
 mod reload;
 mod scaffold;
 mod soak;
