@@ -17,9 +17,10 @@ use portcullis::engine::api_key::hash_key;
 use portcullis_tests::upstream::RecordingUpstream;
 use serde_json::{Value, json};
 
-use portcullis_tests::oauth::{TestKey, now};
+use portcullis_tests::oauth::{TestKey, claims, now};
 
 use crate::gateway_harness::{Harness, Reply, start, start_with_upstream};
+use crate::oauth_support::{body, form};
 
 const SECRET: &str = "pcs_review14-secret-of-agent-one-0000000000";
 const IDP: &str = "https://idp.test";
@@ -27,21 +28,6 @@ const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"review14","version":"0"}}}"#;
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
-}
-
-fn body(reply: &Reply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
-}
 
 /// A gateway with an authorization server and two MCP routes: `/servers/a/mcp` takes its
 /// tokens and the IdP's (`corp`, whose users' tokens are minted for that route and are also

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use portcullis_tests::oauth::{TestKey, claims, now};
 
 use crate::gateway_harness::{Harness, Reply, start};
+use crate::oauth_support::replace;
 
 const SECRET: &str = "pcs_test-secret-of-agent-one-000000000000";
 const OTHER_SECRET: &str = "pcs_test-secret-of-agent-two-000000000000";
@@ -671,13 +672,6 @@ fn clients_file(revoked: bool) -> String {
         hash_key(SECRET),
         hash_key(OTHER_SECRET)
     )
-}
-
-/// Writes `text` to `path` the way editors do: a new file renamed over the old one.
-fn replace(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
 }
 
 async fn watched_token(base: &str, id: &str, secret: &str) -> Reply {
