@@ -15,7 +15,8 @@
 //!   printed at start (fixed on loopback, random otherwise), and the `issued` provider in
 //!   the chain, so an OAuth client works in the first minute. Its signing key is made at
 //!   start and written to a private folder under the system temp dir (a key is only ever
-//!   given by reference).
+//!   given by reference), removed when the demo stops; off loopback the server is off
+//!   (it would take secrets over plain http).
 
 pub mod upstream;
 
@@ -47,6 +48,9 @@ pub struct DemoSetup {
     pub admin_key: String,
     /// The OAuth client's secret.
     pub client_secret: String,
+    /// The private folder holding the signing key, removed when the last copy of the
+    /// setup is dropped (when the demo stops).
+    pub signing_key_dir: Option<std::sync::Arc<KeyDir>>,
     /// Whether the partner-token provider is in the chain.
     pub partner_token: bool,
     /// Wasm providers found but not used, and why.
@@ -215,8 +219,22 @@ config = { rules = [{ tools = ["admin_*"], scope = "admin" }] }
         read_key,
         admin_key,
         client_secret,
+        signing_key_dir: signing_key
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|dir| std::sync::Arc::new(KeyDir(dir.to_owned()))),
         partner_token,
         notes,
+    }
+}
+
+/// The demo's private key folder; removed (with the key) when dropped.
+#[derive(Debug)]
+pub struct KeyDir(std::path::PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
