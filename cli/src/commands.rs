@@ -68,6 +68,9 @@ pub enum Command {
     Clients(ClientsArgs),
     /// The authorization server's token-signing keys: `new` writes one.
     SigningKey(SigningKeyArgs),
+    /// The agent-identity CA: `init` writes a CA and a listener certificate, `list` and
+    /// `revoke` work on its store of issued identities.
+    Identity(crate::identity::IdentityArgs),
 }
 
 const NEW_ABOUT: &str = "Create a provider crate that builds to a Wasm component and passes \
@@ -274,10 +277,12 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let server = &loaded.config.server;
     // A second initialisation (tests, embedding) keeps the first subscriber.
     let _ = init_logging(server.log_format);
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(loaded.site, metrics);
     let tls = server
         .tls
         .as_ref()
-        .map(tls::server_config)
+        .map(|t| tls::server_config(t, &gateway))
         .transpose()
         .map_err(|source| CliError::Tls {
             file: loaded.config.source.clone(),
@@ -289,8 +294,6 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
             addr: server.listen,
             source,
         })?;
-    let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(loaded.site, metrics);
     // The embedded demo has no file to watch; a config file is watched, with its components.
     let _reloading = args.config.as_ref().map(|path| {
         let source = Source {
@@ -336,27 +339,24 @@ pub async fn check(args: &CheckArgs) -> Result<String, CliError> {
     let loaded = start(Some(&args.config), args.providers.as_deref(), None, None)
         .await?
         .loaded;
-    if let Some(tls) = &loaded.config.server.tls {
-        tls::server_config(tls).map_err(|source| CliError::Tls {
-            file: loaded.config.source.clone(),
+    let Loaded { config, site, .. } = loaded;
+    let gateway = Gateway::new(site, Arc::new(Metrics::new()));
+    if let Some(tls) = &config.server.tls {
+        tls::server_config(tls, &gateway).map_err(|source| CliError::Tls {
+            file: config.source.clone(),
             source,
         })?;
     }
-    let providers: Vec<String> = loaded
-        .config
+    let site = gateway.site();
+    let providers: Vec<String> = config
         .providers
         .values()
         .map(|p| format!("{} ({})", p.name, p.settings.type_name()))
         .collect();
-    let routes: Vec<String> = loaded
-        .site
-        .routes
-        .iter()
-        .map(|r| r.label().to_owned())
-        .collect();
+    let routes: Vec<String> = site.routes.iter().map(|r| r.label().to_owned()).collect();
     Ok(format!(
         "{}: OK — {} route(s) [{}], {} provider(s) [{}]",
-        loaded.config.source,
+        config.source,
         routes.len(),
         routes.join(", "),
         providers.len(),

@@ -12,6 +12,7 @@
 pub mod clients;
 pub mod commands;
 pub mod demo;
+pub mod identity;
 pub mod logging;
 pub mod scaffold;
 pub mod signing_key;

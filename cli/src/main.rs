@@ -61,6 +61,10 @@ fn main() -> ExitCode {
                 print!("{}", cli::signing_key::run(&args)?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Identity(args) => {
+                print!("{}", cli::identity::run(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -129,7 +129,7 @@ fn new_key(args: &NewSigningKeyArgs) -> Result<String, SigningKeyError> {
 
 /// Creates `path` with `bytes`, owner-only from the start (no window in which another user
 /// could open it), failing if it exists.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), SigningKeyError> {
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), SigningKeyError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

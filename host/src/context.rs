@@ -76,4 +76,28 @@ pub struct ClientCert {
     pub sans: Vec<String>,
     /// SHA-256 of the DER certificate, lower-case hex.
     pub sha256_fingerprint: String,
+    /// Issuer distinguished name, RFC 4514 form.
+    pub issuer: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+    /// The identity, when this gateway's identity CA issued the certificate and vouches for
+    /// it now (filled in by admission, [`crate::identity::vouch`]).
+    pub issued: Option<IssuedIdentity>,
+}
+
+/// An identity this gateway's CA issued, in good standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedIdentity {
+    /// Its id (`idn_…`).
+    pub id: String,
+    /// Its label.
+    pub name: String,
+    /// The subject of the caller that registered it.
+    pub owner: String,
+    /// Its URI SAN, the subject it authenticates as.
+    pub subject: String,
+    /// Its scopes now: those recorded at registration that `[identity] scopes` still has.
+    pub scopes: Vec<String>,
+    /// Whether this is its current certificate (not one a rotation replaced).
+    pub current: bool,
 }

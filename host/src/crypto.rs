@@ -19,6 +19,14 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// `N` bytes from the system's random source; `None` when it fails.
+pub(crate) fn random_bytes<const N: usize>() -> Option<[u8; N]> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0; N];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 /// HMAC-SHA-256 of `data` under `key`.
 pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);

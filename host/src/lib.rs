@@ -33,6 +33,7 @@ pub(crate) mod crypto;
 pub mod embed;
 pub mod engine;
 pub mod gateway;
+pub mod identity;
 pub mod load;
 pub(crate) mod log_text;
 pub mod mcp;

@@ -2,6 +2,7 @@
 //! (built-in validators, Wasm components compiled and configured) and one engine
 //! [`Policy`] per route. Everything that can fail does so here, at load, never on a request.
 
+use crate::identity::IdentityAuthority;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Assembled {
     pub policies: Vec<Policy>,
     /// The authorization server, when configured.
     pub authorization_server: Option<Arc<AuthorizationServer>>,
+    /// The identity CA, when configured.
+    pub identity: Option<Arc<IdentityAuthority>>,
 }
 
 /// Whether building `config` needs the Wasm runtime.
@@ -80,6 +83,15 @@ pub async fn assemble(
         .as_ref()
         .map(|settings| {
             AuthorizationServer::build(config, settings, Arc::clone(ledger)).map(Arc::new)
+        })
+        .transpose()?;
+    let identity = config
+        .identity
+        .as_ref()
+        .map(|settings| {
+            IdentityAuthority::build(settings.clone())
+                .map(Arc::new)
+                .map_err(|e| report.invalid("identity", e.to_string()))
         })
         .transpose()?;
     let mut providers = BTreeMap::new();
@@ -140,6 +152,7 @@ pub async fn assemble(
         providers,
         policies,
         authorization_server,
+        identity,
     })
 }
 

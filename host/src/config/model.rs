@@ -15,6 +15,7 @@ use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
+use crate::identity::IdentitySettings;
 use crate::oauth::AuthorizationServerSettings;
 use crate::secret::SecretRef;
 use crate::wasm::{InstanceMode, Limits};
@@ -50,6 +51,8 @@ pub struct Config {
     pub resource: Resource,
     /// The authorization server, when on.
     pub authorization_server: Option<AuthorizationServerSettings>,
+    /// The agent-identity CA, when on.
+    pub identity: Option<IdentitySettings>,
 }
 
 /// `[server]`.
@@ -209,6 +212,8 @@ pub struct Tls {
     pub client_ca: Option<PathBuf>,
     /// Whether a client certificate is required.
     pub client_auth: ClientAuth,
+    /// PEM CRLs for the CAs of `client_ca`.
+    pub crls: Vec<PathBuf>,
 }
 
 /// Client-certificate policy when `client_ca` is set.

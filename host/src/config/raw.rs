@@ -11,6 +11,7 @@ use crate::engine::anonymous::AnonymousSettings;
 use crate::engine::api_key::ApiKeySettings;
 use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
+use crate::identity::RawIdentity;
 use crate::oauth::RawAuthorizationServer;
 use crate::secret::SecretRef;
 
@@ -36,6 +37,9 @@ pub struct RawConfig {
     /// `[authorization_server]`: the OAuth authorization server, off when absent.
     #[serde(default)]
     pub authorization_server: Option<RawAuthorizationServer>,
+    /// `[identity]`: the agent-identity CA, off when absent.
+    #[serde(default)]
+    pub identity: Option<RawIdentity>,
 }
 
 /// `[server]`.
@@ -97,6 +101,9 @@ pub struct RawTls {
     pub client_ca: Option<String>,
     /// `optional` (default) or `required`.
     pub client_auth: Option<String>,
+    /// PEM CRLs for the CAs of `client_ca` (read at start).
+    #[serde(default)]
+    pub crls: Vec<String>,
 }
 
 /// `[[routes]]`.

@@ -34,6 +34,18 @@ pub(crate) fn validate(
     purpose: Purpose,
 ) -> Result<Config, ConfigError> {
     let server = server(&raw.server, report, base_dir)?;
+    if let Some(tls) = &raw.server.tls
+        && tls.client_auth.is_some()
+        && tls.client_ca.is_none()
+        && raw.identity.is_none()
+    {
+        return Err(report.invalid(
+            "server.tls.client_auth",
+            "is set but `client_ca` is not; add `client_ca = \"ca.pem\"` (the CA bundle that \
+             signs client certificates), or `[identity]` for certificates of the gateway's own CA",
+        ));
+    }
+    let identity = identity(&raw, &server, report, base_dir, purpose)?;
     let authorization_server = raw
         .authorization_server
         .as_ref()
@@ -197,7 +209,89 @@ pub(crate) fn validate(
         providers,
         resource,
         authorization_server,
+        identity,
     })
+}
+
+/// `[identity]`: its own checks, then what depends on the rest of the config — TLS on (a
+/// rotation is authenticated by the certificate), the registration route, and its path
+/// kept from every route.
+fn identity(
+    raw: &RawConfig,
+    server: &Server,
+    report: &Reporter,
+    base_dir: &Path,
+    purpose: Purpose,
+) -> Result<Option<crate::identity::IdentitySettings>, ConfigError> {
+    let Some(section) = &raw.identity else {
+        return Ok(None);
+    };
+    let mut settings = section
+        .validate(&server.public_url, base_dir)
+        .map_err(|e| report.invalid(format!("identity.{}", e.key), e.reason))?;
+    if purpose == Purpose::Embedded {
+        return Err(report.invalid(
+            "identity",
+            "the identity CA is served by the gateway (`portcullis serve`), not by a tower \
+             layer; remove the section from the embedded config",
+        ));
+    }
+    if server.tls.is_none() {
+        return Err(report.invalid(
+            "identity",
+            "needs `[server.tls]`: agents rotate their certificates over mTLS, and use them on \
+             a TLS listener; `portcullis identity init --server-name HOST` writes a listener \
+             certificate beside the CA",
+        ));
+    }
+    let wanted = settings.route.trim_end_matches('/').to_owned();
+    let Some(route) = raw
+        .routes
+        .iter()
+        .find(|r| r.path.trim_end_matches('/') == wanted)
+    else {
+        return Err(report.invalid(
+            "identity.route",
+            format!(
+                "`{}` is not the `path` of any `[[routes]]`; name the route whose chain \
+                 authenticates registrations",
+                settings.route
+            ),
+        ));
+    };
+    settings.route = route.path.trim_end_matches('/').to_owned();
+    for (i, route) in raw.routes.iter().enumerate() {
+        if path_has_prefix(route.path.trim_end_matches('/'), &settings.path) {
+            return Err(report.invalid(
+                format!("routes[{i}].path"),
+                format!(
+                    "`{}` is answered by the gateway's identity CA (`identity.path = \"{}\"`), \
+                     so this route would never serve it; choose another path",
+                    route.path, settings.path
+                ),
+            ));
+        }
+    }
+    let taken = [
+        crate::config::model::WELL_KNOWN,
+        "/.well-known",
+        "/oauth",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ];
+    let forward_auth = server.forward_auth.as_ref().map(|f| f.path.as_str());
+    if let Some(other) = taken
+        .into_iter()
+        .chain(forward_auth)
+        .find(|p| path_has_prefix(&settings.path, p) || path_has_prefix(p, &settings.path))
+    {
+        return Err(report.invalid(
+            "identity.path",
+            format!("`{}` overlaps `{other}`, which the gateway answers itself; choose another path such as `/identity`", settings.path),
+        ));
+    }
+    Ok(Some(settings))
 }
 
 fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server, ConfigError> {
@@ -609,11 +703,11 @@ fn tls(raw: &RawTls, report: &Reporter, base_dir: &Path) -> Result<Tls, ConfigEr
             ));
         }
     };
-    if raw.client_auth.is_some() && raw.client_ca.is_none() {
+    if !raw.crls.is_empty() && raw.client_ca.is_none() {
         return Err(report.invalid(
-            "server.tls.client_auth",
-            "is set but `client_ca` is not; add `client_ca = \"ca.pem\"` (the CA bundle that \
-             signs client certificates)",
+            "server.tls.crls",
+            "is set but `client_ca` is not; CRLs are for the CAs of `client_ca` (the identity \
+             CA's revocations are its store's)",
         ));
     }
     Ok(Tls {
@@ -621,6 +715,7 @@ fn tls(raw: &RawTls, report: &Reporter, base_dir: &Path) -> Result<Tls, ConfigEr
         key: base_dir.join(&raw.key),
         client_ca: raw.client_ca.as_ref().map(|p| base_dir.join(p)),
         client_auth,
+        crls: raw.crls.iter().map(|p| base_dir.join(p)).collect(),
     })
 }
 

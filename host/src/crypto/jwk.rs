@@ -332,12 +332,18 @@ fn refuse_small_order(key: &[u8]) -> Result<(), KeyError> {
     let Ok(key) = <[u8; 32]>::try_from(key) else {
         return Err(KeyError::CoordinateSize);
     };
-    let mut masked = key;
-    masked[31] &= 0x7f;
-    if SMALL_ORDER.contains(&masked) {
+    if is_small_order_ed25519(&key) {
         return Err(KeyError::WeakKey);
     }
     Ok(())
+}
+
+/// Whether an Ed25519 public key is of small order (see [`SMALL_ORDER`]): no key to trust,
+/// in a JWK or in a certificate.
+pub(crate) fn is_small_order_ed25519(key: &[u8; 32]) -> bool {
+    let mut masked = *key;
+    masked[31] &= 0x7f;
+    SMALL_ORDER.contains(&masked)
 }
 
 /// Length of a base64url (unpadded) value once decoded.

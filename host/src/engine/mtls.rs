@@ -25,7 +25,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 use x509_parser::x509::X509Name;
 
-use crate::context::{ClientCert, RequestContext};
+use crate::context::{ClientCert, IssuedIdentity, RequestContext};
 use crate::engine::{Authenticator, BoxFuture, ProviderError};
 use crate::verdict::{Denial, ErrorCode, Identity, Verdict};
 
@@ -153,6 +153,9 @@ impl MtlsValidator {
         let Some(cert) = cert else {
             return Verdict::Abstain;
         };
+        if let Some(issued) = &cert.issued {
+            return self.issued(cert, issued);
+        }
         let subject = match self.identity {
             IdentityField::Cn => cert.common_name.as_deref().filter(|cn| !cn.is_empty()),
             IdentityField::San => self.san(cert),
@@ -188,6 +191,32 @@ impl MtlsValidator {
             claims: vec![
                 ("cert_subject".to_owned(), cert.subject.clone()),
                 ("cert_sha256".to_owned(), cert.sha256_fingerprint.clone()),
+            ],
+        })
+    }
+
+    /// A certificate of this gateway's identity CA, vouched for by admission: the caller is
+    /// its URI SAN, with the identity's recorded scopes (the `scopes` map is for other CAs).
+    fn issued(&self, cert: &ClientCert, issued: &IssuedIdentity) -> Verdict {
+        if self
+            .allowed
+            .as_ref()
+            .is_some_and(|allowed| !allowed.iter().any(|a| *a == issued.subject))
+        {
+            return Verdict::Deny(Denial::forbidden(
+                ErrorCode::AccessDenied,
+                "client certificate identity is not allowed",
+            ));
+        }
+        Verdict::Allow(Identity {
+            subject: issued.subject.clone(),
+            scopes: issued.scopes.clone(),
+            claims: vec![
+                ("cert_subject".to_owned(), cert.subject.clone()),
+                ("cert_sha256".to_owned(), cert.sha256_fingerprint.clone()),
+                ("identity_id".to_owned(), issued.id.clone()),
+                ("identity_name".to_owned(), issued.name.clone()),
+                ("identity_owner".to_owned(), issued.owner.clone()),
             ],
         })
     }
@@ -260,6 +289,9 @@ pub fn client_cert_from_der(der: &[u8]) -> Result<ClientCert, CertParseError> {
         common_name,
         sans,
         sha256_fingerprint: hex::encode(crate::crypto::sha256(der)),
+        issuer: rfc4514(cert.issuer()),
+        not_after: cert.validity().not_after.timestamp(),
+        issued: None,
     })
 }
 

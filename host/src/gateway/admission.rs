@@ -258,6 +258,27 @@ pub async fn admit<'s>(
         };
         return Err(refuse(rejection, None, "-", reason, None));
     }
+    // The identity CA's paths likewise: a key or a token sent to them stays here.
+    if let Some(authority) = &site.identity
+        && authority.owns(path)
+    {
+        let (rejection, reason) = match entry {
+            Entry::ForwardAuth { .. } => (
+                Rejection::Forbidden {
+                    code: ErrorCode::AccessDenied,
+                    description: "this path belongs to the gateway's identity CA; route it to \
+                                  the gateway, not to an upstream"
+                        .into(),
+                },
+                "identity-CA path described to forward-auth",
+            ),
+            Entry::Direct => (
+                Rejection::NotFound,
+                "identity-CA path that is none of its endpoints",
+            ),
+        };
+        return Err(refuse(rejection, None, "-", reason, None));
+    }
     let Some(route) = site.route(path) else {
         let rejection = match entry {
             Entry::ForwardAuth { .. } => Rejection::Forbidden {

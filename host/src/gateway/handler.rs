@@ -68,6 +68,13 @@ pub(crate) async fn handle<'s>(
         .await;
         return (endpoint.label(), response);
     }
+    if let Some(authority) = &site.identity
+        && let Some(endpoint) = authority.endpoint(path)
+    {
+        let response =
+            crate::identity::serve(site, authority, endpoint, request, conn, metrics).await;
+        return (endpoint.label(), response);
+    }
     if let Some(endpoint) = &site.forward_auth
         && path
             .strip_prefix(endpoint.path.as_str())

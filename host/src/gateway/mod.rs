@@ -88,6 +88,9 @@ pub struct Gateway {
     readiness: ArcSwapOption<Bytes>,
     /// MCP sessions and the callers that opened them; kept across reloads.
     sessions: Arc<SessionBindings>,
+    /// The subject of the identity CA the TLS listener trusts, once it is built
+    /// ([`tls::server_config`]).
+    listener_identity_ca: std::sync::OnceLock<String>,
 }
 
 impl Gateway {
@@ -98,6 +101,7 @@ impl Gateway {
             metrics,
             readiness: ArcSwapOption::empty(),
             sessions: Arc::default(),
+            listener_identity_ca: std::sync::OnceLock::new(),
         })
     }
 
@@ -117,6 +121,25 @@ impl Gateway {
         self.site.load_full()
     }
 
+    /// `cert` as the identity CA sees it now ([`crate::identity::vouch`]).
+    pub fn vouch(
+        &self,
+        site: &Site,
+        cert: ClientCert,
+    ) -> Result<ClientCert, crate::identity::Refusal> {
+        crate::identity::vouch(
+            site.identity.as_deref(),
+            self.listener_identity_ca.get().map(String::as_str),
+            cert,
+            crate::identity::now(),
+        )
+    }
+
+    /// Records the subject of the identity CA the listener trusts.
+    pub fn set_listener_identity_ca(&self, subject: &str) {
+        let _ = self.listener_identity_ca.set(subject.to_owned());
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -133,6 +156,31 @@ impl Gateway {
     ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(async move {
             let site = self.site.load_full();
+            // A certificate of the identity CA counts only while the store vouches for it:
+            // one revoked or replaced since the handshake is refused here, on every path.
+            let vouched;
+            let conn = match &conn.client_cert {
+                Some(cert) => match self.vouch(&site, cert.clone()) {
+                    Ok(cert) => {
+                        vouched = ConnInfo {
+                            client_cert: Some(cert),
+                            ..conn.clone()
+                        };
+                        &vouched
+                    }
+                    Err(refusal) => {
+                        self.metrics.identity("request", refusal.label());
+                        let rejection = Rejection::InvalidToken {
+                            description: refusal.as_str().to_owned(),
+                            metadata_url: metadata::metadata_url(&site.public_url, ""),
+                        };
+                        let response = rejection.into_response();
+                        self.metrics.request("-", response.status().as_u16());
+                        return response;
+                    }
+                },
+                None => conn,
+            };
             let readiness = (request.uri().path() == "/readyz")
                 .then(|| self.readiness.load_full())
                 .flatten();

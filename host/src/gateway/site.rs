@@ -21,6 +21,7 @@ use crate::engine::Policy;
 use crate::engine::api_key::CredentialLocation;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::rules::path_has_prefix;
+use crate::identity::IdentityAuthority;
 use crate::oauth::AuthorizationServer;
 
 /// A route ready to serve.
@@ -94,6 +95,9 @@ pub struct Site {
     pub jwt_validators: Vec<(String, Arc<JwtValidator>)>,
     /// The authorization server, when on: its endpoints are answered before any route.
     pub authorization_server: Option<Arc<AuthorizationServer>>,
+    /// The identity CA, when on: its endpoints are answered before any route, and it
+    /// vouches for the certificates it issued.
+    pub identity: Option<Arc<IdentityAuthority>>,
 }
 
 impl Site {
@@ -149,6 +153,7 @@ impl Site {
             readiness,
             jwt_validators,
             authorization_server: assembled.authorization_server,
+            identity: assembled.identity,
         }
     }
 

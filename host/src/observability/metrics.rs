@@ -121,6 +121,7 @@ pub struct Metrics {
     jwks: Arc<JwksCollector>,
     reloads: Family<ReloadLabels, Counter>,
     oauth: Family<OAuthLabels, Counter>,
+    identity: Family<OAuthLabels, Counter>,
     routes: RwLock<FxHashMap<String, Box<RouteHandles>>>,
     providers: RwLock<FxHashMap<String, Box<ProviderHandles>>>,
 }
@@ -184,6 +185,13 @@ impl Metrics {
             "Authorization-server requests, by endpoint and result (`ok` or the OAuth error)",
             oauth.clone(),
         );
+        let identity = Family::<OAuthLabels, Counter>::default();
+        registry.register(
+            "identity_requests",
+            "Identity CA requests (register, rotate, ca.pem) and client certificates it refused \
+             (endpoint `handshake` or `request`), by result",
+            identity.clone(),
+        );
         Self {
             registry,
             requests,
@@ -194,6 +202,7 @@ impl Metrics {
             jwks,
             reloads,
             oauth,
+            identity,
             routes: RwLock::default(),
             providers: RwLock::default(),
         }
@@ -296,6 +305,14 @@ impl Metrics {
     /// OAuth error code).
     pub fn oauth(&self, endpoint: &'static str, result: &'static str) {
         self.oauth
+            .get_or_create(&OAuthLabels { endpoint, result })
+            .inc();
+    }
+
+    /// Counts one identity-CA event at `endpoint` (`register`, `rotate`, `ca.pem`, or
+    /// `handshake`/`request` for a refused certificate) with `result`.
+    pub fn identity(&self, endpoint: &'static str, result: &'static str) {
+        self.identity
             .get_or_create(&OAuthLabels { endpoint, result })
             .inc();
     }

@@ -69,7 +69,8 @@ pub async fn start_with_upstream(template: impl std::fmt::Display, upstream_url:
         .unwrap_or_else(|e| panic!("test config assembles: {e}"));
     let gateway = Gateway::new(Site::new(&config, assembled), Arc::new(Metrics::new()));
     let tls = config.server.tls.as_ref().map(|t| {
-        portcullis::gateway::tls::server_config(t).unwrap_or_else(|e| panic!("test TLS: {e}"))
+        portcullis::gateway::tls::server_config(t, &gateway)
+            .unwrap_or_else(|e| panic!("test TLS: {e}"))
     });
     let (tx, task) = spawn_serve(listener, gateway.clone(), tls);
     Harness {

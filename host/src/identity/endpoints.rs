@@ -1,0 +1,557 @@
+//! The identity endpoints: `POST <path>/register` (authenticated by the chain of
+//! `[identity] route`, which must give `register_scope`), `POST <path>/rotate` (authenticated
+//! by the current certificate over mTLS, nothing else), `GET <path>/ca.pem`. Errors are the
+//! gateway's own ([`Rejection`]: status, JSON body, `WWW-Authenticate` pointing at the
+//! route's metadata); every answer is counted in `portcullis_identity_requests_total` and
+//! audited, never with the key or the token.
+
+use std::sync::Arc;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::book::{Event, Issued};
+use super::ca::rfc3339;
+use super::settings::fill;
+use super::{Endpoint, IdentityAuthority, now, public_key};
+use crate::context::ClientCert;
+use crate::engine::Trace;
+use crate::gateway::body::full;
+use crate::gateway::request::{
+    ContextParts, check_origin, client_addr, context, is_trusted, read_body,
+};
+use crate::gateway::{Body, ConnInfo, Rejection, Site};
+use crate::observability::logging::{AuditRecord, AuditVerdict};
+use crate::observability::{Metrics, audit};
+use crate::verdict::{ErrorCode, Identity};
+
+/// The largest body read: a public key and a name.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// `{"public_key_pem", "name"}`.
+#[derive(Debug, Deserialize)]
+struct KeyRequest {
+    public_key_pem: String,
+    name: String,
+}
+
+/// A refusal, with what the audit line says.
+struct Refused {
+    rejection: Rejection,
+    reason: String,
+    subject: Option<String>,
+    result: &'static str,
+}
+
+fn refused(rejection: Rejection, result: &'static str, reason: impl Into<String>) -> Refused {
+    Refused {
+        rejection,
+        reason: reason.into(),
+        subject: None,
+        result,
+    }
+}
+
+fn bad_request(description: impl Into<String>) -> Rejection {
+    Rejection::InvalidRequest {
+        description: description.into(),
+        metadata_url: None,
+    }
+}
+
+/// Answers one request to `endpoint`.
+pub(crate) async fn serve(
+    site: &Site,
+    authority: &IdentityAuthority,
+    endpoint: Endpoint,
+    request: Request<Body>,
+    conn: &ConnInfo,
+    metrics: &Metrics,
+) -> Response<Body> {
+    let (mut parts, body) = request.into_parts();
+    let outcome = match endpoint {
+        Endpoint::CaPem => ca_pem(authority, &parts.method),
+        Endpoint::Register => register(site, authority, &mut parts, body, conn).await,
+        Endpoint::Rotate => rotate(site, authority, &mut parts, body, conn).await,
+    };
+    let label = endpoint.label();
+    match outcome {
+        Ok((response, subject)) => {
+            metrics.identity(label, "ok");
+            if endpoint != Endpoint::CaPem {
+                record(
+                    authority,
+                    endpoint,
+                    &parts,
+                    subject.as_deref(),
+                    AuditVerdict::Allow,
+                    "",
+                    response.status(),
+                );
+            }
+            response
+        }
+        Err(refusal) => {
+            metrics.identity(label, refusal.result);
+            let status = refusal.rejection.status();
+            record(
+                authority,
+                endpoint,
+                &parts,
+                refusal.subject.as_deref(),
+                AuditVerdict::Deny,
+                &refusal.reason,
+                status,
+            );
+            refusal.rejection.into_response()
+        }
+    }
+}
+
+fn record(
+    authority: &IdentityAuthority,
+    endpoint: Endpoint,
+    parts: &Parts,
+    subject: Option<&str>,
+    verdict: AuditVerdict,
+    reason: &str,
+    status: StatusCode,
+) {
+    audit(&AuditRecord {
+        route: &authority.settings.path,
+        subject,
+        provider: match endpoint {
+            Endpoint::Rotate => "identity-certificate",
+            _ => "identity",
+        },
+        verdict,
+        reason,
+        status: status.as_u16(),
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+    });
+}
+
+type Answer = Result<(Response<Body>, Option<String>), Refused>;
+
+fn ca_pem(authority: &IdentityAuthority, method: &Method) -> Answer {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(refused(
+            Rejection::MethodNotAllowed { allow: "GET, HEAD" },
+            "method_not_allowed",
+            "method not allowed",
+        ));
+    }
+    let body = if method == Method::GET {
+        full(authority.ca.cert_pem.clone())
+    } else {
+        crate::gateway::body::empty()
+    };
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    Ok((response, None))
+}
+
+/// The checks both `POST`s share: method, origin, JSON body.
+async fn read_key_request(site: &Site, parts: &Parts, body: Body) -> Result<KeyRequest, Refused> {
+    if parts.method != Method::POST {
+        return Err(refused(
+            Rejection::MethodNotAllowed { allow: "POST" },
+            "method_not_allowed",
+            "method not allowed",
+        ));
+    }
+    check_origin(&parts.headers, &site.origins, &site.public_origin)
+        .map_err(|r| refused(r, "origin_not_allowed", "origin not allowed"))?;
+    let media = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media.as_deref() != Some("application/json")
+        || parts.headers.contains_key(http::header::CONTENT_ENCODING)
+    {
+        return Err(refused(
+            Rejection::UnsupportedMediaType {
+                description: "the body must be `application/json`, not encoded".into(),
+            },
+            "invalid_request",
+            "body media type refused",
+        ));
+    }
+    let bytes = read_body(
+        body,
+        &parts.headers,
+        MAX_BODY_BYTES,
+        site.limits.body_timeout,
+    )
+    .await
+    .map_err(|r| refused(r, "invalid_request", "body refused"))?;
+    let request: KeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        refused(
+            bad_request(format!(
+                "the body must be `{{\"public_key_pem\": \"…\", \"name\": \"…\"}}`: {e}"
+            )),
+            "invalid_request",
+            "body not a key request",
+        )
+    })?;
+    if !crate::oauth::clients::is_label(&request.name) {
+        return Err(refused(
+            bad_request("`name` must be a plain label: 1 to 64 letters, digits, `-`, `_` or `.`"),
+            "invalid_request",
+            "name not a label",
+        ));
+    }
+    Ok(request)
+}
+
+fn parse_key(request: &KeyRequest) -> Result<public_key::AgentKey, Refused> {
+    public_key::parse(&request.public_key_pem).map_err(|e| {
+        refused(
+            bad_request(e.to_string()),
+            "invalid_key",
+            format!("key refused: {e}"),
+        )
+    })
+}
+
+/// The connection's certificate as admission would see it: never a trusted proxy's. The
+/// gateway has already vouched for it ([`super::vouch`]) before any endpoint runs.
+fn client_certificate(site: &Site, conn: &ConnInfo) -> Option<ClientCert> {
+    let from_proxy = conn
+        .peer
+        .is_some_and(|p| is_trusted(p.ip(), &site.trusted_proxies));
+    conn.client_cert.clone().filter(|_| !from_proxy)
+}
+
+async fn register(
+    site: &Site,
+    authority: &IdentityAuthority,
+    parts: &mut Parts,
+    body: Body,
+    conn: &ConnInfo,
+) -> Answer {
+    let settings = &authority.settings;
+    let Some(route) = site.routes.iter().find(|r| r.path == settings.route) else {
+        let rejection = Rejection::Unavailable {
+            description: "the route that authenticates registrations is not configured".into(),
+        };
+        return Err(refused(
+            rejection,
+            "temporarily_unavailable",
+            "no registration route",
+        ));
+    };
+    let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies)
+        .map_err(|r| refused(r, "invalid_request", "unreadable X-Forwarded-For"))?;
+    let client_cert = client_certificate(site, conn);
+    // Authenticate before reading the body: an anonymous caller gets its challenge without
+    // the gateway buffering anything.
+    let ctx = context(
+        ContextParts {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: std::mem::take(&mut parts.headers),
+            peer,
+            client_cert,
+        },
+        false,
+        None,
+    )
+    .map_err(|r| refused(r, "invalid_request", "request refused"))?;
+    let ctx = Arc::new(ctx);
+    let mut trace = Trace::default();
+    let authenticated = route.policy.chain.authenticate(&ctx, &mut trace).await;
+    parts.headers =
+        Arc::try_unwrap(ctx).map_or_else(|shared| shared.headers.clone(), |ctx| ctx.headers);
+    let required = [settings.register_scope.clone()];
+    let caller = match authenticated {
+        Ok(authenticated) => authenticated.identity,
+        Err(denial) => {
+            let rejection = Rejection::from_denial(&denial, &required, &route.challenge);
+            let result = if rejection.status() == StatusCode::UNAUTHORIZED {
+                "unauthenticated"
+            } else {
+                "denied"
+            };
+            return Err(refused(rejection, result, denial.reason));
+        }
+    };
+    let owner = caller.subject.clone();
+    let with_subject = |mut r: Refused| {
+        r.subject = Some(owner.clone());
+        r
+    };
+    if !caller.has_scope(&settings.register_scope) {
+        let rejection = Rejection::InsufficientScope {
+            scopes: required.to_vec(),
+            description: format!(
+                "registering an identity needs the scope `{}`",
+                settings.register_scope
+            ),
+            metadata_url: route.challenge.metadata_url.clone(),
+        };
+        return Err(with_subject(refused(
+            rejection,
+            "insufficient_scope",
+            "missing the registration scope",
+        )));
+    }
+    let request = read_key_request(site, parts, body)
+        .await
+        .map_err(with_subject)?;
+    let key = parse_key(&request).map_err(with_subject)?;
+    let scopes = granted_scopes(&caller, &settings.scopes);
+    let id = new_id().map_err(with_subject)?;
+    let subject = fill(
+        &settings.uri_san,
+        &settings.trust_domain,
+        &id,
+        &request.name,
+    );
+    let at = now();
+    let max = settings.max_per_caller;
+    let leaf = authority.registry.transact(|book| {
+        if book.held_by(&owner) >= max {
+            return Err(Issue::Quota);
+        }
+        let leaf = authority
+            .ca
+            .issue(
+                &key,
+                &request.name,
+                &subject,
+                at,
+                settings.cert_lifetime_secs,
+            )
+            .map_err(|e| Issue::Failed(e.to_string()))?;
+        let event = Event::Issued(Issued {
+            id: id.clone(),
+            name: request.name.clone(),
+            owner: owner.clone(),
+            subject: subject.clone(),
+            scopes: scopes.clone(),
+            fingerprint: leaf.fingerprint.clone(),
+            serial: leaf.serial.clone(),
+            at,
+            not_after: leaf.not_after,
+            replaces: None,
+        });
+        Ok((vec![event], leaf))
+    });
+    let leaf = leaf.map_err(|e| with_subject(e.refusal(max)))?;
+    tracing::info!(id = %id, name = %request.name, owner = %owner, key = %key.kind, fingerprint = %leaf.fingerprint, "identity registered");
+    let answer = json!({
+        "id": id,
+        "name": request.name,
+        "cert_pem": leaf.pem,
+        "ca_cert_pem": authority.ca.cert_pem,
+        "fingerprint": leaf.fingerprint,
+        "registered_at": rfc3339(at),
+        "valid_until": rfc3339(leaf.not_after),
+        "subject": subject,
+        "scopes": scopes,
+    });
+    Ok((json_response(StatusCode::CREATED, &answer), Some(owner)))
+}
+
+async fn rotate(
+    site: &Site,
+    authority: &IdentityAuthority,
+    parts: &mut Parts,
+    body: Body,
+    conn: &ConnInfo,
+) -> Answer {
+    let settings = &authority.settings;
+    let cert = match client_certificate(site, conn) {
+        None => {
+            return Err(refused(
+                Rejection::Forbidden {
+                    code: ErrorCode::AccessDenied,
+                    description:
+                        "rotation is authenticated by the current certificate: connect over TLS \
+                                  with it (mTLS); a token is not accepted here"
+                            .into(),
+                },
+                "unauthenticated",
+                "no client certificate",
+            ));
+        }
+        Some(cert) => cert,
+    };
+    let Some(issued) = cert.issued.clone() else {
+        return Err(refused(
+            Rejection::Forbidden {
+                code: ErrorCode::AccessDenied,
+                description: "the client certificate was not issued by this gateway's identity CA"
+                    .into(),
+            },
+            "foreign_certificate",
+            "certificate of another CA",
+        ));
+    };
+    let with_subject = |mut r: Refused| {
+        r.subject = Some(issued.subject.clone());
+        r
+    };
+    let request = read_key_request(site, parts, body)
+        .await
+        .map_err(with_subject)?;
+    let key = parse_key(&request).map_err(with_subject)?;
+    let at = now();
+    let overlap = i64::try_from(settings.rotation_overlap_secs).unwrap_or(i64::MAX);
+    let leaf = authority.registry.transact(|book| {
+        // Judged again under the store's lock: a revocation or another rotation may have
+        // landed since the handshake.
+        let identity = book
+            .judge(&cert.sha256_fingerprint, at, overlap)
+            .map_err(Issue::Refused)?;
+        if identity.current().map(|c| c.fingerprint.as_str())
+            != Some(cert.sha256_fingerprint.as_str())
+        {
+            return Err(Issue::Refused(super::Refusal::Replaced));
+        }
+        let leaf = authority
+            .ca
+            .issue(
+                &key,
+                &request.name,
+                &identity.subject,
+                at,
+                settings.cert_lifetime_secs,
+            )
+            .map_err(|e| Issue::Failed(e.to_string()))?;
+        let event = Event::Issued(Issued {
+            id: identity.id.clone(),
+            name: request.name.clone(),
+            owner: identity.owner.clone(),
+            subject: identity.subject.clone(),
+            scopes: identity.scopes.clone(),
+            fingerprint: leaf.fingerprint.clone(),
+            serial: leaf.serial.clone(),
+            at,
+            not_after: leaf.not_after,
+            replaces: Some(cert.sha256_fingerprint.clone()),
+        });
+        Ok((vec![event], (leaf, identity.registered_at)))
+    });
+    let (leaf, registered_at) =
+        leaf.map_err(|e| with_subject(e.refusal(settings.max_per_caller)))?;
+    tracing::info!(id = %issued.id, name = %request.name, key = %key.kind, replaced = %cert.sha256_fingerprint, fingerprint = %leaf.fingerprint, "identity rotated");
+    let answer = json!({
+        "id": issued.id,
+        "name": request.name,
+        "cert_pem": leaf.pem,
+        "ca_cert_pem": authority.ca.cert_pem,
+        "fingerprint": leaf.fingerprint,
+        "registered_at": rfc3339(registered_at),
+        "valid_until": rfc3339(leaf.not_after),
+        "subject": issued.subject,
+        "scopes": issued.scopes,
+    });
+    Ok((json_response(StatusCode::OK, &answer), Some(issued.subject)))
+}
+
+/// Why a store transaction issued nothing.
+enum Issue {
+    Quota,
+    Refused(super::Refusal),
+    Failed(String),
+    Store(super::StoreError),
+}
+
+impl From<super::StoreError> for Issue {
+    fn from(error: super::StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl Issue {
+    fn refusal(self, max: u32) -> Refused {
+        match self {
+            Self::Quota => refused(
+                Rejection::Forbidden {
+                    code: ErrorCode::AccessDenied,
+                    description: format!(
+                        "this caller already holds {max} identities, the most it may; revoke one \
+                         (`portcullis identity revoke ID`) before registering another"
+                    ),
+                },
+                "quota_exceeded",
+                "identity quota reached",
+            ),
+            Self::Refused(refusal) => refused(
+                Rejection::Forbidden {
+                    code: ErrorCode::AccessDenied,
+                    description: refusal.as_str().into(),
+                },
+                refusal.label(),
+                refusal.as_str(),
+            ),
+            Self::Failed(reason) => {
+                tracing::error!(%reason, "identity CA could not sign");
+                refused(
+                    Rejection::Unavailable {
+                        description: "the identity CA could not sign; try again later".into(),
+                    },
+                    "temporarily_unavailable",
+                    "signing failed",
+                )
+            }
+            Self::Store(error) => {
+                tracing::error!(%error, "identity store could not be written");
+                refused(
+                    Rejection::Unavailable {
+                        description: "the identity store could not be written; try again later"
+                            .into(),
+                    },
+                    "temporarily_unavailable",
+                    "store failed",
+                )
+            }
+        }
+    }
+}
+
+/// The scopes an identity gets: each of `[identity] scopes` the registering caller holds.
+fn granted_scopes(caller: &Identity, offered: &[String]) -> Vec<String> {
+    offered
+        .iter()
+        .filter(|s| caller.has_scope(s))
+        .cloned()
+        .collect()
+}
+
+fn new_id() -> Result<String, Refused> {
+    crate::crypto::random_bytes::<12>()
+        .map(|bytes| format!("idn_{}", hex::encode(bytes)))
+        .ok_or_else(|| {
+            refused(
+                Rejection::Unavailable {
+                    description: "the system random source failed".into(),
+                },
+                "temporarily_unavailable",
+                "random source failed",
+            )
+        })
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
