@@ -37,6 +37,7 @@ pub(crate) fn validate_provider(
     report: &Reporter,
     base_dir: &Path,
     server: &Server,
+    identity_ca: bool,
 ) -> Result<Provider, ConfigError> {
     let key = format!("providers.{name}");
     if name.is_empty()
@@ -68,11 +69,12 @@ pub(crate) fn validate_provider(
         RawProviderSettings::Jwt(s) => ProviderSettings::Jwt(s),
         RawProviderSettings::Issued(_) => ProviderSettings::Issued,
         RawProviderSettings::Mtls(s) => {
-            if server.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            if server.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) && !identity_ca {
                 return Err(report.invalid(
                     &key,
                     "an `mtls` provider needs client certificates: set `[server.tls]` with \
-                     `client_ca` (and `client_auth = \"optional\"` or `\"required\"`)",
+                     `client_ca` (and `client_auth = \"optional\"` or `\"required\"`), or \
+                     `[identity]` for certificates of the gateway's own CA",
                 ));
             }
             ProviderSettings::Mtls(s)

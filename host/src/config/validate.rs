@@ -63,7 +63,14 @@ pub(crate) fn validate(
     }
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
-        let validated = validate_provider(&name, provider, report, base_dir, &server)?;
+        let validated = validate_provider(
+            &name,
+            provider,
+            report,
+            base_dir,
+            &server,
+            identity.is_some(),
+        )?;
         providers.insert(name, validated);
     }
     if raw.routes.is_empty() {

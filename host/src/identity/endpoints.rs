@@ -160,8 +160,10 @@ fn ca_pem(authority: &IdentityAuthority, method: &Method) -> Answer {
     Ok((response, None))
 }
 
-/// The checks both `POST`s share: method, origin, JSON body.
-async fn read_key_request(site: &Site, parts: &Parts, body: Body) -> Result<KeyRequest, Refused> {
+/// The body of a `POST`, read whole (bounded) before anything is judged: answering a
+/// request whose body is still arriving makes HTTP/2 clients see a reset stream instead of
+/// the answer.
+async fn read_post(site: &Site, parts: &Parts, body: Body) -> Result<bytes::Bytes, Refused> {
     if parts.method != Method::POST {
         return Err(refused(
             Rejection::MethodNotAllowed { allow: "POST" },
@@ -169,6 +171,18 @@ async fn read_key_request(site: &Site, parts: &Parts, body: Body) -> Result<KeyR
             "method not allowed",
         ));
     }
+    read_body(
+        body,
+        &parts.headers,
+        MAX_BODY_BYTES,
+        site.limits.body_timeout,
+    )
+    .await
+    .map_err(|r| refused(r, "invalid_request", "body refused"))
+}
+
+/// The checks both `POST`s share once the caller is known: origin, media type, JSON, name.
+fn key_request(site: &Site, parts: &Parts, bytes: &[u8]) -> Result<KeyRequest, Refused> {
     check_origin(&parts.headers, &site.origins, &site.public_origin)
         .map_err(|r| refused(r, "origin_not_allowed", "origin not allowed"))?;
     let media = parts
@@ -188,15 +202,7 @@ async fn read_key_request(site: &Site, parts: &Parts, body: Body) -> Result<KeyR
             "body media type refused",
         ));
     }
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        MAX_BODY_BYTES,
-        site.limits.body_timeout,
-    )
-    .await
-    .map_err(|r| refused(r, "invalid_request", "body refused"))?;
-    let request: KeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    let request: KeyRequest = serde_json::from_slice(bytes).map_err(|e| {
         refused(
             bad_request(format!(
                 "the body must be `{{\"public_key_pem\": \"…\", \"name\": \"…\"}}`: {e}"
@@ -252,11 +258,10 @@ async fn register(
             "no registration route",
         ));
     };
+    let bytes = read_post(site, parts, body).await?;
     let peer = client_addr(conn.peer, &parts.headers, &site.trusted_proxies)
         .map_err(|r| refused(r, "invalid_request", "unreadable X-Forwarded-For"))?;
     let client_cert = client_certificate(site, conn);
-    // Authenticate before reading the body: an anonymous caller gets its challenge without
-    // the gateway buffering anything.
     let ctx = context(
         ContextParts {
             method: &parts.method,
@@ -308,9 +313,7 @@ async fn register(
             "missing the registration scope",
         )));
     }
-    let request = read_key_request(site, parts, body)
-        .await
-        .map_err(with_subject)?;
+    let request = key_request(site, parts, &bytes).map_err(with_subject)?;
     let key = parse_key(&request).map_err(with_subject)?;
     let scopes = granted_scopes(&caller, &settings.scopes);
     let id = new_id().map_err(with_subject)?;
@@ -374,6 +377,7 @@ async fn rotate(
     conn: &ConnInfo,
 ) -> Answer {
     let settings = &authority.settings;
+    let bytes = read_post(site, parts, body).await?;
     let cert = match client_certificate(site, conn) {
         None => {
             return Err(refused(
@@ -405,9 +409,7 @@ async fn rotate(
         r.subject = Some(issued.subject.clone());
         r
     };
-    let request = read_key_request(site, parts, body)
-        .await
-        .map_err(with_subject)?;
+    let request = key_request(site, parts, &bytes).map_err(with_subject)?;
     let key = parse_key(&request).map_err(with_subject)?;
     let at = now();
     let overlap = i64::try_from(settings.rotation_overlap_secs).unwrap_or(i64::MAX);

@@ -28,6 +28,7 @@ mod gateway_oauth;
 mod gateway_tls;
 mod gateway_upstream;
 mod gateway_wasm;
+mod identity;
 mod jwks_faults;
 mod jwt;
 mod oauth_clients;

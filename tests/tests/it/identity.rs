@@ -1,0 +1,807 @@
+//! The identity CA end to end: a TLS gateway with `[identity]`, agents registering public keys
+//! with a token, calling MCP tools with the certificate they got, rotating it over mTLS, and
+//! refused once revoked — driven by `datagrout-conduit` unmodified and by curl with `--cert`,
+//! plus every refusal the issue lists (no token, no scope, weak or garbage keys, a revoked,
+//! replaced, expired or unknown certificate, one from another CA), and the store's
+//! crash safety.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Parser as _;
+use portcullis::engine::api_key::hash_key;
+use portcullis::identity::Registry;
+use portcullis::identity::book::{Event, Issued};
+use portcullis::identity::ca::generate;
+use portcullis_cli::{Cli, Command, identity};
+use portcullis_tests::differential::installed;
+use portcullis_tests::eventually;
+use serde_json::Value;
+
+use crate::gateway_harness::{Harness, TestConfig, start};
+
+/// A key with `identity:register` and `mcp:read`.
+const REGISTRAR_KEY: &str = "test-registrar-key-0009";
+
+/// A gateway on TLS with the identity CA on, and the CA's files.
+struct Setup {
+    harness: Harness,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let generated = generate(
+            "Test agent identity CA",
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+        )
+        .expect("CA");
+        let d = dir.path();
+        for (name, text) in [
+            ("ca.pem", &generated.ca_cert),
+            ("ca.key", &generated.ca_key),
+            ("server.pem", &generated.server_cert),
+            ("server.key", &generated.server_key),
+        ] {
+            std::fs::write(d.join(name), text).expect("write");
+        }
+        let config = TestConfig::new()
+            .server(r#"public_url = "https://localhost""#)
+            .route("/mcp", &["agents", "registrars", "keys"])
+            .provider("agents", "mtls")
+            .provider("registrars", "api_key")
+            .with(r#"on_deny = "next""#)
+            .with(&format!(
+                r#"keys = [{{ name = "registrar", hash = "{}", scopes = ["identity:register", "mcp:read"] }}]"#,
+                hash_key(REGISTRAR_KEY)
+            ))
+            .api_keys(&["reader"])
+            .path_rule("/mcp", &["mcp:read"])
+            .toml(&format!(
+                r#"[server.tls]
+cert = "{d}/server.pem"
+key = "{d}/server.key"
+
+[identity]
+ca_cert = "file://{d}/ca.pem"
+ca_key = "file://{d}/ca.key"
+store = "{d}/identities.jsonl"
+route = "/mcp"
+scopes = ["mcp:read", "mcp:write"]
+{extra}
+"#,
+                d = d.display()
+            ));
+        let harness = start(config).await;
+        Self { harness, dir }
+    }
+
+    fn base(&self) -> String {
+        format!("https://localhost:{}", self.harness.addr.port())
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}/identity", self.base())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("identities.jsonl")
+    }
+
+    /// `curl` against the gateway, trusting the CA; returns the status (0 when the
+    /// connection failed) and the body.
+    async fn curl(&self, args: &[&str]) -> (u16, String) {
+        let ca = self.path("ca.pem");
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("joined")
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse() {
+            Ok(0) | Err(_) => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
+            Ok(code) => (code, body.to_owned()),
+        }
+    }
+
+    /// Registers `public_key_pem` as `name` with `key` as the bearer token.
+    async fn register(&self, key: &str, public_key_pem: &str, name: &str) -> (u16, String) {
+        let body = serde_json::json!({ "public_key_pem": public_key_pem, "name": name });
+        self.curl(&[
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body.to_string(),
+            &format!("{}/register", self.endpoint()),
+        ])
+        .await
+    }
+
+    /// Rotates `agent`'s identity over mTLS with its certificate, to `public_key_pem`.
+    async fn rotate(&self, agent: &Agent, public_key_pem: &str) -> (u16, String) {
+        let body = serde_json::json!({ "public_key_pem": public_key_pem, "name": "rotator" });
+        self.curl(&[
+            "--cert",
+            &agent.cert_file.display().to_string(),
+            "--key",
+            &agent.key_file.display().to_string(),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body.to_string(),
+            &format!("{}/rotate", self.endpoint()),
+        ])
+        .await
+    }
+
+    /// Opens an MCP session over mTLS with the agent's `cert`/`key` files and calls
+    /// `whoami` in it: the status of the first refusal, or 200 and the tool's answer.
+    async fn whoami_with(&self, cert: &Path, key: &Path) -> (u16, String) {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let url = format!("{}/mcp", self.base());
+        let post = |body: &'static str, session: Option<String>| {
+            let (cert, key, url) = (cert.clone(), key.clone(), url.clone());
+            async move {
+                let mut args = vec![
+                    "-i".to_owned(),
+                    "--cert".to_owned(),
+                    cert,
+                    "--key".to_owned(),
+                    key,
+                    "-H".to_owned(),
+                    "Content-Type: application/json".to_owned(),
+                    "-H".to_owned(),
+                    "Accept: application/json, text/event-stream".to_owned(),
+                ];
+                if let Some(session) = session {
+                    args.extend(["-H".to_owned(), format!("Mcp-Session-Id: {session}")]);
+                }
+                args.extend(["--data".to_owned(), body.to_owned(), url]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.curl(&args).await
+            }
+        };
+        let (status, text) = post(INITIALIZE, None).await;
+        if status != 200 {
+            return (status, text);
+        }
+        let session = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("mcp-session-id")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no session id: {text}"));
+        let _ = post(INITIALIZED, Some(session.clone())).await;
+        post(WHOAMI, Some(session)).await
+    }
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+const WHOAMI: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+
+/// An agent's key pair made here, its private key written to `dir/NAME.key`.
+struct Agent {
+    key: rcgen::KeyPair,
+    key_file: PathBuf,
+    cert_file: PathBuf,
+}
+
+impl Agent {
+    fn new(dir: &Path, name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        Self {
+            key,
+            key_file,
+            cert_file: dir.join(format!("{name}.pem")),
+        }
+    }
+
+    fn public_pem(&self) -> String {
+        self.key.public_key_pem()
+    }
+
+    fn keep(&self, answer: &Value) {
+        let pem = answer["cert_pem"].as_str().expect("cert_pem");
+        std::fs::write(&self.cert_file, pem).expect("write cert");
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// `portcullis identity LINE`, as `main` runs it.
+fn portcullis_identity(line: &str) -> Result<String, String> {
+    let words = shlex::split(line).unwrap_or_else(|| panic!("not a command line: {line}"));
+    let cli = Cli::try_parse_from(
+        ["portcullis".to_owned(), "identity".to_owned()]
+            .into_iter()
+            .chain(words),
+    )
+    .map_err(|e| e.to_string())?;
+    match cli.command {
+        Some(Command::Identity(args)) => identity::run(&args).map_err(|e| format!("{e:#}")),
+        other => panic!("not an identity command: {other:?}"),
+    }
+}
+
+/// Waits until `call` answers `status` (a revocation is read within a second).
+async fn until_status<F, Fut>(what: &str, status: u16, call: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = (u16, String)>,
+{
+    eventually(what, || {
+        let answer = call();
+        async move {
+            let (got, body) = answer.await;
+            if got == status {
+                Ok(())
+            } else {
+                Err(format!("{got}: {body}"))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn curl_registers_with_a_key_then_calls_with_the_certificate_until_revoked() {
+    let setup = Setup::start("").await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "build-bot")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("idn_"), "{answer}");
+    let subject = format!("spiffe://localhost/agent/{id}");
+    assert_eq!(answer["subject"], subject.as_str());
+    assert_eq!(answer["name"], "build-bot");
+    // The caller held `mcp:read` but not `mcp:write`: the identity gets only the former.
+    assert_eq!(answer["scopes"], serde_json::json!(["mcp:read"]));
+    assert_eq!(
+        answer["ca_cert_pem"].as_str(),
+        Some(
+            std::fs::read_to_string(setup.path("ca.pem"))
+                .expect("ca")
+                .as_str()
+        )
+    );
+    let (status, ca) = setup.curl(&[&format!("{}/ca.pem", setup.endpoint())]).await;
+    assert_eq!(status, 200);
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
+
+    let (status, text) = setup.whoami_with(&agent.cert_file, &agent.key_file).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(&subject),
+        "the upstream sees the SPIFFE subject: {text}"
+    );
+
+    let listed =
+        portcullis_identity(&format!("list --store {}", setup.store().display())).expect("list");
+    assert!(
+        listed.contains(&id) && listed.contains("build-bot"),
+        "{listed}"
+    );
+    let revoked = portcullis_identity(&format!(
+        "revoke {id} --reason decommissioned --store {}",
+        setup.store().display()
+    ))
+    .expect("revoke");
+    assert!(revoked.contains("Revoked"), "{revoked}");
+    until_status("the revoked certificate is refused", 0, || {
+        setup.whoami_with(&agent.cert_file, &agent.key_file)
+    })
+    .await;
+    let listed =
+        portcullis_identity(&format!("list --store {}", setup.store().display())).expect("list");
+    assert!(!listed.contains(" no\n"), "shown revoked: {listed}");
+}
+
+#[tokio::test]
+async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
+    let setup = Setup::start("").await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "a")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+    // One TLS connection, kept alive: the handshake happened before the revocation.
+    let mut sender = keep_alive(
+        setup.harness.addr,
+        &setup.path("ca.pem"),
+        &agent.cert_file,
+        &agent.key_file,
+    )
+    .await;
+    let first = status_of(&mut sender, "/mcp").await;
+    assert_ne!(first, 401, "the live certificate is accepted");
+    portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = status_of(&mut sender, "/mcp").await;
+    assert_eq!(
+        after, 401,
+        "a revoked certificate is refused on its open connection"
+    );
+}
+
+#[tokio::test]
+async fn rotation_with_the_certificate_gives_a_new_one_and_the_old_stops_after_the_overlap() {
+    let setup = Setup::start("rotation_overlap_secs = 3").await;
+    let first = Agent::new(setup.dir.path(), "first");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &first.public_pem(), "rotator")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let registered = json(&body);
+    first.keep(&registered);
+    let second = Agent::new(setup.dir.path(), "second");
+    // Without a certificate, a token does not rotate.
+    let (status, body) = setup
+        .curl(&[
+            "-H",
+            &format!("Authorization: Bearer {REGISTRAR_KEY}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &serde_json::json!({ "public_key_pem": second.public_pem(), "name": "x" }).to_string(),
+            &format!("{}/rotate", setup.endpoint()),
+        ])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = setup.rotate(&first, &second.public_pem()).await;
+    assert_eq!(status, 200, "{body}");
+    let rotated = json(&body);
+    second.keep(&rotated);
+    assert_eq!(rotated["id"], registered["id"], "same identity");
+    assert_ne!(rotated["fingerprint"], registered["fingerprint"]);
+    assert_eq!(rotated["subject"], registered["subject"]);
+    let (status, _) = setup.whoami_with(&second.cert_file, &second.key_file).await;
+    assert_eq!(status, 200, "the new certificate works");
+    // The replaced one may not rotate again (no forks), but still calls within the overlap.
+    let third = Agent::new(setup.dir.path(), "third");
+    let (status, body) = setup.rotate(&first, &third.public_pem()).await;
+    assert_eq!(status, 403, "a replaced certificate cannot rotate: {body}");
+    until_status(
+        "the replaced certificate is refused after the overlap",
+        0,
+        || setup.whoami_with(&first.cert_file, &first.key_file),
+    )
+    .await;
+    let (status, _) = setup.whoami_with(&second.cert_file, &second.key_file).await;
+    assert_eq!(status, 200, "the current certificate still works");
+}
+
+#[tokio::test]
+async fn registration_refuses_missing_tokens_scopes_weak_keys_bad_names_and_the_quota() {
+    let setup = Setup::start("max_per_caller = 2").await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let url = format!("{}/register", setup.endpoint());
+    let body = serde_json::json!({ "public_key_pem": agent.public_pem(), "name": "n" }).to_string();
+
+    let (status, text) = setup
+        .curl(&[
+            "-i",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+            &url,
+        ])
+        .await;
+    assert_eq!(status, 401, "no token: {text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{text}"
+    );
+
+    let (status, text) = setup
+        .register(crate::gateway_harness::READER_KEY, &agent.public_pem(), "n")
+        .await;
+    assert_eq!(status, 403, "a token without `identity:register`: {text}");
+    assert!(text.contains("insufficient_scope"), "{text}");
+
+    let (status, text) = setup.register("not-a-key", &agent.public_pem(), "n").await;
+    assert_eq!(status, 401, "an unknown key: {text}");
+
+    let rsa_1024 = openssl_public(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+    ]);
+    let p521 = openssl_public(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-521",
+    ]);
+    let secp256k1 = openssl_public(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:secp256k1",
+    ]);
+    let rsa_2048 = openssl_public(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+    ]);
+    let ed25519 = openssl_public(&["genpkey", "-algorithm", "ED25519"]);
+    for (what, pem, needle) in [
+        ("RSA-1024", rsa_1024.as_str(), "too weak"),
+        ("P-521", p521.as_str(), "not certified"),
+        ("secp256k1", secp256k1.as_str(), "not certified"),
+        (
+            "garbage",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "PUBLIC KEY",
+        ),
+        (
+            "a private key",
+            &agent.key.serialize_pem(),
+            "never the private key",
+        ),
+        ("not PEM", "hello", "PUBLIC KEY"),
+    ] {
+        let (status, text) = setup.register(REGISTRAR_KEY, pem, "n").await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(text.contains(needle), "{what}: {text}");
+    }
+    for name in ["", "has space", "../x", &"x".repeat(65)] {
+        let (status, text) = setup
+            .register(REGISTRAR_KEY, &agent.public_pem(), name)
+            .await;
+        assert_eq!(status, 400, "name {name:?}: {text}");
+    }
+    let (status, text) = setup
+        .curl(&[
+            "-H",
+            &format!("Authorization: Bearer {REGISTRAR_KEY}"),
+            "-H",
+            "Content-Type: text/plain",
+            "--data",
+            &body,
+            &url,
+        ])
+        .await;
+    assert_eq!(status, 415, "{text}");
+    // Strong keys of the other kinds are certified, up to the quota.
+    for pem in [&rsa_2048, &ed25519] {
+        let (status, text) = setup.register(REGISTRAR_KEY, pem, "ok").await;
+        assert_eq!(status, 201, "{text}");
+    }
+    let (status, text) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "third")
+        .await;
+    assert_eq!(status, 403, "over the quota: {text}");
+    assert!(text.contains("already holds 2"), "{text}");
+    // Nothing refused was recorded.
+    let store = std::fs::read_to_string(setup.store()).expect("store");
+    assert_eq!(store.lines().count(), 2, "{store}");
+}
+
+#[tokio::test]
+async fn certificates_the_store_does_not_vouch_for_are_refused_at_the_handshake() {
+    let setup = Setup::start("").await;
+    let d = setup.dir.path();
+    // Signed with the CA's own key, but never registered (a leaked CA key, another gateway).
+    let ca = portcullis::identity::Ca::from_pem(
+        &std::fs::read_to_string(setup.path("ca.pem")).expect("ca"),
+        &std::fs::read_to_string(setup.path("ca.key")).expect("key"),
+    )
+    .expect("CA loads");
+    let stray = Agent::new(d, "stray");
+    let key = portcullis::identity::public_key::parse(&stray.public_pem()).expect("key");
+    let now = portcullis::identity::now();
+    let leaf = ca
+        .issue(
+            &key,
+            "stray",
+            "spiffe://localhost/agent/idn_stray",
+            now,
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&stray.cert_file, &leaf.pem).expect("write");
+    let (status, text) = setup.whoami_with(&stray.cert_file, &stray.key_file).await;
+    assert_eq!(status, 0, "an unregistered certificate of the CA: {text}");
+
+    // The same certificate on record but past its notAfter (the store says when).
+    let expired = Agent::new(d, "expired");
+    let key = portcullis::identity::public_key::parse(&expired.public_pem()).expect("key");
+    let leaf = ca
+        .issue(
+            &key,
+            "expired",
+            "spiffe://localhost/agent/idn_expired",
+            now,
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&expired.cert_file, &leaf.pem).expect("write");
+    let registry = Registry::open(&setup.store()).expect("store");
+    registry
+        .transact(|_| {
+            let event = Event::Issued(Issued {
+                id: "idn_expired".into(),
+                name: "expired".into(),
+                owner: "registrar".into(),
+                subject: "spiffe://localhost/agent/idn_expired".into(),
+                scopes: vec!["mcp:read".into()],
+                fingerprint: leaf.fingerprint.clone(),
+                serial: leaf.serial.clone(),
+                at: now - 7200,
+                not_after: now - 1,
+                replaces: None,
+            });
+            Ok::<_, portcullis::identity::StoreError>((vec![event], ()))
+        })
+        .expect("recorded");
+    until_status("the expired certificate is refused", 0, || {
+        setup.whoami_with(&expired.cert_file, &expired.key_file)
+    })
+    .await;
+
+    // A certificate from a CA the gateway does not trust at all.
+    let other = generate("Another CA", &["localhost".to_owned()]).expect("CA");
+    let other_ca = portcullis::identity::Ca::from_pem(&other.ca_cert, &other.ca_key).expect("CA");
+    let foreign = Agent::new(d, "foreign");
+    let key = portcullis::identity::public_key::parse(&foreign.public_pem()).expect("key");
+    let leaf = other_ca
+        .issue(
+            &key,
+            "foreign",
+            "spiffe://localhost/agent/idn_foreign",
+            now,
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&foreign.cert_file, &leaf.pem).expect("write");
+    let (status, text) = setup
+        .whoami_with(&foreign.cert_file, &foreign.key_file)
+        .await;
+    assert_eq!(status, 0, "a certificate of another CA: {text}");
+}
+
+#[test]
+fn a_write_cut_off_mid_line_is_never_read_and_the_next_writer_cuts_it_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("identities.jsonl");
+    let issued = |id: &str, fingerprint: &str| {
+        Event::Issued(Issued {
+            id: id.into(),
+            name: "n".into(),
+            owner: "o".into(),
+            subject: format!("spiffe://t/agent/{id}"),
+            scopes: vec![],
+            fingerprint: fingerprint.into(),
+            serial: "01".into(),
+            at: 0,
+            not_after: i64::MAX,
+            replaces: None,
+        })
+    };
+    let registry = Registry::open(&path).expect("opens");
+    registry
+        .transact(|_| Ok::<_, portcullis::identity::StoreError>((vec![issued("idn_a", "aa")], ())))
+        .expect("written");
+    // A writer killed in the middle of its line.
+    let mut text = std::fs::read(&path).expect("read");
+    text.extend_from_slice(br#"{"event":"issued","id":"idn_b","na"#);
+    std::fs::write(&path, &text).expect("write");
+    let reader = Registry::open(&path).expect("a torn tail is not an error");
+    assert_eq!(
+        reader.read(|b| b.len()),
+        1,
+        "the unfinished line is not read"
+    );
+    reader
+        .transact(|book| {
+            assert!(book.get("idn_b").is_none());
+            Ok::<_, portcullis::identity::StoreError>((vec![issued("idn_c", "cc")], ()))
+        })
+        .expect("written");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.lines().count(), 2, "the torn line was cut off: {text}");
+    assert!(text.ends_with('\n'));
+    let again = Registry::open(&path).expect("opens");
+    assert!(again.read(|b| b.get("idn_a").is_some() && b.get("idn_c").is_some()));
+    // A complete line that is not an event stops the store, naming the line.
+    std::fs::write(&path, format!("{text}not json\n")).expect("write");
+    let error = Registry::open(&path).expect_err("a corrupt line is refused");
+    assert!(error.to_string().contains("line 3"), "{error}");
+}
+
+#[tokio::test]
+async fn conduit_registers_calls_over_mtls_rotates_and_is_refused_once_revoked() {
+    let Some(python) = installed(&root().join("target/clients/venv/bin/python")) else {
+        return;
+    };
+    let setup = Setup::start("rotation_overlap_secs = 0").await;
+    let agent_dir = setup.path("conduit");
+    let script = root().join("tests/clients/python/conduit_identity.py");
+    let ca = setup.path("ca.pem");
+    let run = |step: &'static str, extra: Vec<String>| {
+        let mut args = vec![
+            script.display().to_string(),
+            step.to_owned(),
+            "--endpoint".to_owned(),
+            setup.endpoint(),
+            "--dir".to_owned(),
+            agent_dir.display().to_string(),
+            "--url".to_owned(),
+            format!("{}/mcp", setup.base()),
+        ];
+        args.extend(extra);
+        let (python, ca) = (python.clone(), ca.clone());
+        async move {
+            let mut command = std::process::Command::new(&python);
+            command
+                .args(&args)
+                .env("REGISTRATION_TOKEN", REGISTRAR_KEY)
+                // conduit registers over its default HTTPS client (the system's roots):
+                // the operator's CA is what the agent's machine trusts for that first call.
+                .env("SSL_CERT_FILE", &ca)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .stdin(Stdio::null());
+            let out = tokio::task::spawn_blocking(move || command.output())
+                .await
+                .expect("joined")
+                .expect("python runs");
+            let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(json)
+                .collect();
+            (
+                out.status.success(),
+                events,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, events, stderr) = run("register", vec![]).await;
+    assert!(ok, "{events:?}\n{stderr}");
+    let id = events[0]["id"].as_str().expect("id").to_owned();
+    let subject = format!("spiffe://localhost/agent/{id}");
+
+    let whoami = vec!["--call=whoami".to_owned()];
+    let (ok, events, stderr) = run("call", whoami.clone()).await;
+    assert!(ok, "{events:?}\n{stderr}");
+    let call = events
+        .iter()
+        .find(|e| e["event"] == "call")
+        .expect("a call");
+    assert_eq!(call["ok"], true, "{events:?}");
+    assert!(
+        call["text"].as_str().unwrap_or_default().contains(&subject),
+        "{events:?}"
+    );
+
+    let (ok, events, stderr) = run("rotate", vec![]).await;
+    assert!(ok, "{events:?}\n{stderr}");
+    assert_eq!(events[0]["id"], id.as_str(), "rotation keeps the identity");
+    let (ok, events, stderr) = run("call", whoami.clone()).await;
+    assert!(ok, "the rotated certificate calls: {events:?}\n{stderr}");
+
+    portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ok, events, _) = run("call", whoami).await;
+    assert!(!ok, "a revoked identity cannot call: {events:?}");
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/1.1 connection over mTLS with the agent's certificate, kept open.
+async fn keep_alive(addr: std::net::SocketAddr, ca: &Path, cert: &Path, key: &Path) -> Sender {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("ca"))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(cert).expect("cert")],
+            PrivateKeyDer::from_pem_file(key).expect("key"),
+        )
+        .expect("client auth");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http/1.1");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn status_of(sender: &mut Sender, path: &str) -> u16 {
+    let request = http::Request::builder()
+        .uri(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("answered");
+    let status = response.status().as_u16();
+    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    status
+}
+
+fn openssl_public(genpkey: &[&str]) -> String {
+    let private = std::process::Command::new("openssl")
+        .args(genpkey)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        private.status.success(),
+        "{}",
+        String::from_utf8_lossy(&private.stderr)
+    );
+    let mut child = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&private.stdout)
+        .expect("write");
+    let out = child.wait_with_output().expect("openssl finishes");
+    String::from_utf8(out.stdout).expect("PEM")
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+}
