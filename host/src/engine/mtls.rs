@@ -201,7 +201,7 @@ impl MtlsValidator {
         if self
             .allowed
             .as_ref()
-            .is_some_and(|allowed| !allowed.iter().any(|a| *a == issued.subject))
+            .is_some_and(|allowed| !allowed.contains(&issued.subject))
         {
             return Verdict::Deny(Denial::forbidden(
                 ErrorCode::AccessDenied,

@@ -46,13 +46,13 @@ struct Refused {
     result: &'static str,
 }
 
-fn refused(rejection: Rejection, result: &'static str, reason: impl Into<String>) -> Refused {
-    Refused {
+fn refused(rejection: Rejection, result: &'static str, reason: impl Into<String>) -> Box<Refused> {
+    Box::new(Refused {
         rejection,
         reason: reason.into(),
         subject: None,
         result,
-    }
+    })
 }
 
 fn bad_request(description: impl Into<String>) -> Rejection {
@@ -95,6 +95,7 @@ pub(crate) async fn serve(
             response
         }
         Err(refusal) => {
+            let refusal = *refusal;
             metrics.identity(label, refusal.result);
             let status = refusal.rejection.status();
             record(
@@ -135,7 +136,7 @@ fn record(
     });
 }
 
-type Answer = Result<(Response<Body>, Option<String>), Refused>;
+type Answer = Result<(Response<Body>, Option<String>), Box<Refused>>;
 
 fn ca_pem(authority: &IdentityAuthority, method: &Method) -> Answer {
     if method != Method::GET && method != Method::HEAD {
@@ -163,7 +164,7 @@ fn ca_pem(authority: &IdentityAuthority, method: &Method) -> Answer {
 /// The body of a `POST`, read whole (bounded) before anything is judged: answering a
 /// request whose body is still arriving makes HTTP/2 clients see a reset stream instead of
 /// the answer.
-async fn read_post(site: &Site, parts: &Parts, body: Body) -> Result<bytes::Bytes, Refused> {
+async fn read_post(site: &Site, parts: &Parts, body: Body) -> Result<bytes::Bytes, Box<Refused>> {
     if parts.method != Method::POST {
         return Err(refused(
             Rejection::MethodNotAllowed { allow: "POST" },
@@ -182,7 +183,7 @@ async fn read_post(site: &Site, parts: &Parts, body: Body) -> Result<bytes::Byte
 }
 
 /// The checks both `POST`s share once the caller is known: origin, media type, JSON, name.
-fn key_request(site: &Site, parts: &Parts, bytes: &[u8]) -> Result<KeyRequest, Refused> {
+fn key_request(site: &Site, parts: &Parts, bytes: &[u8]) -> Result<KeyRequest, Box<Refused>> {
     check_origin(&parts.headers, &site.origins, &site.public_origin)
         .map_err(|r| refused(r, "origin_not_allowed", "origin not allowed"))?;
     let media = parts
@@ -221,7 +222,7 @@ fn key_request(site: &Site, parts: &Parts, bytes: &[u8]) -> Result<KeyRequest, R
     Ok(request)
 }
 
-fn parse_key(request: &KeyRequest) -> Result<public_key::AgentKey, Refused> {
+fn parse_key(request: &KeyRequest) -> Result<public_key::AgentKey, Box<Refused>> {
     public_key::parse(&request.public_key_pem).map_err(|e| {
         refused(
             bad_request(e.to_string()),
@@ -294,7 +295,7 @@ async fn register(
         }
     };
     let owner = caller.subject.clone();
-    let with_subject = |mut r: Refused| {
+    let with_subject = |mut r: Box<Refused>| {
         r.subject = Some(owner.clone());
         r
     };
@@ -405,7 +406,7 @@ async fn rotate(
             "certificate of another CA",
         ));
     };
-    let with_subject = |mut r: Refused| {
+    let with_subject = |mut r: Box<Refused>| {
         r.subject = Some(issued.subject.clone());
         r
     };
@@ -480,7 +481,7 @@ impl From<super::StoreError> for Issue {
 }
 
 impl Issue {
-    fn refusal(self, max: u32) -> Refused {
+    fn refusal(self, max: u32) -> Box<Refused> {
         match self {
             Self::Quota => refused(
                 Rejection::Forbidden {
@@ -535,7 +536,7 @@ fn granted_scopes(caller: &Identity, offered: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn new_id() -> Result<String, Refused> {
+fn new_id() -> Result<String, Box<Refused>> {
     crate::crypto::random_bytes::<12>()
         .map(|bytes| format!("idn_{}", hex::encode(bytes)))
         .ok_or_else(|| {
