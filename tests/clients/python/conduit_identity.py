@@ -4,6 +4,9 @@ One step per run, the identity kept in `--dir` between runs (conduit's own `save
 layout: identity.pem, identity_key.pem, ca.pem):
 - `register`: `generate_keypair`, then `register_identity` with the bearer token read from the
   variable named by `--token-env`, then `save_identity`;
+- `register-oauth`: the same with a token conduit fetches itself (`OAuthTokenProvider`,
+  client credentials at the endpoint it derives from `--url`, the secret read from the
+  variable named by `--client-secret-env`), as `Client.bootstrap_identity_oauth` means to;
 - `rotate`: `rotate_identity` with the saved identity over mTLS (no token), then `save_identity`;
 - `call`: a `Client(url, identity=…)` over mTLS with the saved identity, no token: lists the
   tools and makes each `--call` in order.
@@ -12,7 +15,7 @@ Prints one JSON object a line (see report.py): `{"event": "identity", "id", "fin
 "name", "valid_until"}` after a registration or rotation, then `tools` and `call` events.
 
 usage: conduit_identity.py STEP --endpoint URL --dir DIR [--name NAME] [--token-env VAR]
-           [--url MCP_URL] [--call NAME[=JSON]]...
+           [--client-id ID] [--client-secret-env VAR] [--url MCP_URL] [--call NAME[=JSON]]...
 """
 
 import argparse
@@ -22,8 +25,11 @@ import os
 import sys
 from pathlib import Path
 
+import httpx
+
 from datagrout.conduit import Client
 from datagrout.conduit.identity import ConduitIdentity
+from datagrout.conduit.oauth import OAuthTokenProvider, derive_token_endpoint
 from datagrout.conduit.registration import (
     generate_keypair,
     register_identity,
@@ -48,13 +54,22 @@ def result_text(result):
 
 async def run(args):
     directory = Path(args.dir)
-    if args.step == "register":
+    if args.step in ("register", "register-oauth"):
+        if args.step == "register":
+            token = os.environ[args.token_env]
+        else:
+            provider = OAuthTokenProvider(
+                args.client_id,
+                os.environ[args.client_secret_env],
+                derive_token_endpoint(args.url),
+            )
+            # conduit 0.8.1's own `bootstrap_identity_oauth` calls `get_token()` without the
+            # HTTP client it requires (a TypeError); this is its flow with the client given.
+            async with httpx.AsyncClient() as http_client:
+                token = await provider.get_token(http_client)
         keypair = generate_keypair(args.name)
         identity, response = await register_identity(
-            keypair,
-            endpoint=args.endpoint,
-            auth_token=os.environ[args.token_env],
-            name=args.name,
+            keypair, endpoint=args.endpoint, auth_token=token, name=args.name
         )
     elif args.step == "rotate":
         identity, response = await rotate_identity(
@@ -86,7 +101,9 @@ async def run(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["register", "rotate", "call"])
+    parser.add_argument("step", choices=["register", "register-oauth", "rotate", "call"])
+    parser.add_argument("--client-id")
+    parser.add_argument("--client-secret-env", default="CLIENT_SECRET")
     parser.add_argument("--endpoint")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--name", default="test-agent")

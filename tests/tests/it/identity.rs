@@ -33,6 +33,11 @@ struct Setup {
 
 impl Setup {
     async fn start(extra: &str) -> Self {
+        Self::start_with(extra, "").await
+    }
+
+    /// [`Setup::start`] with more TOML after the `[identity]` section (`oauth` below).
+    async fn start_with(extra: &str, more: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let generated = generate(
             "Test agent identity CA",
@@ -50,7 +55,14 @@ impl Setup {
         }
         let config = TestConfig::new()
             .server(r#"public_url = "https://localhost""#)
-            .route("/mcp", &["agents", "registrars", "keys"])
+            .route(
+                "/mcp",
+                if more.contains("[authorization_server]") {
+                    &["agents", "tokens", "registrars", "keys"]
+                } else {
+                    &["agents", "registrars", "keys"]
+                },
+            )
             .provider("agents", "mtls")
             .provider("registrars", "api_key")
             .with(r#"on_deny = "next""#)
@@ -72,6 +84,7 @@ store = "{d}/identities.jsonl"
 route = "/mcp"
 scopes = ["mcp:read", "mcp:write"]
 {extra}
+{more}
 "#,
                 d = d.display()
             ));
@@ -771,6 +784,96 @@ async fn status_of(sender: &mut Sender, path: &str) -> u16 {
     let status = response.status().as_u16();
     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
     status
+}
+
+/// The authorization server with one client, `bootstrap-agent` (secret
+/// [`CLIENT_SECRET`]), allowed `identity:register` and `mcp:read`; its tokens are checked by
+/// the `tokens` provider. `dir` holds the signing key.
+fn oauth(dir: &Path) -> String {
+    let key = portcullis_tests::oauth::TestKey::ed25519("k1");
+    let file = dir.join("k1.pem");
+    std::fs::write(&file, key.pem()).expect("write key");
+    format!(
+        r#"
+[authorization_server]
+
+[[authorization_server.keys]]
+kid = "k1"
+algorithm = "EdDSA"
+private_key = "file://{file}"
+
+[[authorization_server.clients]]
+id = "bootstrap-agent"
+secret_hash = "{hash}"
+scopes = ["identity:register", "mcp:read"]
+
+[providers.tokens]
+type = "issued"
+on_deny = "next"
+"#,
+        file = file.display(),
+        hash = hash_key(CLIENT_SECRET),
+    )
+}
+
+const CLIENT_SECRET: &str = "pcs_test-bootstrap-secret-00000000000000";
+
+#[tokio::test]
+async fn conduit_bootstraps_with_a_token_from_the_gateways_own_authorization_server() {
+    let Some(python) = installed(&root().join("target/clients/venv/bin/python")) else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("temp dir");
+    let setup = Setup::start_with("", &oauth(keys.path())).await;
+    let agent_dir = setup.path("conduit");
+    let ca = setup.path("ca.pem");
+    let script = root().join("tests/clients/python/conduit_identity.py");
+    let step = |step: &str, extra: &[&str]| {
+        let mut command = std::process::Command::new(&python);
+        command
+            .arg(&script)
+            .args([step, "--endpoint", &setup.endpoint(), "--dir"])
+            .arg(&agent_dir)
+            .args(["--url", &format!("{}/mcp", setup.base())])
+            .args(extra)
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .env("SSL_CERT_FILE", &ca)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null());
+        async move {
+            let out = tokio::task::spawn_blocking(move || command.output())
+                .await
+                .expect("joined")
+                .expect("python runs");
+            let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(json)
+                .collect();
+            (
+                out.status.success(),
+                events,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, events, stderr) = step("register-oauth", &["--client-id", "bootstrap-agent"]).await;
+    assert!(ok, "{events:?}\n{stderr}");
+    let id = events[0]["id"].as_str().expect("id").to_owned();
+    let (ok, events, stderr) = step("call", &["--call=whoami"]).await;
+    assert!(ok, "{events:?}\n{stderr}");
+    let call = events
+        .iter()
+        .find(|e| e["event"] == "call")
+        .expect("a call");
+    let text = call["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("spiffe://localhost/agent/{id}")),
+        "{events:?}"
+    );
+    // The owner of the identity is the OAuth client that registered it.
+    let listed =
+        portcullis_identity(&format!("list --store {}", setup.store().display())).expect("list");
+    assert!(listed.contains("bootstrap-agent"), "{listed}");
 }
 
 fn openssl_public(genpkey: &[&str]) -> String {
