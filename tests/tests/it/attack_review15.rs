@@ -1,0 +1,436 @@
+//! Review 15: attacks on the agent-identity CA (`[identity]`). Each test is a finding: it
+//! fails against the code it was written for, for the reason its doc comment gives.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Parser as _;
+use http_body_util::BodyExt as _;
+use portcullis::engine::api_key::hash_key;
+use portcullis::identity::ca::generate;
+use portcullis_cli::{Cli, Command, identity};
+use portcullis_tests::upstream::RecordingUpstream;
+use serde_json::Value;
+
+use crate::gateway_harness::{Harness, TestConfig, start_with_upstream};
+
+/// A key with `identity:register` and `mcp:read`.
+const REGISTRAR_KEY: &str = "review15-registrar-key-0001";
+
+/// A TLS gateway with the identity CA on, in front of `upstream`, and the CA's files.
+struct Setup {
+    harness: Harness,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// `/mcp` (the registration route: agents by certificate, the registrar by key) and
+    /// `/feed`, a plain HTTP route that only agents reach.
+    async fn start(upstream: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let generated = generate(
+            "Review15 agent identity CA",
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+        )
+        .expect("CA");
+        let d = dir.path();
+        for (name, text) in [
+            ("ca.pem", &generated.ca_cert),
+            ("ca.key", &generated.ca_key),
+            ("server.pem", &generated.server_cert),
+            ("server.key", &generated.server_key),
+        ] {
+            std::fs::write(d.join(name), text).expect("write");
+        }
+        let config = TestConfig::new()
+            .server(r#"public_url = "https://localhost""#)
+            .route("/mcp", &["agents", "registrars"])
+            .http_route("/feed", &["agents"])
+            .provider("agents", "mtls")
+            .provider("registrars", "api_key")
+            .with(&format!(
+                r#"keys = [{{ name = "registrar", hash = "{}", scopes = ["identity:register", "mcp:read"] }}]"#,
+                hash_key(REGISTRAR_KEY)
+            ))
+            .toml(&format!(
+                r#"[server.tls]
+cert = "{d}/server.pem"
+key = "{d}/server.key"
+
+[identity]
+ca_cert = "file://{d}/ca.pem"
+ca_key = "file://{d}/ca.key"
+store = "{d}/identities.jsonl"
+route = "/mcp"
+scopes = ["mcp:read"]
+{extra}
+"#,
+                d = d.display()
+            ));
+        let harness = start_with_upstream(config, upstream).await;
+        Self { harness, dir }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://localhost:{}/identity", self.harness.addr.port())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("identities.jsonl")
+    }
+
+    /// `curl` against the gateway, trusting the CA: the status (0 when the connection
+    /// failed) and the body.
+    async fn curl(&self, args: &[&str]) -> (u16, String) {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(self.path("ca.pem"))
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("joined")
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse() {
+            Ok(0) | Err(_) => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
+            Ok(code) => (code, body.to_owned()),
+        }
+    }
+
+    /// Registers `public_key_pem` as `name` with the registrar's key.
+    async fn register(&self, public_key_pem: &str, name: &str) -> (u16, String) {
+        let body = serde_json::json!({ "public_key_pem": public_key_pem, "name": name });
+        self.curl(&[
+            "-H",
+            &format!("Authorization: Bearer {REGISTRAR_KEY}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body.to_string(),
+            &format!("{}/register", self.endpoint()),
+        ])
+        .await
+    }
+}
+
+/// An agent's key pair, its private key written to `dir/NAME.key`.
+struct Agent {
+    key: rcgen::KeyPair,
+    key_file: PathBuf,
+    cert_file: PathBuf,
+}
+
+impl Agent {
+    fn new(dir: &Path, name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        Self {
+            key,
+            key_file,
+            cert_file: dir.join(format!("{name}.pem")),
+        }
+    }
+
+    fn keep(&self, answer: &Value) {
+        let pem = answer["cert_pem"].as_str().expect("cert_pem");
+        std::fs::write(&self.cert_file, pem).expect("write cert");
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// `portcullis identity LINE`, as `main` runs it.
+fn portcullis_identity(line: &str) -> Result<String, String> {
+    let words = shlex::split(line).unwrap_or_else(|| panic!("not a command line: {line}"));
+    let cli = Cli::try_parse_from(
+        ["portcullis".to_owned(), "identity".to_owned()]
+            .into_iter()
+            .chain(words),
+    )
+    .map_err(|e| e.to_string())?;
+    match cli.command {
+        Some(Command::Identity(args)) => identity::run(&args).map_err(|e| format!("{e:#}")),
+        other => panic!("not an identity command: {other:?}"),
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>;
+
+/// An HTTP/1.1 connection over mTLS with `cert`/`key`, kept open.
+async fn mtls_connection(addr: std::net::SocketAddr, ca: &Path, cert: &Path, key: &Path) -> Sender {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("ca"))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(cert).expect("cert")],
+            PrivateKeyDer::from_pem_file(key).expect("key"),
+        )
+        .expect("client auth");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http/1.1");
+    tokio::spawn(conn);
+    sender
+}
+
+/// A body that sends `tick\n` every 100 ms, forever: a feed, an SSE stream.
+struct Ticks(tokio::time::Interval);
+
+impl http_body::Body for Ticks {
+    type Data = Bytes;
+    type Error = portcullis_tests::upstream::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.0.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                b"tick\n",
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// An upstream whose every answer is an endless [`Ticks`] stream.
+async fn ticking_upstream() -> RecordingUpstream {
+    RecordingUpstream::answering(|_| async {
+        let mut response = http::Response::new(
+            Ticks(tokio::time::interval(Duration::from_millis(100))).boxed_unsync(),
+        );
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        response
+    })
+    .await
+}
+
+/// Revocation is promised to reach open connections within a second
+/// (`identity/mod.rs`: "every certificate of the identity is refused at the next handshake
+/// and on open connections within `REFRESH_EVERY`"; the CLI prints "the gateway refuses its
+/// certificates within a second, on new and open connections"). The store is consulted only
+/// when a request starts ([`Gateway::handle`]), so a response that is still streaming when the
+/// identity is revoked — an MCP `GET` event stream, a long tool answer, a feed — keeps flowing
+/// to the revoked agent with no bound at all. Here an agent opens a streamed `GET /feed`, is
+/// revoked, and three seconds later (three times the stated bound) is still receiving data,
+/// while a new request on the very same connection is already refused with 401.
+#[tokio::test]
+async fn a_response_streaming_when_its_identity_is_revoked_keeps_flowing_past_the_bound() {
+    let upstream = ticking_upstream().await;
+    let setup = Setup::start(&upstream.url, "").await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup.register(&agent.key.public_key_pem(), "feeder").await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+
+    let ca = setup.path("ca.pem");
+    let mut streaming =
+        mtls_connection(setup.harness.addr, &ca, &agent.cert_file, &agent.key_file).await;
+    let mut fresh =
+        mtls_connection(setup.harness.addr, &ca, &agent.cert_file, &agent.key_file).await;
+    let request = |path: &str| {
+        http::Request::builder()
+            .uri(path)
+            .header("host", "localhost")
+            .body(http_body_util::Empty::new())
+            .expect("request")
+    };
+    let response = streaming
+        .send_request(request("/feed"))
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200, "the live agent reads the feed");
+    let mut feed = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.frame())
+        .await
+        .expect("the feed starts");
+    assert!(first.is_some(), "the feed starts");
+
+    portcullis_identity(&format!(
+        "revoke {id} --reason compromised --store {}",
+        setup.store().display()
+    ))
+    .expect("revoke");
+    let revoked_at = tokio::time::Instant::now();
+
+    // Keep draining while the bound passes, as a client would.
+    let bound = revoked_at + Duration::from_secs(3);
+    let mut ended = false;
+    while tokio::time::Instant::now() < bound {
+        match tokio::time::timeout_at(bound, feed.frame()).await {
+            Err(_) => break,
+            Ok(None | Some(Err(_))) => {
+                ended = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    // The same certificate on a new request is refused: the revocation has been read.
+    let refused = fresh
+        .send_request(request("/feed"))
+        .await
+        .expect("answered");
+    assert_eq!(
+        refused.status(),
+        401,
+        "a new request with the revoked certificate is refused"
+    );
+    let still_flowing = if ended {
+        false
+    } else {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), feed.frame()).await,
+            Ok(Some(Ok(_)))
+        )
+    };
+    assert!(
+        !still_flowing,
+        "three seconds after `portcullis identity revoke {id}` (the promise is one), the \
+         revoked agent's open stream still delivers data from the upstream"
+    );
+}
+
+/// DER: `tag`, its length, `content`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).expect("short"));
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | u8::try_from(bytes.len()).expect("length of length"));
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A PEM `PUBLIC KEY` (SubjectPublicKeyInfo) of `algorithm` (its DER) and `key` (the bits).
+fn spki_pem(algorithm: &[u8], key: &[u8]) -> String {
+    let mut bits = vec![0];
+    bits.extend_from_slice(key);
+    let mut content = algorithm.to_vec();
+    content.extend(der(0x03, &bits));
+    let spki = der(0x30, &content);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The key checks (`identity/public_key.rs`) promise "only the kinds worth certifying" and
+/// answer "the point is not an uncompressed point of its curve" — but they only look at the
+/// length and the `04` prefix, never whether the point is on the curve. A real P-256 key with
+/// one byte of `y` changed is no P-256 public key at all (nobody holds its private key; it is
+/// what invalid-curve attacks feed a verifier), yet the CA signs a certificate for it and the
+/// store records a live identity.
+#[tokio::test]
+async fn a_p256_point_that_is_not_on_the_curve_is_certified() {
+    let upstream = RecordingUpstream::start().await;
+    let setup = Setup::start(&upstream.url, "").await;
+    let real = rcgen::KeyPair::generate().expect("P-256 key");
+    let mut point = real.public_key_raw().to_vec();
+    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+    point[64] ^= 0x01;
+    // id-ecPublicKey, prime256v1.
+    let algorithm = der(
+        0x30,
+        &[
+            der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+            der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+        ]
+        .concat(),
+    );
+    let pem = spki_pem(&algorithm, &point);
+    let (status, body) = setup.register(&pem, "off-curve").await;
+    assert_eq!(
+        status, 400,
+        "a P-256 \"key\" off the curve must be refused, not certified: {body}"
+    );
+}
+
+/// RSA keys are vetted for size and for an odd exponent, but not the modulus: an even
+/// modulus (the CA/Browser Forum's baseline requirements, 6.1.6: "the modulus SHALL be odd,
+/// not the power of a prime, and have no factors smaller than 752") is a key anyone can
+/// factor at a glance. `n = 2^2048 - 2` (2048 bits, even) with `e = 65537` is certified as
+/// an `RSA-2048` agent key.
+#[tokio::test]
+async fn an_rsa_key_with_an_even_modulus_is_certified() {
+    let upstream = RecordingUpstream::start().await;
+    let setup = Setup::start(&upstream.url, "").await;
+    let mut modulus = vec![0x00];
+    modulus.extend(std::iter::repeat_n(0xff, 255));
+    modulus.push(0xfe);
+    let rsa_public_key = der(
+        0x30,
+        &[der(0x02, &modulus), der(0x02, &[0x01, 0x00, 0x01])].concat(),
+    );
+    // rsaEncryption, NULL.
+    let algorithm = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let pem = spki_pem(&algorithm, &rsa_public_key);
+    let parsed = portcullis::identity::public_key::parse(&pem);
+    assert!(
+        parsed.is_err(),
+        "an RSA key with an even modulus passes the key checks as {:?}",
+        parsed.map(|k| k.kind)
+    );
+    let (status, body) = setup.register(&pem, "even-modulus").await;
+    assert_eq!(status, 400, "an even RSA modulus must be refused: {body}");
+}
