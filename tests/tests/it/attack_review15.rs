@@ -32,6 +32,12 @@ impl Setup {
     /// `/mcp` (the registration route: agents by certificate, the registrar by key) and
     /// `/feed`, a plain HTTP route that only agents reach.
     async fn start(upstream: &str, extra: &str) -> Self {
+        Self::start_with(upstream, "", "", extra).await
+    }
+
+    /// [`Setup::start`] with `tls` lines added to `[server.tls]` and `agents` to the `mtls`
+    /// provider.
+    async fn start_with(upstream: &str, tls: &str, agents: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let generated = generate(
             "Review15 agent identity CA",
@@ -52,6 +58,7 @@ impl Setup {
             .route("/mcp", &["agents", "registrars"])
             .http_route("/feed", &["agents"])
             .provider("agents", "mtls")
+            .with(agents)
             .provider("registrars", "api_key")
             .with(&format!(
                 r#"keys = [{{ name = "registrar", hash = "{}", scopes = ["identity:register", "mcp:read"] }}]"#,
@@ -61,6 +68,7 @@ impl Setup {
                 r#"[server.tls]
 cert = "{d}/server.pem"
 key = "{d}/server.key"
+{tls}
 
 [identity]
 ca_cert = "file://{d}/ca.pem"
@@ -433,4 +441,73 @@ async fn an_rsa_key_with_an_even_modulus_is_certified() {
     );
     let (status, body) = setup.register(&pem, "even-modulus").await;
     assert_eq!(status, 400, "an even RSA modulus must be refused: {body}");
+}
+
+/// The identity CA owns the subjects it issues (`spiffe://{trust_domain}/agent/{id}`), but
+/// nothing reserves them: a certificate of another CA the listener trusts
+/// (`server.tls.client_ca`, e.g. a partner's) that carries an agent's SPIFFE ID as its CN (or
+/// URI SAN, with `identity = "san"`) is named by the same `mtls` provider exactly as that
+/// agent. The upstream gets the same `x-portcullis-subject` and `x-portcullis-provider` for
+/// the partner as for the agent (and MCP sessions, bound to provider and subject, cannot
+/// tell them apart); only the issuing CA, which the gateway ignores for foreign
+/// certificates, differs. A certificate from a CA other than the identity CA must never
+/// authenticate as one of the identity CA's subjects.
+#[tokio::test]
+async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent() {
+    let upstream = RecordingUpstream::start().await;
+    let partner_dir = tempfile::tempdir().expect("temp dir");
+    let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
+    let partner_pem = partner_dir.path().join("partner-ca.pem");
+    std::fs::write(&partner_pem, &partner.ca_cert).expect("write");
+    let setup = Setup::start_with(
+        &upstream.url,
+        &format!("client_ca = {:?}", partner_pem.display().to_string()),
+        r#"scopes = { "*" = ["mcp:read"] }"#,
+        "",
+    )
+    .await;
+
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup.register(&agent.key.public_key_pem(), "victim").await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let subject = answer["subject"].as_str().expect("subject").to_owned();
+
+    // The partner mints itself a certificate named as the agent.
+    let partner_ca =
+        portcullis::identity::Ca::from_pem(&partner.ca_cert, &partner.ca_key).expect("CA");
+    let impostor = Agent::new(setup.dir.path(), "impostor");
+    let key = portcullis::identity::public_key::parse(&impostor.key.public_key_pem()).expect("key");
+    let leaf = partner_ca
+        .issue(&key, &subject, &subject, portcullis::identity::now(), 3600)
+        .expect("issue");
+    std::fs::write(&impostor.cert_file, &leaf.pem).expect("write");
+
+    let url = format!("https://localhost:{}/feed", setup.harness.addr.port());
+    let setup = &setup;
+    let call = |who: &Agent| {
+        let (cert, key) = (
+            who.cert_file.display().to_string(),
+            who.key_file.display().to_string(),
+        );
+        let url = url.clone();
+        async move { setup.curl(&["--cert", &cert, "--key", &key, &url]).await }
+    };
+    let (status, text) = call(&agent).await;
+    assert_eq!(status, 200, "the agent itself: {text}");
+    let (status, text) = call(&impostor).await;
+    let seen = upstream.seen();
+    let as_agent = seen.first().expect("the agent's call");
+    let as_partner = seen.get(1);
+    assert_eq!(
+        as_agent.header("x-portcullis-subject"),
+        Some(subject.as_str())
+    );
+    assert!(
+        as_partner.is_none_or(|s| s.header("x-portcullis-subject") != Some(subject.as_str())),
+        "a certificate of the partner CA reached the upstream as the agent `{subject}` \
+         ({status}, provider {:?}): {text}",
+        as_partner.and_then(|s| s.header("x-portcullis-provider"))
+    );
 }
