@@ -32,12 +32,18 @@ impl Setup {
     /// `/mcp` (the registration route: agents by certificate, the registrar by key) and
     /// `/feed`, a plain HTTP route that only agents reach.
     async fn start(upstream: &str, extra: &str) -> Self {
-        Self::start_with(upstream, "", "", extra).await
+        Self::start_with(upstream, "", "", extra, |c| c).await
     }
 
     /// [`Setup::start`] with `tls` lines added to `[server.tls]` and `agents` to the `mtls`
     /// provider.
-    async fn start_with(upstream: &str, tls: &str, agents: &str, extra: &str) -> Self {
+    async fn start_with(
+        upstream: &str,
+        tls: &str,
+        agents: &str,
+        extra: &str,
+        more: impl FnOnce(TestConfig) -> TestConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let generated = generate(
             "Review15 agent identity CA",
@@ -80,7 +86,7 @@ scopes = ["mcp:read"]
 "#,
                 d = d.display()
             ));
-        let harness = start_with_upstream(config, upstream).await;
+        let harness = start_with_upstream(more(config), upstream).await;
         Self { harness, dir }
     }
 
@@ -464,6 +470,7 @@ async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent
         &format!("client_ca = {:?}", partner_pem.display().to_string()),
         r#"scopes = { "*" = ["mcp:read"] }"#,
         "",
+        |c| c,
     )
     .await;
 
@@ -509,5 +516,60 @@ async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent
         "a certificate of the partner CA reached the upstream as the agent `{subject}` \
          ({status}, provider {:?}): {text}",
         as_partner.and_then(|s| s.header("x-portcullis-provider"))
+    );
+}
+
+/// Registration runs only the `[identity] route`'s chain (`endpoints.rs`:
+/// `route.policy.chain.authenticate`), never the route's authorizers. Here `/mcp` takes the
+/// registrar's key only from the office network (an `ip-allowlist` authorizer,
+/// 203.0.113.0/24): from anywhere else the key is refused on `/mcp` with 403. Yet the same
+/// key, from the same refused address, gets a 30-day certificate at `/identity/register`,
+/// which then reaches `/feed` (an agents' route) from that address. The route's policy
+/// refuses this caller, so it must not be able to mint an identity through the route.
+#[tokio::test]
+async fn registration_skips_the_routes_authorizers() {
+    let upstream = RecordingUpstream::start().await;
+    let setup = Setup::start_with(&upstream.url, "", "", "", |c| {
+        c.on_route("/mcp", r#"authorizers = ["office-network"]"#)
+            .wasm("office-network", portcullis_tests::guests::IP_ALLOWLIST)
+            .with(r#"config = { networks = [{ cidr = "203.0.113.0/24" }] }"#)
+    })
+    .await;
+    let mcp = format!("https://localhost:{}/mcp", setup.harness.addr.port());
+    let (status, text) = setup
+        .curl(&[
+            "-H",
+            &format!("Authorization: Bearer {REGISTRAR_KEY}"),
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json, text/event-stream",
+            "--data",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            &mcp,
+        ])
+        .await;
+    assert_eq!(
+        status, 403,
+        "the route refuses the registrar's key outside the office: {text}"
+    );
+
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup
+        .register(&agent.key.public_key_pem(), "outsider")
+        .await;
+    let feed = if status == 201 {
+        agent.keep(&json(&body));
+        let url = format!("https://localhost:{}/feed", setup.harness.addr.port());
+        let cert = agent.cert_file.display().to_string();
+        let key = agent.key_file.display().to_string();
+        setup.curl(&["--cert", &cert, "--key", &key, &url]).await.0
+    } else {
+        0
+    };
+    assert_ne!(
+        status, 201,
+        "a caller the `/mcp` route refuses (its authorizer) got an identity through it, whose \
+         certificate then reaches `/feed` from the refused address (status {feed}): {body}"
     );
 }
