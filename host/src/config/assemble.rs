@@ -112,7 +112,10 @@ pub async fn assemble(
                 (Role::Authenticator(v.clone()), None, Some(v))
             }
             ProviderSettings::Mtls(s) => {
-                let v = MtlsValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
+                let mut v = MtlsValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
+                if let Some(identity) = &config.identity {
+                    v = v.reserving(identity.subject_prefix());
+                }
                 (Role::Authenticator(Arc::new(v)), None, None)
             }
             ProviderSettings::Wasm(w) => {

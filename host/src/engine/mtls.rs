@@ -123,6 +123,9 @@ pub struct MtlsValidator {
     san_type: Option<SanType>,
     allowed: Option<Vec<String>>,
     scopes: BTreeMap<String, Vec<String>>,
+    /// Subjects only the identity CA's certificates may have (a prefix, compared
+    /// case-blind): another CA's certificate naming one is refused.
+    reserved: Option<String>,
 }
 
 impl MtlsValidator {
@@ -145,7 +148,16 @@ impl MtlsValidator {
             san_type: settings.san_type,
             allowed: settings.allowed_subjects,
             scopes: settings.scopes,
+            reserved: None,
         })
+    }
+
+    /// Refuses certificates of other CAs whose subject starts with `prefix` (the identity
+    /// CA's subjects, [`crate::identity::IdentitySettings::subject_prefix`]).
+    #[must_use]
+    pub fn reserving(mut self, prefix: String) -> Self {
+        self.reserved = Some(prefix.to_ascii_lowercase()).filter(|p| !p.is_empty());
+        self
     }
 
     /// The decision for a request that presented `cert` (or none).
@@ -169,6 +181,17 @@ impl MtlsValidator {
             };
             return Verdict::Deny(Denial::invalid_token(reason));
         };
+        if self
+            .reserved
+            .as_ref()
+            .is_some_and(|prefix| subject.to_ascii_lowercase().starts_with(prefix.as_str()))
+        {
+            return Verdict::Deny(Denial::forbidden(
+                ErrorCode::AccessDenied,
+                "client certificate names a subject of the gateway's identity CA but was not \
+                 issued by it",
+            ));
+        }
         if self
             .allowed
             .as_ref()

@@ -1,5 +1,6 @@
 //! One route's policy and the decision function: chain, then scope rules, then authorizers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,8 +56,19 @@ impl Policy {
     /// Decides one request. Never allows unless the chain authenticated the caller, the
     /// caller holds every required scope, and every authorizer passed.
     pub async fn decide(&self, request: &Arc<RequestContext>) -> Outcome {
+        self.decide_needing(request, self.rules.required_scopes(request))
+            .await
+    }
+
+    /// Decides one request that needs `needed` instead of what the rules say: the chain,
+    /// then those scopes, then every authorizer. The gateway's own endpoints that a route's
+    /// callers use (identity registration) are judged this way.
+    pub async fn decide_needing(
+        &self,
+        request: &Arc<RequestContext>,
+        needed: BTreeSet<String>,
+    ) -> Outcome {
         let mut trace = Trace::default();
-        let needed = self.rules.required_scopes(request);
         // The list of needed scopes is only copied out when denying: the allow path stays
         // free of that allocation.
         let deny = |denial: Denial, trace: Trace| Outcome {

@@ -184,10 +184,20 @@ impl Gateway {
             let readiness = (request.uri().path() == "/readyz")
                 .then(|| self.readiness.load_full())
                 .flatten();
-            let (label, response) = match readiness {
+            let (label, mut response) = match readiness {
                 Some(report) => ("/readyz", handler::readiness(&site, conn, &report)),
                 None => handler::handle(&site, request, conn, &self.metrics, &self.sessions).await,
             };
+            if let Some(cert) = conn.client_cert.as_ref().filter(|c| c.issued.is_some())
+                && let Some(authority) = &site.identity
+            {
+                let body = std::mem::replace(response.body_mut(), body::empty());
+                *response.body_mut() = crate::identity::guard::while_vouched(
+                    body,
+                    Arc::clone(authority),
+                    cert.clone(),
+                );
+            }
             self.metrics.request(label, response.status().as_u16());
             response
         })

@@ -92,8 +92,11 @@ pub fn server_config(
             }
             crls.extend(read);
         }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).with_crls(crls);
+        // A CRL speaks for the CA that issued it; a CA without one in `crls` (the identity
+        // CA, whose revocations are its store's, among them) is not revocation-checked.
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .with_crls(crls)
+            .allow_unknown_revocation_status();
         let verifier = match tls.client_auth {
             ClientAuth::Optional => verifier.allow_unauthenticated(),
             ClientAuth::Required => verifier,
@@ -169,7 +172,9 @@ impl ClientCertVerifier for IdentityVerifier {
                 Err(rustls::Error::InvalidCertificate(match refusal {
                     Refusal::Expired => CertificateError::Expired,
                     Refusal::Revoked | Refusal::Replaced => CertificateError::Revoked,
-                    Refusal::Unknown => CertificateError::ApplicationVerificationFailure,
+                    Refusal::Unknown | Refusal::StoreUnavailable => {
+                        CertificateError::ApplicationVerificationFailure
+                    }
                 }))
             }
         }

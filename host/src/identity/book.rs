@@ -109,6 +109,8 @@ pub enum Refusal {
     Expired,
     /// Replaced by a rotation longer ago than the overlap.
     Replaced,
+    /// The store has not been readable for a while: nothing it says is current.
+    StoreUnavailable,
 }
 
 impl Refusal {
@@ -121,6 +123,10 @@ impl Refusal {
             Self::Revoked => "client certificate is revoked",
             Self::Expired => "client certificate has expired",
             Self::Replaced => "client certificate was replaced by a rotation",
+            Self::StoreUnavailable => {
+                "the identity store cannot be read, so no certificate of the identity CA is \
+                 accepted until it can"
+            }
         }
     }
 
@@ -131,6 +137,7 @@ impl Refusal {
             Self::Revoked => "revoked",
             Self::Expired => "expired",
             Self::Replaced => "replaced",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 }

@@ -18,7 +18,7 @@ use super::ca::rfc3339;
 use super::settings::fill;
 use super::{Endpoint, IdentityAuthority, now, public_key};
 use crate::context::ClientCert;
-use crate::engine::Trace;
+use crate::engine::Decision;
 use crate::gateway::body::full;
 use crate::gateway::request::{
     ContextParts, check_origin, client_addr, context, is_trusted, read_body,
@@ -277,19 +277,26 @@ async fn register(
     )
     .map_err(|r| refused(r, "invalid_request", "request refused"))?;
     let ctx = Arc::new(ctx);
-    let mut trace = Trace::default();
-    let authenticated = route.policy.chain.authenticate(&ctx, &mut trace).await;
+    let required = [settings.register_scope.clone()];
+    // The route's whole policy but its path rules: its chain, the registration scope, and
+    // every authorizer (an address allow-list, a Wasm policy) that guards the route.
+    let outcome = route
+        .policy
+        .decide_needing(&ctx, required.iter().cloned().collect())
+        .await;
     parts.headers =
         Arc::try_unwrap(ctx).map_or_else(|shared| shared.headers.clone(), |ctx| ctx.headers);
-    let required = [settings.register_scope.clone()];
-    let caller = match authenticated {
-        Ok(authenticated) => authenticated.identity,
-        Err(denial) => {
-            let rejection = Rejection::from_denial(&denial, &required, &route.challenge);
-            let result = if rejection.status() == StatusCode::UNAUTHORIZED {
-                "unauthenticated"
-            } else {
-                "denied"
+    let caller = match outcome.decision {
+        Decision::Allow { identity, .. } => identity,
+        Decision::Deny {
+            denial,
+            required_scopes,
+        } => {
+            let rejection = Rejection::from_denial(&denial, &required_scopes, &route.challenge);
+            let result = match rejection.status() {
+                StatusCode::UNAUTHORIZED => "unauthenticated",
+                _ if denial.code == Some(ErrorCode::InsufficientScope) => "insufficient_scope",
+                _ => "denied",
             };
             return Err(refused(rejection, result, denial.reason));
         }
@@ -299,21 +306,6 @@ async fn register(
         r.subject = Some(owner.clone());
         r
     };
-    if !caller.has_scope(&settings.register_scope) {
-        let rejection = Rejection::InsufficientScope {
-            scopes: required.to_vec(),
-            description: format!(
-                "registering an identity needs the scope `{}`",
-                settings.register_scope
-            ),
-            metadata_url: route.challenge.metadata_url.clone(),
-        };
-        return Err(with_subject(refused(
-            rejection,
-            "insufficient_scope",
-            "missing the registration scope",
-        )));
-    }
     let request = key_request(site, parts, &bytes).map_err(with_subject)?;
     let key = parse_key(&request).map_err(with_subject)?;
     let scopes = granted_scopes(&caller, &settings.scopes);

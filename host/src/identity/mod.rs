@@ -27,6 +27,7 @@
 pub mod book;
 pub mod ca;
 mod endpoints;
+pub mod guard;
 pub mod public_key;
 pub mod registry;
 pub mod settings;
@@ -117,7 +118,10 @@ impl IdentityAuthority {
     }
 
     /// The certificate's identity when it is the CA's and in good standing now.
-    fn judge(&self, cert: &ClientCert, now: i64) -> Result<IssuedIdentity, Refusal> {
+    pub(crate) fn judge(&self, cert: &ClientCert, now: i64) -> Result<IssuedIdentity, Refusal> {
+        if self.registry.is_stale() {
+            return Err(Refusal::StoreUnavailable);
+        }
         let overlap = i64::try_from(self.settings.rotation_overlap_secs).unwrap_or(i64::MAX);
         self.registry.read(|book| {
             let identity = book.judge(&cert.sha256_fingerprint, now, overlap)?;

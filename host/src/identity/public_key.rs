@@ -97,6 +97,12 @@ pub fn parse(pem: &str) -> Result<AgentKey, KeyError> {
                     "the RSA exponent is not odd and greater than 1",
                 ));
             }
+            if has_small_factor(rsa.modulus) {
+                return Err(KeyError::Malformed(
+                    "the RSA modulus has a small factor (it is even, or divisible by a prime \
+                     below 752): anyone could factor it",
+                ));
+            }
             (&PKCS_RSA_SHA256, format!("RSA-{size}"))
         }
         EC => {
@@ -107,16 +113,26 @@ pub fn parse(pem: &str) -> Result<AgentKey, KeyError> {
                 .and_then(|p| p.as_oid().ok())
                 .map(|o| o.to_id_string())
                 .unwrap_or_default();
-            let (algorithm, kind, length) = match curve.as_str() {
-                P256 => (&PKCS_ECDSA_P256_SHA256, "P-256", 65),
-                P384 => (&PKCS_ECDSA_P384_SHA384, "P-384", 97),
+            let (algorithm, kind, length, agreement) = match curve.as_str() {
+                P256 => (
+                    &PKCS_ECDSA_P256_SHA256,
+                    "P-256",
+                    65,
+                    &ring::agreement::ECDH_P256,
+                ),
+                P384 => (
+                    &PKCS_ECDSA_P384_SHA384,
+                    "P-384",
+                    97,
+                    &ring::agreement::ECDH_P384,
+                ),
                 other => {
                     return Err(KeyError::Unsupported(format!(
                         "ECDSA on the curve `{other}`"
                     )));
                 }
             };
-            if bits.len() != length || bits[0] != 4 {
+            if bits.len() != length || bits[0] != 4 || !on_curve(agreement, &bits) {
                 return Err(KeyError::Malformed(
                     "the point is not an uncompressed point of its curve",
                 ));
@@ -142,4 +158,32 @@ pub fn parse(pem: &str) -> Result<AgentKey, KeyError> {
         algorithm,
         kind,
     })
+}
+
+/// Whether `point` is a valid public point of the curve: `ring` validates a peer's point
+/// (on the curve, not the identity) before any key agreement, so one agreement with a
+/// throw-away key is the check.
+fn on_curve(algorithm: &'static ring::agreement::Algorithm, point: &[u8]) -> bool {
+    let rng = ring::rand::SystemRandom::new();
+    let Ok(ours) = ring::agreement::EphemeralPrivateKey::generate(algorithm, &rng) else {
+        return false;
+    };
+    let peer = ring::agreement::UnparsedPublicKey::new(algorithm, point);
+    ring::agreement::agree_ephemeral(ours, &peer, |_| ()).is_ok()
+}
+
+/// Whether the big-endian `modulus` is even or divisible by an odd prime below 752 (the
+/// CA/Browser Forum's baseline requirement 6.1.6 for the keys a CA certifies).
+fn has_small_factor(modulus: &[u8]) -> bool {
+    if modulus.last().is_none_or(|b| b & 1 == 0) {
+        return true;
+    }
+    (3u32..752)
+        .filter(|&p| (2..p).take_while(|d| d * d <= p).all(|d| p % d != 0))
+        .any(|p| {
+            modulus
+                .iter()
+                .fold(0u32, |rest, &byte| (rest * 256 + u32::from(byte)) % p)
+                == 0
+        })
 }

@@ -27,6 +27,10 @@ use super::book::{Book, Event, Inconsistent};
 /// How often the gateway reads lines others appended (revocations from the CLI).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the store may fail to be read before its book stops counting: a revocation
+/// written meanwhile could not be seen, so every certificate of the CA is refused.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
 /// The store cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,6 +72,8 @@ pub struct Registry {
     state: RwLock<State>,
     /// Serialises this process's writers (the `flock` serialises processes).
     writer: Mutex<()>,
+    /// Since when every read of the journal has failed, if the last one did.
+    failing_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Registry {
@@ -77,6 +83,7 @@ impl Registry {
             path: path.to_owned(),
             state: RwLock::default(),
             writer: Mutex::new(()),
+            failing_since: Mutex::new(None),
         };
         registry.refresh()?;
         Ok(Arc::new(registry))
@@ -96,9 +103,32 @@ impl Registry {
             .book)
     }
 
+    /// Whether reads of the journal have failed for longer than [`STALE_AFTER`].
+    pub fn is_stale(&self) -> bool {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() > STALE_AFTER)
+    }
+
     /// Reads what was appended since the last read (everything, when the file was
     /// replaced). Returns whether anything changed. On error nothing changes.
     pub fn refresh(&self) -> Result<bool, StoreError> {
+        let result = self.read_new();
+        let mut failing = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &result {
+            Ok(_) => *failing = None,
+            Err(_) => {
+                failing.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+        result
+    }
+
+    fn read_new(&self) -> Result<bool, StoreError> {
         let file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -230,7 +260,7 @@ impl Registry {
                     Ok(Err(error)) => {
                         let text = error.to_string();
                         if text != last_error {
-                            tracing::error!(%error, "identity store not refreshed; the last good one stays in force");
+                            tracing::error!(%error, "identity store not refreshed; the last good one stays in force for {}s, then every certificate of the identity CA is refused until it can be read", STALE_AFTER.as_secs());
                             last_error = text;
                         }
                     }

@@ -172,6 +172,15 @@ impl RawIdentity {
             ));
         }
         for (i, scope) in self.scopes.iter().enumerate() {
+            if *scope == register_scope {
+                return Err(error(
+                    &format!("scopes[{i}]"),
+                    format!(
+                        "`{scope}` is the registration scope: an identity that could register \
+                         identities would escape its caller's quota and revocation; remove it"
+                    ),
+                ));
+            }
             if !is_scope(scope) || scope == "*" {
                 return Err(error(
                     &format!("scopes[{i}]"),
@@ -247,6 +256,16 @@ impl RawIdentity {
             uri_san,
             trust_domain,
         })
+    }
+}
+
+impl IdentitySettings {
+    /// What every subject of this CA starts with (the URI SAN template filled up to its first
+    /// per-identity placeholder): no certificate of another CA may authenticate as one.
+    pub fn subject_prefix(&self) -> String {
+        let filled = self.uri_san.replace("{trust_domain}", &self.trust_domain);
+        let cut = filled.find('{').unwrap_or(filled.len());
+        filled[..cut].to_owned()
     }
 }
 

@@ -1,37 +1,29 @@
 //! Review 15: attacks on the agent-identity CA (`[identity]`). Each test is a finding: it
 //! fails against the code it was written for, for the reason its doc comment gives.
 
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Stdio;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use clap::Parser as _;
 use http_body_util::BodyExt as _;
-use portcullis::engine::api_key::hash_key;
 use portcullis::identity::ca::generate;
-use portcullis_cli::{Cli, Command, identity};
 use portcullis_tests::upstream::RecordingUpstream;
-use serde_json::Value;
 
-use crate::gateway_harness::{Harness, TestConfig, start_with_upstream};
+use crate::gateway_harness::TestConfig;
+use crate::identity_support::{
+    Agent, IdentityGateway, REGISTRAR_KEY, json, mtls_connection, portcullis_identity,
+    registrar_keys,
+};
 
-/// A key with `identity:register` and `mcp:read`.
-const REGISTRAR_KEY: &str = "review15-registrar-key-0001";
-
-/// A TLS gateway with the identity CA on, in front of `upstream`, and the CA's files.
-struct Setup {
-    harness: Harness,
-    dir: tempfile::TempDir,
-}
+/// The gateway of this suite: `/mcp` (the registration route: agents by certificate, the
+/// registrar by key) and `/feed`, a plain HTTP route that only agents reach, in front of
+/// `upstream`; identities may get `mcp:read`.
+struct Setup;
 
 impl Setup {
-    /// `/mcp` (the registration route: agents by certificate, the registrar by key) and
-    /// `/feed`, a plain HTTP route that only agents reach.
-    async fn start(upstream: &str, extra: &str) -> Self {
+    async fn start(upstream: &str, extra: &str) -> IdentityGateway {
         Self::start_with(upstream, "", "", extra, |c| c).await
     }
 
@@ -43,22 +35,7 @@ impl Setup {
         agents: &str,
         extra: &str,
         more: impl FnOnce(TestConfig) -> TestConfig,
-    ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let generated = generate(
-            "Review15 agent identity CA",
-            &["localhost".to_owned(), "127.0.0.1".to_owned()],
-        )
-        .expect("CA");
-        let d = dir.path();
-        for (name, text) in [
-            ("ca.pem", &generated.ca_cert),
-            ("ca.key", &generated.ca_key),
-            ("server.pem", &generated.server_cert),
-            ("server.key", &generated.server_key),
-        ] {
-            std::fs::write(d.join(name), text).expect("write");
-        }
+    ) -> IdentityGateway {
         let config = TestConfig::new()
             .server(r#"public_url = "https://localhost""#)
             .route("/mcp", &["agents", "registrars"])
@@ -66,156 +43,10 @@ impl Setup {
             .provider("agents", "mtls")
             .with(agents)
             .provider("registrars", "api_key")
-            .with(&format!(
-                r#"keys = [{{ name = "registrar", hash = "{}", scopes = ["identity:register", "mcp:read"] }}]"#,
-                hash_key(REGISTRAR_KEY)
-            ))
-            .toml(&format!(
-                r#"[server.tls]
-cert = "{d}/server.pem"
-key = "{d}/server.key"
-{tls}
-
-[identity]
-ca_cert = "file://{d}/ca.pem"
-ca_key = "file://{d}/ca.key"
-store = "{d}/identities.jsonl"
-route = "/mcp"
-scopes = ["mcp:read"]
-{extra}
-"#,
-                d = d.display()
-            ));
-        let harness = start_with_upstream(more(config), upstream).await;
-        Self { harness, dir }
+            .with(&registrar_keys());
+        let identity = format!("scopes = [\"mcp:read\"]\n{extra}");
+        IdentityGateway::start(more(config), tls, &identity, Some(upstream)).await
     }
-
-    fn endpoint(&self) -> String {
-        format!("https://localhost:{}/identity", self.harness.addr.port())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path("identities.jsonl")
-    }
-
-    /// `curl` against the gateway, trusting the CA: the status (0 when the connection
-    /// failed) and the body.
-    async fn curl(&self, args: &[&str]) -> (u16, String) {
-        let mut command = std::process::Command::new("curl");
-        command
-            .args(["-sS", "--max-time", "10", "--cacert"])
-            .arg(self.path("ca.pem"))
-            .args(["-w", "\n%{http_code}"])
-            .args(args)
-            .stdin(Stdio::null());
-        let out = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("joined")
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        match code.trim().parse() {
-            Ok(0) | Err(_) => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
-            Ok(code) => (code, body.to_owned()),
-        }
-    }
-
-    /// Registers `public_key_pem` as `name` with the registrar's key.
-    async fn register(&self, public_key_pem: &str, name: &str) -> (u16, String) {
-        let body = serde_json::json!({ "public_key_pem": public_key_pem, "name": name });
-        self.curl(&[
-            "-H",
-            &format!("Authorization: Bearer {REGISTRAR_KEY}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &body.to_string(),
-            &format!("{}/register", self.endpoint()),
-        ])
-        .await
-    }
-}
-
-/// An agent's key pair, its private key written to `dir/NAME.key`.
-struct Agent {
-    key: rcgen::KeyPair,
-    key_file: PathBuf,
-    cert_file: PathBuf,
-}
-
-impl Agent {
-    fn new(dir: &Path, name: &str) -> Self {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let key_file = dir.join(format!("{name}.key"));
-        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
-        Self {
-            key,
-            key_file,
-            cert_file: dir.join(format!("{name}.pem")),
-        }
-    }
-
-    fn keep(&self, answer: &Value) {
-        let pem = answer["cert_pem"].as_str().expect("cert_pem");
-        std::fs::write(&self.cert_file, pem).expect("write cert");
-    }
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// `portcullis identity LINE`, as `main` runs it.
-fn portcullis_identity(line: &str) -> Result<String, String> {
-    let words = shlex::split(line).unwrap_or_else(|| panic!("not a command line: {line}"));
-    let cli = Cli::try_parse_from(
-        ["portcullis".to_owned(), "identity".to_owned()]
-            .into_iter()
-            .chain(words),
-    )
-    .map_err(|e| e.to_string())?;
-    match cli.command {
-        Some(Command::Identity(args)) => identity::run(&args).map_err(|e| format!("{e:#}")),
-        other => panic!("not an identity command: {other:?}"),
-    }
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>;
-
-/// An HTTP/1.1 connection over mTLS with `cert`/`key`, kept open.
-async fn mtls_connection(addr: std::net::SocketAddr, ca: &Path, cert: &Path, key: &Path) -> Sender {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca).expect("ca"))
-        .expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_file(cert).expect("cert")],
-            PrivateKeyDer::from_pem_file(key).expect("key"),
-        )
-        .expect("client auth");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake");
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("http/1.1");
-    tokio::spawn(conn);
-    sender
 }
 
 /// A body that sends `tick\n` every 100 ms, forever: a feed, an SSE stream.
@@ -262,12 +93,16 @@ async fn ticking_upstream() -> RecordingUpstream {
 /// to the revoked agent with no bound at all. Here an agent opens a streamed `GET /feed`, is
 /// revoked, and three seconds later (three times the stated bound) is still receiving data,
 /// while a new request on the very same connection is already refused with 401.
+/// Fixed: an answer to an identity-CA caller is judged again every half second while it
+/// streams (`identity::guard`), and ends once the certificate is no longer good.
 #[tokio::test]
-async fn a_response_streaming_when_its_identity_is_revoked_keeps_flowing_past_the_bound() {
+async fn a_response_streaming_when_its_identity_is_revoked_is_cut_off() {
     let upstream = ticking_upstream().await;
     let setup = Setup::start(&upstream.url, "").await;
     let agent = Agent::new(setup.dir.path(), "agent");
-    let (status, body) = setup.register(&agent.key.public_key_pem(), "feeder").await;
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.key.public_key_pem(), "feeder")
+        .await;
     assert_eq!(status, 201, "{body}");
     let answer = json(&body);
     agent.keep(&answer);
@@ -385,8 +220,9 @@ fn spki_pem(algorithm: &[u8], key: &[u8]) -> String {
 /// one byte of `y` changed is no P-256 public key at all (nobody holds its private key; it is
 /// what invalid-curve attacks feed a verifier), yet the CA signs a certificate for it and the
 /// store records a live identity.
+/// Fixed: the point is validated (a key agreement with a throw-away key) before signing.
 #[tokio::test]
-async fn a_p256_point_that_is_not_on_the_curve_is_certified() {
+async fn a_p256_point_that_is_not_on_the_curve_is_refused() {
     let upstream = RecordingUpstream::start().await;
     let setup = Setup::start(&upstream.url, "").await;
     let real = rcgen::KeyPair::generate().expect("P-256 key");
@@ -403,7 +239,7 @@ async fn a_p256_point_that_is_not_on_the_curve_is_certified() {
         .concat(),
     );
     let pem = spki_pem(&algorithm, &point);
-    let (status, body) = setup.register(&pem, "off-curve").await;
+    let (status, body) = setup.register(REGISTRAR_KEY, &pem, "off-curve").await;
     assert_eq!(
         status, 400,
         "a P-256 \"key\" off the curve must be refused, not certified: {body}"
@@ -415,8 +251,9 @@ async fn a_p256_point_that_is_not_on_the_curve_is_certified() {
 /// not the power of a prime, and have no factors smaller than 752") is a key anyone can
 /// factor at a glance. `n = 2^2048 - 2` (2048 bits, even) with `e = 65537` is certified as
 /// an `RSA-2048` agent key.
+/// Fixed: a modulus that is even or has a prime factor below 752 is refused (BR 6.1.6).
 #[tokio::test]
-async fn an_rsa_key_with_an_even_modulus_is_certified() {
+async fn an_rsa_key_with_an_even_modulus_is_refused() {
     let upstream = RecordingUpstream::start().await;
     let setup = Setup::start(&upstream.url, "").await;
     let mut modulus = vec![0x00];
@@ -445,7 +282,7 @@ async fn an_rsa_key_with_an_even_modulus_is_certified() {
         "an RSA key with an even modulus passes the key checks as {:?}",
         parsed.map(|k| k.kind)
     );
-    let (status, body) = setup.register(&pem, "even-modulus").await;
+    let (status, body) = setup.register(REGISTRAR_KEY, &pem, "even-modulus").await;
     assert_eq!(status, 400, "an even RSA modulus must be refused: {body}");
 }
 
@@ -458,8 +295,10 @@ async fn an_rsa_key_with_an_even_modulus_is_certified() {
 /// tell them apart); only the issuing CA, which the gateway ignores for foreign
 /// certificates, differs. A certificate from a CA other than the identity CA must never
 /// authenticate as one of the identity CA's subjects.
+/// Fixed: with `[identity]` on, an `mtls` provider refuses certificates of other CAs whose
+/// subject starts with the identity CA's (`spiffe://<trust domain>/agent/`).
 #[tokio::test]
-async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent() {
+async fn another_client_cas_certificate_cannot_authenticate_as_an_agent() {
     let upstream = RecordingUpstream::start().await;
     let partner_dir = tempfile::tempdir().expect("temp dir");
     let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
@@ -475,7 +314,9 @@ async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent
     .await;
 
     let agent = Agent::new(setup.dir.path(), "agent");
-    let (status, body) = setup.register(&agent.key.public_key_pem(), "victim").await;
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.key.public_key_pem(), "victim")
+        .await;
     assert_eq!(status, 201, "{body}");
     let answer = json(&body);
     agent.keep(&answer);
@@ -526,8 +367,10 @@ async fn another_client_ca_can_mint_a_certificate_that_authenticates_as_an_agent
 /// key, from the same refused address, gets a 30-day certificate at `/identity/register`,
 /// which then reaches `/feed` (an agents' route) from that address. The route's policy
 /// refuses this caller, so it must not be able to mint an identity through the route.
+/// Fixed: registration is judged by the route's policy (chain, registration scope,
+/// authorizers), only its path rules left out.
 #[tokio::test]
-async fn registration_skips_the_routes_authorizers() {
+async fn registration_runs_the_routes_authorizers() {
     let upstream = RecordingUpstream::start().await;
     let setup = Setup::start_with(&upstream.url, "", "", "", |c| {
         c.on_route("/mcp", r#"authorizers = ["office-network"]"#)
@@ -556,7 +399,7 @@ async fn registration_skips_the_routes_authorizers() {
 
     let agent = Agent::new(setup.dir.path(), "agent");
     let (status, body) = setup
-        .register(&agent.key.public_key_pem(), "outsider")
+        .register(REGISTRAR_KEY, &agent.key.public_key_pem(), "outsider")
         .await;
     let feed = if status == 201 {
         agent.keep(&json(&body));

@@ -6,144 +6,52 @@
 //! crash safety.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use clap::Parser as _;
 use portcullis::engine::api_key::hash_key;
 use portcullis::identity::Registry;
 use portcullis::identity::book::{Event, Issued};
 use portcullis::identity::ca::generate;
-use portcullis_cli::{Cli, Command, identity};
 use portcullis_tests::differential::installed;
 use portcullis_tests::eventually;
 use serde_json::Value;
 
-use crate::gateway_harness::{Harness, TestConfig, start};
+use crate::gateway_harness::TestConfig;
+use crate::identity_support::{
+    Agent, IdentityGateway, REGISTRAR_KEY, Sender, get, json, portcullis_identity, registrar_keys,
+};
 
-/// A key with `identity:register` and `mcp:read`.
-const REGISTRAR_KEY: &str = "test-registrar-key-0009";
+/// The gateway of this suite: `/mcp` to the demo MCP server behind `agents` (certificates),
+/// `tokens` (the authorization server's, when `more` turns it on), `registrars`
+/// ([`REGISTRAR_KEY`]) and `keys` (the standard reader key); identities may get `mcp:read`
+/// and `mcp:write`.
+type Setup = IdentityGateway;
 
-/// A gateway on TLS with the identity CA on, and the CA's files.
-struct Setup {
-    harness: Harness,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn start(extra: &str) -> Self {
-        Self::start_with(extra, "").await
+impl IdentityGateway {
+    async fn standard(extra: &str) -> Self {
+        Self::standard_with(extra, "").await
     }
 
-    /// [`Setup::start`] with more TOML after the `[identity]` section (`oauth` below).
-    async fn start_with(extra: &str, more: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let generated = generate(
-            "Test agent identity CA",
-            &["localhost".to_owned(), "127.0.0.1".to_owned()],
-        )
-        .expect("CA");
-        let d = dir.path();
-        for (name, text) in [
-            ("ca.pem", &generated.ca_cert),
-            ("ca.key", &generated.ca_key),
-            ("server.pem", &generated.server_cert),
-            ("server.key", &generated.server_key),
-        ] {
-            std::fs::write(d.join(name), text).expect("write");
-        }
+    /// [`IdentityGateway::standard`] with more TOML after the `[identity]` section.
+    async fn standard_with(extra: &str, more: &str) -> Self {
+        let chain: &[&str] = if more.contains("[authorization_server]") {
+            &["agents", "tokens", "registrars", "keys"]
+        } else {
+            &["agents", "registrars", "keys"]
+        };
         let config = TestConfig::new()
             .server(r#"public_url = "https://localhost""#)
-            .route(
-                "/mcp",
-                if more.contains("[authorization_server]") {
-                    &["agents", "tokens", "registrars", "keys"]
-                } else {
-                    &["agents", "registrars", "keys"]
-                },
-            )
+            .route("/mcp", chain)
             .provider("agents", "mtls")
             .provider("registrars", "api_key")
             .with(r#"on_deny = "next""#)
-            .with(&format!(
-                r#"keys = [{{ name = "registrar", hash = "{}", scopes = ["identity:register", "mcp:read"] }}]"#,
-                hash_key(REGISTRAR_KEY)
-            ))
+            .with(&registrar_keys())
             .api_keys(&["reader"])
-            .path_rule("/mcp", &["mcp:read"])
-            .toml(&format!(
-                r#"[server.tls]
-cert = "{d}/server.pem"
-key = "{d}/server.key"
-
-[identity]
-ca_cert = "file://{d}/ca.pem"
-ca_key = "file://{d}/ca.key"
-store = "{d}/identities.jsonl"
-route = "/mcp"
-scopes = ["mcp:read", "mcp:write"]
-{extra}
-{more}
-"#,
-                d = d.display()
-            ));
-        let harness = start(config).await;
-        Self { harness, dir }
-    }
-
-    fn base(&self) -> String {
-        format!("https://localhost:{}", self.harness.addr.port())
-    }
-
-    fn endpoint(&self) -> String {
-        format!("{}/identity", self.base())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path("identities.jsonl")
-    }
-
-    /// `curl` against the gateway, trusting the CA; returns the status (0 when the
-    /// connection failed) and the body.
-    async fn curl(&self, args: &[&str]) -> (u16, String) {
-        let ca = self.path("ca.pem");
-        let mut command = std::process::Command::new("curl");
-        command
-            .args(["-sS", "--max-time", "10", "--cacert"])
-            .arg(&ca)
-            .args(["-w", "\n%{http_code}"])
-            .args(args)
-            .stdin(Stdio::null());
-        let out = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("joined")
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        match code.trim().parse() {
-            Ok(0) | Err(_) => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
-            Ok(code) => (code, body.to_owned()),
-        }
-    }
-
-    /// Registers `public_key_pem` as `name` with `key` as the bearer token.
-    async fn register(&self, key: &str, public_key_pem: &str, name: &str) -> (u16, String) {
-        let body = serde_json::json!({ "public_key_pem": public_key_pem, "name": name });
-        self.curl(&[
-            "-H",
-            &format!("Authorization: Bearer {key}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &body.to_string(),
-            &format!("{}/register", self.endpoint()),
-        ])
-        .await
+            .path_rule("/mcp", &["mcp:read"]);
+        let identity = format!("scopes = [\"mcp:read\", \"mcp:write\"]\n{extra}\n{more}");
+        Self::start(config, "", &identity, None).await
     }
 
     /// Rotates `agent`'s identity over mTLS with its certificate, to `public_key_pem`.
@@ -212,54 +120,6 @@ const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialize
 const WHOAMI: &str =
     r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
 
-/// An agent's key pair made here, its private key written to `dir/NAME.key`.
-struct Agent {
-    key: rcgen::KeyPair,
-    key_file: PathBuf,
-    cert_file: PathBuf,
-}
-
-impl Agent {
-    fn new(dir: &Path, name: &str) -> Self {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let key_file = dir.join(format!("{name}.key"));
-        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
-        Self {
-            key,
-            key_file,
-            cert_file: dir.join(format!("{name}.pem")),
-        }
-    }
-
-    fn public_pem(&self) -> String {
-        self.key.public_key_pem()
-    }
-
-    fn keep(&self, answer: &Value) {
-        let pem = answer["cert_pem"].as_str().expect("cert_pem");
-        std::fs::write(&self.cert_file, pem).expect("write cert");
-    }
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// `portcullis identity LINE`, as `main` runs it.
-fn portcullis_identity(line: &str) -> Result<String, String> {
-    let words = shlex::split(line).unwrap_or_else(|| panic!("not a command line: {line}"));
-    let cli = Cli::try_parse_from(
-        ["portcullis".to_owned(), "identity".to_owned()]
-            .into_iter()
-            .chain(words),
-    )
-    .map_err(|e| e.to_string())?;
-    match cli.command {
-        Some(Command::Identity(args)) => identity::run(&args).map_err(|e| format!("{e:#}")),
-        other => panic!("not an identity command: {other:?}"),
-    }
-}
-
 /// Waits until `call` answers `status` (a revocation is read within a second).
 async fn until_status<F, Fut>(what: &str, status: u16, call: F)
 where
@@ -282,7 +142,7 @@ where
 
 #[tokio::test]
 async fn curl_registers_with_a_key_then_calls_with_the_certificate_until_revoked() {
-    let setup = Setup::start("").await;
+    let setup = Setup::standard("").await;
     let agent = Agent::new(setup.dir.path(), "agent");
     let (status, body) = setup
         .register(REGISTRAR_KEY, &agent.public_pem(), "build-bot")
@@ -339,7 +199,7 @@ async fn curl_registers_with_a_key_then_calls_with_the_certificate_until_revoked
 
 #[tokio::test]
 async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
-    let setup = Setup::start("").await;
+    let setup = Setup::standard("").await;
     let agent = Agent::new(setup.dir.path(), "agent");
     let (status, body) = setup
         .register(REGISTRAR_KEY, &agent.public_pem(), "a")
@@ -349,13 +209,7 @@ async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
     agent.keep(&answer);
     let id = answer["id"].as_str().expect("id").to_owned();
     // One TLS connection, kept alive: the handshake happened before the revocation.
-    let mut sender = keep_alive(
-        setup.harness.addr,
-        &setup.path("ca.pem"),
-        &agent.cert_file,
-        &agent.key_file,
-    )
-    .await;
+    let mut sender = setup.connect(&agent).await;
     let first = status_of(&mut sender, "/mcp").await;
     assert_ne!(first, 401, "the live certificate is accepted");
     portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
@@ -370,7 +224,7 @@ async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
 
 #[tokio::test]
 async fn rotation_with_the_certificate_gives_a_new_one_and_the_old_stops_after_the_overlap() {
-    let setup = Setup::start("rotation_overlap_secs = 3").await;
+    let setup = Setup::standard("rotation_overlap_secs = 3").await;
     let first = Agent::new(setup.dir.path(), "first");
     let (status, body) = setup
         .register(REGISTRAR_KEY, &first.public_pem(), "rotator")
@@ -417,7 +271,7 @@ async fn rotation_with_the_certificate_gives_a_new_one_and_the_old_stops_after_t
 
 #[tokio::test]
 async fn registration_refuses_missing_tokens_scopes_weak_keys_bad_names_and_the_quota() {
-    let setup = Setup::start("max_per_caller = 2").await;
+    let setup = Setup::standard("max_per_caller = 2").await;
     let agent = Agent::new(setup.dir.path(), "agent");
     let url = format!("{}/register", setup.endpoint());
     let body = serde_json::json!({ "public_key_pem": agent.public_pem(), "name": "n" }).to_string();
@@ -532,7 +386,7 @@ async fn registration_refuses_missing_tokens_scopes_weak_keys_bad_names_and_the_
 
 #[tokio::test]
 async fn certificates_the_store_does_not_vouch_for_are_refused_at_the_handshake() {
-    let setup = Setup::start("").await;
+    let setup = Setup::standard("").await;
     let d = setup.dir.path();
     // Signed with the CA's own key, but never registered (a leaked CA key, another gateway).
     let ca = portcullis::identity::Ca::from_pem(
@@ -667,7 +521,7 @@ async fn conduit_registers_calls_over_mtls_rotates_and_is_refused_once_revoked()
     let Some(python) = installed(&root().join("target/clients/venv/bin/python")) else {
         return;
     };
-    let setup = Setup::start("rotation_overlap_secs = 0").await;
+    let setup = Setup::standard("rotation_overlap_secs = 0").await;
     let agent_dir = setup.path("conduit");
     let script = root().join("tests/clients/python/conduit_identity.py");
     let ca = setup.path("ca.pem");
@@ -740,47 +594,8 @@ async fn conduit_registers_calls_over_mtls_rotates_and_is_refused_once_revoked()
     assert!(!ok, "a revoked identity cannot call: {events:?}");
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
-/// An HTTP/1.1 connection over mTLS with the agent's certificate, kept open.
-async fn keep_alive(addr: std::net::SocketAddr, ca: &Path, cert: &Path, key: &Path) -> Sender {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca).expect("ca"))
-        .expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_file(cert).expect("cert")],
-            PrivateKeyDer::from_pem_file(key).expect("key"),
-        )
-        .expect("client auth");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake");
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("http/1.1");
-    tokio::spawn(conn);
-    sender
-}
-
 async fn status_of(sender: &mut Sender, path: &str) -> u16 {
-    let request = http::Request::builder()
-        .uri(path)
-        .header("host", "localhost")
-        .body(http_body_util::Empty::new())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("answered");
+    let response = sender.send_request(get(path)).await.expect("answered");
     let status = response.status().as_u16();
     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
     status
@@ -824,7 +639,7 @@ async fn conduit_bootstraps_with_a_token_from_the_gateways_own_authorization_ser
         return;
     };
     let keys = tempfile::tempdir().expect("temp dir");
-    let setup = Setup::start_with("", &oauth(keys.path())).await;
+    let setup = Setup::standard_with("", &oauth(keys.path())).await;
     let agent_dir = setup.path("conduit");
     let ca = setup.path("ca.pem");
     let script = root().join("tests/clients/python/conduit_identity.py");

@@ -30,6 +30,7 @@ mod gateway_tls;
 mod gateway_upstream;
 mod gateway_wasm;
 mod identity;
+mod identity_support;
 mod jwks_faults;
 mod jwt;
 mod oauth_clients;
