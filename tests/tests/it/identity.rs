@@ -723,3 +723,90 @@ fn root() -> &'static Path {
         .parent()
         .expect("tests/ has a parent")
 }
+
+/// A partner CA in `client_ca`, its CRL in `crls`: the partner certificate the CRL lists is
+/// refused at the handshake, the other one and the identity CA's certificates (which no CRL
+/// covers: their revocations are the store's) still work.
+#[tokio::test]
+async fn crls_refuse_the_partner_certificates_they_list_and_leave_identities_alone() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber, date_time_ymd,
+    };
+    let partner = tempfile::tempdir().expect("temp dir");
+    let p = partner.path();
+    let ca_key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Partner CA");
+    let ca_cert = params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(params, &ca_key);
+    let leaf = |name: &str, serial: u8| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.serial_number = Some(SerialNumber::from(vec![serial]));
+        let cert = params.signed_by(&key, &issuer).expect("leaf");
+        std::fs::write(p.join(format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(p.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+    };
+    leaf("partner-good", 1);
+    leaf("partner-revoked", 2);
+    let crl = CertificateRevocationListParams {
+        this_update: date_time_ymd(2020, 1, 1),
+        next_update: date_time_ymd(2100, 1, 1),
+        crl_number: SerialNumber::from(vec![1]),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(vec![2]),
+            revocation_time: date_time_ymd(2021, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .expect("CRL");
+    std::fs::write(p.join("partner-ca.pem"), ca_cert.pem()).expect("write");
+    std::fs::write(p.join("partner.crl.pem"), crl.pem().expect("pem")).expect("write");
+
+    let config = TestConfig::new()
+        .server(r#"public_url = "https://localhost""#)
+        .route("/mcp", &["agents", "registrars"])
+        .provider("agents", "mtls")
+        .with(r#"scopes = { "*" = ["mcp:read"] }"#)
+        .provider("registrars", "api_key")
+        .with(&registrar_keys())
+        .path_rule("/mcp", &["mcp:read"]);
+    let tls = format!(
+        "client_ca = \"{p}/partner-ca.pem\"\ncrls = [\"{p}/partner.crl.pem\"]",
+        p = p.display()
+    );
+    let setup = IdentityGateway::start(config, &tls, r#"scopes = ["mcp:read"]"#, None).await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "agent")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    agent.keep(&json(&body));
+    let (status, text) = setup.whoami_with(&agent.cert_file, &agent.key_file).await;
+    assert_eq!(status, 200, "an identity, which no CRL covers: {text}");
+    let (status, text) = setup
+        .whoami_with(&p.join("partner-good.pem"), &p.join("partner-good.key"))
+        .await;
+    assert_eq!(
+        status, 200,
+        "a partner certificate the CRL does not list: {text}"
+    );
+    assert!(text.contains("partner-good"), "{text}");
+    let (status, text) = setup
+        .whoami_with(
+            &p.join("partner-revoked.pem"),
+            &p.join("partner-revoked.key"),
+        )
+        .await;
+    assert_eq!(status, 0, "the partner certificate the CRL lists: {text}");
+}
