@@ -288,12 +288,18 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
             file: loaded.config.source.clone(),
             source,
         })?;
-    let listener = listener::bind(server.listen)
-        .await
-        .map_err(|source| CliError::Bind {
-            addr: server.listen,
-            source,
-        })?;
+    let bind = |addr| async move {
+        listener::bind(addr)
+            .await
+            .map_err(|source| CliError::Bind { addr, source })
+    };
+    let listener = bind(server.listen).await?;
+    // With `tls_listen`, `listen` stays plain and the second listener speaks TLS.
+    let (tls, tls_listener) = match server.tls_listen {
+        Some(addr) => (None, Some((bind(addr).await?, tls))),
+        None => (tls, None),
+    };
+    let tls_addr = tls_listener.as_ref().and_then(|(l, _)| l.local_addr().ok());
     // The embedded demo has no file to watch; a config file is watched, with its components.
     let _reloading = args.config.as_ref().map(|path| {
         let source = Source {
@@ -317,20 +323,36 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
         routes = loaded.config.routes.len(),
         providers = loaded.config.providers.len(),
         tls = tls.is_some(),
+        tls_listen = ?tls_addr,
         "portcullis listening"
     );
     if let Some((upstream, setup)) = &demo {
         tracing::info!(upstream = %upstream.url, "embedded demo MCP server running");
-        println!("{}", demo::banner(setup, &server.public_url));
+        println!("{}", demo::banner(setup, &server.public_url, tls_addr));
     }
-    listener::serve(
-        listener,
-        gateway,
-        tls,
-        listener::shutdown_signal(),
-        server.shutdown_grace,
-    )
-    .await;
+    // One signal stops every listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        listener::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let grace = server.shutdown_grace;
+    let second = tls_listener.map(|(tls_listener, tls)| {
+        tokio::spawn(listener::serve(
+            tls_listener,
+            gateway.clone(),
+            tls,
+            until_stopped(stopped.clone()),
+            grace,
+        ))
+    });
+    listener::serve(listener, gateway, tls, until_stopped(stopped), grace).await;
+    if let Some(second) = second {
+        let _ = second.await;
+    }
     Ok(())
 }
 

@@ -51,6 +51,9 @@ pub struct DemoSetup {
     /// The private folder holding the signing key, removed when the last copy of the
     /// setup is dropped (when the demo stops).
     pub signing_key_dir: Option<std::sync::Arc<KeyDir>>,
+    /// The identity CA's folder (`ca.pem`, `ca.key`, the listener's certificate, the
+    /// store), when the demo runs it: the same folder as the signing key's.
+    pub identity_dir: Option<std::path::PathBuf>,
     /// Whether the partner-token provider is in the chain.
     pub partner_token: bool,
     /// Wasm providers found but not used, and why.
@@ -120,6 +123,21 @@ pub fn demo_setup(listen: SocketAddr, upstream_url: &str, providers_dir: &Path) 
             None
         }
     };
+    // The identity CA, in the same folder: agents register a key with the admin key and
+    // call over mTLS on a second, TLS listener.
+    let identity = signing_key
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|dir| write_identity_ca(dir).map(|()| dir.to_owned()))
+        .transpose()
+        .unwrap_or_else(|e| {
+            notes.push(format!("the identity CA is off: {e}"));
+            None
+        });
+    if identity.is_some() {
+        // First of all: it abstains without a client certificate.
+        chain.insert(0, "\"demo-identities\"");
+    }
     if partner_token {
         chain.push("\"partner-token\"");
     }
@@ -140,7 +158,7 @@ authorizers = [{authorizers}]
 type = "api_key"
 keys = [
   {{ name = "demo-reader", hash = "{read_hash}", scopes = ["mcp:read"] }},
-  {{ name = "demo-admin", hash = "{admin_hash}", scopes = ["mcp:read", "admin"] }},
+  {{ name = "demo-admin", hash = "{admin_hash}", scopes = ["mcp:read", "admin", "identity:register"] }},
 ]
 
 [[rules]]
@@ -204,6 +222,41 @@ type = "issued"
             secret_hash = hash_key(&client_secret),
         ));
     }
+    if let Some(dir) = &identity {
+        let file = |name: &str| quote(&dir.join(name).display().to_string());
+        let reference = |name: &str| quote(&format!("file://{}", dir.join(name).display()));
+        toml.push_str(&format!(
+            r#"
+[server.tls]
+cert = {cert}
+key = {key}
+
+[identity]
+ca_cert = {ca_cert}
+ca_key = {ca_key}
+store = {store}
+route = "/mcp"
+scopes = ["mcp:read"]
+
+[providers.demo-identities]
+type = "mtls"
+"#,
+            cert = file("server.pem"),
+            key = file("server.key"),
+            ca_cert = reference("ca.pem"),
+            ca_key = reference("ca.key"),
+            store = file("identities.jsonl"),
+        ));
+        // `[server]` is the first table: its keys go before any other.
+        toml = toml.replacen(
+            "providers_dir = ",
+            &format!(
+                "tls_listen = {}\nproviders_dir = ",
+                quote(&SocketAddr::new(listen.ip(), 0).to_string())
+            ),
+            1,
+        );
+    }
     if tool_policy {
         toml.push_str(
             r#"
@@ -223,9 +276,33 @@ config = { rules = [{ tools = ["admin_*"], scope = "admin" }] }
             .as_deref()
             .and_then(Path::parent)
             .map(|dir| std::sync::Arc::new(KeyDir(dir.to_owned()))),
+        identity_dir: identity,
         partner_token,
         notes,
     }
+}
+
+/// Writes the demo's identity CA and its listener certificate (for `localhost` and
+/// `127.0.0.1`) into `dir`, keys owner-only.
+fn write_identity_ca(dir: &Path) -> std::io::Result<()> {
+    let generated = portcullis::identity::ca::generate(
+        "Portcullis demo identity CA",
+        &["localhost".to_owned(), "127.0.0.1".to_owned()],
+    )
+    .map_err(std::io::Error::other)?;
+    for (name, text, private) in [
+        ("ca.pem", &generated.ca_cert, false),
+        ("ca.key", &generated.ca_key, true),
+        ("server.pem", &generated.server_cert, false),
+        ("server.key", &generated.server_key, true),
+    ] {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+        std::io::Write::write_all(&mut options.open(dir.join(name))?, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The demo's private key folder; removed (with the key) when dropped.
@@ -270,11 +347,11 @@ fn write_signing_key() -> std::io::Result<std::path::PathBuf> {
 }
 
 /// The banner printed at start: keys, a `curl` line and an MCP client line.
-pub fn banner(setup: &DemoSetup, public_url: &str) -> String {
+pub fn banner(setup: &DemoSetup, public_url: &str, tls: Option<SocketAddr>) -> String {
     let mcp = format!("{public_url}/mcp");
     let mut out = format!(
         "\nPortcullis demo gateway on {public_url} (embedded config; see `portcullis serve --help`)\n\
-         \n  reader key (mcp:read):       {read}\n  admin key  (mcp:read admin): {admin}\n",
+         \n  reader key (mcp:read):       {read}\n  admin key  (mcp:read admin identity:register): {admin}\n",
         read = setup.read_key,
         admin = setup.admin_key,
     );
@@ -295,19 +372,40 @@ pub fn banner(setup: &DemoSetup, public_url: &str) -> String {
     out.push_str(&format!(
         "\nTry it:\n  curl -s {mcp} -H 'Authorization: Bearer {read}' \\\n    \
          -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\\n    \
-         -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"0\"}}}}}}'\n\
+         -d '{INITIALIZE}'\n\
          \n  MCP client: npx @modelcontextprotocol/inspector --transport http --server-url {mcp} \\\n    \
          --header 'Authorization: Bearer {read}'\n\
          \n  Without a key you get 401 and a WWW-Authenticate challenge; metadata at\n  \
          {public_url}/.well-known/oauth-protected-resource/mcp\n",
         read = setup.read_key,
     ));
+    if let (Some(dir), Some(tls)) = (&setup.identity_dir, tls) {
+        let base = format!("https://localhost:{}", tls.port());
+        let ca = dir.join("ca.pem");
+        let ca = ca.display();
+        out.push_str(&format!(
+            "\n  Agent identity (a certificate from the demo CA, then mTLS on {base}):\n    \
+             openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out agent.key\n    \
+             curl -s --cacert {ca} {base}/identity/register -H 'Authorization: Bearer {admin}' \\\n      \
+             -H 'Content-Type: application/json' -d \"{{\\\"name\\\":\\\"my-agent\\\",\\\"public_key_pem\\\":\\\"$(openssl pkey -in agent.key -pubout | awk '{{printf \"%s\\\\n\", $0}}')\\\"}}\" \\\n      \
+             | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"cert_pem\"])' > agent.pem\n    \
+             curl -s --cacert {ca} --cert agent.pem --key agent.key {base}/mcp \\\n      \
+             -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{init}'\n    \
+             portcullis identity list --store {store}\n",
+            admin = setup.admin_key,
+            init = INITIALIZE,
+            store = dir.join("identities.jsonl").display(),
+        ));
+    }
     for note in &setup.notes {
         out.push_str(&format!("\nnote: {note}"));
     }
     out.push('\n');
     out
 }
+
+/// The `initialize` request the banner's `curl` lines send.
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}"#;
 
 /// The demo's public URL: the listen address, with an unspecified IP shown as loopback.
 pub fn demo_public_url(listen: SocketAddr) -> String {

@@ -62,8 +62,10 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Canonical public URL without a trailing `/`.
     pub public_url: String,
-    /// TLS, when on.
+    /// TLS, when on: on `listen`, or on `tls_listen` when that is set.
     pub tls: Option<Tls>,
+    /// A second listener, with TLS, beside a plain-HTTP `listen`.
+    pub tls_listen: Option<SocketAddr>,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Allowed `Origin` values, lower-case `scheme://host[:port]`.

@@ -52,6 +52,8 @@ pub struct RawServer {
     pub public_url: Option<String>,
     /// `[server.tls]`.
     pub tls: Option<RawTls>,
+    /// A second, TLS listener; with it `listen` stays plain HTTP.
+    pub tls_listen: Option<String>,
     /// CIDRs whose `X-Forwarded-*` headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,

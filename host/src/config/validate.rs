@@ -312,10 +312,39 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
             ),
         )
     })?;
+    let tls_listen = raw
+        .tls_listen
+        .as_deref()
+        .map(|text| {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                report.invalid(
+                    "server.tls_listen",
+                    format!("`{text}` is not an `ip:port` address; write e.g. `127.0.0.1:8443`"),
+                )
+            })?;
+            if raw.tls.is_none() {
+                return Err(report.invalid(
+                    "server.tls_listen",
+                    "is set but `[server.tls]` is not: the second listener needs its certificate",
+                ));
+            }
+            if addr == listen && addr.port() != 0 {
+                return Err(report.invalid(
+                    "server.tls_listen",
+                    format!("`{addr}` is `listen` too; give the TLS listener its own port"),
+                ));
+            }
+            Ok(addr)
+        })
+        .transpose()?;
     let public_url = match &raw.public_url {
         Some(url) => public_url(url, report)?,
         None if listen.ip().is_loopback() => {
-            let scheme = if raw.tls.is_some() { "https" } else { "http" };
+            let scheme = if raw.tls.is_some() && tls_listen.is_none() {
+                "https"
+            } else {
+                "http"
+            };
             format!("{scheme}://{listen}")
         }
         None => {
@@ -391,6 +420,7 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         listen,
         public_url,
         tls,
+        tls_listen,
         trusted_proxies,
         allowed_origins,
         log_format,

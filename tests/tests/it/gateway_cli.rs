@@ -155,14 +155,42 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
     let (_upstream, setup) = started.demo.as_ref().expect("demo mode");
     let loaded = &started.loaded;
     assert!(setup.partner_token, "notes: {:?}", setup.notes);
-    let banner = portcullis_cli::demo::banner(setup, &loaded.config.server.public_url);
+    let banner = portcullis_cli::demo::banner(setup, &loaded.config.server.public_url, None);
     assert!(banner.contains("curl -s http://"), "{banner}");
     assert!(
         banner.contains(portcullis_cli::demo::DEMO_READ_KEY),
         "{banner}"
     );
 
+    let tls_config = loaded
+        .config
+        .server
+        .tls
+        .clone()
+        .expect("the demo runs TLS too");
+    assert!(
+        loaded.config.server.tls_listen.is_some(),
+        "on a second listener"
+    );
     let gateway = Gateway::new(started.loaded.site, Arc::new(Metrics::new()));
+    let tls = portcullis::gateway::tls::server_config(&tls_config, &gateway).expect("TLS");
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let tls_addr = tls_listener.local_addr().expect("addr");
+    let banner = portcullis_cli::demo::banner(
+        setup,
+        &started.loaded.config.server.public_url,
+        Some(tls_addr),
+    );
+    assert!(banner.contains("/identity/register"), "{banner}");
+    let tls_task = tokio::spawn(serve(
+        tls_listener,
+        gateway.clone(),
+        Some(tls),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
     let task = tokio::spawn(serve(
         listener,
         gateway,
@@ -227,7 +255,70 @@ async fn embedded_demo_serves_mcp_with_the_printed_keys_and_wasm_providers() {
     )
     .await;
     assert_eq!(anonymous.status, 401);
+
+    // An agent identity, as the banner shows it: register a key with the admin key, then
+    // call over mTLS on the TLS listener.
+    let dir = setup
+        .identity_dir
+        .clone()
+        .expect("the demo runs the identity CA");
+    let agent_key = rcgen::KeyPair::generate().expect("key");
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, cert_file) = (
+        agent_dir.path().join("agent.key"),
+        agent_dir.path().join("agent.pem"),
+    );
+    std::fs::write(&key_file, agent_key.serialize_pem()).expect("write");
+    let base = format!("https://localhost:{}", tls_addr.port());
+    let curl = |args: Vec<String>| {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(dir.join("ca.pem"))
+            .args(args);
+        async move {
+            let out = tokio::task::spawn_blocking(move || command.output())
+                .await
+                .expect("joined")
+                .expect("curl runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let body =
+        serde_json::json!({ "name": "demo-agent-1", "public_key_pem": agent_key.public_key_pem() });
+    let answer = curl(vec![
+        format!("{base}/identity/register"),
+        "-H".into(),
+        format!("Authorization: Bearer {}", setup.admin_key),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-d".into(),
+        body.to_string(),
+    ])
+    .await;
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    std::fs::write(
+        &cert_file,
+        answer["cert_pem"].as_str().expect("a certificate"),
+    )
+    .expect("write");
+    let initialized = curl(vec![
+        format!("{base}/mcp"),
+        "--cert".into(),
+        cert_file.display().to_string(),
+        "--key".into(),
+        key_file.display().to_string(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-H".into(),
+        "Accept: application/json, text/event-stream".into(),
+        "-d".into(),
+        init.to_owned(),
+    ])
+    .await;
+    assert!(initialized.contains("serverInfo"), "{initialized}");
     task.abort();
+    tls_task.abort();
 }
 
 #[tokio::test]
