@@ -810,3 +810,72 @@ async fn crls_refuse_the_partner_certificates_they_list_and_leave_identities_alo
         .await;
     assert_eq!(status, 0, "the partner certificate the CRL lists: {text}");
 }
+
+/// Rotation is authenticated by a certificate in good standing only: a revoked one and an
+/// expired one are refused at the handshake, before any rotation; and the metrics count the
+/// registrations and the refusals.
+#[tokio::test]
+async fn rotation_with_a_revoked_or_expired_certificate_is_refused_and_counted() {
+    let setup = Setup::standard("").await;
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "doomed")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let next_pem = Agent::new(setup.dir.path(), "next").public_pem();
+    portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
+        .expect("revoke");
+    // Once the gateway has read the revocation (within a second) the handshake refuses it;
+    // before that, the rotation endpoint does (403), judging under the store's lock.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, text) = setup.rotate(&agent, &next_pem).await;
+    assert_eq!(status, 0, "rotation with the revoked certificate: {text}");
+
+    // An identity whose certificate the store says has expired.
+    let ca = portcullis::identity::Ca::from_pem(
+        &std::fs::read_to_string(setup.path("ca.pem")).expect("ca"),
+        &std::fs::read_to_string(setup.path("ca.key")).expect("key"),
+    )
+    .expect("CA");
+    let old = Agent::new(setup.dir.path(), "old");
+    let key = portcullis::identity::public_key::parse(&old.public_pem()).expect("key");
+    let now = portcullis::identity::now();
+    let leaf = ca
+        .issue(&key, "old", "spiffe://localhost/agent/idn_old", now, 3600)
+        .expect("issue");
+    std::fs::write(&old.cert_file, &leaf.pem).expect("write");
+    Registry::open(&setup.store())
+        .expect("store")
+        .transact(|_| {
+            let event = Event::Issued(Issued {
+                id: "idn_old".into(),
+                name: "old".into(),
+                owner: "registrar".into(),
+                subject: "spiffe://localhost/agent/idn_old".into(),
+                scopes: vec!["mcp:read".into()],
+                fingerprint: leaf.fingerprint.clone(),
+                serial: leaf.serial.clone(),
+                at: now - 7200,
+                not_after: now - 1,
+                replaces: None,
+            });
+            Ok::<_, portcullis::identity::StoreError>((vec![event], ()))
+        })
+        .expect("recorded");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, text) = setup.rotate(&old, &next_pem).await;
+    assert_eq!(status, 0, "rotation with the expired certificate: {text}");
+
+    let (status, metrics) = setup.curl(&[&format!("{}/metrics", setup.base())]).await;
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        r#"portcullis_identity_requests_total{endpoint="register",result="ok"} 1"#,
+        r#"portcullis_identity_requests_total{endpoint="handshake",result="revoked"}"#,
+        r#"portcullis_identity_requests_total{endpoint="handshake",result="expired"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}
