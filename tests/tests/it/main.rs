@@ -13,6 +13,7 @@ mod attack_review14;
 mod attack_review14b;
 mod attack_review14c;
 mod attack_review15;
+mod attack_review15b;
 mod chain;
 mod clients_cli;
 mod config_ui;

@@ -1,0 +1,195 @@
+//! Review 15b: a second round of attacks on the agent-identity CA (`[identity]`), the streaming
+//! guard and the second TLS listener. Each test is a finding: it fails against the code it
+//! was written for, for the reason its doc comment gives.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use portcullis_tests::upstream::{RecordingUpstream, answer};
+
+use crate::gateway_harness::TestConfig;
+use crate::identity_support::{
+    Agent, IdentityGateway, REGISTRAR_KEY, json, portcullis_identity, registrar_keys,
+};
+
+/// `/mcp` (the registration route: agents by certificate, the registrar by key) and `/feed`,
+/// a plain HTTP route only agents reach, in front of `upstream`; identities may get
+/// `mcp:read`. `agents` are lines for the `mtls` provider, `extra` for `[identity]`.
+fn config(agents: &str) -> TestConfig {
+    TestConfig::new()
+        .server(r#"public_url = "https://localhost""#)
+        .route("/mcp", &["agents", "registrars"])
+        .http_route("/feed", &["agents"])
+        .provider("agents", "mtls")
+        .with(agents)
+        .provider("registrars", "api_key")
+        .with(&registrar_keys())
+}
+
+async fn start(upstream: &str, tls: &str, agents: &str, extra: &str) -> IdentityGateway {
+    let identity = format!("scopes = [\"mcp:read\"]\n{extra}");
+    IdentityGateway::start(config(agents), tls, &identity, Some(upstream)).await
+}
+
+/// Registers a new agent `name`; returns it and its id and subject.
+async fn register(setup: &IdentityGateway, name: &str) -> (Agent, String, String) {
+    let agent = Agent::new(setup.dir.path(), name);
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), name)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let subject = answer["subject"].as_str().expect("subject").to_owned();
+    (agent, id, subject)
+}
+
+/// Revokes `id` with the CLI, then waits until the gateway refuses `agent`'s certificate on
+/// a new connection (refused at the handshake, or `GET /identity/ca.pem` refused with 401),
+/// and half a second more: the revocation is in force everywhere.
+async fn revoke_and_wait(setup: &IdentityGateway, agent: &Agent, id: &str) {
+    portcullis_identity(&format!(
+        "revoke {id} --reason compromised --store {}",
+        setup.store().display()
+    ))
+    .expect("revoke");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Refused at the handshake (an alert), or on the request (401).
+        let mut probe = setup.connect(agent).await;
+        let status = match probe
+            .send_request(crate::identity_support::get("/identity/ca.pem"))
+            .await
+        {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        };
+        if status == 0 || status == 401 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revocation never took effect (still {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+/// A request body fed from a channel: the client decides when each chunk goes.
+struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// An HTTP/1.1 mTLS connection as `agent` whose requests carry a [`Fed`] body.
+async fn fed_connection(
+    setup: &IdentityGateway,
+    agent: &Agent,
+) -> hyper::client::conn::http1::SendRequest<Fed> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(setup.path("ca.pem")).expect("ca"))
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(&agent.cert_file).expect("cert")],
+            PrivateKeyDer::from_pem_file(&agent.key_file).expect("key"),
+        )
+        .expect("client auth");
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(setup.harness.addr)
+        .await
+        .expect("connect");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http/1.1");
+    tokio::spawn(conn);
+    sender
+}
+
+/// The guard (`identity::guard`) watches only the *answer*, and only once the upstream has
+/// started it; a request body the gateway streams to the upstream (on every route that does
+/// not buffer bodies: `mcp = false` without a body-reading provider) is never judged again. Here an agent starts a `POST /feed` upload with its certificate in good standing,
+/// is revoked (`portcullis identity revoke`; new requests with the certificate are refused
+/// with 401 from then on), and a second later sends the rest of the body: the gateway
+/// passes it on, the upstream receives and acts on every byte the revoked agent sent after
+/// its revocation, and answers it. Revocation is promised to reach open connections within a
+/// second; a request body is as much "in flight" as an answer (an upload, a bidirectional
+/// HTTP/2 stream), and must stop reaching the upstream once its certificate is no longer good.
+#[tokio::test]
+async fn a_request_body_still_streaming_when_its_identity_is_revoked_reaches_the_upstream() {
+    let upstream = RecordingUpstream::answering(|seen| async move { answer(200, seen.body) }).await;
+    let setup = start(&upstream.url, "", "", "").await;
+    let (agent, id, _) = register(&setup, "uploader").await;
+
+    let mut uploading = fed_connection(&setup, &agent).await;
+    let (feed, body) = tokio::sync::mpsc::channel(4);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/feed")
+        .header("host", "localhost")
+        .header("content-type", "application/octet-stream")
+        .body(Fed(body))
+        .expect("request");
+    let in_flight = tokio::spawn(async move { uploading.send_request(request).await });
+    feed.send(Bytes::from_static(b"sent-while-good;"))
+        .await
+        .expect("first chunk");
+
+    revoke_and_wait(&setup, &agent, &id).await;
+
+    // The revoked agent goes on uploading.
+    let _ = feed
+        .send(Bytes::from_static(b"sent-after-revocation"))
+        .await;
+    drop(feed);
+    let answer = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the upload ends")
+        .expect("joined");
+    let echoed = match answer {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.into_body().collect().await.map(|c| c.to_bytes());
+            format!("{status} {body:?}")
+        }
+        Err(error) => format!("error: {error}"),
+    };
+    let reached = upstream
+        .seen()
+        .iter()
+        .any(|s| s.body.windows(21).any(|w| w == b"sent-after-revocation"));
+    assert!(
+        !reached,
+        "bytes a revoked agent sent after `portcullis identity revoke {id}` took effect reached \
+         the upstream, which answered them (the agent got: {echoed})"
+    );
+}
