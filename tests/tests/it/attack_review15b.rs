@@ -193,3 +193,58 @@ async fn a_request_body_still_streaming_when_its_identity_is_revoked_reaches_the
          the upstream, which answered them (the agent got: {echoed})"
     );
 }
+
+/// The guard starts judging an answer only when the upstream has begun it, and then only
+/// after its first [`CHECK_EVERY`](portcullis::identity::guard::CHECK_EVERY) (its timer is
+/// armed when the answer is wrapped, its first tick half a second later). An answer that the
+/// upstream takes a while to produce — the "long tool answer" the guard is there to stop —
+/// and then sends whole is therefore delivered in full, with a 200, to an agent revoked
+/// while the upstream was working: nothing between the request's start and the answer's
+/// first half second looks at the store again. Here the upstream is still working when the
+/// agent is revoked; only once the revocation is in force (new requests with the
+/// certificate refused) does it answer, and the revoked agent receives the complete answer.
+#[tokio::test]
+async fn an_answer_finished_after_its_identity_is_revoked_is_still_delivered() {
+    // The upstream works until the test says the revocation is in force (then answers whole).
+    let (finish, finished) = tokio::sync::watch::channel(false);
+    let upstream = RecordingUpstream::answering(move |_| {
+        let mut finished = finished.clone();
+        async move {
+            let _ = finished.wait_for(|done| *done).await;
+            answer(200, "the long tool answer")
+        }
+    })
+    .await;
+    let setup = start(&upstream.url, "", "", "").await;
+    let (agent, id, _) = register(&setup, "slow-caller").await;
+
+    let mut waiting = setup.connect(&agent).await;
+    let in_flight = tokio::spawn(async move {
+        let response = waiting
+            .send_request(crate::identity_support::get("/feed"))
+            .await?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|c| c.to_bytes());
+        Ok::<_, hyper::Error>((status, body))
+    });
+    upstream.arrived(1).await;
+    let started = tokio::time::Instant::now();
+    revoke_and_wait(&setup, &agent, &id).await;
+    let revoked_after = started.elapsed();
+    finish.send(true).expect("the upstream waits");
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the answer ends")
+        .expect("joined");
+    let delivered = matches!(
+        &outcome,
+        Ok((status, Ok(body))) if *status == 200 && body.as_ref() == b"the long tool answer"
+    );
+    assert!(
+        !delivered,
+        "an agent revoked while the upstream worked (the revocation in force on new requests \
+         {revoked_after:?} into the call, before the upstream answered) still got the whole \
+         answer: {outcome:?}"
+    );
+}
