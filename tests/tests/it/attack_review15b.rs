@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
+use portcullis::identity::ca::generate;
 use portcullis_tests::upstream::{RecordingUpstream, answer};
 
 use crate::gateway_harness::TestConfig;
@@ -246,5 +247,77 @@ async fn an_answer_finished_after_its_identity_is_revoked_is_still_delivered() {
         "an agent revoked while the upstream worked (the revocation in force on new requests \
          {revoked_after:?} into the call, before the upstream answered) still got the whole \
          answer: {outcome:?}"
+    );
+}
+
+/// The reserved-subject check (`mtls.rs`, `reserving`) compares the certificate's subject
+/// with the identity CA's prefix as written, case-blind; but the upstream does not read the
+/// subject as written. `x-portcullis-subject` carries it verbatim, spaces included
+/// (`proxy::header_value` lets spaces through), and an HTTP parser strips a header value's
+/// leading whitespace. So a certificate of another CA the listener trusts
+/// (`server.tls.client_ca`, a partner's) whose CN is an agent's SPIFFE ID behind a space,
+/// `" spiffe://localhost/agent/idn_…"`, is not refused as a reserved subject, and the
+/// upstream receives it as exactly the agent's `x-portcullis-subject` (and the same
+/// `x-portcullis-provider`): the partner acts as the agent (review 15's impersonation, one
+/// space away).
+#[tokio::test]
+async fn a_partner_certificate_naming_an_agent_behind_a_space_reaches_the_upstream_as_the_agent() {
+    let upstream = RecordingUpstream::start().await;
+    let partner_dir = tempfile::tempdir().expect("temp dir");
+    let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
+    let partner_pem = partner_dir.path().join("partner-ca.pem");
+    std::fs::write(&partner_pem, &partner.ca_cert).expect("write");
+    let setup = start(
+        &upstream.url,
+        &format!("client_ca = {:?}", partner_pem.display().to_string()),
+        r#"scopes = { "*" = ["mcp:read"] }"#,
+        "",
+    )
+    .await;
+    let (agent, _, subject) = register(&setup, "victim").await;
+
+    // The partner mints itself a certificate named as the agent, behind a space.
+    let partner_ca =
+        portcullis::identity::Ca::from_pem(&partner.ca_cert, &partner.ca_key).expect("CA");
+    let impostor = Agent::new(setup.dir.path(), "impostor");
+    let key = portcullis::identity::public_key::parse(&impostor.public_pem()).expect("key");
+    let spaced = format!(" {subject}");
+    let leaf = partner_ca
+        .issue(
+            &key,
+            &spaced,
+            "spiffe://partner.example/impostor",
+            portcullis::identity::now(),
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&impostor.cert_file, &leaf.pem).expect("write");
+
+    let url = format!("https://localhost:{}/feed", setup.harness.addr.port());
+    let call = |who: &Agent| {
+        let (cert, key) = (
+            who.cert_file.display().to_string(),
+            who.key_file.display().to_string(),
+        );
+        let url = url.clone();
+        let setup = &setup;
+        async move { setup.curl(&["--cert", &cert, "--key", &key, &url]).await }
+    };
+    let (status, text) = call(&agent).await;
+    assert_eq!(status, 200, "the agent itself: {text}");
+    let (status, text) = call(&impostor).await;
+    let seen = upstream.seen();
+    let as_agent = seen.first().expect("the agent's call");
+    assert_eq!(
+        as_agent.header("x-portcullis-subject"),
+        Some(subject.as_str())
+    );
+    let as_partner = seen.get(1);
+    assert!(
+        as_partner.is_none_or(|s| s.header("x-portcullis-subject") != Some(subject.as_str())),
+        "a certificate of the partner CA (CN {spaced:?}) reached the upstream as the agent \
+         `{subject}` ({status}, provider {:?} as the agent's {:?}): {text}",
+        as_partner.and_then(|s| s.header("x-portcullis-provider")),
+        as_agent.header("x-portcullis-provider"),
     );
 }
