@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 use portcullis::identity::ca::generate;
 use portcullis_tests::upstream::{RecordingUpstream, answer};
 
-use crate::gateway_harness::TestConfig;
+use crate::gateway_harness::{TestConfig, fill};
 use crate::identity_support::{
     Agent, IdentityGateway, REGISTRAR_KEY, json, portcullis_identity, registrar_keys,
 };
@@ -319,5 +319,112 @@ async fn a_partner_certificate_naming_an_agent_behind_a_space_reaches_the_upstre
          `{subject}` ({status}, provider {:?} as the agent's {:?}): {text}",
         as_partner.and_then(|s| s.header("x-portcullis-provider")),
         as_agent.header("x-portcullis-provider"),
+    );
+}
+
+/// The reserved prefix is computed from the `uri_san` and `trust_domain` being served now,
+/// but the identities are judged by the store, whatever subject they were given. A reload
+/// that changes `trust_domain` (or `uri_san`, or `server.public_url`, which the trust domain
+/// defaults to — README: "A reload takes every other `[identity]` key") leaves every
+/// identity already issued working, under its old subject, and no longer reserved: a
+/// certificate of another CA (`client_ca`) naming an existing agent's SPIFFE ID then
+/// authenticates, through the same `mtls` provider, as that agent — same
+/// `x-portcullis-subject`, same provider, so the same MCP sessions — which review 15's fix
+/// was to stop. Here the agent registers under `old.example`, the trust domain is moved to
+/// `new.example` by a reload, the agent still calls as `spiffe://old.example/agent/…`, and a
+/// partner certificate with that URI SAN is taken for it.
+#[tokio::test]
+async fn after_a_trust_domain_change_a_partner_certificate_authenticates_as_an_old_agent() {
+    let upstream = RecordingUpstream::start().await;
+    let partner_dir = tempfile::tempdir().expect("temp dir");
+    let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
+    let partner_pem = partner_dir.path().join("partner-ca.pem");
+    std::fs::write(&partner_pem, &partner.ca_cert).expect("write");
+    let tls = format!("client_ca = {:?}", partner_pem.display().to_string());
+    let agents = "identity = \"san\"\nsan_type = \"uri\"\nscopes = { \"*\" = [\"mcp:read\"] }";
+    let setup = start(
+        &upstream.url,
+        &tls,
+        agents,
+        r#"trust_domain = "old.example""#,
+    )
+    .await;
+    let (agent, _, subject) = register(&setup, "victim").await;
+    assert!(
+        subject.starts_with("spiffe://old.example/agent/"),
+        "{subject}"
+    );
+
+    // The operator moves the trust domain; the gateway reloads.
+    let d = setup.dir.path().display().to_string();
+    let text = config(agents).toml(&format!(
+        r#"[server.tls]
+cert = "{d}/server.pem"
+key = "{d}/server.key"
+{tls}
+
+[identity]
+ca_cert = "file://{d}/ca.pem"
+ca_key = "file://{d}/ca.key"
+store = "{d}/identities.jsonl"
+route = "/mcp"
+scopes = ["mcp:read"]
+trust_domain = "new.example"
+"#
+    ));
+    let text = fill(text, setup.harness.addr, &upstream.url);
+    let reloaded = portcullis::config::load_str(&text, "<reloaded>", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("the reloaded config is valid: {e}\n{text}"));
+    let assembled = portcullis::config::assemble(&reloaded, None, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("assembles: {e}"));
+    setup
+        .harness
+        .gateway
+        .swap(portcullis::gateway::Site::new(&reloaded, assembled));
+
+    let partner_ca =
+        portcullis::identity::Ca::from_pem(&partner.ca_cert, &partner.ca_key).expect("CA");
+    let impostor = Agent::new(setup.dir.path(), "impostor");
+    let key = portcullis::identity::public_key::parse(&impostor.public_pem()).expect("key");
+    let leaf = partner_ca
+        .issue(
+            &key,
+            "impostor",
+            &subject,
+            portcullis::identity::now(),
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&impostor.cert_file, &leaf.pem).expect("write");
+
+    let url = format!("https://localhost:{}/feed", setup.harness.addr.port());
+    let call = |who: &Agent| {
+        let (cert, key) = (
+            who.cert_file.display().to_string(),
+            who.key_file.display().to_string(),
+        );
+        let url = url.clone();
+        let setup = &setup;
+        async move { setup.curl(&["--cert", &cert, "--key", &key, &url]).await }
+    };
+    let (status, text) = call(&agent).await;
+    assert_eq!(
+        status, 200,
+        "the agent still works after the reload: {text}"
+    );
+    let (status, text) = call(&impostor).await;
+    let seen = upstream.seen();
+    let as_agent = seen.first().expect("the agent's call");
+    assert_eq!(
+        as_agent.header("x-portcullis-subject"),
+        Some(subject.as_str())
+    );
+    let as_partner = seen.get(1);
+    assert!(
+        as_partner.is_none_or(|s| s.header("x-portcullis-subject") != Some(subject.as_str())),
+        "after the trust-domain reload, a certificate of the partner CA reached the upstream \
+         as the still-valid agent `{subject}` ({status}, provider {:?}): {text}",
+        as_partner.and_then(|s| s.header("x-portcullis-provider")),
     );
 }
