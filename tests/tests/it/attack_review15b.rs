@@ -428,3 +428,90 @@ trust_domain = "new.example"
         as_partner.and_then(|s| s.header("x-portcullis-provider")),
     );
 }
+
+/// The origin policy's loopback allowance is decided by `server.listen` alone
+/// (`validate.rs`: `loopback: listen.ip().is_loopback()`), and the gateway cannot tell its
+/// two listeners apart. With `tls_listen` — the README's way to serve agents' mTLS beside a
+/// local plain listener — the TLS listener on a public address inherits the plain one's
+/// loopback allowance: a browser page on any `http://localhost:*` origin (the README: "one
+/// listening elsewhere accepts only the public origin") is let through on the public
+/// listener. The same gateway with its TLS listener as `listen` refuses that origin (403);
+/// with a loopback `listen` beside it, the request arriving over TLS from a remote peer is
+/// proxied (and `public_url` was not even required, though the TLS listener is public).
+#[tokio::test]
+async fn a_public_tls_listen_takes_loopback_origins_when_listen_is_loopback() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = generate("Listener CA", &["mcp.example.com".to_owned()]).expect("CA");
+    let d = dir.path();
+    std::fs::write(d.join("server.pem"), &generated.server_cert).expect("write");
+    std::fs::write(d.join("server.key"), &generated.server_key).expect("write");
+    let with_server = |server: &str| {
+        format!(
+            r#"[server]
+{server}
+public_url = "https://mcp.example.com"
+
+[server.tls]
+cert = "{d}/server.pem"
+key = "{d}/server.key"
+
+[[routes]]
+path = "/api"
+upstream = "{upstream}/api"
+chain = ["keys"]
+mcp = false
+
+[providers.keys]
+type = "api_key"
+keys = [{{ name = "reader", hash = "{hash}", scopes = ["mcp:read"] }}]
+"#,
+            d = d.display(),
+            upstream = upstream.url,
+            hash = portcullis::engine::api_key::hash_key("reader-key-0001"),
+        )
+    };
+    let status_for = |server: &'static str| {
+        let text = with_server(server);
+        async move {
+            let config = portcullis::config::load_str(&text, "<test>", std::path::Path::new("."))
+                .unwrap_or_else(|e| panic!("valid: {e}\n{text}"));
+            let assembled = portcullis::config::assemble(&config, None, &Default::default())
+                .await
+                .expect("assembles");
+            let gateway = portcullis::gateway::Gateway::new(
+                portcullis::gateway::Site::new(&config, assembled),
+                Arc::new(portcullis::observability::Metrics::new()),
+            );
+            // A browser elsewhere on the internet, over TLS.
+            let conn = portcullis::gateway::ConnInfo::new(
+                Some("198.51.100.7:50123".parse().expect("addr")),
+                None,
+                true,
+            );
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("/api/transfer")
+                .header("host", "mcp.example.com")
+                .header("origin", "http://localhost:5173")
+                .header("authorization", "Bearer reader-key-0001")
+                .body(portcullis::gateway::body::full("{}"))
+                .expect("request");
+            gateway.handle(request, &conn).await.status().as_u16()
+        }
+    };
+    let only_tls = status_for(r#"listen = "0.0.0.0:8443""#).await;
+    assert_eq!(
+        only_tls, 403,
+        "a public TLS listener refuses a loopback origin"
+    );
+    let beside_loopback =
+        status_for("listen = \"127.0.0.1:8080\"\ntls_listen = \"0.0.0.0:8443\"").await;
+    assert_eq!(
+        beside_loopback,
+        403,
+        "the same public TLS listener, as `tls_listen` beside a loopback `listen`, let a \
+         `http://localhost:5173` page through to the upstream ({} request(s) proxied)",
+        upstream.hits()
+    );
+}
