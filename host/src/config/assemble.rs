@@ -113,8 +113,8 @@ pub async fn assemble(
             }
             ProviderSettings::Mtls(s) => {
                 let mut v = MtlsValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
-                if let Some(identity) = &config.identity {
-                    v = v.reserving(identity.subject_prefix());
+                if let (Some(settings), Some(authority)) = (&config.identity, &identity) {
+                    v = v.reserving(&settings.subject_prefix(), Arc::clone(&authority.registry));
                 }
                 (Role::Authenticator(Arc::new(v)), None, None)
             }

@@ -337,9 +337,13 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
             Ok(addr)
         })
         .transpose()?;
+    // Every listener on loopback: only then may the public URL be derived, and loopback
+    // origins be let in by default.
+    let loopback_only =
+        listen.ip().is_loopback() && tls_listen.is_none_or(|addr| addr.ip().is_loopback());
     let public_url = match &raw.public_url {
         Some(url) => public_url(url, report)?,
-        None if listen.ip().is_loopback() => {
+        None if loopback_only => {
             let scheme = if raw.tls.is_some() && tls_listen.is_none() {
                 "https"
             } else {
@@ -351,8 +355,11 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
             return Err(report.invalid(
                 "server.public_url",
                 format!(
-                    "is required when listening on `{listen}` (not loopback): it is the resource \
-                     identifier clients and tokens use, e.g. `https://mcp.example.com`"
+                    "is required when listening beyond loopback (`{}`): it is the resource \
+                     identifier clients and tokens use, e.g. `https://mcp.example.com`",
+                    tls_listen
+                        .filter(|_| listen.ip().is_loopback())
+                        .unwrap_or(listen)
                 ),
             ));
         }
@@ -370,7 +377,7 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         .collect::<Result<Vec<_>, _>>()?;
     let allowed_origins = match &raw.allowed_origins {
         None => OriginPolicy::Default {
-            loopback: listen.ip().is_loopback(),
+            loopback: loopback_only,
         },
         Some(list) => OriginPolicy::List(
             list.iter()

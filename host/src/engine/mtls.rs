@@ -123,9 +123,24 @@ pub struct MtlsValidator {
     san_type: Option<SanType>,
     allowed: Option<Vec<String>>,
     scopes: BTreeMap<String, Vec<String>>,
-    /// Subjects only the identity CA's certificates may have (a prefix, compared
-    /// case-blind): another CA's certificate naming one is refused.
-    reserved: Option<String>,
+    /// Subjects only the identity CA's certificates may have: another CA's certificate
+    /// naming one is refused.
+    reserved: Option<Reserved>,
+}
+
+/// The identity CA's subjects: those its template gives now (a prefix, case-blind), and
+/// every subject its store has ever given (a template or trust domain changed since).
+#[derive(Debug)]
+struct Reserved {
+    prefix: String,
+    store: Arc<crate::identity::Registry>,
+}
+
+impl Reserved {
+    fn holds(&self, subject: &str) -> bool {
+        (!self.prefix.is_empty() && subject.to_ascii_lowercase().starts_with(&self.prefix))
+            || self.store.read(|book| book.has_subject(subject))
+    }
 }
 
 impl MtlsValidator {
@@ -152,11 +167,15 @@ impl MtlsValidator {
         })
     }
 
-    /// Refuses certificates of other CAs whose subject starts with `prefix` (the identity
-    /// CA's subjects, [`crate::identity::IdentitySettings::subject_prefix`]).
+    /// Refuses certificates of other CAs that name a subject of the identity CA: one
+    /// starting with `prefix` ([`crate::identity::IdentitySettings::subject_prefix`]) or
+    /// one its `store` has given.
     #[must_use]
-    pub fn reserving(mut self, prefix: String) -> Self {
-        self.reserved = Some(prefix.to_ascii_lowercase()).filter(|p| !p.is_empty());
+    pub fn reserving(mut self, prefix: &str, store: Arc<crate::identity::Registry>) -> Self {
+        self.reserved = Some(Reserved {
+            prefix: prefix.to_ascii_lowercase(),
+            store,
+        });
         self
     }
 
@@ -181,11 +200,15 @@ impl MtlsValidator {
             };
             return Verdict::Deny(Denial::invalid_token(reason));
         };
-        if self
-            .reserved
-            .as_ref()
-            .is_some_and(|prefix| subject.to_ascii_lowercase().starts_with(prefix.as_str()))
-        {
+        // Leading or trailing whitespace disappears in an HTTP header value (and in many
+        // comparisons): ` spiffe://…` would reach the upstream as `spiffe://…`.
+        if subject.trim() != subject || subject.chars().any(char::is_control) {
+            return Verdict::Deny(Denial::invalid_token(
+                "client certificate names its subject with surrounding whitespace or control \
+                 characters",
+            ));
+        }
+        if self.reserved.as_ref().is_some_and(|r| r.holds(subject)) {
             return Verdict::Deny(Denial::forbidden(
                 ErrorCode::AccessDenied,
                 "client certificate names a subject of the gateway's identity CA but was not \

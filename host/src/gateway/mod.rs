@@ -158,6 +158,16 @@ impl Gateway {
             let site = self.site.load_full();
             // A certificate of the identity CA counts only while the store vouches for it:
             // one revoked or replaced since the handshake is refused here, on every path.
+            let refused = |refusal: crate::identity::Refusal| {
+                self.metrics.identity("request", refusal.label());
+                let response = Rejection::InvalidToken {
+                    description: refusal.as_str().to_owned(),
+                    metadata_url: metadata::metadata_url(&site.public_url, ""),
+                }
+                .into_response();
+                self.metrics.request("-", response.status().as_u16());
+                response
+            };
             let vouched;
             let conn = match &conn.client_cert {
                 Some(cert) => match self.vouch(&site, cert.clone()) {
@@ -168,18 +178,28 @@ impl Gateway {
                         };
                         &vouched
                     }
-                    Err(refusal) => {
-                        self.metrics.identity("request", refusal.label());
-                        let rejection = Rejection::InvalidToken {
-                            description: refusal.as_str().to_owned(),
-                            metadata_url: metadata::metadata_url(&site.public_url, ""),
-                        };
-                        let response = rejection.into_response();
-                        self.metrics.request("-", response.status().as_u16());
-                        return response;
-                    }
+                    Err(refusal) => return refused(refusal),
                 },
                 None => conn,
+            };
+            // An identity-CA caller's body and answer count only while its certificate does:
+            // an upload still streaming, an answer that arrives or streams after a
+            // revocation, are cut off (`identity::guard`).
+            // A rotation's own answer is exempt from the answer's checks: it replaces the
+            // very certificate that asked.
+            let rotation = site.identity.as_ref().is_some_and(|authority| {
+                authority.endpoint(request.uri().path()) == Some(crate::identity::Endpoint::Rotate)
+            });
+            let guarded = conn
+                .client_cert
+                .as_ref()
+                .filter(|c| c.issued.is_some())
+                .zip(site.identity.as_ref());
+            let request = match guarded {
+                Some((cert, authority)) => request.map(|body| {
+                    crate::identity::guard::while_vouched(body, Arc::clone(authority), cert.clone())
+                }),
+                None => request,
             };
             let readiness = (request.uri().path() == "/readyz")
                 .then(|| self.readiness.load_full())
@@ -188,9 +208,12 @@ impl Gateway {
                 Some(report) => ("/readyz", handler::readiness(&site, conn, &report)),
                 None => handler::handle(&site, request, conn, &self.metrics, &self.sessions).await,
             };
-            if let Some(cert) = conn.client_cert.as_ref().filter(|c| c.issued.is_some())
-                && let Some(authority) = &site.identity
-            {
+            if let Some((cert, authority)) = guarded.filter(|_| !rotation) {
+                // Judged again now that the answer is here: it may have taken longer than
+                // the certificate.
+                if let Err(refusal) = authority.judge(cert, crate::identity::now()) {
+                    return refused(refusal);
+                }
                 let body = std::mem::replace(response.body_mut(), body::empty());
                 *response.body_mut() = crate::identity::guard::while_vouched(
                     body,

@@ -153,6 +153,8 @@ pub struct Book {
     identities: HashMap<String, Arc<Identity>>,
     by_fingerprint: HashMap<String, String>,
     held: HashMap<String, u32>,
+    /// Every subject ever issued, lower-case.
+    subjects: std::collections::HashSet<String>,
 }
 
 impl Book {
@@ -179,6 +181,11 @@ impl Book {
     /// Identities `owner` holds, revoked ones not counted.
     pub fn held_by(&self, owner: &str) -> u32 {
         self.held.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Whether `subject` (compared case-blind) was ever given to an identity.
+    pub fn has_subject(&self, subject: &str) -> bool {
+        self.subjects.contains(&subject.to_ascii_lowercase())
     }
 
     /// Whether a certificate with this fingerprint was ever issued.
@@ -275,6 +282,7 @@ impl Book {
                     }),
                 );
                 *self.held.entry(issued.owner.clone()).or_default() += 1;
+                self.subjects.insert(issued.subject.to_ascii_lowercase());
             }
             Some(replaced) => {
                 let identity = self.identities.get_mut(&issued.id).ok_or_else(|| {

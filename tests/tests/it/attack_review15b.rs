@@ -145,8 +145,9 @@ async fn fed_connection(
 /// its revocation, and answers it. Revocation is promised to reach open connections within a
 /// second; a request body is as much "in flight" as an answer (an upload, a bidirectional
 /// HTTP/2 stream), and must stop reaching the upstream once its certificate is no longer good.
+/// Fixed: an identity-CA caller's request body is guarded like its answer.
 #[tokio::test]
-async fn a_request_body_still_streaming_when_its_identity_is_revoked_reaches_the_upstream() {
+async fn a_request_body_still_streaming_when_its_identity_is_revoked_is_cut_off() {
     let upstream = RecordingUpstream::answering(|seen| async move { answer(200, seen.body) }).await;
     let setup = start(&upstream.url, "", "", "").await;
     let (agent, id, _) = register(&setup, "uploader").await;
@@ -204,8 +205,9 @@ async fn a_request_body_still_streaming_when_its_identity_is_revoked_reaches_the
 /// first half second looks at the store again. Here the upstream is still working when the
 /// agent is revoked; only once the revocation is in force (new requests with the
 /// certificate refused) does it answer, and the revoked agent receives the complete answer.
+/// Fixed: the certificate is judged again when the answer arrives (401 instead).
 #[tokio::test]
-async fn an_answer_finished_after_its_identity_is_revoked_is_still_delivered() {
+async fn an_answer_finished_after_its_identity_is_revoked_is_refused() {
     // The upstream works until the test says the revocation is in force (then answers whole).
     let (finish, finished) = tokio::sync::watch::channel(false);
     let upstream = RecordingUpstream::answering(move |_| {
@@ -260,8 +262,9 @@ async fn an_answer_finished_after_its_identity_is_revoked_is_still_delivered() {
 /// upstream receives it as exactly the agent's `x-portcullis-subject` (and the same
 /// `x-portcullis-provider`): the partner acts as the agent (review 15's impersonation, one
 /// space away).
+/// Fixed: subjects with surrounding whitespace or control characters are refused.
 #[tokio::test]
-async fn a_partner_certificate_naming_an_agent_behind_a_space_reaches_the_upstream_as_the_agent() {
+async fn a_partner_certificate_naming_an_agent_behind_a_space_is_refused() {
     let upstream = RecordingUpstream::start().await;
     let partner_dir = tempfile::tempdir().expect("temp dir");
     let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
@@ -333,8 +336,9 @@ async fn a_partner_certificate_naming_an_agent_behind_a_space_reaches_the_upstre
 /// was to stop. Here the agent registers under `old.example`, the trust domain is moved to
 /// `new.example` by a reload, the agent still calls as `spiffe://old.example/agent/…`, and a
 /// partner certificate with that URI SAN is taken for it.
+/// Fixed: every subject the store has given stays reserved, whatever the template now.
 #[tokio::test]
-async fn after_a_trust_domain_change_a_partner_certificate_authenticates_as_an_old_agent() {
+async fn after_a_trust_domain_change_old_agents_subjects_stay_reserved() {
     let upstream = RecordingUpstream::start().await;
     let partner_dir = tempfile::tempdir().expect("temp dir");
     let partner = generate("Partner CA", &["partner.example".to_owned()]).expect("CA");
@@ -438,8 +442,9 @@ trust_domain = "new.example"
 /// listener. The same gateway with its TLS listener as `listen` refuses that origin (403);
 /// with a loopback `listen` beside it, the request arriving over TLS from a remote peer is
 /// proxied (and `public_url` was not even required, though the TLS listener is public).
+/// Fixed: loopback origins (and a derived public URL) only when every listener is on loopback.
 #[tokio::test]
-async fn a_public_tls_listen_takes_loopback_origins_when_listen_is_loopback() {
+async fn a_public_tls_listen_refuses_loopback_origins() {
     let upstream = RecordingUpstream::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let generated = generate("Listener CA", &["mcp.example.com".to_owned()]).expect("CA");
