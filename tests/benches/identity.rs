@@ -3,7 +3,8 @@
 //! - `register`: one registration through the gateway's whole handler (`Gateway::handle`, no
 //!   socket: API-key authentication, the JSON body, the P-256 key check, the certificate
 //!   signed, the store line written and `fsync`ed) against the bare signature of the same
-//!   certificate (`Ca::issue`).
+//!   certificate (`Ca::issue`) and against appending and `fsync`ing one line of the same
+//!   size to a file on the same disk (the store's floor).
 //! - `handshake`: a whole mTLS handshake in memory (rustls client and server, TLS 1.3,
 //!   P-256) with the identity CA on and a store of 10 000 identities, against the same
 //!   handshake with the CA as a plain `client_ca` (no store): the difference is the
@@ -230,6 +231,24 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("register");
+    let line = std::fs::read_to_string(dir.path().join("identities.jsonl"))
+        .expect("store")
+        .lines()
+        .last()
+        .expect("a line")
+        .to_owned()
+        + "\n";
+    let floor = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("fsync-floor.jsonl"))
+        .expect("open");
+    group.bench_function("append and fsync one store line (the store's floor)", |b| {
+        b.iter(|| {
+            std::io::Write::write_all(&mut &floor, line.as_bytes()).expect("write");
+            floor.sync_data().expect("fsync");
+        })
+    });
     group.bench_function("bare certificate signature (baseline)", |b| {
         b.iter(|| {
             ca.issue(

@@ -229,30 +229,67 @@ impl Book {
 
     /// Applies one event; an event that contradicts the book is refused and changes nothing.
     pub fn apply(&mut self, event: &Event) -> Result<(), Inconsistent> {
+        self.check(event)?;
+        self.commit(event);
+        Ok(())
+    }
+
+    /// Whether `event` follows from the book as it is (what [`Book::apply`] refuses).
+    pub fn check(&self, event: &Event) -> Result<(), Inconsistent> {
         match event {
-            Event::Issued(issued) => self.issue(issued),
+            Event::Revoked(revoked) if !self.identities.contains_key(&revoked.id) => Err(
+                Inconsistent(format!("revokes `{}`, which was never issued", revoked.id)),
+            ),
+            Event::Revoked(_) => Ok(()),
+            Event::Issued(issued) if self.by_fingerprint.contains_key(&issued.fingerprint) => {
+                Err(Inconsistent(format!(
+                    "issues the certificate `{}` a second time",
+                    issued.fingerprint
+                )))
+            }
+            Event::Issued(issued) => match (&issued.replaces, self.identities.get(&issued.id)) {
+                (None, Some(_)) => Err(Inconsistent(format!(
+                    "registers `{}`, which already exists",
+                    issued.id
+                ))),
+                (None, None) => Ok(()),
+                (Some(_), None) => Err(Inconsistent(format!(
+                    "rotates `{}`, which was never issued",
+                    issued.id
+                ))),
+                (Some(replaced), Some(identity)) => {
+                    if identity.current().map(|c| &c.fingerprint) == Some(replaced) {
+                        Ok(())
+                    } else {
+                        Err(Inconsistent(format!(
+                            "rotates `{}` from `{replaced}`, which is not its current \
+                             certificate",
+                            issued.id
+                        )))
+                    }
+                }
+            },
+        }
+    }
+
+    /// Applies an event [`Book::check`] accepted.
+    fn commit(&mut self, event: &Event) {
+        match event {
             Event::Revoked(revoked) => {
-                let identity = self.identities.get_mut(&revoked.id).ok_or_else(|| {
-                    Inconsistent(format!("revokes `{}`, which was never issued", revoked.id))
-                })?;
-                if identity.revoked_at.is_none() {
+                if let Some(identity) = self.identities.get_mut(&revoked.id)
+                    && identity.revoked_at.is_none()
+                {
                     Arc::make_mut(identity).revoked_at = Some(revoked.at);
                     if let Some(held) = self.held.get_mut(&identity.owner) {
                         *held = held.saturating_sub(1);
                     }
                 }
-                Ok(())
             }
+            Event::Issued(issued) => self.issue(issued),
         }
     }
 
-    fn issue(&mut self, issued: &Issued) -> Result<(), Inconsistent> {
-        if self.by_fingerprint.contains_key(&issued.fingerprint) {
-            return Err(Inconsistent(format!(
-                "issues the certificate `{}` a second time",
-                issued.fingerprint
-            )));
-        }
+    fn issue(&mut self, issued: &Issued) {
         let cert = Cert {
             fingerprint: issued.fingerprint.clone(),
             serial: issued.serial.clone(),
@@ -262,12 +299,6 @@ impl Book {
         };
         match &issued.replaces {
             None => {
-                if self.identities.contains_key(&issued.id) {
-                    return Err(Inconsistent(format!(
-                        "registers `{}`, which already exists",
-                        issued.id
-                    )));
-                }
                 self.identities.insert(
                     issued.id.clone(),
                     Arc::new(Identity {
@@ -284,26 +315,18 @@ impl Book {
                 *self.held.entry(issued.owner.clone()).or_default() += 1;
                 self.subjects.insert(issued.subject.to_ascii_lowercase());
             }
-            Some(replaced) => {
-                let identity = self.identities.get_mut(&issued.id).ok_or_else(|| {
-                    Inconsistent(format!("rotates `{}`, which was never issued", issued.id))
-                })?;
-                if identity.current().map(|c| &c.fingerprint) != Some(replaced) {
-                    return Err(Inconsistent(format!(
-                        "rotates `{}` from `{replaced}`, which is not its current certificate",
-                        issued.id
-                    )));
+            Some(_) => {
+                if let Some(identity) = self.identities.get_mut(&issued.id) {
+                    let identity = Arc::make_mut(identity);
+                    if let Some(current) = identity.certs.last_mut() {
+                        current.replaced_at = Some(issued.at);
+                    }
+                    identity.name.clone_from(&issued.name);
+                    identity.certs.push(cert);
                 }
-                let identity = Arc::make_mut(identity);
-                if let Some(current) = identity.certs.last_mut() {
-                    current.replaced_at = Some(issued.at);
-                }
-                identity.name.clone_from(&issued.name);
-                identity.certs.push(cert);
             }
         }
         self.by_fingerprint
             .insert(issued.fingerprint.clone(), issued.id.clone());
-        Ok(())
     }
 }

@@ -149,23 +149,24 @@ impl Registry {
     fn catch_up(&self, mut file: &File, state: &mut State) -> Result<(bool, u64), StoreError> {
         let meta = file.metadata().map_err(|e| self.io(e))?;
         let id = (meta.dev(), meta.ino());
-        let mut next = if state.file == Some(id) && meta.len() >= state.offset {
-            std::mem::take(state)
-        } else {
-            State::default()
-        };
-        let replaced = next.file != Some(id);
-        next.file = Some(id);
-        file.seek(SeekFrom::Start(next.offset))
-            .map_err(|e| self.io(e))?;
+        let continuing = state.file == Some(id) && meta.len() >= state.offset;
+        let start = if continuing { state.offset } else { 0 };
+        file.seek(SeekFrom::Start(start)).map_err(|e| self.io(e))?;
         let mut bytes = Vec::new();
-        file.take(meta.len().saturating_sub(next.offset))
+        file.take(meta.len().saturating_sub(start))
             .read_to_end(&mut bytes)
             .map_err(|e| self.io(e))?;
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let unfinished = (bytes.len() - complete) as u64;
-        let mut book = next.book.clone();
-        let mut lines = next.lines;
+        if continuing && complete == 0 {
+            return Ok((false, unfinished));
+        }
+        // Applied to a copy: a line that cannot be read leaves the book as it was.
+        let (mut book, mut lines) = if continuing {
+            (state.book.clone(), state.lines)
+        } else {
+            (Book::default(), 0)
+        };
         for line in bytes[..complete].split(|b| *b == b'\n') {
             if line.is_empty() {
                 continue;
@@ -183,12 +184,13 @@ impl Registry {
                     reason,
                 })?;
         }
-        let changed = complete > 0 || replaced;
-        next.book = book;
-        next.lines = lines;
-        next.offset += complete as u64;
-        *state = next;
-        Ok((changed, unfinished))
+        *state = State {
+            book,
+            offset: start + complete as u64,
+            lines,
+            file: Some(id),
+        };
+        Ok((true, unfinished))
     }
 
     /// Appends the events `decide` makes from the whole store, as one crash-safe write, and
@@ -222,21 +224,42 @@ impl Registry {
         if events.is_empty() {
             return Ok(value);
         }
-        let mut book = state.book.clone();
+        let corrupt = |Inconsistent(reason)| StoreError::Corrupt {
+            path: self.path.clone(),
+            line: state.lines + 1,
+            reason,
+        };
+        // One event (every registration, rotation, revocation) is checked against the book
+        // as it is and applied once written; several are applied to a copy first.
+        let applied = match events.as_slice() {
+            [event] => {
+                state.book.check(event).map_err(corrupt)?;
+                None
+            }
+            _ => {
+                let mut book = state.book.clone();
+                for event in &events {
+                    book.apply(event).map_err(corrupt)?;
+                }
+                Some(book)
+            }
+        };
         let mut text = Vec::new();
         for event in &events {
-            book.apply(event)
-                .map_err(|Inconsistent(reason)| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    line: state.lines + 1,
-                    reason,
-                })?;
             serde_json::to_writer(&mut text, event).map_err(|e| self.io(e.into()))?;
             text.push(b'\n');
         }
         (&file).write_all(&text).map_err(|e| self.io(e))?;
         file.sync_data().map_err(|e| self.io(e))?;
-        state.book = book;
+        match applied {
+            Some(book) => state.book = book,
+            None => {
+                for event in &events {
+                    // Checked above against this very book, under the lock.
+                    let _ = state.book.apply(event);
+                }
+            }
+        }
         state.offset += text.len() as u64;
         state.lines += events.len() as u64;
         Ok(value)

@@ -510,8 +510,12 @@ fn a_write_cut_off_mid_line_is_never_read_and_the_next_writer_cuts_it_off() {
     assert!(text.ends_with('\n'));
     let again = Registry::open(&path).expect("opens");
     assert!(again.read(|b| b.get("idn_a").is_some() && b.get("idn_c").is_some()));
-    // A complete line that is not an event stops the store, naming the line.
+    // A complete line that is not an event stops the store, naming the line: a registry
+    // opened before keeps the book it had; one opened now is refused.
     std::fs::write(&path, format!("{text}not json\n")).expect("write");
+    let error = again.refresh().expect_err("a corrupt line is refused");
+    assert!(error.to_string().contains("line 3"), "{error}");
+    assert_eq!(again.read(|b| b.len()), 2, "the last good book stays");
     let error = Registry::open(&path).expect_err("a corrupt line is refused");
     assert!(error.to_string().contains("line 3"), "{error}");
 }
