@@ -65,7 +65,7 @@ fn bad_request(description: impl Into<String>) -> Rejection {
 /// Answers one request to `endpoint`.
 pub(crate) async fn serve(
     site: &Site,
-    authority: &IdentityAuthority,
+    authority: &Arc<IdentityAuthority>,
     endpoint: Endpoint,
     request: Request<Body>,
     conn: &ConnInfo,
@@ -243,7 +243,7 @@ fn client_certificate(site: &Site, conn: &ConnInfo) -> Option<ClientCert> {
 
 async fn register(
     site: &Site,
-    authority: &IdentityAuthority,
+    authority: &Arc<IdentityAuthority>,
     parts: &mut Parts,
     body: Body,
     conn: &ConnInfo,
@@ -318,34 +318,37 @@ async fn register(
     );
     let at = now();
     let max = settings.max_per_caller;
-    let leaf = authority.registry.transact(|book| {
-        if book.held_by(&owner) >= max {
-            return Err(Issue::Quota);
-        }
-        let leaf = authority
-            .ca
-            .issue(
-                &key,
-                &request.name,
-                &subject,
-                at,
-                settings.cert_lifetime_secs,
-            )
-            .map_err(|e| Issue::Failed(e.to_string()))?;
-        let event = Event::Issued(Issued {
-            id: id.clone(),
-            name: request.name.clone(),
-            owner: owner.clone(),
-            subject: subject.clone(),
-            scopes: scopes.clone(),
-            fingerprint: leaf.fingerprint.clone(),
-            serial: leaf.serial.clone(),
-            at,
-            not_after: leaf.not_after,
-            replaces: None,
-        });
-        Ok((vec![event], leaf))
-    });
+    let leaf = {
+        let (authority, key, name) = (Arc::clone(authority), key.clone(), request.name.clone());
+        let (id, owner, subject, scopes) =
+            (id.clone(), owner.clone(), subject.clone(), scopes.clone());
+        off_the_runtime(move || {
+            let settings = &authority.settings;
+            authority.registry.transact(|book| {
+                if book.held_by(&owner) >= max {
+                    return Err(Issue::Quota);
+                }
+                let leaf = authority
+                    .ca
+                    .issue(&key, &name, &subject, at, settings.cert_lifetime_secs)
+                    .map_err(|e| Issue::Failed(e.to_string()))?;
+                let event = Event::Issued(Issued {
+                    id,
+                    name,
+                    owner,
+                    subject,
+                    scopes,
+                    fingerprint: leaf.fingerprint.clone(),
+                    serial: leaf.serial.clone(),
+                    at,
+                    not_after: leaf.not_after,
+                    replaces: None,
+                });
+                Ok((vec![event], leaf))
+            })
+        })
+        .await
+    };
     let leaf = leaf.map_err(|e| with_subject(e.refusal(max)))?;
     tracing::info!(id = %id, name = %request.name, owner = %owner, key = %key.kind, fingerprint = %leaf.fingerprint, "identity registered");
     let answer = json!({
@@ -364,7 +367,7 @@ async fn register(
 
 async fn rotate(
     site: &Site,
-    authority: &IdentityAuthority,
+    authority: &Arc<IdentityAuthority>,
     parts: &mut Parts,
     body: Body,
     conn: &ConnInfo,
@@ -406,41 +409,48 @@ async fn rotate(
     let key = parse_key(&request).map_err(with_subject)?;
     let at = now();
     let overlap = i64::try_from(settings.rotation_overlap_secs).unwrap_or(i64::MAX);
-    let leaf = authority.registry.transact(|book| {
-        // Judged again under the store's lock: a revocation or another rotation may have
-        // landed since the handshake.
-        let identity = book
-            .judge(&cert.sha256_fingerprint, at, overlap)
-            .map_err(Issue::Refused)?;
-        if identity.current().map(|c| c.fingerprint.as_str())
-            != Some(cert.sha256_fingerprint.as_str())
-        {
-            return Err(Issue::Refused(super::Refusal::Replaced));
-        }
-        let leaf = authority
-            .ca
-            .issue(
-                &key,
-                &request.name,
-                &identity.subject,
-                at,
-                settings.cert_lifetime_secs,
-            )
-            .map_err(|e| Issue::Failed(e.to_string()))?;
-        let event = Event::Issued(Issued {
-            id: identity.id.clone(),
-            name: request.name.clone(),
-            owner: identity.owner.clone(),
-            subject: identity.subject.clone(),
-            scopes: identity.scopes.clone(),
-            fingerprint: leaf.fingerprint.clone(),
-            serial: leaf.serial.clone(),
-            at,
-            not_after: leaf.not_after,
-            replaces: Some(cert.sha256_fingerprint.clone()),
-        });
-        Ok((vec![event], (leaf, identity.registered_at)))
-    });
+    let leaf = {
+        let (authority, key, name) = (Arc::clone(authority), key.clone(), request.name.clone());
+        let fingerprint = cert.sha256_fingerprint.clone();
+        off_the_runtime(move || {
+            let settings = &authority.settings;
+            authority.registry.transact(|book| {
+                // Judged again under the store's lock: a revocation or another rotation may
+                // have landed since the handshake.
+                let identity = book
+                    .judge(&fingerprint, at, overlap)
+                    .map_err(Issue::Refused)?;
+                if identity.current().map(|c| c.fingerprint.as_str()) != Some(fingerprint.as_str())
+                {
+                    return Err(Issue::Refused(super::Refusal::Replaced));
+                }
+                let leaf = authority
+                    .ca
+                    .issue(
+                        &key,
+                        &name,
+                        &identity.subject,
+                        at,
+                        settings.cert_lifetime_secs,
+                    )
+                    .map_err(|e| Issue::Failed(e.to_string()))?;
+                let event = Event::Issued(Issued {
+                    id: identity.id.clone(),
+                    name,
+                    owner: identity.owner.clone(),
+                    subject: identity.subject.clone(),
+                    scopes: identity.scopes.clone(),
+                    fingerprint: leaf.fingerprint.clone(),
+                    serial: leaf.serial.clone(),
+                    at,
+                    not_after: leaf.not_after,
+                    replaces: Some(fingerprint.clone()),
+                });
+                Ok((vec![event], (leaf, identity.registered_at)))
+            })
+        })
+        .await
+    };
     let (leaf, registered_at) =
         leaf.map_err(|e| with_subject(e.refusal(settings.max_per_caller)))?;
     tracing::info!(id = %issued.id, name = %request.name, key = %key.kind, replaced = %cert.sha256_fingerprint, fingerprint = %leaf.fingerprint, "identity rotated");
@@ -456,6 +466,16 @@ async fn rotate(
         "scopes": issued.scopes,
     });
     Ok((json_response(StatusCode::OK, &answer), Some(issued.subject)))
+}
+
+/// Runs a store transaction on the blocking pool: it takes a file lock and waits for an
+/// `fsync`, which must not hold up a runtime thread (and the requests queued on it).
+async fn off_the_runtime<T: Send + 'static>(
+    transaction: impl FnOnce() -> Result<T, Issue> + Send + 'static,
+) -> Result<T, Issue> {
+    tokio::task::spawn_blocking(transaction)
+        .await
+        .unwrap_or_else(|_| Err(Issue::Failed("the store transaction did not finish".into())))
 }
 
 /// Why a store transaction issued nothing.

@@ -129,6 +129,8 @@ impl Registry {
     }
 
     fn read_new(&self) -> Result<bool, StoreError> {
+        // Not while this process writes: the book changes under one writer at a time.
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -214,48 +216,59 @@ impl Registry {
         if created {
             sync_parent(&self.path).map_err(|e| self.io(e))?;
         }
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let (_, unfinished) = self.catch_up(&file, &mut state)?;
-        if unfinished > 0 {
-            // A writer died mid-line (nobody else writes while we hold the lock).
-            file.set_len(state.offset).map_err(|e| self.io(e))?;
-        }
-        let (events, value) = decide(&state.book)?;
-        if events.is_empty() {
-            return Ok(value);
-        }
-        let corrupt = |Inconsistent(reason)| StoreError::Corrupt {
-            path: self.path.clone(),
-            line: state.lines + 1,
-            reason,
-        };
-        // One event (every registration, rotation, revocation) is checked against the book
-        // as it is and applied once written; several are applied to a copy first.
-        let applied = match events.as_slice() {
-            [event] => {
-                state.book.check(event).map_err(corrupt)?;
-                None
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            let (_, unfinished) = self.catch_up(&file, &mut state)?;
+            if unfinished > 0 {
+                // A writer died mid-line (nobody else writes while we hold the lock).
+                file.set_len(state.offset).map_err(|e| self.io(e))?;
             }
-            _ => {
-                let mut book = state.book.clone();
-                for event in &events {
-                    book.apply(event).map_err(corrupt)?;
+        }
+        // Readers (every handshake and request) are held up only while the book changes,
+        // not while the line is signed, written and synced: this process's writers and
+        // refreshes wait on `writer`, so the book cannot change in between.
+        let (events, value, applied, text) = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let (events, value) = decide(&state.book)?;
+            if events.is_empty() {
+                return Ok(value);
+            }
+            let line = state.lines + 1;
+            let corrupt = |Inconsistent(reason)| StoreError::Corrupt {
+                path: self.path.clone(),
+                line,
+                reason,
+            };
+            // One event (every registration, rotation, revocation) is checked against the
+            // book as it is and applied once written; several are applied to a copy first.
+            let applied = match events.as_slice() {
+                [event] => {
+                    state.book.check(event).map_err(corrupt)?;
+                    None
                 }
-                Some(book)
+                _ => {
+                    let mut book = state.book.clone();
+                    for event in &events {
+                        book.apply(event).map_err(corrupt)?;
+                    }
+                    Some(book)
+                }
+            };
+            let mut text = Vec::new();
+            for event in &events {
+                serde_json::to_writer(&mut text, event).map_err(|e| self.io(e.into()))?;
+                text.push(b'\n');
             }
+            (events, value, applied, text)
         };
-        let mut text = Vec::new();
-        for event in &events {
-            serde_json::to_writer(&mut text, event).map_err(|e| self.io(e.into()))?;
-            text.push(b'\n');
-        }
         (&file).write_all(&text).map_err(|e| self.io(e))?;
         file.sync_data().map_err(|e| self.io(e))?;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match applied {
             Some(book) => state.book = book,
             None => {
                 for event in &events {
-                    // Checked above against this very book, under the lock.
+                    // Checked above against this very book; nothing changed it since.
                     let _ = state.book.apply(event);
                 }
             }
