@@ -883,3 +883,49 @@ async fn rotation_with_a_revoked_or_expired_certificate_is_refused_and_counted()
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
 }
+
+/// `portcullis identity init` writes a CA and a listener certificate that a gateway serves
+/// with the config it prints, keys owner-only, and never overwrites them.
+#[tokio::test]
+async fn identity_init_writes_a_ca_the_printed_config_serves() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_dir = dir.path().join("ca");
+    let printed = portcullis_identity(&format!(
+        "init --dir {} --server-name localhost,127.0.0.1",
+        ca_dir.display()
+    ))
+    .expect("init");
+    for (file, mode) in [
+        ("ca.key", 0o600),
+        ("server.key", 0o600),
+        ("ca.pem", 0o644),
+        ("server.pem", 0o644),
+    ] {
+        let meta = std::fs::metadata(ca_dir.join(file)).expect(file);
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    let again = portcullis_identity(&format!("init --dir {}", ca_dir.display()))
+        .expect_err("never over an existing CA");
+    assert!(again.contains("already exists"), "{again}");
+    // The printed tables, under a server and a route, make a gateway that serves them.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath = \"/mcp\"\nupstream = \"http://127.0.0.1:9/mcp\"\nchain = [\"agents\"]\n\n[providers.agents]\ntype = \"mtls\"\n\n{printed}"
+    );
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("Wrote") && !l.starts_with("Keep"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = portcullis::config::load_str(&text, "<printed>", dir.path())
+        .unwrap_or_else(|e| panic!("the printed config loads: {e}\n{text}"));
+    let assembled = portcullis::config::assemble(&config, None, &Default::default())
+        .await
+        .expect("the CA loads");
+    let identity = assembled.identity.expect("identity on");
+    assert!(
+        identity.ca.subject.contains("Portcullis agent identity CA"),
+        "{}",
+        identity.ca.subject
+    );
+}
