@@ -14,6 +14,7 @@ mod attack_review14b;
 mod attack_review14c;
 mod attack_review15;
 mod attack_review15b;
+mod attack_review15c;
 mod chain;
 mod clients_cli;
 mod config_ui;
