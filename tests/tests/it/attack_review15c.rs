@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use portcullis_tests::upstream::RecordingUpstream;
+use bytes::Bytes;
+use portcullis_tests::oauth::TestKey;
+use portcullis_tests::upstream::{RecordingUpstream, json as json_answer};
 
 use crate::gateway_harness::TestConfig;
 use crate::identity_support::{Agent, IdentityGateway, REGISTRAR_KEY, json, registrar_keys};
@@ -103,4 +105,100 @@ fn release(path: &std::path::Path) {
         .open(path);
     let _ = std::fs::remove_file(path);
     drop(writer);
+}
+
+/// The issuer of the registrars' tokens in [`jwt_registrar_gateway`].
+const ISSUER: &str = "https://issuer.test";
+
+/// A gateway whose registration route `/mcp` takes agents by certificate and registrars by
+/// a JWT of [`ISSUER`] (signed by the returned key, its key set served by the returned
+/// upstream), audience `https://localhost/mcp`.
+async fn jwt_registrar_gateway() -> (IdentityGateway, TestKey, RecordingUpstream) {
+    let key = TestKey::ed25519("k1");
+    let jwks = Bytes::from(key.jwks().to_string());
+    let idp =
+        RecordingUpstream::answering(move |_| std::future::ready(json_answer(jwks.clone()))).await;
+    let config = TestConfig::new()
+        .server(r#"public_url = "https://localhost""#)
+        .route("/mcp", &["agents", "registrars"])
+        .provider("agents", "mtls")
+        .jwt("registrars", ISSUER, &format!("{}/jwks", idp.url))
+        .with(r#"audience = "https://localhost/mcp""#);
+    let setup = IdentityGateway::start(config, "", "scopes = [\"mcp:read\"]", Some(&idp.url)).await;
+    (setup, key, idp)
+}
+
+/// A registrar's token: subject `sub`, scopes `identity:register mcp:read`.
+fn registrar_token(key: &TestKey, sub: &str) -> String {
+    let now = portcullis_tests::oauth::now();
+    key.sign(
+        "k1",
+        &serde_json::json!({
+            "iss": ISSUER, "sub": sub, "aud": "https://localhost/mcp",
+            "iat": now, "exp": now + 300, "scope": "identity:register mcp:read",
+        }),
+    )
+}
+
+/// A registrar subject that writes a line of its own: a line break, then a forged record.
+fn forging_subject() -> String {
+    format!("alice\n{}", crate::wasm_sandbox::FORGED)
+}
+
+/// The project's rule for untrusted text in logs (`log_text.rs`: "the subject [is chosen] by
+/// a token's issuer … A line break in any of them would let its author write a line of
+/// their choosing (a forged audit record) into a line-oriented log"; every such field goes
+/// through `escape_control`) is kept by the audit line, but not by the registration's own
+/// log line: `endpoints.rs` logs `tracing::info!(…, owner = %owner, …, "identity
+/// registered")` with the registering caller's subject raw. A registrar whose token's `sub`
+/// (an IdP-chosen, often user-influenced string) holds a line break and a JSON object gets
+/// that object written as a line of its own in the text log — here a forged
+/// `portcullis::audit` "allow" record for `admin`.
+#[test]
+fn a_registrars_subject_cannot_forge_a_log_line() {
+    portcullis_tests::run_alone("attack_review15c::registration_log_forgery_in_this_process");
+}
+
+#[tokio::test]
+#[ignore = "captures this thread's logs, which other tests' threads disturb: \
+            a_registrars_subject_cannot_forge_a_log_line runs it alone"]
+async fn registration_log_forgery_in_this_process() {
+    let logs = crate::wasm_sandbox::capture_logs();
+    let (setup, key, _idp) = jwt_registrar_gateway().await;
+    let agent = Agent::new(setup.dir.path(), "forger");
+    let token = registrar_token(&key, &forging_subject());
+    let (status, body) = setup.register(&token, &agent.public_pem(), "forger").await;
+    assert_eq!(status, 201, "the registrar registers: {body}");
+    logs.assert_one_line_per_event();
+}
+
+/// `portcullis identity list` is the operator's view of who holds an identity (and so what
+/// to revoke), but it prints each identity's owner — the registering caller's subject, from
+/// its token — raw. A registrar whose `sub` holds a line break (or a carriage return, or a
+/// terminal escape) writes rows of its choosing into that table: here a forged row claims an
+/// identity `idn_forged` owned by `alice` and already revoked. The list must show one row
+/// per identity, whatever the owners' subjects hold (escaped, as the audit line escapes
+/// them).
+#[tokio::test]
+async fn a_registrars_subject_cannot_forge_rows_of_identity_list() {
+    let (setup, key, _idp) = jwt_registrar_gateway().await;
+    let agent = Agent::new(setup.dir.path(), "forger");
+    let forged_row = format!(
+        "{:<28} {:<20} {:<24} {:<64} {:<20} 2026-01-01T00:00:00Z",
+        "idn_forged", "victim", "alice", "-", "-"
+    );
+    let token = registrar_token(&key, &format!("mallory\n{forged_row}\n"));
+    let (status, body) = setup.register(&token, &agent.public_pem(), "forger").await;
+    assert_eq!(status, 201, "the registrar registers: {body}");
+    let list = crate::identity_support::portcullis_identity(&format!(
+        "list --store {}",
+        setup.store().display()
+    ))
+    .expect("list");
+    assert_eq!(
+        list.lines().count(),
+        2,
+        "one identity is on record, so the list is a header and one row; a registrar's \
+         subject added rows of its own:\n{list}"
+    );
 }
