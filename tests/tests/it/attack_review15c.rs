@@ -202,3 +202,94 @@ async fn a_registrars_subject_cannot_forge_rows_of_identity_list() {
          subject added rows of its own:\n{list}"
     );
 }
+
+/// Review 15b's fix keeps every subject the store has given reserved from other CAs' certificates
+/// "whatever the template now" — but only while `[identity]` is configured: the reservation
+/// is made by the `mtls` provider from the identity authority of the configuration being
+/// served (`assemble.rs`: `reserving(…)` only when `[identity]` is on). A reload that takes
+/// the identity CA out (README: "A reload takes every other `[identity]` key"; retiring the
+/// agent CA, moving agents elsewhere) drops the reservation altogether, while everything
+/// downstream still knows those subjects: the upstream's per-agent state, and the MCP
+/// session bindings, which are kept across reloads and keyed by provider and subject. A
+/// partner CA in `client_ca` then names a certificate `spiffe://localhost/agent/<id>` and
+/// reaches the upstream with exactly the agent's `x-portcullis-subject` and
+/// `x-portcullis-provider` — the impersonation review 15 closed, reopened by a reload.
+#[tokio::test]
+async fn after_the_identity_ca_is_reloaded_away_its_subjects_stay_reserved() {
+    let upstream = RecordingUpstream::start().await;
+    let partner_dir = tempfile::tempdir().expect("temp dir");
+    let partner = portcullis::identity::ca::generate("Partner CA", &["partner.example".to_owned()])
+        .expect("CA");
+    let partner_pem = partner_dir.path().join("partner-ca.pem");
+    std::fs::write(&partner_pem, &partner.ca_cert).expect("write");
+    let tls = format!("client_ca = {:?}", partner_pem.display().to_string());
+    let config = || {
+        TestConfig::new()
+            .server(r#"public_url = "https://localhost""#)
+            .route("/mcp", &["agents", "registrars"])
+            .http_route("/feed", &["agents"])
+            .provider("agents", "mtls")
+            .with("identity = \"san\"\nsan_type = \"uri\"\nscopes = { \"*\" = [\"mcp:read\"] }")
+            .provider("registrars", "api_key")
+            .with(&registrar_keys())
+    };
+    let setup = IdentityGateway::start(
+        config(),
+        &tls,
+        "scopes = [\"mcp:read\"]",
+        Some(&upstream.url),
+    )
+    .await;
+    let (agent, id) = register(&setup, "victim").await;
+    let subject = format!("spiffe://localhost/agent/{id}");
+    let (status, text) = feed(&setup, &agent).await;
+    assert_eq!(status, 200, "the agent calls: {text}");
+
+    // The operator takes the identity CA out of the configuration; the gateway reloads.
+    let d = setup.dir.path().display().to_string();
+    let text = config().toml(&format!(
+        "[server.tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\n{tls}\n"
+    ));
+    let text = crate::gateway_harness::fill(text, setup.harness.addr, &upstream.url);
+    let reloaded = portcullis::config::load_str(&text, "<reloaded>", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("the reloaded config is valid: {e}\n{text}"));
+    let assembled = portcullis::config::assemble(&reloaded, None, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("assembles: {e}"));
+    setup
+        .harness
+        .gateway
+        .swap(portcullis::gateway::Site::new(&reloaded, assembled));
+
+    // A partner certificate named as the agent.
+    let partner_ca =
+        portcullis::identity::Ca::from_pem(&partner.ca_cert, &partner.ca_key).expect("CA");
+    let impostor = Agent::new(setup.dir.path(), "impostor");
+    let key = portcullis::identity::public_key::parse(&impostor.public_pem()).expect("key");
+    let leaf = partner_ca
+        .issue(
+            &key,
+            "impostor",
+            &subject,
+            portcullis::identity::now(),
+            3600,
+        )
+        .expect("issue");
+    std::fs::write(&impostor.cert_file, &leaf.pem).expect("write");
+    let (status, text) = feed(&setup, &impostor).await;
+
+    let seen = upstream.seen();
+    let as_agent = seen.first().expect("the agent's call");
+    assert_eq!(
+        as_agent.header("x-portcullis-subject"),
+        Some(subject.as_str())
+    );
+    let as_partner = seen.get(1);
+    assert!(
+        as_partner.is_none_or(|s| s.header("x-portcullis-subject") != Some(subject.as_str())),
+        "once the identity CA was reloaded away, a certificate of the partner CA reached the \
+         upstream as the agent `{subject}` ({status}, provider {:?}, the agent's {:?}): {text}",
+        as_partner.and_then(|s| s.header("x-portcullis-provider")),
+        as_agent.header("x-portcullis-provider"),
+    );
+}
