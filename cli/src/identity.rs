@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use portcullis::identity::book::{Event, Revoked};
 use portcullis::identity::ca::{self, rfc3339};
 use portcullis::identity::{Registry, StoreError};
+use portcullis::log_text::escape_control;
 
 use crate::commands::CliError;
 use crate::signing_key::write_new_private;
@@ -198,7 +199,7 @@ fn list(store: &Path) -> Result<String, CliError> {
             "{:<28} {:<20} {:<24} {:<64} {:<20} {}",
             identity.id,
             identity.name,
-            identity.owner,
+            escape_control(&identity.owner),
             current.map_or("-", |c| c.fingerprint.as_str()),
             current.map_or_else(|| "-".to_owned(), |c| rfc3339(c.not_after)),
             identity.revoked_at.map_or_else(|| "no".to_owned(), rfc3339),

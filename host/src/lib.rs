@@ -35,7 +35,7 @@ pub mod engine;
 pub mod gateway;
 pub mod identity;
 pub mod load;
-pub(crate) mod log_text;
+pub mod log_text;
 pub mod mcp;
 pub(crate) mod normal_form;
 pub mod oauth;

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 /// some log viewers) and the bidirectional overrides and isolates (U+202A–U+202E,
 /// U+2066–U+2069), which reorder how a line reads on screen. Everything else is kept, so
 /// ordinary text is returned as is, without copying.
-pub(crate) fn escape_control(text: &str) -> Cow<'_, str> {
+pub fn escape_control(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }

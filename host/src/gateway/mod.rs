@@ -135,6 +135,11 @@ impl Gateway {
         )
     }
 
+    /// The subject of the identity CA the listener trusts, once it is built.
+    pub fn listener_identity_ca(&self) -> Option<&str> {
+        self.listener_identity_ca.get().map(String::as_str)
+    }
+
     /// Records the subject of the identity CA the listener trusts.
     pub fn set_listener_identity_ca(&self, subject: &str) {
         let _ = self.listener_identity_ca.set(subject.to_owned());

@@ -24,6 +24,7 @@ use crate::gateway::request::{
     ContextParts, check_origin, client_addr, context, is_trusted, read_body,
 };
 use crate::gateway::{Body, ConnInfo, Rejection, Site};
+use crate::log_text::escape_control;
 use crate::observability::logging::{AuditRecord, AuditVerdict};
 use crate::observability::{Metrics, audit};
 use crate::verdict::{ErrorCode, Identity};
@@ -350,7 +351,14 @@ async fn register(
         .await
     };
     let leaf = leaf.map_err(|e| with_subject(e.refusal(max)))?;
-    tracing::info!(id = %id, name = %request.name, owner = %owner, key = %key.kind, fingerprint = %leaf.fingerprint, "identity registered");
+    tracing::info!(
+        id = %id,
+        name = %request.name,
+        owner = %escape_control(&owner),
+        key = %key.kind,
+        fingerprint = %leaf.fingerprint,
+        "identity registered"
+    );
     let answer = json!({
         "id": id,
         "name": request.name,

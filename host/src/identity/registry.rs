@@ -74,6 +74,9 @@ pub struct Registry {
     writer: Mutex<()>,
     /// Since when every read of the journal has failed, if the last one did.
     failing_since: Mutex<Option<std::time::Instant>>,
+    /// Since when a read of the journal has been going on, if one is (a hung mount, a
+    /// FIFO in the store's place, a writer stuck holding the lock).
+    reading_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Registry {
@@ -84,6 +87,7 @@ impl Registry {
             state: RwLock::default(),
             writer: Mutex::new(()),
             failing_since: Mutex::new(None),
+            reading_since: Mutex::new(None),
         };
         registry.refresh()?;
         Ok(Arc::new(registry))
@@ -103,18 +107,30 @@ impl Registry {
             .book)
     }
 
-    /// Whether reads of the journal have failed for longer than [`STALE_AFTER`].
+    /// Whether the journal has not been read for longer than [`STALE_AFTER`]: every read
+    /// failed since, or one has not returned.
     pub fn is_stale(&self) -> bool {
-        self.failing_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|since| since.elapsed() > STALE_AFTER)
+        let old = |since: &Mutex<Option<std::time::Instant>>| {
+            since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|since| since.elapsed() > STALE_AFTER)
+        };
+        old(&self.failing_since) || old(&self.reading_since)
     }
 
     /// Reads what was appended since the last read (everything, when the file was
     /// replaced). Returns whether anything changed. On error nothing changes.
     pub fn refresh(&self) -> Result<bool, StoreError> {
+        self.reading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(std::time::Instant::now);
         let result = self.read_new();
+        *self
+            .reading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         let mut failing = self
             .failing_since
             .lock()
@@ -291,7 +307,19 @@ impl Registry {
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 let Some(registry) = weak.upgrade() else { return };
-                match tokio::task::spawn_blocking(move || registry.refresh()).await {
+                let mut reading = tokio::task::spawn_blocking(move || registry.refresh());
+                let joined = match tokio::time::timeout(STALE_AFTER, &mut reading).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        tracing::error!(
+                            "the identity store has not answered a read for {}s: every \
+                             certificate of the identity CA is refused until it does",
+                            STALE_AFTER.as_secs()
+                        );
+                        reading.await
+                    }
+                };
+                match joined {
                     Ok(Ok(_)) => last_error.clear(),
                     Ok(Err(error)) => {
                         let text = error.to_string();

@@ -223,7 +223,22 @@ impl Reloader {
             tokio::task::spawn_blocking(move || handle.block_on(load::from_source(&source, reuse)))
                 .await;
         match joined {
-            Ok(Ok(loaded)) => Ok(loaded),
+            Ok(Ok(loaded)) => {
+                // The listener's roots hold the identity CA it started with: retiring or
+                // replacing that CA by a reload would leave its agents' subjects up for
+                // grabs (and the new CA untrusted). It takes a restart.
+                if let Some(trusted) = self.inner.gateway.listener_identity_ca() {
+                    let serves = loaded.site.identity.as_ref().map(|a| a.ca.subject.as_str());
+                    if serves != Some(trusted) {
+                        return Err(format!(
+                            "{}: `[identity]`: the TLS listener trusts the identity CA `{trusted}`; \
+                             removing `[identity]` or changing `ca_cert` takes a restart",
+                            loaded.config.source
+                        ));
+                    }
+                }
+                Ok(loaded)
+            }
             Ok(Err(error)) => Err(error.to_string()),
             Err(error) => Err(format!("the reload task failed: {error}")),
         }

@@ -64,6 +64,7 @@ async fn feed(setup: &IdentityGateway, agent: &Agent) -> (u16, String) {
 /// unreadable that way and, 13 seconds later (past the 10-second bound and a refresh), the
 /// agent's certificate is still accepted; any revocation written meanwhile (elsewhere, or
 /// once the mount recovers) could never be seen either, since the loop never runs again.
+/// Fixed: a read of the store that has not returned for 10 s makes the store stale too.
 #[tokio::test]
 async fn a_store_whose_read_never_returns_still_goes_stale() {
     let upstream = RecordingUpstream::start().await;
@@ -154,6 +155,7 @@ fn forging_subject() -> String {
 /// (an IdP-chosen, often user-influenced string) holds a line break and a JSON object gets
 /// that object written as a line of its own in the text log — here a forged
 /// `portcullis::audit` "allow" record for `admin`.
+/// Fixed: the owner is escaped in the registration log line.
 #[test]
 fn a_registrars_subject_cannot_forge_a_log_line() {
     portcullis_tests::run_alone("attack_review15c::registration_log_forgery_in_this_process");
@@ -179,6 +181,7 @@ async fn registration_log_forgery_in_this_process() {
 /// identity `idn_forged` owned by `alice` and already revoked. The list must show one row
 /// per identity, whatever the owners' subjects hold (escaped, as the audit line escapes
 /// them).
+/// Fixed: `identity list` escapes the owner.
 #[tokio::test]
 async fn a_registrars_subject_cannot_forge_rows_of_identity_list() {
     let (setup, key, _idp) = jwt_registrar_gateway().await;
@@ -203,6 +206,10 @@ async fn a_registrars_subject_cannot_forge_rows_of_identity_list() {
     );
 }
 
+/// Fixed: a reload that removes `[identity]` (or changes its CA) while the listener trusts
+/// that CA is refused, naming the restart it takes; the last good site keeps the subjects
+/// reserved.
+///
 /// Review 15b's fix keeps every subject the store has given reserved from other CAs' certificates
 /// "whatever the template now" — but only while `[identity]` is configured: the reservation
 /// is made by the `mtls` provider from the identity authority of the configuration being
@@ -251,15 +258,20 @@ async fn after_the_identity_ca_is_reloaded_away_its_subjects_stay_reserved() {
         "[server.tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\n{tls}\n"
     ));
     let text = crate::gateway_harness::fill(text, setup.harness.addr, &upstream.url);
-    let reloaded = portcullis::config::load_str(&text, "<reloaded>", std::path::Path::new("."))
-        .unwrap_or_else(|e| panic!("the reloaded config is valid: {e}\n{text}"));
-    let assembled = portcullis::config::assemble(&reloaded, None, &Default::default())
-        .await
-        .unwrap_or_else(|e| panic!("assembles: {e}"));
-    setup
-        .harness
-        .gateway
-        .swap(portcullis::gateway::Site::new(&reloaded, assembled));
+    let file = setup.dir.path().join("reloaded.toml");
+    std::fs::write(&file, &text).expect("write");
+    let reloader = portcullis::reload::Reloader::new(
+        setup.harness.gateway.clone(),
+        portcullis::load::Source::file(&file),
+        portcullis::load::Reuse::default(),
+    );
+    let outcome = reloader.reload(portcullis::reload::Trigger::Request).await;
+    match &outcome {
+        portcullis::reload::ReloadOutcome::Rejected { reason } => {
+            assert!(reason.contains("takes a restart"), "{reason}");
+        }
+        other => panic!("the reload that retires the identity CA is refused, not {other:?}"),
+    }
 
     // A partner certificate named as the agent.
     let partner_ca =
