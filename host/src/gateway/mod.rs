@@ -163,6 +163,12 @@ impl Gateway {
             let site = self.site.load_full();
             // A certificate of the identity CA counts only while the store vouches for it:
             // one revoked or replaced since the handshake is refused here, on every path.
+            // The request line, for the audit line of a refused certificate (mTLS callers only).
+            let line = conn
+                .client_cert
+                .as_ref()
+                .filter(|_| crate::observability::logging::audit_enabled())
+                .map(|_| (request.method().clone(), request.uri().path().to_owned()));
             let refused = |refusal: crate::identity::Refusal| {
                 self.metrics.identity("request", refusal.label());
                 let response = Rejection::InvalidToken {
@@ -170,6 +176,18 @@ impl Gateway {
                     metadata_url: metadata::metadata_url(&site.public_url, ""),
                 }
                 .into_response();
+                if let Some((method, path)) = &line {
+                    crate::observability::audit(&crate::observability::logging::AuditRecord {
+                        route: "-",
+                        subject: None,
+                        provider: "identity-certificate",
+                        verdict: crate::observability::logging::AuditVerdict::Deny,
+                        reason: refusal.as_str(),
+                        status: response.status().as_u16(),
+                        method: method.as_str(),
+                        path,
+                    });
+                }
                 self.metrics.request("-", response.status().as_u16());
                 response
             };

@@ -929,3 +929,57 @@ async fn identity_init_writes_a_ca_the_printed_config_serves() {
         identity.ca.subject
     );
 }
+
+/// Registrations and certificates refused on a request are audit lines, without the key or
+/// the certificate.
+#[test]
+fn registrations_and_refused_certificates_are_audited() {
+    portcullis_tests::run_alone("identity::audit_lines_in_this_process");
+}
+
+#[tokio::test]
+#[ignore = "captures this thread's logs, which other tests' threads disturb: \
+            registrations_and_refused_certificates_are_audited runs it alone"]
+async fn audit_lines_in_this_process() {
+    let logs = crate::wasm_sandbox::capture_logs();
+    let setup = Setup::standard("").await;
+    let agent = Agent::new(setup.dir.path(), "audited");
+    let (status, body) = setup
+        .register(REGISTRAR_KEY, &agent.public_pem(), "audited")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = json(&body);
+    agent.keep(&answer);
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let mut sender = setup.connect(&agent).await;
+    assert_ne!(status_of(&mut sender, "/mcp").await, 401);
+    portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status_of(&mut sender, "/mcp").await, 401);
+    let (_, json_lines) = logs.assert_one_line_per_event();
+    let audits: Vec<Value> = json_lines
+        .lines()
+        .map(json)
+        .filter(|e| e["target"] == "portcullis::audit")
+        .collect();
+    let registered = audits
+        .iter()
+        .find(|e| e["provider"] == "identity" && e["path"] == "/identity/register")
+        .unwrap_or_else(|| panic!("a registration line in {audits:#?}"));
+    assert_eq!(registered["verdict"], "allow", "{registered}");
+    assert_eq!(registered["subject"], "registrar", "{registered}");
+    let refused = audits
+        .iter()
+        .find(|e| e["provider"] == "identity-certificate")
+        .unwrap_or_else(|| panic!("a refused-certificate line in {audits:#?}"));
+    assert_eq!(refused["verdict"], "deny", "{refused}");
+    assert_eq!(refused["status"], 401, "{refused}");
+    let pem_body = agent.public_pem();
+    let key_line = pem_body.lines().nth(1).expect("a key line");
+    assert!(!json_lines.contains(key_line), "the key is never logged");
+    assert!(
+        !json_lines.contains(REGISTRAR_KEY),
+        "the token is never logged"
+    );
+}
