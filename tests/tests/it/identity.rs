@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use portcullis::engine::api_key::hash_key;
 use portcullis::identity::Registry;
@@ -214,7 +213,7 @@ async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
     assert_ne!(first, 401, "the live certificate is accepted");
     portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
         .expect("revoke");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    setup.until_revoked(&id).await;
     let after = status_of(&mut sender, "/mcp").await;
     assert_eq!(
         after, 401,
@@ -224,7 +223,7 @@ async fn an_open_connection_stops_counting_once_its_certificate_is_revoked() {
 
 #[tokio::test]
 async fn rotation_with_the_certificate_gives_a_new_one_and_the_old_stops_after_the_overlap() {
-    let setup = Setup::standard("rotation_overlap_secs = 3").await;
+    let setup = Setup::standard("rotation_overlap_secs = 10").await;
     let first = Agent::new(setup.dir.path(), "first");
     let (status, body) = setup
         .register(REGISTRAR_KEY, &first.public_pem(), "rotator")
@@ -410,41 +409,18 @@ async fn certificates_the_store_does_not_vouch_for_are_refused_at_the_handshake(
     let (status, text) = setup.whoami_with(&stray.cert_file, &stray.key_file).await;
     assert_eq!(status, 0, "an unregistered certificate of the CA: {text}");
 
-    // The same certificate on record but past its notAfter (the store says when).
-    let expired = Agent::new(d, "expired");
-    let key = portcullis::identity::public_key::parse(&expired.public_pem()).expect("key");
-    let leaf = ca
-        .issue(
-            &key,
-            "expired",
-            "spiffe://localhost/agent/idn_expired",
-            now,
-            3600,
-        )
-        .expect("issue");
-    std::fs::write(&expired.cert_file, &leaf.pem).expect("write");
-    let registry = Registry::open(&setup.store()).expect("store");
-    registry
-        .transact(|_| {
-            let event = Event::Issued(Issued {
-                id: "idn_expired".into(),
-                name: "expired".into(),
-                owner: "registrar".into(),
-                subject: "spiffe://localhost/agent/idn_expired".into(),
-                scopes: vec!["mcp:read".into()],
-                fingerprint: leaf.fingerprint.clone(),
-                serial: leaf.serial.clone(),
-                at: now - 7200,
-                not_after: now - 1,
-                replaces: None,
-            });
-            Ok::<_, portcullis::identity::StoreError>((vec![event], ()))
-        })
-        .expect("recorded");
-    until_status("the expired certificate is refused", 0, || {
-        setup.whoami_with(&expired.cert_file, &expired.key_file)
-    })
-    .await;
+    // A certificate on record but past its notAfter (the store says when), once the
+    // gateway has read that record: refused as expired, not as unknown.
+    let expired = setup.expired_agent("expired").await;
+    let (status, text) = setup
+        .whoami_with(&expired.cert_file, &expired.key_file)
+        .await;
+    assert_eq!(status, 0, "the expired certificate: {text}");
+    let (_, metrics) = setup.curl(&[&format!("{}/metrics", setup.base())]).await;
+    assert!(
+        metrics.contains(r#"endpoint="handshake",result="expired""#),
+        "{metrics}"
+    );
 
     // A certificate from a CA the gateway does not trust at all.
     let other = generate("Another CA", &["localhost".to_owned()]).expect("CA");
@@ -593,7 +569,7 @@ async fn conduit_registers_calls_over_mtls_rotates_and_is_refused_once_revoked()
 
     portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
         .expect("revoke");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    setup.until_revoked(&id).await;
     let (ok, events, _) = run("call", whoami).await;
     assert!(!ok, "a revoked identity cannot call: {events:?}");
 }
@@ -834,42 +810,12 @@ async fn rotation_with_a_revoked_or_expired_certificate_is_refused_and_counted()
         .expect("revoke");
     // Once the gateway has read the revocation (within a second) the handshake refuses it;
     // before that, the rotation endpoint does (403), judging under the store's lock.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    setup.until_revoked(&id).await;
     let (status, text) = setup.rotate(&agent, &next_pem).await;
     assert_eq!(status, 0, "rotation with the revoked certificate: {text}");
 
     // An identity whose certificate the store says has expired.
-    let ca = portcullis::identity::Ca::from_pem(
-        &std::fs::read_to_string(setup.path("ca.pem")).expect("ca"),
-        &std::fs::read_to_string(setup.path("ca.key")).expect("key"),
-    )
-    .expect("CA");
-    let old = Agent::new(setup.dir.path(), "old");
-    let key = portcullis::identity::public_key::parse(&old.public_pem()).expect("key");
-    let now = portcullis::identity::now();
-    let leaf = ca
-        .issue(&key, "old", "spiffe://localhost/agent/idn_old", now, 3600)
-        .expect("issue");
-    std::fs::write(&old.cert_file, &leaf.pem).expect("write");
-    Registry::open(&setup.store())
-        .expect("store")
-        .transact(|_| {
-            let event = Event::Issued(Issued {
-                id: "idn_old".into(),
-                name: "old".into(),
-                owner: "registrar".into(),
-                subject: "spiffe://localhost/agent/idn_old".into(),
-                scopes: vec!["mcp:read".into()],
-                fingerprint: leaf.fingerprint.clone(),
-                serial: leaf.serial.clone(),
-                at: now - 7200,
-                not_after: now - 1,
-                replaces: None,
-            });
-            Ok::<_, portcullis::identity::StoreError>((vec![event], ()))
-        })
-        .expect("recorded");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let old = setup.expired_agent("old").await;
     let (status, text) = setup.rotate(&old, &next_pem).await;
     assert_eq!(status, 0, "rotation with the expired certificate: {text}");
 
@@ -955,7 +901,7 @@ async fn audit_lines_in_this_process() {
     assert_ne!(status_of(&mut sender, "/mcp").await, 401);
     portcullis_identity(&format!("revoke {id} --store {}", setup.store().display()))
         .expect("revoke");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    setup.until_revoked(&id).await;
     assert_eq!(status_of(&mut sender, "/mcp").await, 401);
     let (_, json_lines) = logs.assert_one_line_per_event();
     let audits: Vec<Value> = json_lines
@@ -981,5 +927,70 @@ async fn audit_lines_in_this_process() {
     assert!(
         !json_lines.contains(REGISTRAR_KEY),
         "the token is never logged"
+    );
+}
+
+/// Other spellings of the identity CA's paths — case, a trailing `/` or `.`, dot segments,
+/// an encoded `/` — that an upstream behind a catch-all route might read as them are never
+/// proxied: a key or a token sent to them stays at the gateway.
+#[tokio::test]
+async fn other_spellings_of_the_identity_paths_never_reach_an_upstream() {
+    let upstream = portcullis_tests::upstream::RecordingUpstream::start().await;
+    let config = TestConfig::new()
+        .server(r#"public_url = "https://localhost""#)
+        .route("/mcp", &["agents", "registrars"])
+        .http_route("/", &["open"])
+        .provider("open", "anonymous")
+        .with(r#"subject = "anyone""#)
+        .provider("agents", "mtls")
+        .provider("registrars", "api_key")
+        .with(&registrar_keys());
+    let setup =
+        IdentityGateway::start(config, "", r#"scopes = ["mcp:read"]"#, Some(&upstream.url)).await;
+    let (status, _) = setup.curl(&[&format!("{}/elsewhere", setup.base())]).await;
+    assert_eq!(status, 200, "the catch-all route proxies other paths");
+    let before = upstream.seen().len();
+    let agent = Agent::new(setup.dir.path(), "agent");
+    let body = serde_json::json!({ "public_key_pem": agent.public_pem(), "name": "n" }).to_string();
+    for path in [
+        "/Identity/register",
+        "/IDENTITY/ca.pem",
+        "/identity/register/",
+        "/identity/register.",
+        "/identity./register",
+        "/identity/./register",
+        "/identity/x/../register",
+        "/identity%2Fregister",
+        "/identity/%72egister",
+        "/identity/other",
+        "/identity",
+    ] {
+        let (status, text) = setup
+            .curl(&[
+                // HTTP/1.1: curl 7.88 reports an HTTP/2 answer that comes before it has sent
+                // the whole body as a framing error, without the status.
+                "--http1.1",
+                "--path-as-is",
+                "-H",
+                &format!("Authorization: Bearer {REGISTRAR_KEY}"),
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &body,
+                &format!("{}{path}", setup.base()),
+            ])
+            .await;
+        assert!([400, 403, 404].contains(&status), "{path}: {status} {text}");
+    }
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "no spelling of an identity path reached the upstream: {:?}",
+        upstream
+            .seen()
+            .iter()
+            .skip(before)
+            .map(|s| s.target.clone())
+            .collect::<Vec<_>>()
     );
 }

@@ -136,6 +136,81 @@ route = "/mcp"
         .await
     }
 
+    /// Waits until the gateway's own view of the store says `done` (it reads the store
+    /// every second): the signal that a change written by the CLI or the test is in force.
+    pub(crate) async fn until_read(
+        &self,
+        what: &str,
+        done: impl Fn(&portcullis::identity::book::Book) -> bool,
+    ) {
+        portcullis_tests::eventually(what, || {
+            let site = self.harness.gateway.site();
+            let read = site
+                .identity
+                .as_ref()
+                .is_some_and(|authority| authority.registry.read(&done));
+            std::future::ready(if read {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            })
+        })
+        .await;
+    }
+
+    /// Waits until the gateway has read the revocation of `id`.
+    pub(crate) async fn until_revoked(&self, id: &str) {
+        self.until_read(
+            &format!("the gateway reads the revocation of {id}"),
+            |book| book.get(id).is_some_and(|i| i.revoked_at.is_some()),
+        )
+        .await;
+    }
+
+    /// An agent holding a certificate of the identity CA that the store records as issued
+    /// two hours ago and expired a second ago (as if time had passed), once the gateway has
+    /// read that record.
+    pub(crate) async fn expired_agent(&self, name: &str) -> Agent {
+        use portcullis::identity::book::{Event, Issued};
+        let ca = portcullis::identity::Ca::from_pem(
+            &std::fs::read_to_string(self.path("ca.pem")).expect("ca"),
+            &std::fs::read_to_string(self.path("ca.key")).expect("key"),
+        )
+        .expect("CA");
+        let agent = Agent::new(self.dir.path(), name);
+        let key = portcullis::identity::public_key::parse(&agent.public_pem()).expect("key");
+        let now = portcullis::identity::now();
+        let (id, subject) = (
+            format!("idn_{name}"),
+            format!("spiffe://localhost/agent/idn_{name}"),
+        );
+        let leaf = ca.issue(&key, name, &subject, now, 3600).expect("issue");
+        std::fs::write(&agent.cert_file, &leaf.pem).expect("write");
+        portcullis::identity::Registry::open(&self.store())
+            .expect("store")
+            .transact(|_| {
+                let event = Event::Issued(Issued {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    owner: "registrar".into(),
+                    subject,
+                    scopes: vec!["mcp:read".into()],
+                    fingerprint: leaf.fingerprint.clone(),
+                    serial: leaf.serial.clone(),
+                    at: now - 7200,
+                    not_after: now - 1,
+                    replaces: None,
+                });
+                Ok::<_, portcullis::identity::StoreError>((vec![event], ()))
+            })
+            .expect("recorded");
+        self.until_read(&format!("the gateway reads {id}"), |book| {
+            book.get(&id).is_some()
+        })
+        .await;
+        agent
+    }
+
     /// An HTTP/1.1 connection over mTLS with `agent`'s certificate, kept open.
     pub(crate) async fn connect(&self, agent: &Agent) -> Sender {
         mtls_connection(
