@@ -91,24 +91,7 @@ fn init(dir: &Path, server_names: &[String], name: &str) -> Result<String, CliEr
         what: format!("folder `{}`", dir.display()),
         source,
     })?;
-    let files = [
-        ("ca.key", &generated.ca_key, true),
-        ("server.key", &generated.server_key, true),
-        ("ca.pem", &generated.ca_cert, false),
-        ("server.pem", &generated.server_cert, false),
-    ];
-    if let Some((file, ..)) = files.iter().find(|(f, ..)| dir.join(f).exists()) {
-        return Err(CliError::Usage(format!(
-            "{} already exists: a CA is never overwritten; pick another --dir",
-            dir.join(file).display()
-        )));
-    }
-    for (file, text, _) in files {
-        write_new_private(&dir.join(file), text.as_bytes())?;
-    }
-    for public in ["ca.pem", "server.pem"] {
-        set_mode(&dir.join(public), 0o644);
-    }
+    write_ca(dir, &generated)?;
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     let d = dir.display();
     Ok(format!(
@@ -124,6 +107,31 @@ fn init(dir: &Path, server_names: &[String], name: &str) -> Result<String, CliEr
          scopes = [\"mcp:read\"]               # what an identity may get\n",
         names = server_names.join(", "),
     ))
+}
+
+/// Writes a generated CA and its listener certificate into `dir` (which exists): keys
+/// owner-only, certificates world-readable, none over an existing file. `init` and the
+/// embedded demo both write theirs here.
+pub(crate) fn write_ca(dir: &Path, generated: &ca::Generated) -> Result<(), CliError> {
+    let files = [
+        ("ca.key", &generated.ca_key),
+        ("server.key", &generated.server_key),
+        ("ca.pem", &generated.ca_cert),
+        ("server.pem", &generated.server_cert),
+    ];
+    if let Some((file, _)) = files.iter().find(|(f, _)| dir.join(f).exists()) {
+        return Err(CliError::Usage(format!(
+            "{} already exists: a CA is never overwritten; pick another --dir",
+            dir.join(file).display()
+        )));
+    }
+    for (file, text) in files {
+        write_new_private(&dir.join(file), text.as_bytes())?;
+    }
+    for public in ["ca.pem", "server.pem"] {
+        set_mode(&dir.join(public), 0o644);
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -284,25 +284,13 @@ config = { rules = [{ tools = ["admin_*"], scope = "admin" }] }
 
 /// Writes the demo's identity CA and its listener certificate (for `localhost` and
 /// `127.0.0.1`) into `dir`, keys owner-only.
-fn write_identity_ca(dir: &Path) -> std::io::Result<()> {
+fn write_identity_ca(dir: &Path) -> Result<(), String> {
     let generated = portcullis::identity::ca::generate(
         "Portcullis demo identity CA",
         &["localhost".to_owned(), "127.0.0.1".to_owned()],
     )
-    .map_err(std::io::Error::other)?;
-    for (name, text, private) in [
-        ("ca.pem", &generated.ca_cert, false),
-        ("ca.key", &generated.ca_key, true),
-        ("server.pem", &generated.server_cert, false),
-        ("server.key", &generated.server_key, true),
-    ] {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
-        std::io::Write::write_all(&mut options.open(dir.join(name))?, text.as_bytes())?;
-    }
-    Ok(())
+    .map_err(|e| e.to_string())?;
+    crate::identity::write_ca(dir, &generated).map_err(|e| e.to_string())
 }
 
 /// The demo's private key folder; removed (with the key) when dropped.

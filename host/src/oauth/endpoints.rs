@@ -569,10 +569,7 @@ fn audit_refusal(
 /// A random identifier (128 bits, base64url) for a token's `jti`.
 pub(super) fn random_id() -> Result<String, OAuthError> {
     use base64::Engine as _;
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| OAuthError::server_error("the system random source failed"))?;
+    let bytes = crate::crypto::random_bytes::<16>()
+        .ok_or_else(|| OAuthError::server_error("the system random source failed"))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
