@@ -6,9 +6,7 @@
 //! Every test asserts the secure behaviour (what README.md and SECURITY.md promise, or what
 //! the RFCs imply); the report lists which fail today and why.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,6 +18,7 @@ use serde_json::{Value, json};
 
 use portcullis_tests::oauth::{TestKey, now};
 
+use crate::gateway_forward_auth::{readme_nginx, which};
 use crate::gateway_harness::{Harness, send, start_with_upstream};
 use crate::oauth_support::{access_token, basic, body, ping, post_form, replace, signing_key_file};
 
@@ -535,43 +534,7 @@ mcp = false
         .await,
     );
 
-    let port = free_port();
-    let nginx_dir = tempfile::tempdir().expect("tempdir");
-    let locations = readme_block("nginx")
-        .replace("127.0.0.1:8080", &h.addr.to_string())
-        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
-    let conf = format!(
-        r#"
-worker_processes 1;
-error_log {dir}/error.log;
-pid {dir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-{locations}
-  }}
-}}
-"#,
-        dir = nginx_dir.path().display(),
-    );
-    let conf_path = nginx_dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).expect("write conf");
-    let mut command = Command::new(nginx);
-    command
-        .arg("-p")
-        .arg(nginx_dir.path())
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-g")
-        .arg("daemon off; master_process off;");
-    let _nginx = Proxy::spawn(command, port, &nginx_dir.path().join("stderr.log")).await;
+    let (_nginx, port) = readme_nginx(&nginx, h.addr, &upstream.url).await;
     let through_nginx = |token: String, extra: Option<(&'static str, &'static str)>| {
         let (upstream, url) = (&upstream, format!("http://127.0.0.1:{port}/servers/a/mcp"));
         async move {
@@ -676,69 +639,6 @@ async fn a_key_removed_from_a_clients_jwks_file_stops_authenticating() {
         "5 s after the leaked key was removed from `keyed.jwks`, an assertion signed with it \
          gets {old_key} and one signed with the new key {new_key}"
     );
-}
-
-/// The README's first ```` ```{lang} ```` block.
-fn readme_block(lang: &str) -> String {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(readme).expect("README.md");
-    let fence = format!("```{lang}\n");
-    let start = text
-        .find(&fence)
-        .unwrap_or_else(|| panic!("the README lost its {lang} snippet"))
-        + fence.len();
-    let end = start + text[start..].find("```").expect("the block ends");
-    text[start..end].to_owned()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A proxy process, stopped by its PID when the test ends, pass or fail.
-struct Proxy(Child);
-
-impl Proxy {
-    /// Starts `command` (its stderr into `log`) and waits until it accepts on `port`.
-    async fn spawn(mut command: Command, port: u16, log: &Path) -> Self {
-        let stderr = std::fs::File::create(log).expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("the proxy starts");
-        let mut proxy = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            let exited = proxy.0.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "the proxy did not start ({exited:?}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        proxy
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 /// A hot-reloaded config for route `/mcp` whose signing keys are `keys` (kid, key; the first

@@ -277,44 +277,7 @@ async fn nginx_from_the_readme_never_serves_a_protected_path_to_spoofed_headers(
         return;
     };
     let (h, upstream) = gateway_behind("nginx").await;
-    let port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let locations = readme_block("nginx")
-        .replace("127.0.0.1:8080", &h.addr.to_string())
-        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
-    let conf = format!(
-        r#"
-worker_processes 1;
-error_log {dir}/error.log;
-pid {dir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-{locations}
-  }}
-}}
-"#,
-        dir = dir.path().display(),
-    );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).expect("write conf");
-    let mut command = Command::new(nginx);
-    command
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-g")
-        // One process, so that killing it leaves no orphaned worker behind.
-        .arg("daemon off; master_process off;");
-    let _nginx = Proxy::spawn(command, port, &dir.path().join("stderr.log")).await;
+    let (_nginx, port) = readme_nginx(&nginx, h.addr, &upstream.url).await;
     let base = format!("http://127.0.0.1:{port}");
     let attempts = spoofing_attempts();
     let (failures, wrongly_allowed) =
@@ -335,27 +298,28 @@ async fn caddy_from_the_readme_never_serves_a_protected_path_to_spoofed_headers(
         return;
     };
     let (h, upstream) = gateway_behind("caddy").await;
-    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let site = readme_block("caddyfile")
-        .replace("mcp.example.com", &format!("http://127.0.0.1:{port}"))
-        .replace("127.0.0.1:8080", &h.addr.to_string())
-        .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
-    let caddyfile = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
-    let path = dir.path().join("Caddyfile");
-    std::fs::write(&path, caddyfile).expect("write Caddyfile");
-    let log = dir.path().join("caddy.log");
-    let mut command = Command::new(caddy);
-    command
-        .arg("run")
-        .arg("--adapter")
-        .arg("caddyfile")
-        .arg("--config")
-        .arg(&path)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path());
-    let _caddy = Proxy::spawn(command, port, &log).await;
+    let (_caddy, port) = Proxy::on_free_port(|port| {
+        let site = readme_block("caddyfile")
+            .replace("mcp.example.com", &format!("http://127.0.0.1:{port}"))
+            .replace("127.0.0.1:8080", &h.addr.to_string())
+            .replace("127.0.0.1:8000", upstream.url.trim_start_matches("http://"));
+        let caddyfile = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
+        let path = dir.path().join("Caddyfile");
+        std::fs::write(&path, caddyfile).expect("write Caddyfile");
+        let mut command = Command::new(&caddy);
+        command
+            .arg("run")
+            .arg("--adapter")
+            .arg("caddyfile")
+            .arg("--config")
+            .arg(&path)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path());
+        (command, dir.path().join("caddy.log"))
+    })
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let attempts = spoofing_attempts();
     let (failures, wrongly_allowed) =
@@ -707,7 +671,7 @@ async fn routes_whose_decision_needs_the_body_are_not_judged_through_forward_aut
 const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 /// The README's first ```` ```{lang} ```` block.
-fn readme_block(lang: &str) -> String {
+pub(crate) fn readme_block(lang: &str) -> String {
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let text = std::fs::read_to_string(readme).expect("README.md");
     let fence = format!("```{lang}\n");
@@ -719,18 +683,91 @@ fn readme_block(lang: &str) -> String {
     text[start..end].to_owned()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
-/// A proxy process, stopped by its PID when the test ends, pass or fail.
-struct Proxy(Child);
+/// `nginx` with the README's snippet in front of the gateway at `gateway` and the upstream
+/// at `upstream`, on a free port of its own (returned), stopped when the proxy is dropped.
+pub(crate) async fn readme_nginx(
+    nginx: &Path,
+    gateway: SocketAddr,
+    upstream: &str,
+) -> (Proxy, u16) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locations = readme_block("nginx")
+        .replace("127.0.0.1:8080", &gateway.to_string())
+        .replace("127.0.0.1:8000", upstream.trim_start_matches("http://"));
+    let (mut proxy, port) = Proxy::on_free_port(|port| {
+        let conf = format!(
+            r#"
+worker_processes 1;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+{locations}
+  }}
+}}
+"#,
+            dir = dir.path().display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write conf");
+        let mut command = Command::new(nginx);
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-g")
+            // One process, so that killing it leaves no orphaned worker behind.
+            .arg("daemon off; master_process off;");
+        (command, dir.path().join("stderr.log"))
+    })
+    .await;
+    proxy.1 = Some(dir);
+    (proxy, port)
+}
+
+/// A proxy process, stopped by its PID when the test ends, pass or fail (with the folder
+/// of its config, removed after it).
+pub(crate) struct Proxy(Child, Option<tempfile::TempDir>);
 
 impl Proxy {
+    /// Starts the proxy that `start` makes for a port (its command, and the file its
+    /// stderr goes to) on a free port, and waits until it accepts there. A port that
+    /// another process took between being chosen and being bound is chosen again.
+    pub(crate) async fn on_free_port(
+        mut start: impl FnMut(u16) -> (Command, PathBuf),
+    ) -> (Self, u16) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let (command, log) = start(port);
+            match Self::spawn(command, port, &log).await {
+                Ok(proxy) => return (proxy, port),
+                Err(text) if text.to_ascii_lowercase().contains("address already in use") => {
+                    last = text;
+                }
+                Err(text) => panic!("the proxy did not start: {text}"),
+            }
+        }
+        panic!("the proxy found no free port in five tries: {last}")
+    }
+
     /// Starts `command` (its stderr into `log`) and waits until it accepts on `port`; on
-    /// failure panics with the log.
-    async fn spawn(mut command: Command, port: u16, log: &Path) -> Self {
+    /// failure, its exit and its log.
+    async fn spawn(mut command: Command, port: u16, log: &Path) -> Result<Self, String> {
         let stderr = std::fs::File::create(log).expect("log file");
         let child = command
             .stdin(Stdio::null())
@@ -738,19 +775,20 @@ impl Proxy {
             .stderr(stderr)
             .spawn()
             .expect("the proxy starts");
-        let mut proxy = Self(child);
+        let mut proxy = Self(child, None);
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             let exited = proxy.0.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "the proxy did not start ({exited:?}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            if exited.is_some() || Instant::now() >= deadline {
+                return Err(format!(
+                    "{exited:?}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        proxy
+        Ok(proxy)
     }
 }
 
@@ -761,7 +799,7 @@ impl Drop for Proxy {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .chain(["/usr/sbin".into(), "/sbin".into()])
