@@ -42,5 +42,6 @@ pub mod oauth;
 pub mod observability;
 pub mod reload;
 pub mod secret;
+pub mod upstream;
 pub mod verdict;
 pub mod wasm;

@@ -31,6 +31,10 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     /// The whole body (empty when the sender went away before it ended).
     pub body: Bytes,
+    /// The HTTP version it came in.
+    pub version: http::Version,
+    /// The client certificate presented over TLS (DER), if any.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl Seen {
@@ -96,7 +100,17 @@ impl RecordingUpstream {
         F: Fn(Seen) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = http::Response<Body>> + Send + 'static,
     {
-        Self::serve(respond, true).await
+        Self::serve(respond, true, None).await
+    }
+
+    /// Like [`RecordingUpstream::answering`], over TLS with `tls` (HTTP/1.1 or HTTP/2, as
+    /// its ALPN list allows); the URL is `https://127.0.0.1:PORT`.
+    pub async fn answering_tls<F, Fut>(tls: Arc<rustls::ServerConfig>, respond: F) -> Self
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = http::Response<Body>> + Send + 'static,
+    {
+        Self::serve(respond, true, Some(tokio_rustls::TlsAcceptor::from(tls))).await
     }
 
     /// Like [`RecordingUpstream::answering`], but only counts requests, keeping none: for
@@ -106,39 +120,65 @@ impl RecordingUpstream {
         F: Fn(Seen) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = http::Response<Body>> + Send + 'static,
     {
-        Self::serve(respond, false).await
+        Self::serve(respond, false, None).await
     }
 
-    async fn serve<F, Fut>(respond: F, keep: bool) -> Self
+    async fn serve<F, Fut>(respond: F, keep: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Self
     where
         F: Fn(Seen) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = http::Response<Body>> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (arrived, arrivals) = watch::channel(0);
         let shared = Arc::new((respond, Arc::clone(&seen), arrived));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = Arc::clone(&shared);
-                        async move {
-                            let (respond, log, arrived) = &*shared;
-                            let seen = record(req).await;
-                            if keep {
-                                log.lock().expect("lock").push(seen.clone());
+                    let serve = |client_cert: Option<Vec<u8>>| {
+                        hyper::service::service_fn(move |req| {
+                            let shared = Arc::clone(&shared);
+                            let client_cert = client_cert.clone();
+                            async move {
+                                let (respond, log, arrived) = &*shared;
+                                let mut seen = record(req).await;
+                                seen.client_cert = client_cert;
+                                if keep {
+                                    log.lock().expect("lock").push(seen.clone());
+                                }
+                                arrived.send_modify(|n| *n += 1);
+                                Ok::<_, Infallible>(respond(seen).await)
                             }
-                            arrived.send_modify(|n| *n += 1);
-                            Ok::<_, Infallible>(respond(seen).await)
+                        })
+                    };
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // Errors are clients going away (or failing the handshake).
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), serve(None))
+                                .await;
                         }
-                    });
-                    // Errors are clients going away.
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| c.to_vec());
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), serve(cert))
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -197,5 +237,7 @@ async fn record(req: http::Request<hyper::body::Incoming>) -> Seen {
             .map_or_else(String::new, ToString::to_string),
         headers: parts.headers,
         body,
+        version: parts.version,
+        client_cert: None,
     }
 }

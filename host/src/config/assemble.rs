@@ -10,11 +10,14 @@ use std::sync::Arc;
 use super::error::{ConfigError, Reporter};
 use super::model::{ChainItem, Config, ProviderSettings, Route, WasmSettings};
 use crate::engine::anonymous::AnonymousProvider;
-use crate::engine::api_key::ApiKeyValidator;
+use crate::engine::api_key::{ApiKeyValidator, CredentialLocation};
 use crate::engine::jwt::JwtValidator;
 use crate::engine::mtls::MtlsValidator;
 use crate::engine::{Authenticator, Authorizer, Chain, ChainEntry, OnDeny, Policy, Rules};
+use crate::gateway::proxy::Upstream;
 use crate::oauth::{AuthorizationServer, Ledger};
+use crate::upstream::UpstreamAuth;
+use crate::upstream::tls::client_config;
 use crate::verdict::DenialKind;
 use crate::wasm::{Grants, ProviderKind, WasmProvider, WasmRuntime};
 
@@ -58,6 +61,9 @@ pub struct Assembled {
     pub authorization_server: Option<Arc<AuthorizationServer>>,
     /// The identity CA, when configured.
     pub identity: Option<Arc<IdentityAuthority>>,
+    /// One upstream per route (`None` for an embedded config's), same order as
+    /// `config.routes`: its TLS client and its credential built.
+    pub upstreams: Vec<Option<Upstream>>,
 }
 
 /// Whether building `config` needs the Wasm runtime.
@@ -151,12 +157,70 @@ pub async fn assemble(
             policy(route, &providers, &issued, &report)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let upstreams = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| upstream(i, route, config, &report))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Assembled {
         providers,
         policies,
         authorization_server,
         identity,
+        upstreams,
     })
+}
+
+/// Route `i`'s upstream: the TLS client configuration read and the credential's secrets
+/// resolved now, so that neither can fail on a request.
+fn upstream(
+    i: usize,
+    route: &Route,
+    config: &Config,
+    report: &Reporter,
+) -> Result<Option<Upstream>, ConfigError> {
+    let Some(base) = route.upstream.clone() else {
+        return Ok(None);
+    };
+    let tls = route
+        .upstream_tls
+        .as_ref()
+        .map(|settings| client_config(Some(settings)))
+        .transpose()
+        .map_err(|e| report.invalid(format!("routes[{i}].upstream_tls"), e))?;
+    let auth = route
+        .upstream_auth
+        .as_ref()
+        .map(|checked| {
+            let locations = route
+                .chain
+                .iter()
+                .flat_map(|item| match item {
+                    ChainItem::One(name) => std::slice::from_ref(name),
+                    ChainItem::All(names) => names.as_slice(),
+                })
+                .filter_map(|name| {
+                    let location = match &config.providers.get(name)?.settings {
+                        ProviderSettings::Jwt(s) => CredentialLocation::from_settings(
+                            s.header.as_deref(),
+                            s.scheme.as_deref(),
+                        )
+                        .ok()?,
+                        ProviderSettings::Issued => CredentialLocation::bearer(),
+                        _ => return None,
+                    };
+                    Some((name.clone(), location))
+                })
+                .collect();
+            UpstreamAuth::build(checked, locations).map(Arc::new)
+        })
+        .transpose()
+        .map_err(|e| report.invalid(format!("routes[{i}].upstream_auth"), e))?;
+    Ok(Some(
+        Upstream::with_tls(base, route.connect_timeout, route.response_timeout, tls)
+            .with_auth(auth),
+    ))
 }
 
 async fn wasm(

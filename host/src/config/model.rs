@@ -257,6 +257,10 @@ pub struct Route {
     pub connect_timeout: Duration,
     /// Time to the upstream's response headers.
     pub response_timeout: Duration,
+    /// TLS to an `https://` upstream (`None` for `http://`).
+    pub upstream_tls: Option<crate::upstream::tls::UpstreamTlsSettings>,
+    /// The credential presented to the upstream.
+    pub upstream_auth: Option<crate::upstream::settings::Checked>,
 }
 
 /// One chain position.

@@ -145,6 +145,10 @@ pub struct RawRoute {
     /// Time to the upstream's response headers, ms (default 30000). Streams have no total
     /// timeout.
     pub response_timeout_ms: Option<u64>,
+    /// TLS to an `https://` upstream.
+    pub upstream_tls: Option<crate::upstream::tls::UpstreamTlsSettings>,
+    /// The credential the gateway presents to the upstream.
+    pub upstream_auth: Option<crate::upstream::settings::UpstreamAuthSettings>,
 }
 
 /// One chain position.

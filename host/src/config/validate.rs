@@ -19,6 +19,8 @@ use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, Raw
 use crate::engine::RuleSettings;
 use crate::engine::rules::{Rule, path_has_prefix};
 use crate::normal_form::path_problem;
+use crate::upstream::settings::Checked;
+use crate::upstream::tls::UpstreamTlsSettings;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -95,6 +97,7 @@ pub(crate) fn validate(
     for (i, raw_route) in raw.routes.iter().enumerate() {
         all_rule_scopes.extend(scopes_of(&raw_route.rules));
         let mut route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
+        upstream_side(i, raw_route, &mut route, &providers, report, base_dir)?;
         route.forward_auth &= server.forward_auth.is_some();
         if let Some(forward_auth) = &server.forward_auth
             && route.forward_auth
@@ -1000,7 +1003,85 @@ fn route(
             &key("response_timeout_ms"),
             report,
         )?,
+        // Checked by `upstream_side` once the file's folder is known.
+        upstream_tls: None,
+        upstream_auth: None,
     })
+}
+
+/// `upstream_tls` and `upstream_auth` of route `i`: TLS settings only for an `https://`
+/// upstream, and a credential only where the caller's cannot also pass, and, for a token
+/// exchange, only behind providers that read a bearer token.
+fn upstream_side(
+    i: usize,
+    raw: &RawRoute,
+    route: &mut Route,
+    providers: &BTreeMap<String, Provider>,
+    report: &Reporter,
+    base_dir: &Path,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    let Some(upstream) = &route.upstream else {
+        // An embedded layer has no upstream: its own handlers need no credential.
+        return Ok(());
+    };
+    let https = upstream.scheme_str() == Some("https");
+    match &raw.upstream_tls {
+        Some(_) if !https => {
+            return Err(report.invalid(
+                key("upstream_tls"),
+                "applies to an `https://` upstream only; this one is `http://`",
+            ));
+        }
+        Some(tls) => {
+            let tls = tls.clone().validated(base_dir).map_err(|(field, reason)| {
+                report.invalid(key(&format!("upstream_tls.{field}")), reason)
+            })?;
+            route.upstream_tls = Some(tls);
+        }
+        None if https => route.upstream_tls = Some(UpstreamTlsSettings::default()),
+        None => {}
+    }
+    let Some(auth) = &raw.upstream_auth else {
+        return Ok(());
+    };
+    if raw.forward_auth_headers {
+        return Err(report.invalid(
+            key("upstream_auth"),
+            "cannot be combined with `forward_auth_headers = true`: the upstream would get \
+             the caller's credential and the gateway's; choose one",
+        ));
+    }
+    let checked = auth.check(base_dir).map_err(|(field, reason)| {
+        report.invalid(key(&format!("upstream_auth.{field}")), reason)
+    })?;
+    if let Checked::Token { exchange: true, .. } = &checked {
+        let bearer = |name: &String| {
+            matches!(
+                providers.get(name).map(|p| &p.settings),
+                Some(ProviderSettings::Jwt(_) | ProviderSettings::Issued)
+            )
+        };
+        for item in &route.chain {
+            // A group admits only when every member does, so one bearer reader is enough.
+            let (name, reads_bearer) = match item {
+                ChainItem::One(name) => (name, bearer(name)),
+                ChainItem::All(names) => (&names[0], names.iter().any(bearer)),
+            };
+            if !reads_bearer {
+                return Err(report.invalid(
+                    key("upstream_auth"),
+                    format!(
+                        "a token exchange needs the caller's bearer token, and chain provider \
+                         `{name}` admits callers without one; use only `jwt` or `issued` \
+                         providers on this route, or `client_credentials`"
+                    ),
+                ));
+            }
+        }
+    }
+    route.upstream_auth = Some(checked);
+    Ok(())
 }
 
 fn millis(
@@ -1026,23 +1107,14 @@ fn upstream(text: &str, key: &str, report: &Reporter) -> Result<Uri, ConfigError
             format!("`{text}` is not a URL; write e.g. `http://127.0.0.1:8000/mcp`"),
         )
     })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(report.invalid(
-                key,
-                format!(
-                    "`{text}`: https upstreams are not supported yet; reach the upstream over \
-                     `http://` on a private network or a sidecar"
-                ),
-            ));
-        }
-        _ => {
-            return Err(report.invalid(
-                key,
-                format!("`{text}` must start with `http://`, e.g. `http://127.0.0.1:8000/mcp`"),
-            ));
-        }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(report.invalid(
+            key,
+            format!(
+                "`{text}` must start with `http://` or `https://`, e.g. \
+                 `https://mcp.example.com/mcp`"
+            ),
+        ));
     }
     if uri.authority().is_none() || uri.query().is_some() {
         return Err(report.invalid(

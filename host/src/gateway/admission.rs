@@ -18,6 +18,7 @@
 //! only ([`audit_line`]). The entry points differ only in what they have, which [`Entry`]
 //! says.
 
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,6 +76,9 @@ pub struct Admitted<'s> {
     pub client_cert: Option<ClientCert>,
     /// The body to hand on, intact: the buffered bytes again, or the untouched stream.
     pub body: Body,
+    /// The whole body again, when it was read whole or there is none: what lets the
+    /// request be sent to the upstream a second time (with a new upstream token).
+    pub replay: Option<Bytes>,
     /// How the chain and the rules came to the decision.
     pub trace: Trace,
     /// The request line for the audit line (kept only when audit lines are written).
@@ -387,6 +391,11 @@ pub async fn admit<'s>(
             return Err(refuse(rejection, Some(route), "-", reason, None));
         }
     }
+    let replay = if has_body {
+        buffered.clone()
+    } else {
+        Some(Bytes::new())
+    };
     let body_for_engine = buffered.filter(|_| route.wants_body);
     let mut allowed = None;
     for method in &methods {
@@ -453,6 +462,7 @@ pub async fn admit<'s>(
         peer,
         client_cert,
         body,
+        replay,
         trace,
         line: audit_enabled().then(|| (parts.method.clone(), parts.uri.path().to_owned())),
     })

@@ -171,6 +171,11 @@ async fn proxy<'s>(
             value,
             trusted: is_trusted(p.ip(), &site.trusted_proxies),
         });
+    // What a token exchange sends is read before the caller's credentials are stripped.
+    let caller = upstream
+        .auth()
+        .map(|auth| auth.caller_token(&admitted.provider, &parts.headers))
+        .unwrap_or_default();
     upstream_headers(
         &mut parts.headers,
         &route.strip,
@@ -190,6 +195,8 @@ async fn proxy<'s>(
         .send(
             Request::from_parts(parts, std::mem::take(&mut admitted.body)),
             listing,
+            admitted.replay.take(),
+            &caller,
         )
         .await
     {

@@ -20,19 +20,24 @@
 //!   504. A refused or broken connection answers 502. Once headers arrive the body streams
 //!   frame by frame with no total timeout (SSE streams are long-lived).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::body::Body;
+use super::body::{Body, full};
 use super::listing::{ListingFilter, filter_response};
 use super::rejection::Rejection;
 use super::request::parse_hop;
+use crate::upstream::tls::{client_config, tls_failure};
+use crate::upstream::{CallerToken, Credential, UpstreamAuth};
 use crate::verdict::Identity;
 
 /// Identity header names. Anything starting with `x-portcullis-` from a client is dropped.
@@ -73,14 +78,16 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     http::header::UPGRADE,
 ];
 
-/// One route's upstream: its base URL and a keep-alive connection pool.
+/// One route's upstream: its base URL, a keep-alive connection pool (over TLS for an
+/// `https://` upstream: see [`crate::upstream::tls`]) and the credential presented there.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     base: Uri,
     /// The upstream's own `Host`, built once: left to the client it is rebuilt per request.
     host: Option<HeaderValue>,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     response_timeout: Duration,
+    auth: Option<Arc<UpstreamAuth>>,
 }
 
 /// Why an upstream request failed, for metrics.
@@ -88,8 +95,14 @@ pub struct Upstream {
 pub enum UpstreamFailure {
     /// Could not connect.
     Connect,
+    /// The TLS handshake failed (the upstream's certificate, most often).
+    Tls,
     /// Connecting or waiting for headers took too long.
     Timeout,
+    /// No credential for the upstream could be had.
+    Credential,
+    /// The upstream refused the gateway's credential.
+    Refused,
     /// The connection broke.
     Other,
 }
@@ -99,18 +112,58 @@ impl UpstreamFailure {
     pub fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect",
+            Self::Tls => "tls",
             Self::Timeout => "timeout",
+            Self::Credential => "credential",
+            Self::Refused => "refused",
             Self::Other => "other",
         }
     }
 }
 
 impl Upstream {
-    /// A pool for `base` with the route's timeouts.
+    /// A pool for `base` with the route's timeouts; an `https://` base is reached with the
+    /// system's roots and no client certificate.
     pub fn new(base: Uri, connect_timeout: Duration, response_timeout: Duration) -> Self {
+        let tls = (base.scheme_str() == Some("https"))
+            .then(|| client_config(None).ok())
+            .flatten();
+        Self::with_tls(base, connect_timeout, response_timeout, tls)
+    }
+
+    /// A pool for `base` reached with `tls` when `base` is `https://` (a missing `tls`
+    /// then fails every connection rather than fall back to plain text).
+    pub fn with_tls(
+        base: Uri,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let https = base.scheme_str() == Some("https");
+        let connector = match (https, tls) {
+            (true, Some(tls)) => HttpsConnectorBuilder::new()
+                .with_tls_config(Arc::unwrap_or_clone(tls))
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector),
+            (true, None) => HttpsConnectorBuilder::new()
+                .with_tls_config(no_roots())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector),
+            // Plain http: the base's scheme is every target's, so nothing is ever sent over
+            // TLS config here; the builder still wants one.
+            (false, _) => HttpsConnectorBuilder::new()
+                .with_tls_config(no_roots())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -122,7 +175,20 @@ impl Upstream {
             host,
             client,
             response_timeout,
+            auth: None,
         }
+    }
+
+    /// The same upstream, presenting `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<Arc<UpstreamAuth>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The credential this upstream is given, if any.
+    pub fn auth(&self) -> Option<&UpstreamAuth> {
+        self.auth.as_deref()
     }
 
     /// The upstream URI for a request path under `route_prefix`.
@@ -144,32 +210,106 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
     }
 
-    /// Sends `request` (whose URI is already the upstream target) and returns the
-    /// upstream's response with hop-by-hop headers removed and listings filtered.
+    /// Sends `request` (whose URI is already the upstream target) with the upstream's
+    /// credential and returns the upstream's response with hop-by-hop headers removed and
+    /// listings filtered. `replay` is the request's whole body when it can be sent again
+    /// (read whole, or none): a token the upstream answers 401 to is then replaced and the
+    /// request sent once more. `caller` is what a token exchange needs.
     pub async fn send(
         &self,
         mut request: Request<Body>,
         listing: Option<ListingFilter>,
+        replay: Option<Bytes>,
+        caller: &CallerToken,
     ) -> Result<Response<Body>, (Rejection, UpstreamFailure)> {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(request)).await;
-        let response = match sent {
-            Err(_) => {
-                return Err((
-                    Rejection::GatewayTimeout {
-                        description: format!(
-                            "the upstream did not answer within {} ms",
-                            self.response_timeout.as_millis()
-                        ),
-                    },
-                    UpstreamFailure::Timeout,
-                ));
-            }
-            Ok(Err(error)) => return Err(classify(&error)),
-            Ok(Ok(response)) => response,
+        let Some(auth) = &self.auth else {
+            let response = self.exchange(request).await?;
+            return self.finish(response, listing).await;
         };
+        let credential = self.credential(auth, caller).await?;
+        credential.apply(request.headers_mut());
+        // The parts to send again, kept only when there is a body to send again with.
+        let again = replay.map(|body| {
+            let mut copy = Request::new(full(body));
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        let mut response = self.exchange(request).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let fetch_again = auth.refused(&credential, caller);
+            let Some(mut again) = again.filter(|_| fetch_again) else {
+                return Err(refused_credential(auth));
+            };
+            tracing::info!(
+                upstream = %self.base,
+                kind = auth.kind(),
+                "the upstream refused the gateway's token; fetching a new one and sending again"
+            );
+            let credential = self.credential(auth, caller).await?;
+            credential.apply(again.headers_mut());
+            response = self.exchange(again).await?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                auth.refused(&credential, caller);
+                return Err(refused_credential(auth));
+            }
+        }
+        self.finish(response, listing).await
+    }
+
+    async fn credential(
+        &self,
+        auth: &UpstreamAuth,
+        caller: &CallerToken,
+    ) -> Result<Credential, (Rejection, UpstreamFailure)> {
+        auth.credential(caller).await.map_err(|error| {
+            tracing::warn!(
+                upstream = %self.base,
+                kind = auth.kind(),
+                %error,
+                "no credential for the upstream; the request is refused, not sent without one"
+            );
+            (
+                Rejection::Unavailable {
+                    description: "the gateway could not obtain its credential for the \
+                                  upstream; try again shortly"
+                        .into(),
+                },
+                UpstreamFailure::Credential,
+            )
+        })
+    }
+
+    /// One round trip, bounded by the response timeout.
+    async fn exchange(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, (Rejection, UpstreamFailure)> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err((
+                Rejection::GatewayTimeout {
+                    description: format!(
+                        "the upstream did not answer within {} ms",
+                        self.response_timeout.as_millis()
+                    ),
+                },
+                UpstreamFailure::Timeout,
+            )),
+            Ok(Err(error)) => Err(classify(&error, &self.base)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn finish(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        listing: Option<ListingFilter>,
+    ) -> Result<Response<Body>, (Rejection, UpstreamFailure)> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let response = Response::from_parts(parts, super::body::boxed(body));
@@ -179,7 +319,43 @@ impl Upstream {
     }
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> (Rejection, UpstreamFailure) {
+fn refused_credential(auth: &UpstreamAuth) -> (Rejection, UpstreamFailure) {
+    tracing::warn!(
+        kind = auth.kind(),
+        "the upstream refused the gateway's credential (401)"
+    );
+    (
+        Rejection::BadGateway {
+            description: "the upstream refused the gateway's credential".into(),
+        },
+        UpstreamFailure::Refused,
+    )
+}
+
+/// A TLS configuration that trusts nothing: for connectors that must never complete a
+/// handshake.
+fn no_roots() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+}
+
+fn classify(error: &hyper_util::client::legacy::Error, base: &Uri) -> (Rejection, UpstreamFailure) {
+    if let Some(tls) = tls_failure(error) {
+        tracing::warn!(upstream = %base, error = %tls, "TLS to the upstream failed");
+        return (
+            Rejection::BadGateway {
+                description: "the upstream's TLS handshake failed (its certificate was \
+                              refused, or it does not speak TLS)"
+                    .into(),
+            },
+            UpstreamFailure::Tls,
+        );
+    }
     let timed_out = {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         let mut found = false;

@@ -108,7 +108,8 @@ impl Site {
             .routes
             .iter()
             .zip(assembled.policies)
-            .map(|(route, policy)| live_route(config, route, policy))
+            .zip(assembled.upstreams)
+            .map(|((route, policy), upstream)| live_route(config, route, policy, upstream))
             .collect();
         let readiness = Readiness {
             status: "ready",
@@ -183,7 +184,12 @@ impl Site {
     }
 }
 
-fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
+fn live_route(
+    config: &Config,
+    route: &Route,
+    policy: Policy,
+    upstream: Option<Upstream>,
+) -> LiveRoute {
     let public_url = &config.server.public_url;
     let resource_url = format!("{public_url}{}", route.path);
     let names: Vec<&String> = route
@@ -234,10 +240,7 @@ fn live_route(config: &Config, route: &Route, policy: Policy) -> LiveRoute {
     LiveRoute {
         path: route.path.clone(),
         policy,
-        upstream: route
-            .upstream
-            .clone()
-            .map(|base| Upstream::new(base, route.connect_timeout, route.response_timeout)),
+        upstream,
         strip,
         mcp: route.mcp,
         wants_body,

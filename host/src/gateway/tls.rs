@@ -203,7 +203,7 @@ impl ClientCertVerifier for IdentityVerifier {
     }
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),

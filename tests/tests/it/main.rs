@@ -41,6 +41,7 @@ mod oauth_support;
 mod reload;
 mod scaffold;
 mod soak;
+mod upstream_side;
 mod wasm_examples;
 mod wasm_languages;
 mod wasm_loading;

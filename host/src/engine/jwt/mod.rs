@@ -44,6 +44,7 @@ pub use self::keys::JwksError;
 use self::keys::{KeySet, Lookup};
 use self::parse::Alg;
 use self::settings::KeySourceSetting;
+pub(crate) use self::settings::fetchable;
 pub use self::settings::{Audience, JwtConfigError, JwtSettings};
 use self::token::{ScopeClaim, TokenError};
 use self::verified::{Cached, VerifiedTokens};

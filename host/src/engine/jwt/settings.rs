@@ -468,7 +468,7 @@ pub(super) fn fetch_url(
 
 /// Keys are fetched over https only, or over plain http from a loopback address (an IdP on
 /// the same host, and tests): a key set read over a network in clear text can be swapped.
-pub(super) fn fetchable(url: &reqwest::Url) -> Result<(), &'static str> {
+pub(crate) fn fetchable(url: &reqwest::Url) -> Result<(), &'static str> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),

@@ -1,0 +1,195 @@
+//! The upstream side of a route: how the gateway reaches the upstream ([`tls`]) and the
+//! credential it presents there ([`UpstreamAuth`], from `[routes.upstream_auth]`).
+//!
+//! The caller's own credential never reaches the upstream (it is stripped first); the
+//! upstream's credential is added after, overwriting any header of the same name the
+//! caller sent. Three kinds:
+//!
+//! - `header`: a static header built from a secret once per load (a secret that changes is
+//!   picked up by the reload it causes).
+//! - `client_credentials`: one token per route ([`token::SharedToken`]).
+//! - `token_exchange`: the caller's bearer token, the one the chain's `jwt` or `issued`
+//!   provider verified on this request, exchanged per caller (RFC 8693,
+//!   [`token::ExchangedTokens`]). Every provider of such a route's chain must read a bearer
+//!   token; a chain that could admit a caller by API key or certificate has no token to
+//!   exchange and is refused at load.
+//!
+//! When no credential can be had the request is answered 503 and never sent without one.
+//! When the upstream answers 401 to a token, the token is forgotten and, if the request
+//! can be sent again (its body was read whole or it has none), it is sent once more with a
+//! new token; otherwise, and when the second answer is 401 too, the caller gets 502: the
+//! upstream's challenge is about the gateway's credential, not the caller's.
+//!
+//! These apply when the gateway proxies. A proxy that asks the forward-auth endpoint
+//! reaches the upstream itself and brings its own credential.
+
+pub mod settings;
+pub mod tls;
+pub mod token;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use self::settings::Checked;
+use self::token::{ExchangedTokens, SharedToken, Token, TokenEndpoint, TokenError};
+use crate::engine::api_key::{CredentialLocation, Presented};
+
+/// A route's credential for its upstream.
+#[derive(Debug)]
+pub enum UpstreamAuth {
+    /// A fixed header.
+    Header {
+        /// Its name.
+        name: HeaderName,
+        /// Its value, marked sensitive.
+        value: HeaderValue,
+    },
+    /// One client-credentials token.
+    ClientCredentials(SharedToken),
+    /// Each caller's token exchanged.
+    TokenExchange {
+        /// The cache.
+        tokens: ExchangedTokens,
+        /// Where each chain provider reads its bearer token, by provider name.
+        locations: Vec<(String, CredentialLocation)>,
+    },
+}
+
+/// The credential for one request, to add to it and, should the upstream refuse it, to
+/// report back with [`UpstreamAuth::refused`].
+#[derive(Debug)]
+pub struct Credential {
+    name: HeaderName,
+    value: HeaderValue,
+    token: Option<Arc<Token>>,
+}
+
+impl Credential {
+    /// Sets the header on `headers`, replacing any the caller sent.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(self.name.clone(), self.value.clone());
+    }
+}
+
+/// What the caller presented that a token exchange needs: read before the caller's
+/// credentials are stripped.
+#[derive(Debug, Default)]
+pub struct CallerToken(Option<String>);
+
+impl UpstreamAuth {
+    /// Builds `checked`, reading its secrets now. `locations` are the credential locations
+    /// of the route's bearer-token providers (token exchange only).
+    pub fn build(
+        checked: &Checked,
+        locations: Vec<(String, CredentialLocation)>,
+    ) -> Result<Self, String> {
+        match checked {
+            Checked::Header {
+                name,
+                around,
+                secret,
+            } => {
+                let secret = secret.resolve().map_err(|e| format!("`secret`: {e}"))?;
+                let text = format!("{}{}{}", around.0, secret.expose(), around.1);
+                let mut value = HeaderValue::from_str(&text).map_err(|_| {
+                    "`secret`: its value cannot be sent in a header (a line break or a \
+                     control character)"
+                        .to_owned()
+                })?;
+                value.set_sensitive(true);
+                Ok(Self::Header {
+                    name: name.clone(),
+                    value,
+                })
+            }
+            Checked::Token {
+                exchange: false,
+                endpoint,
+                ..
+            } => Ok(Self::ClientCredentials(SharedToken::new(
+                TokenEndpoint::build(endpoint)?,
+            ))),
+            Checked::Token {
+                exchange: true,
+                endpoint,
+                cache_size,
+            } => Ok(Self::TokenExchange {
+                tokens: ExchangedTokens::new(TokenEndpoint::build(endpoint)?, *cache_size),
+                locations,
+            }),
+        }
+    }
+
+    /// The caller's bearer token, when this route exchanges it: read from where the
+    /// provider that admitted the caller (`provider`, or the first bearer reader of an
+    /// `a+b` group) found it.
+    pub fn caller_token(&self, provider: &str, headers: &HeaderMap) -> CallerToken {
+        let Self::TokenExchange { locations, .. } = self else {
+            return CallerToken(None);
+        };
+        let token = provider.split('+').find_map(|member| {
+            let (_, location) = locations.iter().find(|(name, _)| name == member)?;
+            match location.find(headers) {
+                Presented::Credential(token) => Some(token.to_owned()),
+                _ => None,
+            }
+        });
+        CallerToken(token)
+    }
+
+    /// The credential for this request.
+    pub async fn credential(&self, caller: &CallerToken) -> Result<Credential, TokenError> {
+        let bearer = |token: Arc<Token>| Credential {
+            name: http::header::AUTHORIZATION,
+            value: token.header.clone(),
+            token: Some(token),
+        };
+        match self {
+            Self::Header { name, value } => Ok(Credential {
+                name: name.clone(),
+                value: value.clone(),
+                token: None,
+            }),
+            Self::ClientCredentials(shared) => shared.get().await.map(bearer),
+            Self::TokenExchange { tokens, .. } => {
+                let Some(caller) = &caller.0 else {
+                    return Err(TokenError(
+                        "the caller presented no bearer token to exchange for the upstream".into(),
+                    ));
+                };
+                tokens.get(caller).await.map(bearer)
+            }
+        }
+    }
+
+    /// The upstream answered 401 to `credential`: forget its token. Returns whether a new
+    /// one may be fetched (a static header would only be refused again).
+    pub fn refused(&self, credential: &Credential, caller: &CallerToken) -> bool {
+        let Some(token) = &credential.token else {
+            return false;
+        };
+        match self {
+            Self::Header { .. } => false,
+            Self::ClientCredentials(shared) => {
+                shared.refused(token);
+                true
+            }
+            Self::TokenExchange { tokens, .. } => {
+                if let Some(caller) = &caller.0 {
+                    tokens.refused(caller, token);
+                }
+                true
+            }
+        }
+    }
+
+    /// The `type` as configured, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Header { .. } => "header",
+            Self::ClientCredentials(_) => "client_credentials",
+            Self::TokenExchange { .. } => "token_exchange",
+        }
+    }
+}
