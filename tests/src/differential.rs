@@ -172,6 +172,21 @@ impl Upstream {
         }
     }
 
+    /// The Python SDK's server over TLS with the PEM certificate `cert` and key `key`
+    /// (`None`, printing why, when it is not installed); its URL is `https://…`.
+    pub async fn start_python_tls(cert: &Path, key: &Path) -> Option<Self> {
+        let python = installed(&root().join("target/differential/venv/bin/python"))?;
+        let script = root().join("tests/upstreams/python/server.py");
+        let mut command = Command::new(python);
+        command
+            .arg(script)
+            .env("PORTCULLIS_TLS_CERT", cert)
+            .env("PORTCULLIS_TLS_KEY", key);
+        let mut upstream = spawn_process(Sdk::Python, &mut command).await;
+        upstream.url = upstream.url.replacen("http://", "https://", 1);
+        Some(upstream)
+    }
+
     /// Everything the upstream executed so far, in order.
     pub fn executed(&self) -> Vec<Executed> {
         match &self.log {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use portcullis::identity::ca::generate;
+use portcullis_tests::differential::Upstream;
 use portcullis_tests::oauth::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, TestKey, now};
 use portcullis_tests::upstream::{Seen, answer, json};
 use rcgen::{CertificateParams, KeyPair};
@@ -106,6 +107,54 @@ async fn an_https_upstream_is_reached_over_tls_with_its_ca_bundle_over_http2() {
         seen[0].header("host"),
         Some(upstream.url.trim_start_matches("https://")),
         "Host is the upstream URL's authority"
+    );
+}
+
+#[tokio::test]
+async fn the_python_mcp_sdk_server_is_reached_over_tls_and_runs_the_call_the_gateway_judged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated = generate("python-upstream-ca", &["127.0.0.1".to_owned()]).expect("CA");
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&ca, &generated.ca_cert).expect("write");
+    std::fs::write(&cert, &generated.server_cert).expect("write");
+    std::fs::write(&key, &generated.server_key).expect("write");
+    let Some(upstream) = Upstream::start_python_tls(&cert, &key).await else {
+        return;
+    };
+    assert!(upstream.url.starts_with("https://"), "{}", upstream.url);
+    let config = standard().on_route(
+        "/mcp",
+        &format!(
+            "upstream_tls = {{ ca_bundle = {}, system_roots = false }}",
+            toml_path(&ca)
+        ),
+    );
+    let h = start_with_upstream(config, &upstream.url).await;
+    let call = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"over tls"}}}"#;
+    let reply = h.mcp_post(Some(READER_KEY), None, call).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, upstream.stderr());
+    assert!(reply.body.contains("over tls"), "{}", reply.body);
+    let ran: Vec<String> = upstream
+        .executed()
+        .iter()
+        .filter(|e| e.kind == "tool")
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(ran, ["echo"]);
+    // An admin tool the reader may not call is refused before the upstream.
+    let admin = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
+    assert_eq!(h.mcp_post(Some(READER_KEY), None, admin).await.status, 403);
+    assert_eq!(
+        upstream
+            .executed()
+            .iter()
+            .filter(|e| e.kind == "tool")
+            .count(),
+        1
     );
 }
 

@@ -7,7 +7,8 @@ Every HTTP request it receives appends a `kind: "http"` line to the file named b
 before it answers: what ran (`kind`, `name`), what the request asked for (`requested`), the
 JSON-RPC id as this SDK parsed it (`id`) and the `Mcp-Method` / `Mcp-Name` headers it saw. The test compares those lines with what the gateway authorized.
 
-Listens on 127.0.0.1, port 0, and prints `listening <port>` once it accepts connections.
+Listens on 127.0.0.1, port 0, and prints `listening <port>` once it accepts connections;
+over TLS when `PORTCULLIS_TLS_CERT` and `PORTCULLIS_TLS_KEY` name a PEM certificate and key.
 """
 
 import contextvars
@@ -131,7 +132,14 @@ async def main():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(reached(app), log_level="warning", lifespan="on"))
+    tls = {}
+    if os.environ.get("PORTCULLIS_TLS_CERT"):
+        tls = {
+            "ssl_certfile": os.environ["PORTCULLIS_TLS_CERT"],
+            "ssl_keyfile": os.environ["PORTCULLIS_TLS_KEY"],
+        }
+    config = uvicorn.Config(reached(app), log_level="warning", lifespan="on", **tls)
+    server = uvicorn.Server(config)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(lambda: server.serve(sockets=[sock]))
         while not server.started:
