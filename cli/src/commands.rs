@@ -278,6 +278,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     // A second initialisation (tests, embedding) keeps the first subscriber.
     let _ = init_logging(server.log_format);
     let metrics = Arc::new(Metrics::new());
+    let reuse = loaded.reuse();
     let gateway = Gateway::new(loaded.site, metrics);
     let tls = server
         .tls
@@ -307,14 +308,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
             providers: args.providers.clone(),
             listen: args.listen,
         };
-        let reloader = reload::Reloader::new(
-            gateway.clone(),
-            source,
-            load::Reuse {
-                runtime: loaded.runtime.clone(),
-                ledger: loaded.ledger.clone(),
-            },
-        );
+        let reloader = reload::Reloader::new(gateway.clone(), source, reuse.clone());
         reload::Reloading::start(reloader, reload::DEBOUNCE)
     });
     tracing::info!(

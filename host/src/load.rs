@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::gateway::Site;
 use crate::oauth::Ledger;
+use crate::secret::{SecretCache, SecretsError};
 use crate::wasm::{RuntimeConfig, WasmRuntime};
 
 /// Where a gateway's configuration comes from: the config file and the command-line
@@ -57,15 +58,18 @@ pub fn overrides(providers: Option<&Path>, listen: Option<SocketAddr>) -> Overri
     }
 }
 
-/// What one site hands to the next: the Wasm runtime (compiled components are cached in it)
-/// and the authorization server's [`Ledger`] (revocations and spent assertions must outlive
-/// a reload). `None` or a default starts fresh.
+/// What one site hands to the next: the Wasm runtime (compiled components are cached in it),
+/// the authorization server's [`Ledger`] (revocations and spent assertions must outlive
+/// a reload) and the [`SecretCache`] (the last good Vault values, served while Vault is
+/// down). `None` or a default starts fresh.
 #[derive(Debug, Clone, Default)]
 pub struct Reuse {
     /// The Wasm runtime; one is started when the config needs one and none is given.
     pub runtime: Option<WasmRuntime>,
     /// The authorization server's ledger.
     pub ledger: Arc<Ledger>,
+    /// The last good values of `vault://` references.
+    pub secrets: Arc<SecretCache>,
 }
 
 impl From<Option<WasmRuntime>> for Reuse {
@@ -73,6 +77,7 @@ impl From<Option<WasmRuntime>> for Reuse {
         Self {
             runtime,
             ledger: Arc::default(),
+            secrets: Arc::default(),
         }
     }
 }
@@ -90,6 +95,19 @@ pub struct Loaded {
     pub runtime: Option<WasmRuntime>,
     /// The authorization server's ledger, to hand to the next site.
     pub ledger: Arc<Ledger>,
+    /// The secret cache, to hand to the next site.
+    pub secrets: Arc<SecretCache>,
+}
+
+impl Loaded {
+    /// What to hand to the next site (a [`Reloader`](crate::reload::Reloader)).
+    pub fn reuse(&self) -> Reuse {
+        Reuse {
+            runtime: self.runtime.clone(),
+            ledger: self.ledger.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
 }
 
 /// Why a configuration could not be brought up.
@@ -101,6 +119,9 @@ pub enum SiteError {
     /// The config has Wasm providers and the Wasm runtime could not start.
     #[error("the Wasm runtime could not start: {0}")]
     Runtime(String),
+    /// A `vault://` reference could not be read and has no last good value.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// Reads the config file of `source` and builds its site, reusing what `reuse` holds (a
@@ -112,7 +133,13 @@ pub async fn from_source(source: &Source, reuse: impl Into<Reuse>) -> Result<Loa
 
 /// Builds the site of a validated `config` (see [`from_source`] for `reuse`).
 pub async fn from_config(config: Config, reuse: impl Into<Reuse>) -> Result<Loaded, SiteError> {
-    let Reuse { runtime, ledger } = reuse.into();
+    let Reuse {
+        runtime,
+        ledger,
+        secrets,
+    } = reuse.into();
+    // Vault is read before anything is built: settings resolve their secrets synchronously.
+    secrets.prepare(&config).await?;
     let runtime = match runtime {
         Some(runtime) => Some(runtime),
         None if config::needs_wasm(&config) => Some(
@@ -128,5 +155,6 @@ pub async fn from_config(config: Config, reuse: impl Into<Reuse>) -> Result<Load
         site,
         runtime,
         ledger,
+        secrets,
     })
 }

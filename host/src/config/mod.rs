@@ -44,6 +44,7 @@ pub use validate::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES};
 use self::error::Reporter;
 use self::expand::{ExpandError, expand_value};
 use self::raw::RawConfig;
+use crate::secret::SecretRef;
 
 /// Command-line settings that take precedence over the file.
 #[derive(Debug, Clone, Default)]
@@ -131,14 +132,67 @@ fn load_text(
     overrides: &Overrides,
     purpose: Purpose,
 ) -> Result<Config, ConfigError> {
-    let mut raw = parse_str_with(text, source, &|var| std::env::var(var).ok())?;
-    if let Some(listen) = overrides.listen {
-        raw.server.listen = Some(listen.to_string());
+    let value = expanded(text, source, &|var| std::env::var(var).ok())?;
+    // Every secret reference parsed while the file is shaped and validated is recorded: the
+    // loader reads the `vault://` ones and the reloader watches the `file://` ones.
+    let (config, secret_refs) = crate::secret::collecting(|| {
+        let mut raw: RawConfig = shaped(value.clone(), source)?;
+        if let Some(listen) = overrides.listen {
+            raw.server.listen = Some(listen.to_string());
+        }
+        if let Some(dir) = &overrides.providers_dir {
+            raw.server.providers_dir = Some(dir.display().to_string());
+        }
+        validate::validate(raw, &reporter(source), base_dir, purpose)
+    });
+    let mut config = config?;
+    if config.vault.is_none()
+        && let Some(reference) = secret_refs
+            .iter()
+            .find(|r| matches!(r, SecretRef::Vault(_)))
+    {
+        let written = reference.to_string();
+        return Err(ConfigError::Invalid {
+            file: source.to_owned(),
+            key: key_of(&value, &written).unwrap_or_else(|| "(top level)".to_owned()),
+            message: format!(
+                "`{written}` is a Vault reference, and the config has no `[vault]` section: \
+                 add one with `address` and `token` (or `approle`)"
+            ),
+        });
     }
-    if let Some(dir) = &overrides.providers_dir {
-        raw.server.providers_dir = Some(dir.display().to_string());
+    config.secret_refs = secret_refs;
+    Ok(config)
+}
+
+/// The key path of the first string value equal to `needle`.
+fn key_of(value: &toml::Value, needle: &str) -> Option<String> {
+    match value {
+        toml::Value::String(s) => (s == needle).then(String::new),
+        toml::Value::Table(table) => table
+            .iter()
+            .find_map(|(key, value)| key_of(value, needle).map(|rest| join_key(key, &rest))),
+        toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, value)| {
+            key_of(value, needle).map(|rest| {
+                if rest.is_empty() || rest.starts_with('[') {
+                    format!("[{i}]{rest}")
+                } else {
+                    format!("[{i}].{rest}")
+                }
+            })
+        }),
+        _ => None,
     }
-    validate::validate(raw, &reporter(source), base_dir, purpose)
+}
+
+fn join_key(key: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        key.to_owned()
+    } else if rest.starts_with('[') {
+        format!("{key}{rest}")
+    } else {
+        format!("{key}.{rest}")
+    }
 }
 
 /// Stage one only: syntax, `${VAR}` expansion and shape. Used to check config snippets that
@@ -153,6 +207,15 @@ pub fn parse_str_with(
     source: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RawConfig, ConfigError> {
+    shaped(expanded(text, source, lookup)?, source)
+}
+
+/// Syntax and `${VAR}` expansion: the document before it is shaped.
+fn expanded(
+    text: &str,
+    source: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<toml::Value, ConfigError> {
     let mut value = toml_value(text, source)?;
     expand_value(&mut value, &mut Vec::new(), lookup).map_err(|e| match e {
         ExpandError::Unset { key, var } => ConfigError::UnsetVariable {
@@ -168,7 +231,7 @@ pub fn parse_str_with(
                 .to_owned(),
         },
     })?;
-    shaped(value, source)
+    Ok(value)
 }
 
 /// A TOML document, or the syntax error with its line and column.

@@ -17,7 +17,7 @@ use crate::engine::mtls::MtlsSettings;
 use crate::engine::rules::Rule;
 use crate::identity::IdentitySettings;
 use crate::oauth::AuthorizationServerSettings;
-use crate::secret::SecretRef;
+use crate::secret::{SecretRef, VaultSettings};
 use crate::wasm::{InstanceMode, Limits};
 
 /// What a configuration is validated for.
@@ -53,6 +53,12 @@ pub struct Config {
     pub authorization_server: Option<AuthorizationServerSettings>,
     /// The agent-identity CA, when on.
     pub identity: Option<IdentitySettings>,
+    /// `[vault]`, when present.
+    pub vault: Option<VaultSettings>,
+    /// Every secret reference (not literal) written in the file, in order: what the loader
+    /// reads from Vault and the reloader watches (see [`crate::secret`]). Empty for a config
+    /// validated from a [`RawConfig`](super::raw::RawConfig) built in code.
+    pub secret_refs: Vec<SecretRef>,
 }
 
 /// `[server]`.

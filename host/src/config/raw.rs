@@ -13,7 +13,7 @@ use crate::engine::jwt::JwtSettings;
 use crate::engine::mtls::MtlsSettings;
 use crate::identity::RawIdentity;
 use crate::oauth::RawAuthorizationServer;
-use crate::secret::SecretRef;
+use crate::secret::{RawVault, SecretRef};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// `[identity]`: the agent-identity CA, off when absent.
     #[serde(default)]
     pub identity: Option<RawIdentity>,
+    /// `[vault]`: the Vault (or OpenBao) server `vault://` references read from.
+    #[serde(default)]
+    pub vault: Option<RawVault>,
 }
 
 /// `[server]`.
@@ -234,7 +237,7 @@ pub struct RawWasm {
     /// Passed to the component's `configure` as JSON.
     #[serde(default)]
     pub config: Option<toml::Table>,
-    /// Secret name → `env://VAR`, `file://path` or a literal.
+    /// Secret name → `env://VAR`, `file://path`, `vault://mount/path#field` or a literal.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretRef>,
     /// Whether the provider may read the request body.

@@ -212,6 +212,12 @@ pub(crate) fn validate(
              which is off; add `[authorization_server]` or use a `jwt` provider",
         ));
     }
+    let vault = raw
+        .vault
+        .as_ref()
+        .map(|section| section.validate(base_dir))
+        .transpose()
+        .map_err(|e| report.invalid(format!("vault.{}", e.key), e.reason))?;
     Ok(Config {
         source: report.file.clone(),
         server,
@@ -220,6 +226,8 @@ pub(crate) fn validate(
         resource,
         authorization_server,
         identity,
+        vault,
+        secret_refs: Vec::new(),
     })
 }
 

@@ -17,6 +17,34 @@ pub struct Readiness {
     /// What reloading has done; set by a reloader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadStatus>,
+    /// The secret stores the config reads (present when it has `vault://` references).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsStatus>,
+}
+
+/// The secret stores' state. A stale store leaves the gateway ready: it keeps serving with
+/// the last good values (which were valid when read), and taking every replica out of
+/// rotation at once because the secret store is down would turn a Vault outage into a
+/// gateway outage. `stale` and `portcullis_secrets_stale` are what to alert on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecretsStatus {
+    /// Vault (or OpenBao).
+    pub vault: VaultStatus,
+}
+
+/// The last reads of every `vault://` reference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VaultStatus {
+    /// Whether the last read of every reference succeeded.
+    pub ok: bool,
+    /// Whether some value served is a last good value that the last read could not confirm.
+    pub stale: bool,
+    /// Why the last failed read failed (it names the reference and the address).
+    pub last_error: Option<String>,
+    /// When every reference was last read.
+    pub last_success_unix_ms: Option<u64>,
+    /// When a read last failed.
+    pub last_failure_unix_ms: Option<u64>,
 }
 
 /// One provider in the report.

@@ -10,6 +10,8 @@
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
+//! | `portcullis_secret_refreshes_total` | `source` (`vault`), `result` (`success`, `failure`) |
+//! | `portcullis_secrets_stale` | (gauge: 1 while a last good secret value is served unconfirmed) |
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -17,12 +19,14 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 
 use crate::engine::jwt::JwtValidator;
 use crate::engine::{StepOutcome, Trace};
+use crate::secret::SecretCache;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -119,6 +123,7 @@ pub struct Metrics {
     wasm_failures: Family<KindLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     jwks: Arc<JwksCollector>,
+    secrets: Arc<SecretsCollector>,
     reloads: Family<ReloadLabels, Counter>,
     oauth: Family<OAuthLabels, Counter>,
     identity: Family<OAuthLabels, Counter>,
@@ -173,6 +178,8 @@ impl Metrics {
         );
         let jwks = Arc::new(JwksCollector::default());
         registry.register_collector(Box::new(jwks.clone()));
+        let secrets = Arc::new(SecretsCollector::default());
+        registry.register_collector(Box::new(secrets.clone()));
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "reloads",
@@ -200,6 +207,7 @@ impl Metrics {
             wasm_failures,
             upstream_errors,
             jwks,
+            secrets,
             reloads,
             oauth,
             identity,
@@ -336,6 +344,11 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = validators;
     }
 
+    /// The secret cache whose reads are exported.
+    pub fn set_secrets(&self, cache: Arc<SecretCache>) {
+        *self.secrets.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache);
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -406,6 +419,52 @@ impl Collector for JwksCollector {
                 [("hit", stats.hits), ("miss", stats.misses)]
             },
         )?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+/// Reads the secret cache's counters at scrape time; silent until Vault was read.
+#[derive(Debug, Default)]
+struct SecretsCollector {
+    cache: Mutex<Option<Arc<SecretCache>>>,
+}
+
+impl Collector for SecretsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(cache) = cache else {
+            return Ok(());
+        };
+        let (successes, failures, stale) = cache.counts();
+        if successes + failures == 0 {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "secret_refreshes",
+            "Reads of every secret reference from a secret store, by source and result",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, value) in [("success", successes), ("failure", failures)] {
+            let labels = SecretLabels {
+                source: "vault",
+                result,
+            };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        let gauge = encoder.encode_descriptor(
+            "secrets_stale",
+            "1 while a secret value is a last good value the secret store did not confirm",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(stale)).encode(gauge)?;
         Ok(())
     }
 }

@@ -30,6 +30,11 @@
 //!   `server.log_format` and `server.shutdown_grace` take effect on restart (a reload that
 //!   changes the address or TLS logs a warning). Every provider is rebuilt, so JWT validators
 //!   fetch their keys again and Wasm provider caches start empty.
+//! - **Secrets.** The files of `file://` secret references are watched and fingerprinted
+//!   like components. `vault://` values are read on every reload and every `refresh_secs`
+//!   ([`Reloader::refresh_secrets`], driven by [`Reloading`]); a changed value reloads
+//!   (trigger `secret change`), an unchanged one does nothing, and a failed read keeps the
+//!   last good values (see [`crate::secret`]).
 //! - **Status.** `/readyz` is the site's report (each provider, its component and `sha256`)
 //!   plus `loaded_at_unix_ms` per provider (kept across reloads while a component's hash
 //!   is unchanged), the site `generation`, and `reload`: counts, `last_result`,
@@ -48,6 +53,7 @@ use crate::config::{self, model::ProviderSettings};
 use crate::gateway::Gateway;
 use crate::gateway::readiness::{Readiness, ReloadStatus};
 use crate::load::{self, Loaded, Reuse, Source};
+use crate::secret::{SecretCache, SecretRef};
 
 /// Attempts per trigger when the inputs keep changing while an attempt fails.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -64,6 +70,8 @@ pub enum Trigger {
     Signal,
     /// A caller of [`Reloader::reload`].
     Request,
+    /// A `vault://` value changed (the periodic re-read).
+    SecretChange,
 }
 
 impl Trigger {
@@ -72,6 +80,7 @@ impl Trigger {
             Self::FileChange => "file change",
             Self::Signal => "SIGHUP",
             Self::Request => "request",
+            Self::SecretChange => "secret change",
         }
     }
 }
@@ -154,12 +163,14 @@ impl Reloader {
             last_attempt: None,
             last_error: None,
         };
-        publish(&gateway, &state);
+        let reuse = reuse.into();
+        gateway.metrics().set_secrets(reuse.secrets.clone());
+        publish(&gateway, &state, &reuse.secrets);
         Self {
             inner: Arc::new(Inner {
                 gateway,
                 source,
-                reuse: Mutex::new(reuse.into()),
+                reuse: Mutex::new(reuse),
                 watch_dirs: Mutex::new(inputs.dirs),
                 state: tokio::sync::Mutex::new(state),
             }),
@@ -174,6 +185,27 @@ impl Reloader {
     /// Reloads when the config file or a component it names changed since the last attempt.
     pub async fn reload_if_changed(&self, trigger: Trigger) -> ReloadOutcome {
         self.run(trigger, false).await
+    }
+
+    /// Re-reads every `vault://` value the serving config holds, and reloads when one
+    /// changed; a failed read keeps the last good values and shows in `/readyz`.
+    pub async fn refresh_secrets(&self) -> Option<ReloadOutcome> {
+        let secrets = self.secrets();
+        if secrets.refresh().await {
+            return Some(self.reload(Trigger::SecretChange).await);
+        }
+        let state = self.inner.state.lock().await;
+        publish(&self.inner.gateway, &state, &secrets);
+        None
+    }
+
+    /// How often to re-read Vault, while the serving config reads it.
+    pub fn secrets_refresh_interval(&self) -> Option<Duration> {
+        self.secrets().refresh_interval()
+    }
+
+    fn secrets(&self) -> Arc<SecretCache> {
+        lock(&self.inner.reuse).secrets.clone()
     }
 
     /// The folders to watch now.
@@ -256,6 +288,7 @@ impl Reloader {
             site,
             runtime,
             ledger: _,
+            secrets: _,
         } = loaded;
         if let Some(runtime) = runtime {
             lock(&self.inner.reuse).runtime.get_or_insert(runtime);
@@ -296,7 +329,7 @@ impl Reloader {
         state.good_dirs = inputs.dirs;
         *lock(&self.inner.watch_dirs) = state.good_dirs.clone();
         self.inner.gateway.metrics().reload(true);
-        publish(&self.inner.gateway, state);
+        publish(&self.inner.gateway, state, &self.secrets());
         tracing::info!(
             trigger = trigger.as_str(),
             config = %config.source,
@@ -325,7 +358,7 @@ impl Reloader {
         // Keep watching the last good config's folders, and the new ones so a fix is seen.
         *lock(&self.inner.watch_dirs) = state.good_dirs.union(&inputs.dirs).cloned().collect();
         self.inner.gateway.metrics().reload(false);
-        publish(&self.inner.gateway, state);
+        publish(&self.inner.gateway, state, &self.secrets());
         tracing::error!(
             trigger = trigger.as_str(),
             config = %self.inner.source.config.display(),
@@ -385,6 +418,17 @@ fn inputs(source: &Source) -> Inputs {
             feed(&mut digest, &file);
             add_dirs_of(&mut dirs, &file);
         }
+        // Secret files, as written (relative to the working directory) and, for the
+        // settings that take them from the config's folder, from there.
+        for reference in &config.secret_refs {
+            if let SecretRef::File(path) = reference {
+                let base_dir = config_path.parent().unwrap_or(Path::new("."));
+                for file in [path.clone(), base_dir.join(path)] {
+                    feed(&mut digest, &file);
+                    add_dirs_of(&mut dirs, &file);
+                }
+            }
+        }
     }
     Inputs {
         fingerprint: hex::encode(digest.finish()),
@@ -426,8 +470,9 @@ fn add_dir(dirs: &mut BTreeSet<PathBuf>, dir: &Path) {
     }
 }
 
-/// Sets `/readyz`: the site's report with load times and the reload record.
-fn publish(gateway: &Gateway, state: &State) {
+/// Sets `/readyz`: the site's report with load times, the reload record and the secret
+/// stores' state.
+fn publish(gateway: &Gateway, state: &State, secrets: &SecretCache) {
     let mut report = state.site_ready.clone();
     for provider in &mut report.providers {
         provider.loaded_at_unix_ms = state.loaded_at.get(&provider.name).map(|(_, at)| *at);
@@ -441,6 +486,7 @@ fn publish(gateway: &Gateway, state: &State) {
         last_error: state.last_error.as_ref().map(|(e, _)| e.clone()),
         last_error_unix_ms: state.last_error.as_ref().map(|(_, at)| *at),
     });
+    report.secrets = secrets.status();
     gateway.set_readiness(&report);
 }
 

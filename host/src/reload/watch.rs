@@ -1,4 +1,5 @@
-//! What drives a [`Reloader`]: a debounced watcher on the folders it names, and SIGHUP.
+//! What drives a [`Reloader`]: a debounced watcher on the folders it names, SIGHUP, and the
+//! periodic re-read of `vault://` secrets.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ impl Reloading {
     /// For `serve`: watches the files and listens for SIGHUP. A watcher that cannot start
     /// (inotify limits, say) is logged, and SIGHUP still reloads.
     pub fn start(reloader: Reloader, debounce: Duration) -> Self {
-        let mut tasks = Vec::new();
+        let mut tasks = vec![spawn_secret_refresh(reloader.clone())];
         match spawn_watcher(reloader.clone(), debounce) {
             Ok(task) => tasks.push(task),
             Err(error) => tracing::error!(
@@ -50,15 +51,16 @@ impl Reloading {
         Self { reloader, tasks }
     }
 
-    /// Watches the files only (no signal handler: tests run many gateways in one process).
+    /// Watches the files and re-reads secrets, without a signal handler (tests run many
+    /// gateways in one process).
     pub fn watch(
         reloader: Reloader,
         debounce: Duration,
     ) -> Result<Self, notify_debouncer_full::notify::Error> {
         let task = spawn_watcher(reloader.clone(), debounce)?;
         Ok(Self {
+            tasks: vec![task, spawn_secret_refresh(reloader.clone())],
             reloader,
-            tasks: vec![task],
         })
     }
 
@@ -66,6 +68,24 @@ impl Reloading {
     pub fn reloader(&self) -> &Reloader {
         &self.reloader
     }
+}
+
+/// How often to look whether a config that reads Vault is serving, when none is.
+const SECRET_IDLE: Duration = Duration::from_secs(1);
+
+/// Re-reads the `vault://` secrets every `refresh_secs` of the serving config.
+fn spawn_secret_refresh(reloader: Reloader) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match reloader.secrets_refresh_interval() {
+                Some(every) => {
+                    tokio::time::sleep(every).await;
+                    reloader.refresh_secrets().await;
+                }
+                None => tokio::time::sleep(SECRET_IDLE).await,
+            }
+        }
+    })
 }
 
 /// Reads carry no change; inotify reports `close(write)` as an access, and that one counts.

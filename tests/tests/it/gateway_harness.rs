@@ -396,15 +396,9 @@ pub async fn serve_watched(
     let loaded = load::from_source(&source, Some(runtime))
         .await
         .unwrap_or_else(|e| panic!("the first config loads: {e}"));
+    let reuse = loaded.reuse();
     let gateway = Gateway::new(loaded.site, Arc::new(Metrics::new()));
-    let reloader = Reloader::new(
-        gateway.clone(),
-        source,
-        load::Reuse {
-            runtime: loaded.runtime,
-            ledger: loaded.ledger,
-        },
-    );
+    let reloader = Reloader::new(gateway.clone(), source, reuse);
     let reloading = Reloading::watch(reloader, DEBOUNCE).expect("the watcher starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -40,6 +40,7 @@ mod oauth_server;
 mod oauth_support;
 mod reload;
 mod scaffold;
+mod secrets;
 mod soak;
 mod upstream_side;
 mod wasm_examples;

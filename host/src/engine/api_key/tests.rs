@@ -146,7 +146,7 @@ fn uppercase_hex_hash_is_accepted() {
 fn literal_plaintext_key_is_refused_without_echoing_it() {
     let mut e = entry("ci", KEY);
     e.hash = None;
-    e.key = Some(KEY.into());
+    e.key = Some(SecretRef::parse(KEY).expect("a reference"));
     let err = ApiKeyValidator::new("keys", settings(vec![e])).expect_err("literal refused");
     let msg = err.to_string();
     assert!(msg.contains("env://") && msg.contains("hash"), "{msg}");
@@ -160,7 +160,7 @@ fn key_from_file_is_hashed_at_load() {
     std::fs::write(&path, format!("{KEY}\n")).expect("write");
     let mut e = entry("ops", "unused");
     e.hash = None;
-    e.key = Some(format!("file://{}", path.display()).into());
+    e.key = Some(SecretRef::parse(&format!("file://{}", path.display())).expect("a reference"));
     assert!(matches!(
         validator(vec![e]).check(&bearer(KEY)),
         Verdict::Allow(_)
@@ -181,7 +181,7 @@ fn bad_hash_names_the_key_but_not_the_value() {
 #[test]
 fn both_or_neither_key_source_is_refused() {
     let mut both = entry("ci", KEY);
-    both.key = Some("env://X".into());
+    both.key = Some(SecretRef::parse("env://X").expect("a reference"));
     let mut neither = entry("ci", KEY);
     neither.hash = None;
     for e in [both, neither] {
@@ -225,7 +225,7 @@ fn settings_reject_unknown_fields() {
 #[test]
 fn debug_output_never_shows_a_literal_key() {
     let mut e = entry("ci", KEY);
-    e.key = Some(KEY.into());
+    e.key = Some(SecretRef::parse(KEY).expect("a reference"));
     assert!(!format!("{e:?}").contains(KEY));
     e.key = None;
     e.hash = Some(KEY.into());
