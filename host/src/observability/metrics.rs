@@ -6,7 +6,7 @@
 //! | `portcullis_decisions_total` | `provider`, `verdict` (`allow`, `deny`, `abstain`, `error`) |
 //! | `portcullis_provider_duration_seconds` | `provider` |
 //! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `unavailable`, `other`) |
-//! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `timeout`, `other`) |
+//! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `tls`, `timeout`, `credential`, `refused`, `other`) |
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |

@@ -714,3 +714,75 @@ async fn upstream_auth_and_tls_mistakes_are_config_errors_naming_the_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn no_secret_or_token_reaches_the_logs() {
+    let logs = crate::wasm_sandbox::capture_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = TokenServer::start(3600).await;
+    // tok-1 is refused (logged: a new token is fetched), tok-2 works.
+    let upstream = RecordingUpstream::answering(|seen: Seen| async move {
+        if seen.header("authorization") == Some("Bearer tok-1") {
+            answer(401, "no")
+        } else {
+            answer(200, "ok")
+        }
+    })
+    .await;
+    let config = standard()
+        .on_route(
+            "/mcp",
+            &client_credentials(&tokens, &secret_file(dir.path())),
+        )
+        .http_route("/plain", &["keys"])
+        .on_route(
+            "/plain",
+            &format!(
+                "upstream_auth = {{ type = \"header\", header = \"x-api-key\", secret = \
+                 \"file://{}\" }}",
+                dir.path().join("client-secret").display()
+            ),
+        );
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    assert_eq!(h.mcp_post(Some(READER_KEY), None, LIST).await.status, 200);
+    let plain = h
+        .request(
+            "GET",
+            "/plain/x",
+            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            None,
+        )
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    // And a token endpoint that refuses the gateway: logged as a failure.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong-secret-value-7").expect("write");
+    let refusing = TokenServer::start(3600).await;
+    let config = standard().on_route(
+        "/mcp",
+        &client_credentials(&refusing, &format!("file://{}", wrong.display())),
+    );
+    let h2 = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    assert_eq!(h2.mcp_post(Some(READER_KEY), None, LIST).await.status, 503);
+
+    let (text, json) = logs.assert_one_line_per_event();
+    assert!(
+        text.contains("could not fetch the upstream's token") && text.contains("invalid_client"),
+        "the failure is logged with its OAuth error:\n{text}"
+    );
+    assert!(text.contains("refused the gateway's token"), "{text}");
+    for output in [&text, &json] {
+        for secret in [
+            CLIENT_SECRET,
+            "wrong-secret-value-7",
+            "tok-1",
+            "tok-2",
+            READER_KEY,
+        ] {
+            assert!(
+                !output.contains(secret),
+                "`{secret}` is in the logs:\n{output}"
+            );
+        }
+    }
+}
