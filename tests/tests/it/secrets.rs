@@ -424,6 +424,99 @@ async fn api_keys_from_vault_are_accepted_and_a_rotated_one_takes_effect_under_l
     );
 }
 
+/// The upstream's own credential from Vault (`upstream_auth` header) rotated while requests
+/// flow through the proxy: the upstream, which accepts both values during its rotation as a
+/// real one does, gets the new value after the refresh; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_credential_from_vault_is_rotated_under_load_with_no_failed_request() {
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    let (old, new) = (random_hex(16), random_hex(16));
+    bao.put("gateway/upstream", json!({ "token": old })).await;
+    let accepted = Arc::new(std::sync::Mutex::new(vec![format!("Bearer {old}")]));
+    let check = Arc::clone(&accepted);
+    let upstream = crate::gateway_harness::RecordingUpstream::answering(move |seen| {
+        let ok = seen
+            .header("authorization")
+            .is_some_and(|v| check.lock().expect("lock").iter().any(|a| a == v));
+        async move { portcullis_tests::upstream::answer(if ok { 200 } else { 401 }, "") }
+    })
+    .await;
+    let key = random_hex(16);
+    let config = config(
+        &token_line(&bao),
+        &[("caller", "vault://secret/gateway/upstream#caller")],
+    )
+    .http_route("/api", &["keys"])
+    .upstream(&upstream.url)
+    .on_route(
+        "/api",
+        "upstream_auth = { type = \"header\", header = \"authorization\", value = \
+             \"Bearer {secret}\", secret = \"vault://secret/gateway/upstream#token\" }",
+    );
+    bao.put("gateway/upstream", json!({ "token": old, "caller": key }))
+        .await;
+    let live = Live::start(&config).await;
+    let get = |client: HttpClient, base: String, key: String| async move {
+        let request = http::Request::get(format!("{base}/api/x"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        match client.request(request).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    assert_eq!(
+        get(live.client.clone(), live.base.clone(), key.clone()).await,
+        200
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        let (base, key, client) = (live.base.clone(), key.clone(), live.client.clone());
+        loops.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if get(client.clone(), base.clone(), key.clone()).await != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // The upstream starts accepting the new value, then Vault is given it.
+    accepted.lock().expect("lock").push(format!("Bearer {new}"));
+    bao.put("gateway/upstream", json!({ "token": new, "caller": key }))
+        .await;
+    let want = format!("Bearer {new}");
+    eventually("the upstream to get the new value", || async {
+        upstream
+            .seen()
+            .last()
+            .and_then(|s| s.header("authorization").map(str::to_owned))
+            .as_deref()
+            == Some(want.as_str())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.expect("load loop");
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 0);
+    assert_eq!(failed, 0, "{failed} of {sent} proxied requests failed");
+    // Then the upstream retires the old value; the gateway no longer needs it.
+    accepted.lock().expect("lock").retain(|a| *a == want);
+    assert_eq!(
+        get(live.client.clone(), live.base.clone(), key.clone()).await,
+        200
+    );
+}
+
 #[tokio::test]
 async fn vault_down_at_start_fails_the_load_naming_the_reference_and_the_address() {
     let Some(mut bao) = Bao::start().await else {
