@@ -84,6 +84,7 @@ pub struct RecordingUpstream {
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     arrivals: watch::Receiver<usize>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -134,8 +135,11 @@ impl RecordingUpstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (arrived, arrivals) = watch::channel(0);
         let shared = Arc::new((respond, Arc::clone(&seen), arrived));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let shared = Arc::clone(&shared);
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -186,8 +190,14 @@ impl RecordingUpstream {
             url,
             seen,
             arrivals,
+            connections,
             task,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Requests received so far.

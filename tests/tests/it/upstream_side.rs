@@ -95,6 +95,7 @@ async fn an_https_upstream_is_reached_over_tls_with_its_ca_bundle_over_http2() {
     }
     let seen = upstream.seen();
     assert_eq!(seen.len(), 3);
+    assert_eq!(upstream.connections(), 1, "one TLS connection, reused");
     for request in &seen {
         assert_eq!(request.version, http::Version::HTTP_2, "ALPN picked h2");
         assert_eq!(request.target, "/mcp");
