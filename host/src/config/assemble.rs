@@ -161,7 +161,7 @@ pub async fn assemble(
         .routes
         .iter()
         .enumerate()
-        .map(|(i, route)| upstream(i, route, config, &report))
+        .map(|(i, route)| upstream(i, route, config, authorization_server.as_ref(), &report))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Assembled {
         providers,
@@ -178,6 +178,7 @@ fn upstream(
     i: usize,
     route: &Route,
     config: &Config,
+    server: Option<&Arc<AuthorizationServer>>,
     report: &Reporter,
 ) -> Result<Option<Upstream>, ConfigError> {
     let Some(base) = route.upstream.clone() else {
@@ -213,7 +214,7 @@ fn upstream(
                     Some((name.clone(), location))
                 })
                 .collect();
-            UpstreamAuth::build(checked, locations).map(Arc::new)
+            UpstreamAuth::build(checked, locations, server).map(Arc::new)
         })
         .transpose()
         .map_err(|e| report.invalid(format!("routes[{i}].upstream_auth"), e))?;

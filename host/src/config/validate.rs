@@ -19,7 +19,7 @@ use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, Raw
 use crate::engine::RuleSettings;
 use crate::engine::rules::{Rule, path_has_prefix};
 use crate::normal_form::path_problem;
-use crate::upstream::settings::Checked;
+use crate::upstream::settings::{Checked, ExchangeSubject};
 use crate::upstream::tls::UpstreamTlsSettings;
 
 /// Default listen address.
@@ -97,7 +97,15 @@ pub(crate) fn validate(
     for (i, raw_route) in raw.routes.iter().enumerate() {
         all_rule_scopes.extend(scopes_of(&raw_route.rules));
         let mut route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
-        upstream_side(i, raw_route, &mut route, &providers, report, base_dir)?;
+        upstream_side(
+            i,
+            raw_route,
+            &mut route,
+            &providers,
+            authorization_server.is_some(),
+            report,
+            base_dir,
+        )?;
         route.forward_auth &= server.forward_auth.is_some();
         if let Some(forward_auth) = &server.forward_auth
             && route.forward_auth
@@ -1025,6 +1033,7 @@ fn upstream_side(
     raw: &RawRoute,
     route: &mut Route,
     providers: &BTreeMap<String, Provider>,
+    has_authorization_server: bool,
     report: &Reporter,
     base_dir: &Path,
 ) -> Result<(), ConfigError> {
@@ -1063,7 +1072,25 @@ fn upstream_side(
     let checked = auth.check(base_dir).map_err(|(field, reason)| {
         report.invalid(key(&format!("upstream_auth.{field}")), reason)
     })?;
-    if let Checked::Token { exchange: true, .. } = &checked {
+    if let Checked::Token {
+        subject: ExchangeSubject::Identity { .. },
+        ..
+    } = &checked
+        && !has_authorization_server
+    {
+        return Err(report.invalid(
+            key("upstream_auth.subject"),
+            "`identity` statements are signed by the gateway's authorization server; \
+             configure `[authorization_server]` (its keys sign them), or use \
+             `subject = \"caller_token\"`",
+        ));
+    }
+    if let Checked::Token {
+        exchange: true,
+        subject: ExchangeSubject::CallerToken,
+        ..
+    } = &checked
+    {
         let bearer = |name: &String| {
             matches!(
                 providers.get(name).map(|p| &p.settings),
@@ -1082,7 +1109,7 @@ fn upstream_side(
                     format!(
                         "a token exchange needs the caller's bearer token, and chain provider \
                          `{name}` admits callers without one; use only `jwt` or `issued` \
-                         providers on this route, or `client_credentials`"
+                         providers on this route, or `subject = \"identity\"`"
                     ),
                 ));
             }

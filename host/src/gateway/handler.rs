@@ -174,7 +174,7 @@ async fn proxy<'s>(
     // What a token exchange sends is read before the caller's credentials are stripped.
     let caller = upstream
         .auth()
-        .map(|auth| auth.caller_token(&admitted.provider, &parts.headers))
+        .map(|auth| auth.caller(&admitted.identity, &admitted.provider, &parts.headers))
         .unwrap_or_default();
     upstream_headers(
         &mut parts.headers,

@@ -37,7 +37,7 @@ use super::listing::{ListingFilter, filter_response};
 use super::rejection::Rejection;
 use super::request::parse_hop;
 use crate::upstream::tls::{client_config, tls_failure};
-use crate::upstream::{CallerToken, Credential, UpstreamAuth};
+use crate::upstream::{Caller, Credential, UpstreamAuth};
 use crate::verdict::Identity;
 
 /// Identity header names. Anything starting with `x-portcullis-` from a client is dropped.
@@ -220,7 +220,7 @@ impl Upstream {
         mut request: Request<Body>,
         listing: Option<ListingFilter>,
         replay: Option<Bytes>,
-        caller: &CallerToken,
+        caller: &Caller,
     ) -> Result<Response<Body>, (Rejection, UpstreamFailure)> {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
@@ -265,7 +265,7 @@ impl Upstream {
     async fn credential(
         &self,
         auth: &UpstreamAuth,
-        caller: &CallerToken,
+        caller: &Caller,
     ) -> Result<Credential, (Rejection, UpstreamFailure)> {
         auth.credential(caller).await.map_err(|error| {
             tracing::warn!(

@@ -67,6 +67,9 @@ pub const RESERVED_PATHS: [&str; 6] = [
     METADATA_PATH,
 ];
 
+/// The life of an identity assertion made for a token exchange at another server.
+pub const IDENTITY_ASSERTION_SECS: u64 = 60;
+
 /// The JWS `typ` of issued access tokens (RFC 9068).
 const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
@@ -260,6 +263,39 @@ impl AuthorizationServer {
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// A statement of `identity`, admitted by `provider`, signed with the current key for
+    /// the authorization server `audience` to exchange (RFC 8693 `subject_token` of type
+    /// `urn:ietf:params:oauth:token-type:jwt`): `iss` this issuer, `sub` the subject,
+    /// `scope` what it holds, `portcullis_provider` which provider vouched for it, and a
+    /// life of [`IDENTITY_ASSERTION_SECS`]. That server verifies it with this issuer's JWKS.
+    pub(crate) fn assert_identity(
+        &self,
+        identity: &Identity,
+        provider: &str,
+        audience: &str,
+    ) -> Result<String, String> {
+        let key = &self.keys[0];
+        let now = now();
+        let exp = now + IDENTITY_ASSERTION_SECS;
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": identity.subject,
+            "aud": audience,
+            "iat": now,
+            "exp": exp,
+            "jti": endpoints::random_id()
+                .map_err(|_| "the system random source failed".to_owned())?,
+            "scope": identity.scopes.join(" "),
+            "portcullis_provider": provider,
+        });
+        if let Some(client) = identity.claim("client_id") {
+            claims["client_id"] = json!(client);
+        }
+        let token = key.sign("JWT", &claims)?;
+        self.ledger.signed(key.kid(), key.public_jwk(), exp);
+        Ok(token)
     }
 
     /// The validator of an `issued` provider on the route whose resource URL is

@@ -8,11 +8,16 @@
 //! - `header`: a static header built from a secret once per load (a secret that changes is
 //!   picked up by the reload it causes).
 //! - `client_credentials`: one token per route ([`token::SharedToken`]).
-//! - `token_exchange`: the caller's bearer token, the one the chain's `jwt` or `issued`
-//!   provider verified on this request, exchanged per caller (RFC 8693,
-//!   [`token::ExchangedTokens`]). Every provider of such a route's chain must read a bearer
-//!   token; a chain that could admit a caller by API key or certificate has no token to
-//!   exchange and is refused at load.
+//! - `token_exchange`: one token per caller (RFC 8693, [`token::ExchangedTokens`]), from
+//!   either of two subject tokens:
+//!   - `subject = "caller_token"` (default): the caller's bearer token, the one the chain's
+//!     `jwt` or `issued` provider verified on this request. Every provider of such a
+//!     route's chain must read a bearer token; a chain that could admit a caller by API key
+//!     or certificate has no token to exchange and is refused at load.
+//!   - `subject = "identity"`: a statement of the identity the chain produced (any
+//!     provider), signed by the gateway's own authorization server
+//!     ([`AuthorizationServer::assert_identity`]), which the upstream's authorization
+//!     server trusts through this gateway's JWKS. Cached per subject, scopes and provider.
 //!
 //! When no credential can be had the request is answered 503 and never sent without one.
 //! When the upstream answers 401 to a token, the token is forgotten and, if the request
@@ -31,9 +36,14 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use self::settings::Checked;
-use self::token::{ExchangedTokens, SharedToken, Token, TokenEndpoint, TokenError};
+use self::settings::{ACCESS_TOKEN_TYPE, Checked, ExchangeSubject};
+use self::token::{CallerKey, ExchangedTokens, SharedToken, Token, TokenEndpoint, TokenError};
 use crate::engine::api_key::{CredentialLocation, Presented};
+use crate::oauth::AuthorizationServer;
+use crate::verdict::Identity;
+
+/// RFC 8693 token type of a JWT (an identity statement).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// A route's credential for its upstream.
 #[derive(Debug)]
@@ -51,8 +61,22 @@ pub enum UpstreamAuth {
     TokenExchange {
         /// The cache.
         tokens: ExchangedTokens,
-        /// Where each chain provider reads its bearer token, by provider name.
-        locations: Vec<(String, CredentialLocation)>,
+        /// What is exchanged.
+        subject: Subject,
+    },
+}
+
+/// What a token exchange sends, built.
+#[derive(Debug)]
+pub enum Subject {
+    /// The caller's bearer token: where each chain provider reads it, by provider name.
+    CallerToken(Vec<(String, CredentialLocation)>),
+    /// A statement of the identity, signed by `server` for `audience`.
+    Identity {
+        /// The gateway's authorization server.
+        server: Arc<AuthorizationServer>,
+        /// The statement's `aud`.
+        audience: String,
     },
 }
 
@@ -72,17 +96,27 @@ impl Credential {
     }
 }
 
-/// What the caller presented that a token exchange needs: read before the caller's
-/// credentials are stripped.
+/// Who the caller is, as a token exchange needs it: read before the caller's credentials
+/// are stripped. Empty for the other kinds.
 #[derive(Debug, Default)]
-pub struct CallerToken(Option<String>);
+pub struct Caller(Option<(CallerKey, CallerSubject)>);
+
+#[derive(Debug)]
+enum CallerSubject {
+    /// The bearer token the chain verified.
+    Token(String),
+    /// The identity and the provider that admitted it.
+    Identity(Identity, String),
+}
 
 impl UpstreamAuth {
     /// Builds `checked`, reading its secrets now. `locations` are the credential locations
-    /// of the route's bearer-token providers (token exchange only).
+    /// of the route's bearer-token providers and `server` the gateway's authorization
+    /// server (token exchange only).
     pub fn build(
         checked: &Checked,
         locations: Vec<(String, CredentialLocation)>,
+        server: Option<&Arc<AuthorizationServer>>,
     ) -> Result<Self, String> {
         match checked {
             Checked::Header {
@@ -114,32 +148,69 @@ impl UpstreamAuth {
                 exchange: true,
                 endpoint,
                 cache_size,
-            } => Ok(Self::TokenExchange {
-                tokens: ExchangedTokens::new(TokenEndpoint::build(endpoint)?, *cache_size),
-                locations,
-            }),
+                subject,
+            } => {
+                let subject = match subject {
+                    ExchangeSubject::CallerToken => Subject::CallerToken(locations),
+                    ExchangeSubject::Identity { audience } => Subject::Identity {
+                        server: Arc::clone(
+                            server
+                                .ok_or("`subject = \"identity\"` needs `[authorization_server]`")?,
+                        ),
+                        audience: audience.clone(),
+                    },
+                };
+                Ok(Self::TokenExchange {
+                    tokens: ExchangedTokens::new(TokenEndpoint::build(endpoint)?, *cache_size),
+                    subject,
+                })
+            }
         }
     }
 
-    /// The caller's bearer token, when this route exchanges it: read from where the
+    /// Who the caller is, when this route exchanges: the bearer token read from where the
     /// provider that admitted the caller (`provider`, or the first bearer reader of an
-    /// `a+b` group) found it.
-    pub fn caller_token(&self, provider: &str, headers: &HeaderMap) -> CallerToken {
-        let Self::TokenExchange { locations, .. } = self else {
-            return CallerToken(None);
+    /// `a+b` group) found it, or the `identity` it produced.
+    pub fn caller(&self, identity: &Identity, provider: &str, headers: &HeaderMap) -> Caller {
+        let Self::TokenExchange { subject, .. } = self else {
+            return Caller(None);
         };
-        let token = provider.split('+').find_map(|member| {
-            let (_, location) = locations.iter().find(|(name, _)| name == member)?;
-            match location.find(headers) {
-                Presented::Credential(token) => Some(token.to_owned()),
-                _ => None,
+        match subject {
+            Subject::CallerToken(locations) => {
+                let token = provider.split('+').find_map(|member| {
+                    let (_, location) = locations.iter().find(|(name, _)| name == member)?;
+                    match location.find(headers) {
+                        Presented::Credential(token) => Some(token.to_owned()),
+                        _ => None,
+                    }
+                });
+                Caller(token.map(|token| {
+                    let key = ExchangedTokens::key(&["token", &token]);
+                    (key, CallerSubject::Token(token))
+                }))
             }
-        });
-        CallerToken(token)
+            Subject::Identity { .. } => {
+                let mut scopes: Vec<&str> = identity.scopes.iter().map(String::as_str).collect();
+                scopes.sort_unstable();
+                let scopes = scopes.join(" ");
+                let client = identity.claim("client_id").unwrap_or_default();
+                let key = ExchangedTokens::key(&[
+                    "identity",
+                    provider,
+                    &identity.subject,
+                    &scopes,
+                    client,
+                ]);
+                Caller(Some((
+                    key,
+                    CallerSubject::Identity(identity.clone(), provider.to_owned()),
+                )))
+            }
+        }
     }
 
     /// The credential for this request.
-    pub async fn credential(&self, caller: &CallerToken) -> Result<Credential, TokenError> {
+    pub async fn credential(&self, caller: &Caller) -> Result<Credential, TokenError> {
         let bearer = |token: Arc<Token>| Credential {
             name: http::header::AUTHORIZATION,
             value: token.header.clone(),
@@ -152,20 +223,43 @@ impl UpstreamAuth {
                 token: None,
             }),
             Self::ClientCredentials(shared) => shared.get().await.map(bearer),
-            Self::TokenExchange { tokens, .. } => {
-                let Some(caller) = &caller.0 else {
+            Self::TokenExchange { tokens, subject } => {
+                let Some((key, who)) = &caller.0 else {
                     return Err(TokenError(
                         "the caller presented no bearer token to exchange for the upstream".into(),
                     ));
                 };
-                tokens.get(caller).await.map(bearer)
+                let (make, token_type): (
+                    Box<dyn FnOnce() -> Result<String, TokenError> + Send>,
+                    _,
+                ) = match (who, subject) {
+                    (CallerSubject::Token(token), _) => {
+                        let token = token.clone();
+                        (Box::new(move || Ok(token)), ACCESS_TOKEN_TYPE)
+                    }
+                    (
+                        CallerSubject::Identity(identity, provider),
+                        Subject::Identity { server, audience },
+                    ) => (
+                        Box::new(move || {
+                            server
+                                .assert_identity(identity, provider, audience)
+                                .map_err(|e| TokenError(format!("signing the identity: {e}")))
+                        }),
+                        JWT_TOKEN_TYPE,
+                    ),
+                    (CallerSubject::Identity(..), Subject::CallerToken(_)) => {
+                        return Err(TokenError("no caller token".into()));
+                    }
+                };
+                tokens.get(*key, make, token_type).await.map(bearer)
             }
         }
     }
 
     /// The upstream answered 401 to `credential`: forget its token. Returns whether a new
     /// one may be fetched (a static header would only be refused again).
-    pub fn refused(&self, credential: &Credential, caller: &CallerToken) -> bool {
+    pub fn refused(&self, credential: &Credential, caller: &Caller) -> bool {
         let Some(token) = &credential.token else {
             return false;
         };
@@ -176,8 +270,8 @@ impl UpstreamAuth {
                 true
             }
             Self::TokenExchange { tokens, .. } => {
-                if let Some(caller) = &caller.0 {
-                    tokens.refused(caller, token);
+                if let Some((key, _)) = &caller.0 {
+                    tokens.refused(key, token);
                 }
                 true
             }

@@ -81,6 +81,26 @@ pub struct TokenSettings {
     pub timeout_ms: Option<u64>,
     /// Exchange only: the most callers' tokens kept (default 10000).
     pub cache_size: Option<usize>,
+    /// Exchange only: what is exchanged, `caller_token` (default: the bearer token the
+    /// chain verified) or `identity` (a statement of the caller's identity signed by this
+    /// gateway's authorization server, for any chain).
+    pub subject: Option<String>,
+    /// Exchange only, with `subject = "identity"`: the statement's `aud` (default the
+    /// `token_url`).
+    pub subject_audience: Option<String>,
+}
+
+/// What a token exchange sends as its `subject_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeSubject {
+    /// The caller's bearer token, as the chain verified it.
+    CallerToken,
+    /// A statement of the caller's identity signed by the gateway's authorization server,
+    /// with this `aud`.
+    Identity {
+        /// The statement's audience.
+        audience: String,
+    },
 }
 
 /// How the gateway authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -112,6 +132,8 @@ pub enum Checked {
         endpoint: CheckedEndpoint,
         /// Exchange only: the cache bound.
         cache_size: usize,
+        /// Exchange only: what is exchanged.
+        subject: ExchangeSubject,
     },
 }
 
@@ -193,14 +215,43 @@ impl UpstreamAuthSettings {
             }
             Self::ClientCredentials(t) | Self::TokenExchange(t) => {
                 let exchange = matches!(self, Self::TokenExchange(_));
-                if !exchange && t.cache_size.is_some() {
-                    return Err((
-                        "cache_size",
-                        "applies to `token_exchange` only: a client-credentials token is one \
-                         per route"
-                            .into(),
-                    ));
+                if !exchange {
+                    for (key, set) in [
+                        ("cache_size", t.cache_size.is_some()),
+                        ("subject", t.subject.is_some()),
+                        ("subject_audience", t.subject_audience.is_some()),
+                    ] {
+                        if set {
+                            return Err((
+                                key,
+                                "applies to `token_exchange` only: a client-credentials token \
+                                 is one per route, for no caller in particular"
+                                    .into(),
+                            ));
+                        }
+                    }
                 }
+                let subject = match (t.subject.as_deref(), &t.subject_audience) {
+                    (None | Some("caller_token"), None) => ExchangeSubject::CallerToken,
+                    (None | Some("caller_token"), Some(_)) => {
+                        return Err((
+                            "subject_audience",
+                            "applies to `subject = \"identity\"` only".into(),
+                        ));
+                    }
+                    (Some("identity"), audience) => ExchangeSubject::Identity {
+                        audience: audience.clone().unwrap_or_else(|| t.token_url.clone()),
+                    },
+                    (Some(other), _) => {
+                        return Err((
+                            "subject",
+                            format!(
+                                "`{other}` is not a subject; use `caller_token` (default) or \
+                                 `identity`"
+                            ),
+                        ));
+                    }
+                };
                 let url = reqwest::Url::parse(&t.token_url)
                     .map_err(|_| ("token_url", format!("`{}` is not a URL", t.token_url)))?;
                 crate::engine::jwt::fetchable(&url)
@@ -267,6 +318,7 @@ impl UpstreamAuthSettings {
                         timeout,
                     },
                     cache_size,
+                    subject,
                 })
             }
         }
@@ -349,6 +401,21 @@ mod tests {
                 "type = \"client_credentials\"\ntoken_url = \"https://idp.example/t\"\n\
                  client_id = \"a\"\nclient_secret = \"env://S\"\ncache_size = 3",
                 "cache_size",
+            ),
+            (
+                "type = \"client_credentials\"\ntoken_url = \"https://idp.example/t\"\n\
+                 client_id = \"a\"\nclient_secret = \"env://S\"\nsubject = \"identity\"",
+                "subject",
+            ),
+            (
+                "type = \"token_exchange\"\ntoken_url = \"https://idp.example/t\"\n\
+                 client_id = \"a\"\nclient_secret = \"env://S\"\nsubject = \"user\"",
+                "subject",
+            ),
+            (
+                "type = \"token_exchange\"\ntoken_url = \"https://idp.example/t\"\n\
+                 client_id = \"a\"\nclient_secret = \"env://S\"\nsubject_audience = \"x\"",
+                "subject_audience",
             ),
             (
                 "type = \"token_exchange\"\ntoken_url = \"https://idp.example/t\"\n\

@@ -110,15 +110,19 @@ impl TokenEndpoint {
         self.request(&[("grant_type", "client_credentials")]).await
     }
 
-    /// RFC 8693 token exchange of `subject_token` (an access token).
-    pub async fn exchange(&self, subject_token: &str) -> Result<Token, TokenError> {
+    /// RFC 8693 token exchange of `subject_token`, of the RFC 8693 type `token_type`.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        token_type: &str,
+    ) -> Result<Token, TokenError> {
         self.request(&[
             (
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:token-exchange",
             ),
             ("subject_token", subject_token),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("subject_token_type", token_type),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
         ])
         .await
@@ -334,23 +338,41 @@ impl ExchangedTokens {
         }
     }
 
-    /// The key for `caller_token`.
-    pub fn key(caller_token: &str) -> CallerKey {
-        let digest = ring::digest::digest(&ring::digest::SHA256, caller_token.as_bytes());
+    /// The key of a caller known by `parts` (the caller's token, or the facts of its
+    /// identity), each part length-prefixed so that no two lists share a key.
+    pub fn key(parts: &[&str]) -> CallerKey {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in parts {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
         let mut key = [0; 32];
-        key.copy_from_slice(digest.as_ref());
+        key.copy_from_slice(context.finish().as_ref());
         key
     }
 
-    /// The token for the caller presenting `caller_token`.
-    pub async fn get(&self, caller_token: &str) -> Result<Arc<Token>, TokenError> {
-        let slot = self.slot(Self::key(caller_token));
-        slot.get(|| self.endpoint.exchange(caller_token)).await
+    /// The token for the caller `key`, exchanged when there is none fresh for the subject
+    /// token `subject` makes (it is made only then) of the RFC 8693 type `token_type`.
+    pub async fn get<F>(
+        &self,
+        key: CallerKey,
+        subject: F,
+        token_type: &str,
+    ) -> Result<Arc<Token>, TokenError>
+    where
+        F: FnOnce() -> Result<String, TokenError>,
+    {
+        let slot = self.slot(key);
+        slot.get(|| async {
+            let subject_token = subject()?;
+            self.endpoint.exchange(&subject_token, token_type).await
+        })
+        .await
     }
 
-    /// The upstream answered 401 to `token`, exchanged for `caller_token`: forget it.
-    pub fn refused(&self, caller_token: &str, token: &Arc<Token>) {
-        let slot = self.lock().get(&Self::key(caller_token)).cloned();
+    /// The upstream answered 401 to `token`, exchanged for the caller `key`: forget it.
+    pub fn refused(&self, key: &CallerKey, token: &Arc<Token>) {
+        let slot = self.lock().get(key).cloned();
         if let Some(slot) = slot {
             slot.refused(token);
         }

@@ -18,7 +18,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::json;
 
-use crate::gateway_harness::{READER_KEY, RecordingUpstream, Reply, standard, start_with_upstream};
+use crate::gateway_harness::{
+    ADMIN_KEY, READER_KEY, RecordingUpstream, Reply, standard, start_with_upstream,
+};
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
@@ -786,4 +788,80 @@ async fn no_secret_or_token_reaches_the_logs() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn an_identity_from_any_provider_is_exchanged_as_a_statement_signed_by_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signing = TestKey::ed25519("gw-1");
+    let key_file = dir.path().join("gw-1.pem");
+    std::fs::write(&key_file, signing.pem()).expect("write key");
+    let tokens = TokenServer::start(3600).await;
+    let upstream = RecordingUpstream::start().await;
+    let config = standard()
+        .on_route(
+            "/mcp",
+            &format!(
+                "upstream_auth = {{ type = \"token_exchange\", token_url = {:?}, client_id = \
+                 {CLIENT_ID:?}, client_secret = {:?}, subject = \"identity\", \
+                 subject_audience = \"https://partner-as.example.com\" }}",
+                tokens.url(),
+                secret_file(dir.path())
+            ),
+        )
+        .toml(&format!(
+            "[authorization_server]\n[[authorization_server.keys]]\nkid = \"gw-1\"\n\
+             algorithm = \"EdDSA\"\nprivate_key = \"file://{}\"\n",
+            key_file.display()
+        ));
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    for key in [READER_KEY, READER_KEY, ADMIN_KEY] {
+        let reply = h.mcp_post(Some(key), None, LIST).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(tokens.issued(), 2, "one exchange per identity");
+    let forms = tokens.forms();
+    let field = |form: &Vec<(String, String)>, key: &str| {
+        form.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        field(&forms[0], "subject_token_type"),
+        "urn:ietf:params:oauth:token-type:jwt"
+    );
+    let statement = field(&forms[0], "subject_token");
+    // Verified with the gateway's published key set, as the other server would.
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(
+        &h.request("GET", "/.well-known/jwks.json", &[], None)
+            .await
+            .body,
+    )
+    .expect("JWKS");
+    let jwk = jwks.find("gw-1").expect("the signing key is published");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["https://partner-as.example.com"]);
+    validation.set_issuer(&[h.base.as_str()]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        &statement,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("the statement verifies")
+    .claims;
+    assert_eq!(claims["sub"], "reader");
+    assert_eq!(claims["scope"], "mcp:read");
+    assert_eq!(claims["portcullis_provider"], "keys");
+    assert!(claims["exp"].as_u64().expect("exp") <= now() + 61);
+    assert_eq!(
+        portcullis_tests::oauth::claims(&field(&forms[1], "subject_token"))["sub"],
+        "admin"
+    );
+    let seen: Vec<String> = upstream
+        .seen()
+        .iter()
+        .map(|s| s.header("authorization").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(seen, ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]);
 }
