@@ -16,9 +16,13 @@
 //!   `-Prefix`, URL and method overrides: the list is [`CLIENT_FORWARDING`]) are removed;
 //!   `X-Forwarded-Host`/`-Proto` are the public URL's; `X-Forwarded-For` is the client's
 //!   chain plus the peer only when the peer is a trusted proxy, else the peer alone.
+//! - The upstream's own credential (`upstream_auth`, [`crate::upstream`]) is added last,
+//!   replacing any header of its name; an `https://` upstream is reached over rustls
+//!   ([`crate::upstream::tls`]), never in plain text.
 //! - Connecting has a timeout, and so does waiting for the response headers; both answer
-//!   504. A refused or broken connection answers 502. Once headers arrive the body streams
-//!   frame by frame with no total timeout (SSE streams are long-lived).
+//!   504. A refused or broken connection, or a failed TLS handshake, answers 502; no
+//!   credential for the upstream answers 503. Once headers arrive the body streams frame by
+//!   frame with no total timeout (SSE streams are long-lived).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,11 +13,11 @@
 //!
 //! 1. Each [`VaultRef`] carries a shared cell for its value. While a config is parsed and
 //!    validated ([`crate::config::load_with`] and the other text loaders), a thread-local
-//!    collector ([`collecting`]) records every reference [`SecretRef::parse`] creates; the
+//!    collector (`collecting`) records every reference [`SecretRef::parse`] creates; the
 //!    config keeps the list ([`crate::config::Config::secret_refs`]), so no settings type has
 //!    to enumerate its secrets and a new setting with a `SecretRef` is covered by being one.
 //! 2. [`crate::load::from_config`] hands that list to the [`SecretCache`], which reads every
-//!    Vault reference ([`vault`]), fills the cells, and keeps the last good value of each
+//!    Vault reference (the `vault` module), fills the cells, and keeps the last good value of each
 //!    reference. The cache lives in [`crate::load::Reuse`], so it outlives a reload.
 //! 3. `resolve()` of a Vault reference returns its cell's value; a reference that was never
 //!    read (a config built in code after parsing, and not loaded through the loader) is a

@@ -16,7 +16,7 @@
 //!     or certificate has no token to exchange and is refused at load.
 //!   - `subject = "identity"`: a statement of the identity the chain produced (any
 //!     provider), signed by the gateway's own authorization server
-//!     ([`AuthorizationServer::assert_identity`]), which the upstream's authorization
+//!     (`AuthorizationServer::assert_identity`), which the upstream's authorization
 //!     server trusts through this gateway's JWKS. Cached per subject, scopes and provider.
 //!
 //! When no credential can be had the request is answered 503 and never sent without one.
