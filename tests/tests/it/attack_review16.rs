@@ -1,0 +1,311 @@
+//! Adversarial review of issue 16 (the upstream side and secret references): each test shows
+//! a bypass or a leak through the real path (a real gateway on port 0, real upstreams, a
+//! Vault stand-in that records every path it is asked for) and fails until it is fixed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use portcullis_tests::config::TestConfig;
+use portcullis_tests::upstream::{Seen, answer, json};
+use serde_json::{Value, json};
+
+use crate::gateway_harness::{
+    READER_KEY, RecordingUpstream, serve_watched, standard, start_with_upstream,
+};
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// A Vault stand-in (KV v2 over plain HTTP on loopback): answers `GET /v1/{mount}/data/{path}`
+/// from `secrets` (path after `/v1/` → the secret's data), 404 for anything else, and
+/// records every request.
+async fn fake_vault(secrets: Arc<Mutex<Vec<(String, Value)>>>) -> RecordingUpstream {
+    RecordingUpstream::answering(move |seen: Seen| {
+        let secrets = Arc::clone(&secrets);
+        async move {
+            let path = seen
+                .target
+                .strip_prefix("/v1/")
+                .unwrap_or_default()
+                .to_owned();
+            let found = secrets
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, data)| data.clone());
+            match found {
+                Some(data) => json(json!({ "data": { "data": data } }).to_string()),
+                None => answer(404, r#"{"errors":[]}"#),
+            }
+        }
+    })
+    .await
+}
+
+/// A forward-auth gateway config whose `keys` provider takes each key from a reference
+/// (`keys` is a TOML array body), with `[vault]` at `vault` refreshing every second.
+fn vault_config(vault: &RecordingUpstream, dir: &std::path::Path, keys: &str) -> String {
+    let token = dir.join("vault-token");
+    std::fs::write(&token, "root-token-for-the-fake").expect("write token");
+    TestConfig::for_file()
+        .behind("envoy")
+        .route("/mcp", &["keys"])
+        .upstream("http://127.0.0.1:9/mcp")
+        .provider("keys", "api_key")
+        .with(&format!("keys = [{keys}]"))
+        .toml(&format!(
+            "[vault]\naddress = \"{}\"\ntoken = \"file://{}\"\nrefresh_secs = 1\ntimeout_ms = 1000\n",
+            vault.url,
+            token.display()
+        ))
+        .to_string()
+}
+
+/// The forward-auth answer for a request with `key`: the subject, or the status.
+async fn check(base: &str, key: &str) -> Result<String, u16> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let request = http::Request::get(format!("{base}/check/mcp"))
+        .header("x-forwarded-for", "127.0.0.1")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| 0u16)?
+        .map_err(|_| 1u16)?;
+    let status = response.status().as_u16();
+    let subject = response
+        .headers()
+        .get("x-portcullis-subject")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let _ = response.into_body().collect().await;
+    match (status, subject) {
+        (200, Some(subject)) => Ok(subject),
+        (status, _) => Err(status),
+    }
+}
+
+/// `vault://secret/app#f` is checked for `..` segments, but the URL it becomes is parsed by
+/// a WHATWG URL parser, which reads `\` as `/` and drops tabs: `app\..\..\..\other\data\y`
+/// and `app/.<TAB>./…` pass the check and read the secret `y` of the mount `other`. A
+/// reference that names mount `secret` must never read another mount (or `sys/…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_reference_with_backslash_or_tab_dot_segments_reads_another_mount() {
+    let secrets = Arc::new(Mutex::new(vec![
+        (
+            "secret/data/app".to_owned(),
+            json!({ "ci": "key-in-the-secret-mount-01" }),
+        ),
+        (
+            "other/data/y".to_owned(),
+            json!({ "bs": "key-of-another-mount-0001", "tab": "key-of-another-mount-0002" }),
+        ),
+    ]));
+    let vault = fake_vault(Arc::clone(&secrets)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // TOML basic strings: `\\` is one backslash, `\t` a tab.
+    let keys = r#"{ name = "ci", key = "vault://secret/app#ci", scopes = ["mcp:read"] },
+ { name = "bs", key = "vault://secret/app\\..\\..\\..\\other\\data\\y#bs", scopes = ["mcp:read"] },
+ { name = "tab", key = "vault://secret/app/.\t./.\t./.\t./other/data/y#tab", scopes = ["mcp:read"] }"#;
+    let text = vault_config(&vault, dir.path(), &keys.replace('\n', ""));
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, &text).expect("write config");
+
+    let loaded = portcullis::load::from_source(&portcullis::load::Source::file(&path), None).await;
+    let outside: Vec<String> = vault
+        .seen()
+        .iter()
+        .map(|s| s.target.clone())
+        .filter(|t| !t.starts_with("/v1/secret/"))
+        .collect();
+    if loaded.is_ok() {
+        let served = serve_watched(path, None).await;
+        for (key, name) in [
+            ("key-of-another-mount-0001", "bs"),
+            ("key-of-another-mount-0002", "tab"),
+        ] {
+            assert_eq!(
+                check(&served.base, key).await,
+                Err(401),
+                "the `{name}` reference names mount `secret` but was read from mount `other` \
+                 (Vault saw {outside:?}); its value is a key the gateway accepts"
+            );
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "references under `vault://secret/` made the gateway read {outside:?}"
+    );
+}
+
+/// Revoking an API key in Vault by deleting its field: the next read answers without the
+/// field, and the gateway keeps accepting the deleted key for as long as it runs (the
+/// "last good value" meant for an unreachable Vault is also served for a secret Vault says
+/// is gone). Only a changed value takes effect; a removed one never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_deleted_from_vault_keeps_being_accepted() {
+    let (ci, other) = ("revoked-ci-key-000000000001", "steady-key-0000000000000002");
+    let secrets = Arc::new(Mutex::new(vec![(
+        "secret/data/gateway/keys".to_owned(),
+        json!({ "ci": ci, "other": other }),
+    )]));
+    let vault = fake_vault(Arc::clone(&secrets)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = r#"{ name = "ci", key = "vault://secret/gateway/keys#ci", scopes = ["mcp:read"] }, { name = "other", key = "vault://secret/gateway/keys#other", scopes = ["mcp:read"] }"#;
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, vault_config(&vault, dir.path(), keys)).expect("write config");
+    let served = serve_watched(path, None).await;
+    assert_eq!(check(&served.base, ci).await, Ok("ci".into()));
+    assert_eq!(check(&served.base, other).await, Ok("other".into()));
+
+    // The operator revokes `ci`: a new version of the secret without it.
+    secrets.lock().expect("lock")[0].1 = json!({ "other": other });
+    let reads_before = vault.hits();
+    // Several refreshes (every second) come and go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while vault.hits() < reads_before + 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        vault.hits() >= reads_before + 3,
+        "the gateway re-read Vault"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(check(&served.base, other).await, Ok("other".into()));
+    assert_eq!(
+        check(&served.base, ci).await,
+        Err(401),
+        "the key deleted from Vault {} refreshes ago is still accepted",
+        vault.hits() - reads_before
+    );
+}
+
+/// `upstream_auth` of type `header` sets `x-upstream-key`; the caller's `x-upstream-key` is
+/// replaced, but its `x_upstream_key` reaches the upstream beside the gateway's. CGI, WSGI,
+/// Rack and PHP upstreams read both as `HTTP_X_UPSTREAM_KEY` (the gateway strips such
+/// look-alikes of the caller's credential headers and of its identity headers for this
+/// reason, but not of the upstream credential's header), so the caller chooses the
+/// credential the upstream sees.
+#[tokio::test]
+async fn a_callers_underscore_spelling_of_the_upstream_credential_header_reaches_the_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("upstream-key");
+    std::fs::write(&secret, "upstream-secret-value\n").expect("write");
+    let upstream = RecordingUpstream::start().await;
+    let config = standard().on_route(
+        "/mcp",
+        &format!(
+            "upstream_auth = {{ type = \"header\", header = \"x-upstream-key\", value = \
+             \"Key {{secret}}\", secret = \"file://{}\" }}",
+            secret.display()
+        ),
+    );
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    let reply = h
+        .mcp_post_with(
+            Some(READER_KEY),
+            &[
+                ("x_upstream_key", "Key forged-by-the-caller"),
+                ("X_UPSTREAM_KEY", "Key forged-by-the-caller"),
+            ],
+            LIST,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = upstream.seen();
+    let folded: Vec<String> = seen[0]
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().replace('_', "-") == "x-upstream-key")
+        .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        folded,
+        ["x-upstream-key: Key upstream-secret-value"],
+        "the upstream got a caller-chosen spelling of its credential header"
+    );
+}
+
+/// A token endpoint that answers `expires_in` = i64::MAX: the gateway adds it to an
+/// `Instant`, which panics. The caller's connection is dropped instead of the stated 503
+/// (or a token with a capped lifetime), and as the failure is never recorded, every request
+/// fetches (and panics) again: no `RETRY_AFTER`, the token endpoint is hammered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_answering_a_huge_expires_in_drops_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&fetches);
+    let tokens = RecordingUpstream::answering(move |_| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            json(
+                json!({ "access_token": "tok-huge", "token_type": "Bearer", "expires_in": i64::MAX })
+                    .to_string(),
+            )
+        }
+    })
+    .await;
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "gateway-client-secret").expect("write");
+    let upstream = RecordingUpstream::start().await;
+    let config = standard().on_route(
+        "/mcp",
+        &format!(
+            "upstream_auth = {{ type = \"client_credentials\", token_url = \"{}/token\", \
+             client_id = \"gw\", client_secret = \"file://{}\" }}",
+            tokens.url,
+            secret.display()
+        ),
+    );
+    let h = Arc::new(start_with_upstream(config, &format!("{}/mcp", upstream.url)).await);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let h = Arc::clone(&h);
+        let call =
+            tokio::spawn(async move { h.mcp_post(Some(READER_KEY), None, LIST).await.status });
+        outcomes.push(match call.await {
+            Ok(status) => format!("{status}"),
+            Err(_) => "connection dropped".to_owned(),
+        });
+    }
+    assert!(
+        outcomes.iter().all(|o| o == "200" || o == "503"),
+        "answers: {outcomes:?} (token endpoint asked {} times)",
+        fetches.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst) <= 1,
+        "one answer, however odd its lifetime, is one fetch: asked {} times",
+        fetches.load(std::sync::atomic::Ordering::SeqCst)
+    );
+}
+
+/// The gateway's own credential for the upstream goes to a plain `http://` upstream that is
+/// not on loopback: the static header (or the client-credentials token) crosses the network
+/// in clear to whoever is on the path. The token endpoint and the Vault address refuse
+/// exactly this ("plain `http://` only on a loopback address"); the upstream that receives
+/// the resulting credential on every request does not.
+#[tokio::test]
+async fn upstream_auth_to_a_plain_http_upstream_off_loopback_is_accepted() {
+    let text = portcullis_tests::config::fill(
+        standard().on_route(
+            "/mcp",
+            "upstream_auth = { type = \"header\", header = \"authorization\", value = \
+             \"Bearer {secret}\", secret = \"env://UPSTREAM_TOKEN\" }",
+        ),
+        "127.0.0.1:1".parse().expect("addr"),
+        "http://mcp.example.com/mcp",
+    );
+    let loaded = portcullis::config::load_str(&text, "t.toml", std::path::Path::new("."));
+    assert!(
+        loaded.is_err(),
+        "a config that sends the upstream credential in clear to mcp.example.com loads"
+    );
+}
