@@ -309,3 +309,69 @@ async fn upstream_auth_to_a_plain_http_upstream_off_loopback_is_accepted() {
         "a config that sends the upstream credential in clear to mcp.example.com loads"
     );
 }
+
+/// An upstream that answers `TRACE` as Apache httpd does by default (`TraceEnable On`):
+/// the request it received, headers included, as a `message/http` body.
+async fn tracing_upstream() -> RecordingUpstream {
+    RecordingUpstream::answering(|seen: Seen| async move {
+        if seen.method != "TRACE" {
+            return answer(200, "ok");
+        }
+        let mut echo = format!("TRACE {} HTTP/1.1\r\n", seen.target);
+        for (name, value) in &seen.headers {
+            echo.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("?")));
+        }
+        let mut reply = answer(200, echo);
+        reply.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("message/http"),
+        );
+        reply
+    })
+    .await
+}
+
+/// A caller sends `TRACE` on a route whose upstream gets the gateway's own credential: the
+/// gateway adds the credential (a static header from a secret, or the route's one
+/// client-credentials token, shared by every caller) and passes the method on; an upstream
+/// that answers TRACE echoes the request, and the caller reads the gateway's credential in
+/// the body. Any caller the route admits then holds the upstream credential itself and can
+/// use it without the gateway (no rules, no scopes, as any user).
+#[tokio::test]
+async fn a_trace_request_makes_the_upstream_echo_the_gateways_credential_to_the_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("upstream-key");
+    std::fs::write(&secret, "upstream-secret-value-77\n").expect("write");
+    let upstream = tracing_upstream().await;
+    let config = standard().http_route("/plain", &["keys"]).on_route(
+        "/plain",
+        &format!(
+            "upstream_auth = {{ type = \"header\", header = \"x-api-key\", secret = \"file://{}\" }}",
+            secret.display()
+        ),
+    );
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    let plain = h
+        .request(
+            "GET",
+            "/plain/x",
+            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            None,
+        )
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    let traced = h
+        .request(
+            "TRACE",
+            "/plain/x",
+            &[("authorization", &format!("Bearer {READER_KEY}"))],
+            None,
+        )
+        .await;
+    assert!(
+        !traced.body.contains("upstream-secret-value-77"),
+        "the caller read the gateway's upstream credential ({}):\n{}",
+        traced.status,
+        traced.body
+    );
+}
