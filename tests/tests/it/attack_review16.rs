@@ -375,3 +375,109 @@ async fn a_trace_request_makes_the_upstream_echo_the_gateways_credential_to_the_
         traced.body
     );
 }
+
+/// An HTTP/2-over-TLS upstream (a test CA, written to `dir`) that records the trailers of
+/// every request it receives.
+async fn trailer_recording_upstream(
+    dir: &std::path::Path,
+) -> (String, std::path::PathBuf, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let generated =
+        portcullis::identity::ca::generate("r16-upstream-ca", &["127.0.0.1".to_owned()])
+            .expect("CA");
+    let ca_file = dir.join("r16-upstream-ca.pem");
+    std::fs::write(&ca_file, &generated.ca_cert).expect("write CA");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(generated.server_cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("server cert");
+    let key = PrivateKeyDer::from_pem_slice(generated.server_key.as_bytes()).expect("key");
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let trailers: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let record = Arc::clone(&trailers);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, record) = (acceptor.clone(), Arc::clone(&record));
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = Arc::clone(&record);
+                        async move {
+                            let collected = req.into_body().collect().await;
+                            let trailers = collected
+                                .ok()
+                                .and_then(|c| c.trailers().cloned())
+                                .unwrap_or_default();
+                            record.lock().expect("lock").push(trailers);
+                            Ok::<_, std::convert::Infallible>(answer(200, "ok"))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, ca_file, trailers)
+}
+
+/// A caller streams a body (a plain route: bodies are not read) in chunked encoding and
+/// ends it with trailer fields: `authorization` carrying its own bearer credential and
+/// `x-api-key` carrying a credential of its choice. The gateway strips the caller's
+/// credential headers and sets the upstream's `x-api-key`, but passes the trailers on,
+/// and over HTTP/2 (what an `https://` upstream picks by ALPN) they reach the upstream:
+/// the caller's token is passed through, and a caller-chosen value stands beside the
+/// gateway's credential under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_carry_the_callers_credential_and_a_forged_upstream_key_over_http2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, ca_file, trailers) = trailer_recording_upstream(dir.path()).await;
+    let secret = dir.path().join("upstream-key");
+    std::fs::write(&secret, "upstream-secret-value\n").expect("write");
+    let config = standard().http_route("/plain", &["keys"]).on_route(
+        "/plain",
+        &format!(
+            "upstream_auth = {{ type = \"header\", header = \"x-api-key\", secret = \"file://{}\" }}\n\
+             upstream_tls = {{ ca_bundle = {:?} }}",
+            secret.display(),
+            ca_file.display().to_string()
+        ),
+    );
+    let h = start_with_upstream(config, &format!("{url}/mcp")).await;
+    let request = format!(
+        "POST /plain/upload HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {READER_KEY}\r\n\
+         content-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n5\r\nhello\r\n0\r\nauthorization: Bearer {READER_KEY}\r\n\
+         x-api-key: forged-by-the-caller\r\n\r\n",
+        h.addr
+    );
+    let reply = crate::gateway_harness::raw_request(h.addr, request.into_bytes()).await;
+    let crate::gateway_harness::RawReply::Answered { status, text } = reply else {
+        panic!("no answer: {reply:?}");
+    };
+    assert_eq!(status, 200, "{text}");
+    let seen = trailers.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "one request reached the upstream");
+    assert!(
+        seen[0].is_empty(),
+        "trailer fields from the caller reached the upstream: {:?}",
+        seen[0]
+    );
+}
