@@ -481,3 +481,61 @@ async fn request_trailers_carry_the_callers_credential_and_a_forged_upstream_key
         seen[0]
     );
 }
+
+/// Any caller can make the upstream answer 401 for a reason of its own (here a header the
+/// upstream refuses; in life a bad session cookie, a resource the upstream guards with 401),
+/// and the gateway takes every such 401 for a refusal of its shared client-credentials
+/// token: it forgets the token every caller uses and fetches a new one, twice per request
+/// (the retry's 401 forgets the fresh token too). One caller's loop becomes a token request
+/// loop against the IdP, and every other caller's next request waits for a fetch (or gets
+/// 503 once the IdP rate-limits the gateway's client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_upstream_401s_make_the_gateway_refetch_the_shared_token_each_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&issued);
+    let tokens = RecordingUpstream::answering(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        async move {
+            json(
+                json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600 })
+                    .to_string(),
+            )
+        }
+    })
+    .await;
+    let upstream = RecordingUpstream::answering(|seen: Seen| async move {
+        if seen.header("x-poison").is_some() {
+            answer(401, "not for you")
+        } else {
+            json(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#)
+        }
+    })
+    .await;
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "gateway-client-secret").expect("write");
+    let config = standard().on_route(
+        "/mcp",
+        &format!(
+            "upstream_auth = {{ type = \"client_credentials\", token_url = \"{}/token\", \
+             client_id = \"gw\", client_secret = \"file://{}\" }}",
+            tokens.url,
+            secret.display()
+        ),
+    );
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    assert_eq!(h.mcp_post(Some(READER_KEY), None, LIST).await.status, 200);
+    assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for _ in 0..20 {
+        let reply = h
+            .mcp_post_with(Some(READER_KEY), &[("x-poison", "1")], LIST)
+            .await;
+        assert_eq!(reply.status, 502, "{}", reply.body);
+    }
+    let fetched = issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        fetched <= 3,
+        "20 requests from one caller made the gateway fetch the route's shared token {fetched} \
+         times (the token was good all along)"
+    );
+}
