@@ -539,3 +539,86 @@ async fn one_callers_upstream_401s_make_the_gateway_refetch_the_shared_token_eac
          times (the token was good all along)"
     );
 }
+
+/// Vault stops answering (it accepts connections, as a hung or overloaded server does).
+/// The operator revokes a leaked API key the fast way, by removing it from the config file.
+/// The reload that would drop it first waits for the periodic refresh (which holds the
+/// one Vault lock while it times out on every secret path, one after another), then times
+/// out on every path again itself before anything is swapped: the leaked key stays good for
+/// (paths × `timeout_ms`) × 2, minutes with the default 5 s and a few dozen paths, although
+/// nothing the change needs comes from Vault (the last good values serve either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_vault_delays_the_revocation_of_a_key_removed_from_the_config_file() {
+    let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hang = Arc::clone(&hung);
+    let vault = RecordingUpstream::answering(move |seen: Seen| {
+        let hang = Arc::clone(&hang);
+        async move {
+            if hang.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+            let path = seen
+                .target
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            json(
+                json!({ "data": { "data": { "key": format!("vault-key-of-{path}-0000000") } } })
+                    .to_string(),
+            )
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaked = "leaked-key-000000000000000001";
+    std::fs::write(dir.path().join("leaked"), leaked).expect("write");
+    let vault_keys: Vec<String> = (1..=4)
+        .map(|i| {
+            format!(
+                r#"{{ name = "k{i}", key = "vault://secret/p{i}#key", scopes = ["mcp:read"] }}"#
+            )
+        })
+        .collect();
+    let leaked_key = format!(
+        r#"{{ name = "leaked", key = "file://{}", scopes = ["mcp:read"] }}"#,
+        dir.path().join("leaked").display()
+    );
+    let with_leaked = format!("{leaked_key}, {}", vault_keys.join(", "));
+    let path = dir.path().join("portcullis.toml");
+    let write = |keys: &str| {
+        let text = vault_config(&vault, dir.path(), keys)
+            .replace("timeout_ms = 1000", "timeout_ms = 2000");
+        std::fs::write(&path, text).expect("write config");
+    };
+    write(&with_leaked);
+    let served = serve_watched(path.clone(), None).await;
+    assert_eq!(check(&served.base, leaked).await, Ok("leaked".into()));
+    assert_eq!(
+        check(&served.base, "vault-key-of-p1-0000000").await,
+        Ok("k1".into())
+    );
+
+    hung.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Let a refresh start against the hung Vault.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write(&vault_keys.join(", "));
+    let removed = std::time::Instant::now();
+    let mut still_good = Duration::ZERO;
+    while removed.elapsed() < Duration::from_secs(30) {
+        if check(&served.base, leaked).await != Ok("leaked".into()) {
+            break;
+        }
+        still_good = removed.elapsed();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        still_good < Duration::from_secs(3),
+        "the key removed from the config file was still accepted {still_good:?} later (Vault hung)"
+    );
+    // The keys from Vault keep serving from their last good values meanwhile.
+    assert_eq!(
+        check(&served.base, "vault-key-of-p1-0000000").await,
+        Ok("k1".into())
+    );
+}
