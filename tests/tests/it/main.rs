@@ -15,6 +15,7 @@ mod attack_review14c;
 mod attack_review15;
 mod attack_review15b;
 mod attack_review15c;
+mod attack_review16;
 mod chain;
 mod clients_cli;
 mod config_ui;
