@@ -1025,6 +1025,16 @@ fn route(
     })
 }
 
+/// Whether `host` (a URL's) is a loopback name or address.
+fn is_loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `upstream_tls` and `upstream_auth` of route `i`: TLS settings only for an `https://`
 /// upstream, and a credential only where the caller's cannot also pass, and, for a token
 /// exchange, only behind providers that read a bearer token.
@@ -1067,6 +1077,15 @@ fn upstream_side(
             key("upstream_auth"),
             "cannot be combined with `forward_auth_headers = true`: the upstream would get \
              the caller's credential and the gateway's; choose one",
+        ));
+    }
+    if !https && !auth.allows_plain_http() && !is_loopback_host(upstream.host()) {
+        return Err(report.invalid(
+            key("upstream"),
+            "is plain `http://` off loopback and the route has `upstream_auth`: the upstream's \
+             credential would cross the network in clear text. Use `https://`, or set \
+             `upstream_auth.allow_plain_http = true` for a network that encrypts by itself (a \
+             service mesh)",
         ));
     }
     let checked = auth.check(base_dir).map_err(|(field, reason)| {

@@ -267,7 +267,24 @@ impl ApiKeyValidator {
         let mut by_digest = HashMap::with_capacity(settings.keys.len());
         let mut keys: Vec<StoredKey> = Vec::with_capacity(settings.keys.len());
         for (index, entry) in settings.keys.into_iter().enumerate() {
-            let stored = stored_key(&provider, index + 1, entry)?;
+            let stored = match stored_key(&provider, index + 1, entry) {
+                Ok(stored) => stored,
+                // Deleting a key's secret (its file, or its Vault field) revokes the key.
+                Err(ApiKeyConfigError::Secret {
+                    provider: _,
+                    key,
+                    source,
+                }) if source.is_gone() => {
+                    tracing::warn!(
+                        provider = %provider,
+                        key = %key,
+                        reason = %source,
+                        "an API key's secret no longer exists; the key is refused"
+                    );
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let name = &stored.identity.subject;
             if keys.iter().any(|k| &k.identity.subject == name) {
                 return Err(ApiKeyConfigError::DuplicateName {

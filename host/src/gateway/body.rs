@@ -32,6 +32,40 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// `body` with its trailers dropped: a request's trailers are headers the caller sends
+/// after the body, where none of the gateway's header rules (credential stripping, the
+/// upstream's credential, identity headers) would apply. HTTP/2 upstreams receive them.
+pub fn without_trailers(body: Body) -> Body {
+    WithoutTrailers(body).boxed_unsync()
+}
+
+struct WithoutTrailers(Body);
+
+impl http_body::Body for WithoutTrailers {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        loop {
+            match std::task::ready!(std::pin::Pin::new(&mut self.0).poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_trailers() => {}
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 /// Why [`collect_limited`] stopped.
 #[derive(Debug)]
 pub enum CollectError {

@@ -36,7 +36,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::body::{Body, full};
+use super::body::{Body, full, without_trailers};
 use super::listing::{ListingFilter, filter_response};
 use super::rejection::Rejection;
 use super::request::parse_hop;
@@ -228,6 +228,10 @@ impl Upstream {
     ) -> Result<Response<Body>, (Rejection, UpstreamFailure)> {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
+        }
+        if replay.is_none() {
+            // A streamed body: its trailers would reach an HTTP/2 upstream unjudged.
+            request = request.map(without_trailers);
         }
         let Some(auth) = &self.auth else {
             let response = self.exchange(request).await?;

@@ -181,6 +181,14 @@ fn legacy_session_parameter(query: Option<&str>) -> Option<String> {
 /// `POST`-only handling would not apply, while ASP.NET Core, Express and others match
 /// methods case-insensitively and run it as a POST.
 pub fn check_method(method: &Method) -> Result<(), Rejection> {
+    // `TRACE` makes an upstream (Apache's default) echo the request as it arrived, with the
+    // credential the gateway added for the upstream; `CONNECT` asks for a tunnel the gateway
+    // does not judge. Neither is ever passed on.
+    if matches!(method.as_str(), "TRACE" | "TRACK" | "CONNECT") {
+        return Err(Rejection::MethodNotAllowed {
+            allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        });
+    }
     if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return Err(Rejection::InvalidRequest {
             description: format!(

@@ -229,6 +229,11 @@ fn live_route(
             }
         }
     }
+    if let Some(auth) = upstream.as_ref().and_then(Upstream::auth)
+        && !strip.contains(auth.header_name())
+    {
+        strip.push(auth.header_name().clone());
+    }
     let wants_body = route.mcp
         || names.iter().any(|name| {
             matches!(

@@ -59,6 +59,15 @@ struct State {
     status: VaultStatus,
     /// Whether the current failure streak was logged.
     warned: bool,
+    /// References Vault said are gone, once logged.
+    gone: std::collections::HashSet<String>,
+}
+
+impl State {
+    /// Whether `reference` was logged as gone; it is from now on.
+    fn gone_logged(&mut self, reference: &str) -> bool {
+        !self.gone.insert(reference.to_owned())
+    }
 }
 
 /// What a set of reads gave: the values read, and the first failure.
@@ -82,14 +91,61 @@ impl SecretCache {
             self.lock().current = None;
             return Ok(());
         };
-        let reads = self.read_all(&settings, &refs).await;
+        // While Vault is known to be failing, or a refresh is reading it right now, a load
+        // does not wait for it: the last good values serve (the refresh keeps reading, and
+        // a change it finds reloads again), so a reload that revokes something takes
+        // effect at once.
+        let reading = self.reading.try_lock();
+        {
+            let mut state = self.lock();
+            let failing = !state.status.ok && state.status.last_failure_unix_ms.is_some();
+            let all_known = refs
+                .iter()
+                .all(|r| state.values.contains_key(&r.to_string()));
+            let same = state.current.as_ref().map(|c| &c.0) == Some(&settings);
+            if (failing || reading.is_err()) && all_known && same {
+                state.current = Some((settings.clone(), refs.clone()));
+                for reference in &refs {
+                    if let Some(value) = state.values.get(&reference.to_string()) {
+                        reference.set(value.clone());
+                    }
+                }
+                return Ok(());
+            }
+        }
+        let login = match reading {
+            Ok(login) => login,
+            Err(_) => self.reading.lock().await,
+        };
+        let reads = self.read_all(login, &settings, &refs).await;
         let mut state = self.lock();
         state.current = Some((settings.clone(), refs.clone()));
         state.values.extend(reads.values.clone());
+        for reference in reads.values.keys() {
+            state.gone.remove(reference);
+        }
+        // A secret Vault says is gone is gone: its last good value is not served (deleting
+        // an API key's secret revokes it), and what uses it decides at assembly.
+        for (reference, cause) in reads.failures.iter().filter(|(_, e)| e.is_gone()) {
+            let was_served = state.values.remove(reference).is_some();
+            let first = !state.gone_logged(reference);
+            if was_served || first {
+                tracing::warn!(
+                    reference = %reference,
+                    cause = %cause,
+                    "a Vault secret no longer exists; what used it is refused (an API key \
+                     that used it is revoked)"
+                );
+            }
+            if let Some(r) = refs.iter().find(|r| r.to_string() == *reference) {
+                r.set_gone(cause.to_string());
+            }
+        }
         // A failed reference with a last good value is served stale; one without fails.
         if let Some((reference, cause)) = reads
             .failures
             .iter()
+            .filter(|(_, cause)| !cause.is_gone())
             .find(|(reference, _)| !state.values.contains_key(reference))
         {
             let error = SecretsError {
@@ -116,12 +172,17 @@ impl SecretCache {
         let Some((settings, refs)) = self.lock().current.clone() else {
             return false;
         };
-        let reads = self.read_all(&settings, &refs).await;
+        let login = self.reading.lock().await;
+        let reads = self.read_all(login, &settings, &refs).await;
         let mut state = self.lock();
         let changed = reads
             .values
             .iter()
-            .any(|(reference, value)| state.values.get(reference) != Some(value));
+            .any(|(reference, value)| state.values.get(reference) != Some(value))
+            || reads
+                .failures
+                .iter()
+                .any(|(reference, cause)| cause.is_gone() && state.values.contains_key(reference));
         self.record(&mut state, &settings, &reads);
         changed
     }
@@ -150,8 +211,12 @@ impl SecretCache {
         )
     }
 
-    async fn read_all(&self, settings: &VaultSettings, refs: &[VaultRef]) -> Reads {
-        let mut login = self.reading.lock().await;
+    async fn read_all(
+        &self,
+        mut login: tokio::sync::MutexGuard<'_, Option<Login>>,
+        settings: &VaultSettings,
+        refs: &[VaultRef],
+    ) -> Reads {
         {
             let mut state = self.lock();
             if state.login_for.as_ref() != Some(settings) {
@@ -180,8 +245,28 @@ impl SecretCache {
                 .or_default()
                 .push(reference);
         }
-        for ((mount, path), fields) in secrets {
-            let data = client.read(&mut login, mount, path).await;
+        // Every secret at once, so a Vault that accepts and never answers costs one
+        // timeout, not one per secret; a 403 (an AppRole token cut short) logs in again and
+        // reads those once more.
+        let token = client.token(&mut login).await;
+        let first: Vec<_> = match &token {
+            Ok(token) => {
+                futures_util::future::join_all(
+                    secrets
+                        .keys()
+                        .map(|(mount, path)| client.read_with(token, mount, path)),
+                )
+                .await
+            }
+            Err(error) => secrets.keys().map(|_| Err(error.clone())).collect(),
+        };
+        for (((mount, path), fields), data) in secrets.into_iter().zip(first) {
+            let data = match data {
+                Err(VaultError::Status { status: 403, .. }) if token.is_ok() => {
+                    client.read(&mut login, mount, path).await
+                }
+                other => other,
+            };
             for reference in fields {
                 let value = data
                     .as_ref()
@@ -199,7 +284,8 @@ impl SecretCache {
     }
 
     fn record(&self, state: &mut State, settings: &VaultSettings, reads: &Reads) {
-        match reads.failures.first() {
+        // A secret Vault says is gone is an answer, not an outage.
+        match reads.failures.iter().find(|(_, cause)| !cause.is_gone()) {
             None => {
                 self.successes.fetch_add(1, Ordering::Relaxed);
                 if state.warned {

@@ -109,6 +109,27 @@ pub enum SecretError {
     /// A `vault://` reference resolved before the loader read it from Vault.
     #[error("`{0}` has not been read from Vault: load the config through `load::from_config`")]
     VaultUnread(String),
+    /// Vault answered that the secret or its field does not exist.
+    #[error("`{reference}` does not exist in Vault ({why}); write it, or change the reference")]
+    VaultGone {
+        /// The reference.
+        reference: String,
+        /// Vault's answer.
+        why: String,
+    },
+}
+
+impl SecretError {
+    /// Whether the secret is known not to exist (its file is gone, or Vault says there is no
+    /// such secret or field), rather than unreadable for now. Deleting an API key's secret
+    /// revokes the key.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            Self::VaultGone { .. } => true,
+            Self::File { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            Self::MissingEnv(_) | Self::VaultUnread(_) => false,
+        }
+    }
 }
 
 /// A string that is not a secret reference although it looks like one.
@@ -120,8 +141,11 @@ pub enum SecretRefError {
          `vault://MOUNT/PATH#FIELD`, or a literal without `://`"
     )]
     UnknownScheme(String),
-    /// `vault://` without a mount, a path or a field.
-    #[error("`{0}` is not a Vault reference: write `vault://MOUNT/PATH#FIELD`")]
+    /// `vault://` without a mount, a path or a field, or with a segment in another spelling.
+    #[error(
+        "`{0}` is not a Vault reference: write `vault://MOUNT/PATH#FIELD`, each segment of \
+         letters, digits and `-_.~@+=:,` (no `.` or `..` segment, no escapes)"
+    )]
     MalformedVault(String),
 }
 
@@ -133,7 +157,7 @@ pub struct VaultRef {
     mount: String,
     path: String,
     field: String,
-    value: Arc<RwLock<Option<SecretString>>>,
+    value: Arc<RwLock<Option<Result<SecretString, String>>>>,
 }
 
 impl VaultRef {
@@ -142,12 +166,11 @@ impl VaultRef {
         let (location, field) = rest.split_once('#').ok_or_else(malformed)?;
         let (mount, path) = location.split_once('/').ok_or_else(malformed)?;
         let path = path.trim_matches('/');
-        let segment_ok =
-            |s: &str| !s.is_empty() && s.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
-        if !segment_ok(mount) || mount.contains('/') || !segment_ok(path) || field.is_empty() {
-            return Err(malformed());
-        }
-        if location.contains(['?', '%', ' ']) {
+        // Every segment in the one spelling a URL keeps as written: a `\\`, a tab or a
+        // percent-escape would be read by the URL parser as `/` or a dot segment, and name
+        // another mount.
+        let segments_ok = |s: &str| s.split('/').all(is_plain_segment);
+        if !is_plain_segment(mount) || !segments_ok(path) || field.is_empty() {
             return Err(malformed());
         }
         Ok(Self {
@@ -174,12 +197,28 @@ impl VaultRef {
     }
 
     fn set(&self, value: SecretString) {
-        *self.value.write().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        *self.value.write().unwrap_or_else(|p| p.into_inner()) = Some(Ok(value));
     }
 
-    fn get(&self) -> Option<SecretString> {
+    /// Vault answered that the secret or its field does not exist (`why`).
+    fn set_gone(&self, why: String) {
+        *self.value.write().unwrap_or_else(|p| p.into_inner()) = Some(Err(why));
+    }
+
+    fn get(&self) -> Option<Result<SecretString, String>> {
         self.value.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// A path segment of letters, digits and `-_.~@+=:,` that is not `.` or `..`: the spelling
+/// every URL parser and Vault read the same way.
+pub(crate) fn is_plain_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~@+=:,".contains(&b))
 }
 
 impl PartialEq for VaultRef {
@@ -271,9 +310,14 @@ impl SecretRef {
                     path: path.clone(),
                     source,
                 }),
-            Self::Vault(reference) => reference
-                .get()
-                .ok_or_else(|| SecretError::VaultUnread(reference.to_string())),
+            Self::Vault(reference) => match reference.get() {
+                Some(Ok(value)) => Ok(value),
+                Some(Err(why)) => Err(SecretError::VaultGone {
+                    reference: reference.to_string(),
+                    why,
+                }),
+                None => Err(SecretError::VaultUnread(reference.to_string())),
+            },
             Self::Literal(value) => Ok(value.clone()),
         }
     }
@@ -358,6 +402,10 @@ mod tests {
             "vault://secret//#f",
             "vault://secret/../x#f",
             "vault://secret/a?b#f",
+            "vault://secret/app\\..\\..\\other#f",
+            "vault://secret/app/.\t./x#f",
+            "vault://secret/%2e%2e/x#f",
+            "vault://sec ret/x#f",
         ] {
             let err = SecretRef::parse(bad).expect_err(bad);
             assert_eq!(err, SecretRefError::MalformedVault(bad.into()));

@@ -165,7 +165,7 @@ impl RawVault {
                     .mount
                     .clone()
                     .unwrap_or_else(|| "approle".to_owned());
-                if mount.is_empty() || mount.contains(['?', '#', '%']) || mount.starts_with('/') {
+                if !mount.split('/').all(super::is_plain_segment) {
                     return Err(error(
                         "approle.mount",
                         format!("`{mount}` is not an auth mount path"),
@@ -261,6 +261,17 @@ pub enum VaultError {
     /// The field is not a string.
     #[error("the field `{0}` is not a string")]
     NotString(String),
+}
+
+impl VaultError {
+    /// Whether Vault answered that the secret or the field does not exist: a definite
+    /// answer, unlike an outage.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingField(_) | Self::Status { status: 404, .. }
+        )
+    }
 }
 
 /// A token from a login, and when to log in again.
@@ -372,7 +383,7 @@ impl<'a> Client<'a> {
         }
     }
 
-    async fn read_with(
+    pub(super) async fn read_with(
         &self,
         token: &SecretString,
         mount: &str,

@@ -265,16 +265,20 @@ impl UpstreamAuth {
         };
         match self {
             Self::Header { .. } => false,
-            Self::ClientCredentials(shared) => {
-                shared.refused(token);
-                true
-            }
-            Self::TokenExchange { tokens, .. } => {
-                if let Some((key, _)) = &caller.0 {
-                    tokens.refused(key, token);
-                }
-                true
-            }
+            Self::ClientCredentials(shared) => shared.refused(token),
+            Self::TokenExchange { tokens, .. } => caller
+                .0
+                .as_ref()
+                .is_some_and(|(key, _)| tokens.refused(key, token)),
+        }
+    }
+
+    /// The header the credential goes in: the caller's copy, and its look-alike spellings
+    /// (`x_api_key` for `x-api-key`), are stripped before it is added.
+    pub fn header_name(&self) -> &HeaderName {
+        match self {
+            Self::Header { name, .. } => name,
+            Self::ClientCredentials(_) | Self::TokenExchange { .. } => &http::header::AUTHORIZATION,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct HeaderSettings {
     pub value: Option<String>,
     /// The secret, by reference.
     pub secret: SecretRef,
+    /// Send it to an `http://` upstream off loopback (default false).
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 /// `type = "client_credentials"` and `type = "token_exchange"`.
@@ -88,6 +91,9 @@ pub struct TokenSettings {
     /// Exchange only, with `subject = "identity"`: the statement's `aud` (default the
     /// `token_url`).
     pub subject_audience: Option<String>,
+    /// Send the token to an `http://` upstream off loopback (default false).
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 /// What a token exchange sends as its `subject_token`.
@@ -177,6 +183,14 @@ fn reserved(name: &HeaderName) -> bool {
 }
 
 impl UpstreamAuthSettings {
+    /// Whether the credential may go to an `http://` upstream off loopback.
+    pub fn allows_plain_http(&self) -> bool {
+        match self {
+            Self::Header(h) => h.allow_plain_http,
+            Self::ClientCredentials(t) | Self::TokenExchange(t) => t.allow_plain_http,
+        }
+    }
+
     /// Checks the settings; `base_dir` anchors relative paths. The error is the key under
     /// `upstream_auth` and the reason.
     pub fn check(&self, base_dir: &Path) -> Result<Checked, (&'static str, String)> {

@@ -13,10 +13,11 @@
 //!   entries go first, then the tenth that expires soonest.
 //! - **Refused by the upstream.** [`SharedToken::refused`] and [`ExchangedTokens::refused`]
 //!   forget a token the upstream answered 401 to, only if it is still the current one, so
-//!   a burst of 401s causes one new fetch.
+//!   a burst of 401s causes one new fetch, and at most once per [`REFUSALS_APART`].
 //! - The token endpoint's answer must be JSON with `access_token`, `token_type` `Bearer`
 //!   (any case) and, if present, a positive `expires_in`; without `expires_in` a token is
-//!   kept for [`DEFAULT_LIFETIME`]. Error answers are logged with their `error` code only.
+//!   kept for [`DEFAULT_LIFETIME`], and never longer than [`MAX_LIFETIME`]. Error answers
+//!   are logged with their `error` code only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,12 @@ pub const REFRESH_AHEAD: Duration = Duration::from_secs(60);
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A token's lifetime when the endpoint states none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a token is kept, whatever the endpoint states.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// At most one token is forgotten because the upstream refused it per this interval: a
+/// caller who makes the upstream answer 401 for reasons of its own cannot turn its requests
+/// into a stream of token requests.
+pub const REFUSALS_APART: Duration = Duration::from_secs(5);
 /// The longest answer read from a token endpoint.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -177,7 +184,7 @@ impl TokenEndpoint {
         }
         let lifetime = match answer.expires_in {
             None => DEFAULT_LIFETIME,
-            Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()),
+            Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()).min(MAX_LIFETIME),
             Some(_) => return Err(fail("issued a token that has already expired".into())),
         };
         let mut header = HeaderValue::from_str(&format!("Bearer {}", answer.access_token))
@@ -238,6 +245,8 @@ struct Slot {
     current: ArcSwapOption<Token>,
     /// Held while fetching; the time of the last failure, if any.
     fetching: tokio::sync::Mutex<Option<(Instant, TokenError)>>,
+    /// When a refusal last made this slot forget its token.
+    last_refusal: Mutex<Option<Instant>>,
 }
 
 impl Slot {
@@ -282,11 +291,29 @@ impl Slot {
         }
     }
 
-    fn refused(&self, token: &Arc<Token>) {
+    /// `token` was refused: forget it unless a refusal already did so less than
+    /// [`REFUSALS_APART`] ago. Whether the request may be sent again (with the token that
+    /// replaced it, or one to be fetched).
+    fn refused(&self, token: &Arc<Token>) -> bool {
+        let current = self.current.load_full();
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+            // Already replaced: the retry takes the new one.
+            return current.is_some();
+        }
+        let now = Instant::now();
+        let mut last = self
+            .last_refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < REFUSALS_APART) {
+            return false;
+        }
+        *last = Some(now);
         self.current.rcu(|current| match current {
             Some(c) if Arc::ptr_eq(c, token) => None,
             other => other.clone(),
         });
+        true
     }
 }
 
@@ -311,9 +338,10 @@ impl SharedToken {
         self.slot.get(|| self.endpoint.client_credentials()).await
     }
 
-    /// The upstream answered 401 to `token`: forget it.
-    pub fn refused(&self, token: &Arc<Token>) {
-        self.slot.refused(token);
+    /// The upstream answered 401 to `token`: forget it (see [`REFUSALS_APART`]). Whether
+    /// the request may be sent again.
+    pub fn refused(&self, token: &Arc<Token>) -> bool {
+        self.slot.refused(token)
     }
 }
 
@@ -370,12 +398,11 @@ impl ExchangedTokens {
         .await
     }
 
-    /// The upstream answered 401 to `token`, exchanged for the caller `key`: forget it.
-    pub fn refused(&self, key: &CallerKey, token: &Arc<Token>) {
+    /// The upstream answered 401 to `token`, exchanged for the caller `key`: forget it (see
+    /// [`REFUSALS_APART`]). Whether the request may be sent again.
+    pub fn refused(&self, key: &CallerKey, token: &Arc<Token>) -> bool {
         let slot = self.lock().get(key).cloned();
-        if let Some(slot) = slot {
-            slot.refused(token);
-        }
+        slot.is_some_and(|slot| slot.refused(token))
     }
 
     /// How many callers are cached.
