@@ -18,6 +18,7 @@ mod attack_review15c;
 mod chain;
 mod clients_cli;
 mod config_ui;
+mod deploy;
 mod differential;
 mod embed;
 mod faults;
