@@ -11,6 +11,9 @@
 //! - `cargo xtask upstreams`: installs the differential suite's Python and Node MCP servers
 //!   (pinned) under `target/differential/` and the OAuth clients the authorization-server
 //!   tests drive under `target/clients/` (see `upstreams.rs`); `test` runs it first.
+//! - `cargo xtask deploy-providers`: builds the example providers and copies the ones
+//!   `deploy/kubernetes/` names into `deploy/kubernetes/providers/`, where its
+//!   `configMapGenerator` reads them.
 //! - `cargo xtask fuzz [target] [seconds]`: the `fuzz/` targets for longer (see
 //!   [`fuzz`]); `cargo xtask test` runs each for a few seconds.
 //! - `cargo xtask load` and `cargo xtask reload-bench`: the load benchmarks recorded in
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root),
         "test" => test(&root),
         "guests" => build_guests(&root).map(drop),
+        "deploy-providers" => deploy_providers(&root),
         "lang" => lang::build(&root).map(drop),
         "upstreams" => upstreams::install(&root).map(drop),
         "fuzz" => fuzz::long(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
                  run     build the example providers and start the gateway on its demo config\n  \
                  test    run every test and check that CI runs\n  \
                  guests  build the guest providers for wasm32-wasip2\n  \
+                 deploy-providers  build the example providers into deploy/kubernetes/providers/\n  \
                  lang    install componentize-py/-js and build the Python and JS providers\n  \
                  upstreams  install the Python and Node MCP servers and OAuth clients the tests drive\n  \
                  fuzz [target] [secs]  run the fuzz targets (nightly), 300 s each by default\n  \
@@ -101,21 +106,42 @@ fn build_guests(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("wasm32-wasip2").join("release"))
 }
 
-fn run(root: &Path) -> anyhow::Result<()> {
-    let built = build_guests(root)?;
-    let providers = root.join("target").join("demo").join("providers");
-    std::fs::create_dir_all(&providers)?;
-    for example in [
-        "partner_token",
-        "hmac_signature",
-        "ip_allowlist",
-        "mcp_tool_policy",
-    ] {
+/// Copies the built examples `built/<crate_name>.wasm` into `dir` under the names a config's
+/// `component` key gives them (`partner_token.wasm` → `partner-token.wasm`).
+fn copy_examples(built: &Path, dir: &Path, examples: &[&str]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for example in examples {
         let from = built.join(format!("{example}.wasm"));
-        let to = providers.join(format!("{}.wasm", example.replace('_', "-")));
+        let to = dir.join(format!("{}.wasm", example.replace('_', "-")));
         std::fs::copy(&from, &to)
             .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     }
+    Ok(())
+}
+
+/// The providers `deploy/kubernetes/configmap.yaml` names, where its kustomization's
+/// `configMapGenerator` reads them.
+fn deploy_providers(root: &Path) -> anyhow::Result<()> {
+    let built = build_guests(root)?;
+    let dir = root.join("deploy").join("kubernetes").join("providers");
+    copy_examples(&built, &dir, &["partner_token", "mcp_tool_policy"])?;
+    eprintln!("xtask: providers copied to {}", dir.display());
+    Ok(())
+}
+
+fn run(root: &Path) -> anyhow::Result<()> {
+    let built = build_guests(root)?;
+    let providers = root.join("target").join("demo").join("providers");
+    copy_examples(
+        &built,
+        &providers,
+        &[
+            "partner_token",
+            "hmac_signature",
+            "ip_allowlist",
+            "mcp_tool_policy",
+        ],
+    )?;
     let extra: Vec<String> = std::env::args().skip(2).collect();
     let mut args = vec![
         "run".to_owned(),

