@@ -117,7 +117,13 @@ impl TestConfig {
         .table(
             Order::Server,
             "[server]",
-            &[r#"listen = "{listen}""#, r#"public_url = "{gateway}""#],
+            &[
+                r#"listen = "{listen}""#,
+                r#"public_url = "{gateway}""#,
+                // Tests send made-up `Host` values on purpose (`gateway.test`, spoofing
+                // cases); the host allow-list has tests of its own (`browser.rs`).
+                r#"allowed_hosts = ["*"]"#,
+            ],
         )
     }
 

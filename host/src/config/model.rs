@@ -76,6 +76,10 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Allowed `Origin` values, lower-case `scheme://host[:port]`.
     pub allowed_origins: OriginPolicy,
+    /// Which `Host` values are accepted.
+    pub allowed_hosts: HostPolicy,
+    /// CORS answers for the allowed origins.
+    pub cors: Cors,
     /// Log line format.
     pub log_format: LogFormat,
     /// Directory of `.wasm` providers.
@@ -182,6 +186,36 @@ impl ForwardAuthProxy {
             Self::Traefik => "traefik",
             Self::Caddy => "caddy",
             Self::Envoy => "envoy",
+        }
+    }
+}
+
+/// Which `Host` header values the gateway answers (DNS-rebinding protection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// Any.
+    Any,
+    /// These host names or addresses (lower case, no port).
+    List(Vec<String>),
+}
+
+/// CORS for browser clients: what a preflight answers and what a response exposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Extra request headers allowed (lower case).
+    pub allow_headers: Vec<String>,
+    /// Extra response headers exposed (lower case).
+    pub expose_headers: Vec<String>,
+    /// Preflight cache lifetime, seconds.
+    pub max_age_secs: u64,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            max_age_secs: 600,
         }
     }
 }

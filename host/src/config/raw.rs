@@ -45,6 +45,21 @@ pub struct RawConfig {
     pub vault: Option<RawVault>,
 }
 
+/// `[server.cors]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Request headers a browser may send, besides the MCP and credential headers.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers a browser script may read, besides `Mcp-Session-Id`,
+    /// `Mcp-Protocol-Version` and `WWW-Authenticate`.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer (default 600).
+    pub max_age_secs: Option<u64>,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +77,11 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     /// Browser origins allowed to call; absent means the default (see the gateway docs).
     pub allowed_origins: Option<Vec<String>>,
+    /// `Host` values accepted (DNS-rebinding protection); default on a loopback listener:
+    /// loopback names and the public URL's host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// CORS for browser clients.
+    pub cors: Option<RawCors>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
     /// Directory of `.wasm` providers (relative to the config file).

@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use super::error::{ConfigError, Reporter};
 use super::model::{
-    ChainItem, ClientAuth, Config, ForwardAuth, ForwardAuthProxy, LogFormat, OriginPolicy,
-    Provider, ProviderSettings, Purpose, Resource, Route, Server, ServerLimits, Tls,
+    ChainItem, ClientAuth, Config, Cors, ForwardAuth, ForwardAuthProxy, HostPolicy, LogFormat,
+    OriginPolicy, Provider, ProviderSettings, Purpose, Resource, Route, Server, ServerLimits, Tls,
 };
 use super::providers::validate_provider;
 use super::raw::{RawChainEntry, RawConfig, RawResource, RawRoute, RawServer, RawTls};
@@ -405,6 +405,54 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
                 .collect::<Result<_, _>>()?,
         ),
     };
+    let allowed_hosts = match &raw.allowed_hosts {
+        None if loopback_only => {
+            let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+                .map(str::to_owned)
+                .to_vec();
+            if let Some(host) = url::Url::parse(&public_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                && !hosts.contains(&host)
+            {
+                hosts.push(host);
+            }
+            HostPolicy::List(hosts)
+        }
+        None => HostPolicy::Any,
+        Some(list) if list.iter().any(|h| h == "*") => HostPolicy::Any,
+        Some(list) => HostPolicy::List(
+            list.iter()
+                .enumerate()
+                .map(|(i, h)| host_name(h, &format!("server.allowed_hosts[{i}]"), report))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let cors = match &raw.cors {
+        None => Cors::default(),
+        Some(c) => {
+            let names = |list: &[String], key: &str| {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        HeaderName::from_bytes(h.trim().as_bytes())
+                            .map(|n| n.as_str().to_owned())
+                            .map_err(|_| {
+                                report.invalid(
+                                    format!("server.cors.{key}[{i}]"),
+                                    format!("`{h}` is not an HTTP header name"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Cors {
+                allow_headers: names(&c.allow_headers, "allow_headers")?,
+                expose_headers: names(&c.expose_headers, "expose_headers")?,
+                max_age_secs: c.max_age_secs.unwrap_or(600).min(86_400),
+            }
+        }
+    };
     let log_format = match raw.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -449,6 +497,8 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         tls_listen,
         trusted_proxies,
         allowed_origins,
+        allowed_hosts,
+        cors,
         log_format,
         providers_dir: base_dir.join(raw.providers_dir.as_deref().unwrap_or("providers")),
         forward_auth,
@@ -457,6 +507,33 @@ fn server(raw: &RawServer, report: &Reporter, base_dir: &Path) -> Result<Server,
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
         limits: limits(raw, report)?,
     })
+}
+
+/// A `server.allowed_hosts` entry: a host name or an IP address (`[…]` for IPv6), no port,
+/// no scheme; `*.example.com` allows the subdomains.
+fn host_name(text: &str, key: &str, report: &Reporter) -> Result<String, ConfigError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !bare.is_empty()
+        && (bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            || (bare.starts_with('[')
+                && bare.ends_with(']')
+                && bare[1..bare.len() - 1]
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok()));
+    if ok {
+        Ok(lower)
+    } else {
+        Err(report.invalid(
+            key,
+            format!(
+                "`{text}` is not a host: write a name (`mcp.example.com`, `*.example.com`) or \
+                 an address (`127.0.0.1`, `[::1]`), without scheme or port"
+            ),
+        ))
+    }
 }
 
 /// The longest timeout accepted: a day. Beyond it a timeout protects nothing, and a huge

@@ -15,7 +15,7 @@ use super::rejection::Rejection;
 use super::request::{check_path, client_addr, is_trusted};
 use super::sessions::SessionBindings;
 use super::site::{LiveRoute, Site};
-use super::{ConnInfo, forward_auth};
+use super::{ConnInfo, cors, forward_auth};
 use crate::oauth;
 use crate::observability::Metrics;
 
@@ -34,6 +34,51 @@ pub(crate) async fn handle<'s>(
     match path {
         "/healthz" => return ("/healthz", text("ok\n", "text/plain")),
         "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness.render())),
+        _ => {}
+    }
+    if let Err(rejection) = cors::check_host(&request, &site.hosts) {
+        return ("-", rejection.into_response());
+    }
+    if path.starts_with(WELL_KNOWN) {
+        // Public documents, answered to any origin (`*`).
+        return dispatch(site, request, conn, metrics, sessions).await;
+    }
+    let origin = cors::allowed_origin(site, request.headers());
+    if let Some(origin) = &origin
+        && cors::is_preflight(&request)
+    {
+        let served = site.route(path).map(|route| ("-", route.mcp)).or_else(|| {
+            let own = site
+                .authorization_server
+                .as_ref()
+                .is_some_and(|server| oauth::endpoint(server, path).is_some())
+                || site
+                    .identity
+                    .as_ref()
+                    .is_some_and(|authority| authority.endpoint(path).is_some());
+            own.then_some(("-", false))
+        });
+        if let Some((label, mcp)) = served {
+            return (label, cors::preflight(site, origin, mcp));
+        }
+    }
+    let (label, mut response) = dispatch(site, request, conn, metrics, sessions).await;
+    if let Some(origin) = origin {
+        cors::decorate(site, &mut response, origin);
+    }
+    (label, response)
+}
+
+/// Everything after the host and CORS checks.
+async fn dispatch<'s>(
+    site: &'s Site,
+    request: Request<Body>,
+    conn: &ConnInfo,
+    metrics: &Metrics,
+    sessions: &Arc<SessionBindings>,
+) -> (&'s str, Response<Body>) {
+    let path = request.uri().path();
+    match path {
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
             return (

@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod body;
+pub mod cors;
 mod forward_auth;
 pub(crate) mod handler;
 pub mod listener;

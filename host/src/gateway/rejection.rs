@@ -75,6 +75,11 @@ pub enum Rejection {
         /// The origin.
         origin: String,
     },
+    /// The `Host` is not one this gateway answers to (421): DNS rebinding, or a wrong name.
+    HostNotAllowed {
+        /// The host as sent.
+        host: String,
+    },
     /// A provider failed; failing closed (503).
     Unavailable {
         /// Why.
@@ -166,6 +171,7 @@ impl Rejection {
             Self::InsufficientScope { .. }
             | Self::Forbidden { .. }
             | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
@@ -236,6 +242,12 @@ impl Rejection {
             Self::OriginNotAllowed { origin } => (
                 "forbidden_origin",
                 format!("origin `{origin}` is not allowed to call this gateway"),
+            ),
+            Self::HostNotAllowed { host } => (
+                "misdirected_request",
+                format!(
+                    "this gateway does not answer to the host `{host}` (see `server.allowed_hosts`)"
+                ),
             ),
             Self::Unavailable { description } => ("temporarily_unavailable", description.clone()),
             Self::NotFound => ("not_found", "no route serves this path".into()),

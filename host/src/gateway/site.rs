@@ -70,6 +70,10 @@ pub struct Site {
     pub trusted_proxies: Vec<IpNet>,
     /// Origin policy.
     pub origins: OriginPolicy,
+    /// Which hosts it answers to.
+    pub hosts: crate::config::model::HostPolicy,
+    /// CORS answers.
+    pub cors: super::cors::CorsHeaders,
     /// The forward-auth endpoint, when on.
     pub forward_auth: Option<ForwardAuth>,
     /// Peers that get the full `/readyz` report.
@@ -141,6 +145,8 @@ impl Site {
             public_url,
             trusted_proxies: config.server.trusted_proxies.clone(),
             origins: config.server.allowed_origins.clone(),
+            hosts: config.server.allowed_hosts.clone(),
+            cors: super::cors::CorsHeaders::new(&config.server.cors),
             forward_auth: config.server.forward_auth.clone(),
             readyz_detail_networks: config.server.readyz_detail_networks.clone(),
             max_body_bytes: config.server.max_body_bytes,
