@@ -16,6 +16,7 @@ mod attack_review15;
 mod attack_review15b;
 mod attack_review15c;
 mod attack_review16;
+mod attack_review16b;
 mod chain;
 mod clients_cli;
 mod config_ui;
