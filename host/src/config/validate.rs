@@ -103,6 +103,7 @@ pub(crate) fn validate(
             &mut route,
             &providers,
             authorization_server.is_some(),
+            &server.public_url,
             report,
             base_dir,
         )?;
@@ -1121,6 +1122,7 @@ fn upstream_side(
     route: &mut Route,
     providers: &BTreeMap<String, Provider>,
     has_authorization_server: bool,
+    public_url: &str,
     report: &Reporter,
     base_dir: &Path,
 ) -> Result<(), ConfigError> {
@@ -1168,6 +1170,20 @@ fn upstream_side(
     let checked = auth.check(base_dir).map_err(|(field, reason)| {
         report.invalid(key(&format!("upstream_auth.{field}")), reason)
     })?;
+    if let Checked::Token {
+        subject: ExchangeSubject::Identity { audience },
+        ..
+    } = &checked
+        && audience.starts_with(public_url)
+    {
+        return Err(report.invalid(
+            key("upstream_auth.subject_audience"),
+            format!(
+                "`{audience}` is this gateway: a statement addressed to it could stand in for \
+                 a token at its own routes. Name the upstream's authorization server"
+            ),
+        ));
+    }
     if let Checked::Token {
         subject: ExchangeSubject::Identity { .. },
         ..
@@ -1244,6 +1260,16 @@ fn upstream(text: &str, key: &str, report: &Reporter) -> Result<Uri, ConfigError
             format!(
                 "`{text}` must start with `http://` or `https://`, e.g. \
                  `https://mcp.example.com/mcp`"
+            ),
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(report.invalid(
+            key,
+            format!(
+                "`{text}` has user information (`user:password@`): a secret in the config \
+                 file, and sent as part of `Host`. Give the upstream its credential with \
+                 `upstream_auth` (a secret by reference)"
             ),
         ));
     }

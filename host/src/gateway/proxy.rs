@@ -468,19 +468,26 @@ pub(crate) fn strip_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// The actor of a delegated identity (RFC 8693 `act.sub`): `act` is the claim's JSON, and
+/// a delegation chain names the latest actor first.
+pub(crate) fn actor_of(identity: &Identity) -> Option<String> {
+    identity.claim("act").map(|act| {
+        serde_json::from_str::<serde_json::Value>(act)
+            .ok()
+            .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| act.to_owned())
+    })
+}
+
 /// Adds the identity headers (after [`strip_identity_headers`]).
 pub(crate) fn add_identity_headers(headers: &mut HeaderMap, identity: &Identity, provider: &str) {
     headers.insert(SUBJECT, header_value(&identity.subject));
     headers.insert(SCOPES, header_value(&identity.scopes.join(" ")));
     headers.insert(PROVIDER, header_value(provider));
-    // `act` is the claim's JSON; a delegation chain names the latest actor first.
-    let actor = identity.claim("act").map(|act| {
-        serde_json::from_str::<serde_json::Value>(act)
-            .ok()
-            .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| act.to_owned())
-    });
-    headers.insert(ACTOR, header_value(actor.as_deref().unwrap_or_default()));
+    headers.insert(
+        ACTOR,
+        header_value(actor_of(identity).as_deref().unwrap_or_default()),
+    );
     headers.insert(
         CLIENT,
         header_value(identity.claim("client_id").unwrap_or_default()),

@@ -268,8 +268,8 @@ impl AuthorizationServer {
     /// A statement of `identity`, admitted by `provider`, signed with the current key for
     /// the authorization server `audience` to exchange (RFC 8693 `subject_token` of type
     /// `urn:ietf:params:oauth:token-type:jwt`): `iss` this issuer, `sub` the subject,
-    /// `scope` what it holds, `portcullis_provider` which provider vouched for it, and a
-    /// life of [`IDENTITY_ASSERTION_SECS`]. That server verifies it with this issuer's JWKS.
+    /// `scope` what it holds, `portcullis_provider` which provider vouched for it, `act`
+    /// for an agent acting for the subject, and a life of [`IDENTITY_ASSERTION_SECS`]. That server verifies it with this issuer's JWKS.
     pub(crate) fn assert_identity(
         &self,
         identity: &Identity,
@@ -292,6 +292,11 @@ impl AuthorizationServer {
         });
         if let Some(client) = identity.claim("client_id") {
             claims["client_id"] = json!(client);
+        }
+        // An agent acting for a user is stated as that: the other server must never take
+        // it for the user herself.
+        if let Some(actor) = crate::gateway::proxy::actor_of(identity) {
+            claims["act"] = json!({ "sub": actor });
         }
         let token = key.sign("JWT", &claims)?;
         self.ledger.signed(key.kid(), key.public_jwk(), exp);

@@ -183,6 +183,15 @@ impl SecretCache {
                 .failures
                 .iter()
                 .any(|(reference, cause)| cause.is_gone() && state.values.contains_key(reference));
+        // What this refresh read is the last good value from now on, and what it found
+        // gone is no longer one: the reload it asks for may serve them without reading
+        // again (while another secret fails to read, say).
+        state.values.extend(reads.values.clone());
+        for (reference, cause) in &reads.failures {
+            if cause.is_gone() {
+                state.values.remove(reference);
+            }
+        }
         self.record(&mut state, &settings, &reads);
         changed
     }

@@ -194,12 +194,14 @@ impl UpstreamAuth {
                 scopes.sort_unstable();
                 let scopes = scopes.join(" ");
                 let client = identity.claim("client_id").unwrap_or_default();
+                let actor = crate::gateway::proxy::actor_of(identity).unwrap_or_default();
                 let key = ExchangedTokens::key(&[
                     "identity",
                     provider,
                     &identity.subject,
                     &scopes,
                     client,
+                    &actor,
                 ]);
                 Caller(Some((
                     key,

@@ -245,48 +245,89 @@ struct Slot {
     current: ArcSwapOption<Token>,
     /// Held while fetching; the time of the last failure, if any.
     fetching: tokio::sync::Mutex<Option<(Instant, TokenError)>>,
+    /// Whether a refresh ahead of expiry runs in the background.
+    refreshing: std::sync::atomic::AtomicBool,
     /// When a refusal last made this slot forget its token.
     last_refusal: Mutex<Option<Instant>>,
 }
 
 impl Slot {
-    async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<Token>, TokenError>
+    /// The token: the current one while fresh; while only due for replacement, still the
+    /// current one, with one fetch started in the background (a slow or hung token
+    /// endpoint never holds a request that has a valid token); with none valid, the
+    /// answer of one fetch that every caller waits for.
+    async fn get<F, Fut>(self: &Arc<Self>, fetch: F) -> Result<Arc<Token>, TokenError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Token, TokenError>>,
+        Fut: Future<Output = Result<Token, TokenError>> + Send + 'static,
     {
         let now = Instant::now();
-        let current = self.current.load_full();
-        if let Some(token) = &current
-            && token.fresh(now)
-        {
-            return Ok(Arc::clone(token));
+        if let Some(token) = self.current.load_full() {
+            if token.fresh(now) {
+                return Ok(token);
+            }
+            if token.valid(now) {
+                if !self
+                    .refreshing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let slot = Arc::clone(self);
+                    let fetching = fetch();
+                    tokio::spawn(async move {
+                        let mut failed = slot.fetching.lock().await;
+                        let backing_off = failed
+                            .as_ref()
+                            .is_some_and(|(at, _)| at.elapsed() < RETRY_AFTER);
+                        let replaced = slot
+                            .current
+                            .load()
+                            .as_ref()
+                            .is_some_and(|t| t.fresh(Instant::now()));
+                        if !backing_off && !replaced {
+                            slot.store(fetching.await, &mut failed);
+                        }
+                        drop(failed);
+                        slot.refreshing
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+                return Ok(token);
+            }
         }
         let mut failed = self.fetching.lock().await;
-        let now = Instant::now();
-        let current = self.current.load_full();
-        if let Some(token) = &current
-            && token.fresh(now)
+        if let Some(token) = self.current.load_full()
+            && token.valid(Instant::now())
         {
-            return Ok(Arc::clone(token));
+            return Ok(token);
         }
-        let usable = current.filter(|t| t.valid(now));
         if let Some((at, error)) = &*failed
-            && now.duration_since(*at) < RETRY_AFTER
+            && at.elapsed() < RETRY_AFTER
         {
-            return usable.ok_or_else(|| error.clone());
+            return Err(error.clone());
         }
-        match fetch().await {
+        self.store(fetch().await, &mut failed);
+        match self.current.load_full() {
+            Some(token) if token.valid(Instant::now()) => Ok(token),
+            _ => Err(failed
+                .as_ref()
+                .map_or_else(|| TokenError("no token".into()), |(_, e)| e.clone())),
+        }
+    }
+
+    /// Keeps what a fetch gave: the token, or the failure (logged) and its time.
+    fn store(
+        &self,
+        fetched: Result<Token, TokenError>,
+        failed: &mut Option<(Instant, TokenError)>,
+    ) {
+        match fetched {
             Ok(token) => {
-                let token = Arc::new(token);
-                self.current.store(Some(Arc::clone(&token)));
+                self.current.store(Some(Arc::new(token)));
                 *failed = None;
-                Ok(token)
             }
             Err(error) => {
                 tracing::warn!(%error, "could not fetch the upstream's token");
-                *failed = Some((Instant::now(), error.clone()));
-                usable.ok_or(error)
+                *failed = Some((Instant::now(), error));
             }
         }
     }
@@ -320,22 +361,25 @@ impl Slot {
 /// A route's one client-credentials token.
 #[derive(Debug)]
 pub struct SharedToken {
-    endpoint: TokenEndpoint,
-    slot: Slot,
+    endpoint: Arc<TokenEndpoint>,
+    slot: Arc<Slot>,
 }
 
 impl SharedToken {
     /// A cache for `endpoint`'s token; nothing is fetched until the first request.
     pub fn new(endpoint: TokenEndpoint) -> Self {
         Self {
-            endpoint,
-            slot: Slot::default(),
+            endpoint: Arc::new(endpoint),
+            slot: Arc::default(),
         }
     }
 
     /// The token, fetched when there is none fresh.
     pub async fn get(&self) -> Result<Arc<Token>, TokenError> {
-        self.slot.get(|| self.endpoint.client_credentials()).await
+        let endpoint = Arc::clone(&self.endpoint);
+        self.slot
+            .get(|| async move { endpoint.client_credentials().await })
+            .await
     }
 
     /// The upstream answered 401 to `token`: forget it (see [`REFUSALS_APART`]). Whether
@@ -348,7 +392,7 @@ impl SharedToken {
 /// Callers' tokens exchanged, keyed by the SHA-256 of the caller's token.
 #[derive(Debug)]
 pub struct ExchangedTokens {
-    endpoint: TokenEndpoint,
+    endpoint: Arc<TokenEndpoint>,
     capacity: usize,
     slots: Mutex<HashMap<[u8; 32], Arc<Slot>>>,
 }
@@ -360,7 +404,7 @@ impl ExchangedTokens {
     /// An empty cache of at most `capacity` callers.
     pub fn new(endpoint: TokenEndpoint, capacity: usize) -> Self {
         Self {
-            endpoint,
+            endpoint: Arc::new(endpoint),
             capacity,
             slots: Mutex::default(),
         }
@@ -385,15 +429,16 @@ impl ExchangedTokens {
         &self,
         key: CallerKey,
         subject: F,
-        token_type: &str,
+        token_type: &'static str,
     ) -> Result<Arc<Token>, TokenError>
     where
         F: FnOnce() -> Result<String, TokenError>,
     {
         let slot = self.slot(key);
-        slot.get(|| async {
-            let subject_token = subject()?;
-            self.endpoint.exchange(&subject_token, token_type).await
+        let endpoint = Arc::clone(&self.endpoint);
+        slot.get(|| {
+            let subject_token = subject();
+            async move { endpoint.exchange(&subject_token?, token_type).await }
         })
         .await
     }

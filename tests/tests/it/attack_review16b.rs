@@ -108,6 +108,8 @@ async fn check(base: &str, key: &str) -> Result<String, u16> {
 /// Fix: the fast path must not serve a reference the refresh found gone (drop gone values in
 /// `refresh` too, or exclude them from `all_known`), and a changed value must not be
 /// overwritten by the last good one either.
+/// Fixed: a refresh keeps what it read (and drops what it found gone) as the last good
+/// values, so the reload it asks for serves them even while another secret fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_deleted_from_vault_is_refused_while_another_secret_is_unreadable() {
     let (ci, other) = ("revoked-ci-key-000000000001", "steady-key-0000000000000002");
@@ -156,6 +158,7 @@ async fn an_api_key_deleted_from_vault_is_refused_while_another_secret_is_unread
 /// value and reloads, and the reload serves the last good (leaked) value again, since the
 /// refresh never stored the new one. The leaked key stays good and the new one is refused,
 /// for as long as the other secret stays unreadable.
+/// Fixed: as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotated_in_vault_takes_effect_while_another_secret_is_unreadable() {
     let (leaked, rotated, other) = (
@@ -238,6 +241,8 @@ async fn hanging_token_endpoint(expires_in: u64) -> RecordingUpstream {
 /// Fix: while a fetch is in flight (or when the token is only due for refresh), answer with
 /// the still-valid token and let one fetch run in the background; re-check validity after
 /// a failed fetch.
+/// Fixed: a token due for replacement but still valid is used at once, and one fetch
+/// runs in the background.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_token_endpoint_does_not_stall_requests_while_the_token_is_still_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -344,6 +349,7 @@ fn form_field(seen: &Seen, key: &str) -> String {
 /// impersonating, a user never reads to the upstream as the user alone" does not hold on
 /// the exchanged credential, which is what the upstream authorizes by.
 /// Fix: put the `act` claim in the statement and in the cache key.
+/// Fixed: the statement carries `act`, and the cache key the actor.
 #[tokio::test]
 async fn an_agent_acting_for_a_user_is_not_exchanged_as_the_user_herself() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -446,6 +452,7 @@ async fn an_agent_acting_for_a_user_is_not_exchanged_as_the_user_herself() {
 /// into the log lines that print the upstream (`upstream = %base`). `[vault].address`
 /// refuses user info for this reason; `upstream` does not.
 /// Fix: refuse user info in `upstream` at load (use `upstream_auth` for a credential).
+/// Fixed: user information in an upstream URL is a config error.
 #[tokio::test]
 async fn an_upstream_url_with_user_info_is_refused_at_load() {
     let upstream = RecordingUpstream::start().await;
