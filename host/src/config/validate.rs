@@ -97,16 +97,13 @@ pub(crate) fn validate(
     for (i, raw_route) in raw.routes.iter().enumerate() {
         all_rule_scopes.extend(scopes_of(&raw_route.rules));
         let mut route = route(i, raw_route, &global_rules, &providers, report, purpose)?;
-        upstream_side(
-            i,
-            raw_route,
-            &mut route,
-            &providers,
-            authorization_server.is_some(),
-            &server.public_url,
-            report,
+        let around = Around {
+            providers: &providers,
+            has_authorization_server: authorization_server.is_some(),
+            public_url: &server.public_url,
             base_dir,
-        )?;
+        };
+        upstream_side(i, raw_route, &mut route, &around, report)?;
         route.forward_auth &= server.forward_auth.is_some();
         if let Some(forward_auth) = &server.forward_auth
             && route.forward_auth
@@ -1103,6 +1100,15 @@ fn route(
     })
 }
 
+/// What a route's upstream side is checked against.
+#[derive(Clone, Copy)]
+struct Around<'a> {
+    providers: &'a BTreeMap<String, Provider>,
+    has_authorization_server: bool,
+    public_url: &'a str,
+    base_dir: &'a Path,
+}
+
 /// Whether `host` (a URL's) is a loopback name or address.
 fn is_loopback_host(host: Option<&str>) -> bool {
     let Some(host) = host else {
@@ -1120,12 +1126,15 @@ fn upstream_side(
     i: usize,
     raw: &RawRoute,
     route: &mut Route,
-    providers: &BTreeMap<String, Provider>,
-    has_authorization_server: bool,
-    public_url: &str,
+    around: &Around<'_>,
     report: &Reporter,
-    base_dir: &Path,
 ) -> Result<(), ConfigError> {
+    let Around {
+        providers,
+        has_authorization_server,
+        public_url,
+        base_dir,
+    } = *around;
     let key = |field: &str| format!("routes[{i}].{field}");
     let Some(upstream) = &route.upstream else {
         // An embedded layer has no upstream: its own handlers need no credential.

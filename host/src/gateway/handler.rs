@@ -78,18 +78,15 @@ async fn dispatch<'s>(
     sessions: &Arc<SessionBindings>,
 ) -> (&'s str, Response<Body>) {
     let path = request.uri().path();
-    match path {
-        "/metrics" => {
-            metrics.set_jwt_validators(site.jwt_validators.clone());
-            return (
-                "/metrics",
-                text(
-                    metrics.encode(),
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-        }
-        _ => {}
+    if path == "/metrics" {
+        metrics.set_jwt_validators(site.jwt_validators.clone());
+        return (
+            "/metrics",
+            text(
+                metrics.encode(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
     }
     if let Some(response) = metadata(site, request.method(), path) {
         return (WELL_KNOWN, response);
