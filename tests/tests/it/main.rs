@@ -17,6 +17,7 @@ mod attack_review15b;
 mod attack_review15c;
 mod attack_review16;
 mod attack_review16b;
+mod browser;
 mod chain;
 mod clients_cli;
 mod config_ui;
