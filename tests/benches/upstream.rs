@@ -1,0 +1,436 @@
+//! The upstream side's costs (issue 16), each case beside the plain upstream in the same run:
+//!
+//! - a real gateway (`config::load_str` → `assemble` → `Gateway::new`, served on
+//!   127.0.0.1:0 exactly as `portcullis serve` does) with one route, an `anonymous` chain and
+//!   `mcp = false`, in front of a small hyper upstream answering a 36-byte JSON body;
+//! - the same upstream behind tokio-rustls with a test CA (`identity::ca::generate`, a P-256
+//!   server certificate for 127.0.0.1), offering `h2` and `http/1.1` by ALPN (the gateway
+//!   then speaks HTTP/2 to it) or `http/1.1` only (TLS alone, the same HTTP as plain);
+//! - the plain upstream with `upstream_auth = { type = "client_credentials" }` against a
+//!   local token endpoint issuing one day-long token (so every measured request takes the
+//!   cached token), and with a static `header` credential (the same injection path without
+//!   the token cache);
+//! - the client talking to the plain and TLS upstreams directly (no gateway), for scale.
+//!
+//! Two groups: `latency` (one request at a time over one keep-alive HTTP/1.1 connection to
+//! the gateway: time per request) and `throughput` (32 keep-alive connections with one
+//! request in flight each, as `wrk -c32` does: time per request, printed also as
+//! requests/s). Client, gateway and upstream share one 2-worker tokio runtime and the
+//! machine's two cores.
+//!
+//! Run: `cargo bench --workspace --bench upstream`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::gateway::{Gateway, Site, serve};
+use portcullis::observability::Metrics;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+const TOKEN: &str = "bench-upstream-token-0123456789abcdef";
+const CONNECTIONS: usize = 32;
+
+/// What the upstreams and the token endpoint saw.
+#[derive(Default)]
+struct Counts {
+    requests: AtomicUsize,
+    with_token: AtomicUsize,
+    with_header: AtomicUsize,
+    token_fetches: AtomicUsize,
+}
+
+/// A hyper server on 127.0.0.1:0 (over TLS with `tls`), answering as `token_endpoint`
+/// says: the token endpoint's JSON, or the upstream's `BODY`.
+async fn server(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    counts: Arc<Counts>,
+    token_endpoint: bool,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            stream.set_nodelay(true).expect("nodelay");
+            let counts = Arc::clone(&counts);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let counts = Arc::clone(&counts);
+                        async move {
+                            let auth = req.headers().get("authorization").cloned();
+                            let injected = req.headers().contains_key("x-upstream-key");
+                            let _ = req.into_body().collect().await;
+                            let body = if token_endpoint {
+                                counts.token_fetches.fetch_add(1, Ordering::Relaxed);
+                                format!(
+                                    r#"{{"access_token":"{TOKEN}","token_type":"Bearer","expires_in":86400}}"#
+                                )
+                            } else {
+                                counts.requests.fetch_add(1, Ordering::Relaxed);
+                                if auth.is_some_and(|a| a == format!("Bearer {TOKEN}").as_str()) {
+                                    counts.with_token.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if injected {
+                                    counts.with_header.fetch_add(1, Ordering::Relaxed);
+                                }
+                                BODY.to_owned()
+                            };
+                            let mut response = http::Response::new(Full::new(Bytes::from(body)));
+                            response.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, Infallible>(response)
+                        }
+                    },
+                );
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The upstream's TLS server configuration with `alpn`.
+fn server_tls(
+    generated: &portcullis::identity::ca::Generated,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(generated.server_cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("server cert");
+    let key = PrivateKeyDer::from_pem_slice(generated.server_key.as_bytes()).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A gateway serving one route `/api` to `upstream`, with `extra` route lines; its URL.
+async fn gateway(upstream: &str, extra: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let text = format!(
+        r#"
+[server]
+listen = "{addr}"
+public_url = "http://{addr}"
+
+[[routes]]
+path = "/api"
+upstream = "{upstream}"
+mcp = false
+chain = ["p"]
+{extra}
+
+[providers.p]
+type = "anonymous"
+scopes = ["api"]
+"#
+    );
+    let config = portcullis::config::load_str(&text, "<bench>", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("the config loads: {e}\n{text}"));
+    let assembled = portcullis::config::assemble(&config, None, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("the config assembles: {e}"));
+    let gateway = Gateway::new(Site::new(&config, assembled), Arc::new(Metrics::new()));
+    tokio::spawn(serve(
+        listener,
+        gateway,
+        None,
+        std::future::pending::<()>(),
+        Duration::from_secs(1),
+    ));
+    format!("http://{addr}")
+}
+
+/// One keep-alive HTTP/1.1 connection to `base` (plain or, with `tls`, over TLS).
+async fn connect(base: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> SendRequest<Empty<Bytes>> {
+    let authority = base.split_once("://").expect("scheme").1.to_owned();
+    let stream = TcpStream::connect(&authority).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    match tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            sender
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+                .connect(name, stream)
+                .await
+                .expect("TLS");
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            sender
+        }
+    }
+}
+
+/// One GET of `/api/x` on `sender`, read whole; the status.
+async fn get(sender: &mut SendRequest<Empty<Bytes>>, authority: &str) -> u16 {
+    sender.ready().await.expect("ready");
+    let request = http::Request::get("/api/x")
+        .header(http::header::HOST, authority)
+        .body(Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body.len(), BODY.len());
+    status
+}
+
+/// A case: where the client connects, and how.
+struct Case {
+    name: &'static str,
+    base: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counts = Arc::new(Counts::default());
+
+    let generated =
+        portcullis::identity::ca::generate("bench-upstream-ca", &["127.0.0.1".to_owned()])
+            .expect("CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &generated.ca_cert).expect("write CA");
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "bench-client-secret").expect("write");
+    let key = dir.path().join("upstream-key");
+    std::fs::write(&key, "bench-upstream-key").expect("write");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(generated.ca_cert.as_bytes()) {
+        roots.add(cert.expect("CA")).expect("add");
+    }
+    let client_tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+
+    let cases = rt.block_on(async {
+        let plain = server(None, Arc::clone(&counts), false).await;
+        let tls_h2 = server(
+            Some(server_tls(&generated, &[b"h2", b"http/1.1"])),
+            Arc::clone(&counts),
+            false,
+        )
+        .await;
+        let tls_h1 = server(
+            Some(server_tls(&generated, &[b"http/1.1"])),
+            Arc::clone(&counts),
+            false,
+        )
+        .await;
+        let tokens = server(None, Arc::clone(&counts), true).await;
+        let upstream_tls = format!(
+            "upstream_tls = {{ ca_bundle = {:?}, system_roots = false }}",
+            ca_file.display().to_string()
+        );
+        let client_credentials = format!(
+            "upstream_auth = {{ type = \"client_credentials\", token_url = \"{tokens}/token\", \
+             client_id = \"bench\", client_secret = \"file://{}\", scope = \"mcp:tools\" }}",
+            secret.display()
+        );
+        let header = format!(
+            "upstream_auth = {{ type = \"header\", header = \"x-upstream-key\", value = \
+             \"Key {{secret}}\", secret = \"file://{}\" }}",
+            key.display()
+        );
+        vec![
+            Case {
+                name: "direct to the plain upstream (no gateway)",
+                base: plain.clone(),
+                tls: None,
+            },
+            Case {
+                name: "direct to the TLS upstream, HTTP/1.1 (no gateway)",
+                base: tls_h1.clone(),
+                tls: Some(Arc::clone(&client_tls)),
+            },
+            Case {
+                name: "gateway, plain upstream (baseline)",
+                base: gateway(&plain, "").await,
+                tls: None,
+            },
+            Case {
+                name: "gateway, https upstream, h2 by ALPN",
+                base: gateway(&tls_h2, &upstream_tls).await,
+                tls: None,
+            },
+            Case {
+                name: "gateway, https upstream, http/1.1 only",
+                base: gateway(&tls_h1, &upstream_tls).await,
+                tls: None,
+            },
+            Case {
+                name: "gateway, plain upstream, client_credentials",
+                base: gateway(&plain, &client_credentials).await,
+                tls: None,
+            },
+            Case {
+                name: "gateway, plain upstream, header credential",
+                base: gateway(&plain, &header).await,
+                tls: None,
+            },
+        ]
+    });
+
+    // Every case answers 200; the credentials arrive; one token fetch in all.
+    rt.block_on(async {
+        for case in &cases {
+            let authority = case.base.split_once("://").expect("scheme").1;
+            let mut sender = connect(&case.base, case.tls.as_ref()).await;
+            let before = (
+                counts.with_token.load(Ordering::Relaxed),
+                counts.with_header.load(Ordering::Relaxed),
+            );
+            for _ in 0..3 {
+                assert_eq!(get(&mut sender, authority).await, 200, "{}", case.name);
+            }
+            let after = (
+                counts.with_token.load(Ordering::Relaxed),
+                counts.with_header.load(Ordering::Relaxed),
+            );
+            let expected = match case.name {
+                n if n.contains("client_credentials") => (before.0 + 3, before.1),
+                n if n.contains("header credential") => (before.0, before.1 + 3),
+                _ => before,
+            };
+            assert_eq!(after, expected, "{}", case.name);
+        }
+    });
+
+    let mut group = c.benchmark_group("latency");
+    group.measurement_time(Duration::from_secs(6));
+    for case in &cases {
+        let authority = case.base.split_once("://").expect("scheme").1.to_owned();
+        let mut sender = rt.block_on(connect(&case.base, case.tls.as_ref()));
+        group.bench_function(case.name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        get(&mut sender, &authority).await;
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("throughput");
+    group.measurement_time(Duration::from_secs(6));
+    group.throughput(Throughput::Elements(1));
+    for case in &cases {
+        let authority: Arc<str> = case.base.split_once("://").expect("scheme").1.into();
+        let senders: Vec<_> = rt.block_on(async {
+            let mut senders = Vec::new();
+            for _ in 0..CONNECTIONS {
+                senders.push(Some(connect(&case.base, case.tls.as_ref()).await));
+            }
+            senders
+        });
+        let mut senders = senders;
+        group.bench_function(case.name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let n = usize::try_from(iters).expect("iters");
+                    let started = Instant::now();
+                    let tasks: Vec<_> = senders
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, slot)| {
+                            let mut sender = slot.take().expect("sender");
+                            let authority = Arc::clone(&authority);
+                            let count = n / CONNECTIONS + usize::from(i < n % CONNECTIONS);
+                            tokio::spawn(async move {
+                                for _ in 0..count {
+                                    get(&mut sender, &authority).await;
+                                }
+                                sender
+                            })
+                        })
+                        .collect();
+                    for (slot, task) in senders.iter_mut().zip(tasks) {
+                        *slot = Some(task.await.expect("join"));
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+
+    assert_eq!(
+        counts.token_fetches.load(Ordering::Relaxed),
+        1,
+        "one token for the whole run"
+    );
+    eprintln!(
+        "upstream requests: {}; token fetches: {}",
+        counts.requests.load(Ordering::Relaxed),
+        counts.token_fetches.load(Ordering::Relaxed)
+    );
+}
+
+criterion_group!(upstream, benches);
+criterion_main!(upstream);
