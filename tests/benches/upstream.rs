@@ -46,6 +46,7 @@ struct Counts {
     requests: AtomicUsize,
     with_token: AtomicUsize,
     with_header: AtomicUsize,
+    over_http2: AtomicUsize,
     token_fetches: AtomicUsize,
 }
 
@@ -72,6 +73,9 @@ async fn server(
                         async move {
                             let auth = req.headers().get("authorization").cloned();
                             let injected = req.headers().contains_key("x-upstream-key");
+                            if req.version() == http::Version::HTTP_2 {
+                                counts.over_http2.fetch_add(1, Ordering::Relaxed);
+                            }
                             let _ = req.into_body().collect().await;
                             let body = if token_endpoint {
                                 counts.token_fetches.fetch_add(1, Ordering::Relaxed);
@@ -333,7 +337,8 @@ fn benches(c: &mut Criterion) {
         ]
     });
 
-    // Every case answers 200; the credentials arrive; one token fetch in all.
+    // Every case answers 200; the credentials arrive (and HTTP/2 where ALPN offers it);
+    // one token fetch in all.
     rt.block_on(async {
         for case in &cases {
             let authority = case.base.split_once("://").expect("scheme").1;
@@ -341,6 +346,7 @@ fn benches(c: &mut Criterion) {
             let before = (
                 counts.with_token.load(Ordering::Relaxed),
                 counts.with_header.load(Ordering::Relaxed),
+                counts.over_http2.load(Ordering::Relaxed),
             );
             for _ in 0..3 {
                 assert_eq!(get(&mut sender, authority).await, 200, "{}", case.name);
@@ -348,10 +354,12 @@ fn benches(c: &mut Criterion) {
             let after = (
                 counts.with_token.load(Ordering::Relaxed),
                 counts.with_header.load(Ordering::Relaxed),
+                counts.over_http2.load(Ordering::Relaxed),
             );
             let expected = match case.name {
-                n if n.contains("client_credentials") => (before.0 + 3, before.1),
-                n if n.contains("header credential") => (before.0, before.1 + 3),
+                n if n.contains("client_credentials") => (before.0 + 3, before.1, before.2),
+                n if n.contains("header credential") => (before.0, before.1 + 3, before.2),
+                n if n.contains("h2 by ALPN") => (before.0, before.1, before.2 + 3),
                 _ => before,
             };
             assert_eq!(after, expected, "{}", case.name);
