@@ -366,21 +366,28 @@ fn benches(c: &mut Criterion) {
         }
     });
 
+    // Per case: one connection for the latency group, 32 for the throughput group.
+    let mut conns: Vec<Conns> = rt.block_on(async {
+        let mut all = Vec::new();
+        for case in &cases {
+            let mut pool = Vec::new();
+            for _ in 0..CONNECTIONS {
+                pool.push(Some(connect(&case.base, case.tls.as_ref()).await));
+            }
+            all.push(Conns {
+                authority: case.base.split_once("://").expect("scheme").1.into(),
+                one: connect(&case.base, case.tls.as_ref()).await,
+                pool,
+            });
+        }
+        all
+    });
+
     let mut group = c.benchmark_group("latency");
     group.measurement_time(Duration::from_secs(6));
-    for case in &cases {
-        let authority = case.base.split_once("://").expect("scheme").1.to_owned();
-        let mut sender = rt.block_on(connect(&case.base, case.tls.as_ref()));
+    for (case, conns) in cases.iter().zip(&mut conns) {
         group.bench_function(case.name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        get(&mut sender, &authority).await;
-                    }
-                    started.elapsed()
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(sequential(conns, iters)))
         });
     }
     group.finish();
@@ -388,45 +395,14 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("throughput");
     group.measurement_time(Duration::from_secs(6));
     group.throughput(Throughput::Elements(1));
-    for case in &cases {
-        let authority: Arc<str> = case.base.split_once("://").expect("scheme").1.into();
-        let senders: Vec<_> = rt.block_on(async {
-            let mut senders = Vec::new();
-            for _ in 0..CONNECTIONS {
-                senders.push(Some(connect(&case.base, case.tls.as_ref()).await));
-            }
-            senders
-        });
-        let mut senders = senders;
+    for (case, conns) in cases.iter().zip(&mut conns) {
         group.bench_function(case.name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let n = usize::try_from(iters).expect("iters");
-                    let started = Instant::now();
-                    let tasks: Vec<_> = senders
-                        .iter_mut()
-                        .enumerate()
-                        .map(|(i, slot)| {
-                            let mut sender = slot.take().expect("sender");
-                            let authority = Arc::clone(&authority);
-                            let count = n / CONNECTIONS + usize::from(i < n % CONNECTIONS);
-                            tokio::spawn(async move {
-                                for _ in 0..count {
-                                    get(&mut sender, &authority).await;
-                                }
-                                sender
-                            })
-                        })
-                        .collect();
-                    for (slot, task) in senders.iter_mut().zip(tasks) {
-                        *slot = Some(task.await.expect("join"));
-                    }
-                    started.elapsed()
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(concurrent(conns, iters)))
         });
     }
     group.finish();
+
+    interleaved(&rt, &cases, &mut conns);
 
     assert_eq!(
         counts.token_fetches.load(Ordering::Relaxed),
@@ -438,6 +414,138 @@ fn benches(c: &mut Criterion) {
         counts.requests.load(Ordering::Relaxed),
         counts.token_fetches.load(Ordering::Relaxed)
     );
+}
+
+/// A case's open connections to where its client talks.
+struct Conns {
+    authority: Arc<str>,
+    one: SendRequest<Empty<Bytes>>,
+    pool: Vec<Option<SendRequest<Empty<Bytes>>>>,
+}
+
+/// `iters` requests one after the other on one connection.
+async fn sequential(conns: &mut Conns, iters: u64) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iters {
+        get(&mut conns.one, &conns.authority).await;
+    }
+    started.elapsed()
+}
+
+/// `iters` requests spread over the 32 connections, one in flight on each.
+async fn concurrent(conns: &mut Conns, iters: u64) -> Duration {
+    let n = usize::try_from(iters).expect("iters");
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .pool
+        .iter_mut()
+        .enumerate()
+        .map(|(i, slot)| {
+            let mut sender = slot.take().expect("sender");
+            let authority = Arc::clone(&conns.authority);
+            let count = n / CONNECTIONS + usize::from(i < n % CONNECTIONS);
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    get(&mut sender, &authority).await;
+                }
+                sender
+            })
+        })
+        .collect();
+    for (slot, task) in conns.pool.iter_mut().zip(tasks) {
+        *slot = Some(task.await.expect("join"));
+    }
+    started.elapsed()
+}
+
+/// The same measurements in rounds, every case once per round in turn, so that a change in
+/// the machine's other load during the run falls on all cases alike; each case's ratio to
+/// the baseline is taken within each round, and the medians over rounds are printed as a
+/// Markdown table. `UPSTREAM_ROUNDS` rounds (default 30; 0 skips this), each case
+/// `UPSTREAM_SEQUENTIAL` (default 2 000) requests one at a time and `UPSTREAM_CONCURRENT`
+/// (default 8 000) over the 32 connections.
+fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case], conns: &mut [Conns]) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let test_mode = std::env::args().any(|a| a == "--test");
+    let rounds = if test_mode {
+        1
+    } else {
+        env("UPSTREAM_ROUNDS", 30)
+    };
+    let (one, many) = if test_mode {
+        (10, 64)
+    } else {
+        (
+            env("UPSTREAM_SEQUENTIAL", 2000),
+            env("UPSTREAM_CONCURRENT", 8000),
+        )
+    };
+    if rounds == 0 {
+        return;
+    }
+    let baseline = cases
+        .iter()
+        .position(|c| c.name.contains("(baseline)"))
+        .expect("a baseline");
+    // Per case, per round: µs per request one at a time; requests/s over 32 connections.
+    let mut latency = vec![Vec::new(); cases.len()];
+    let mut rate = vec![Vec::new(); cases.len()];
+    rt.block_on(async {
+        for _ in 0..rounds {
+            for (i, conns) in conns.iter_mut().enumerate() {
+                let t = sequential(conns, one).await;
+                latency[i].push(t.as_secs_f64() * 1e6 / one as f64);
+                let t = concurrent(conns, many).await;
+                rate[i].push(many as f64 / t.as_secs_f64());
+            }
+        }
+    });
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios = |series: &[Vec<f64>], i: usize| {
+        median(
+            series[i]
+                .iter()
+                .zip(&series[baseline])
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    println!();
+    println!(
+        "Interleaved: {rounds} rounds; per round and case {one} requests one at a time, then \
+         {many} over {CONNECTIONS} connections. Medians over rounds; ratios taken per round."
+    );
+    println!();
+    println!(
+        "| case | latency µs/request | vs baseline | added µs | requests/s (32 conn.) | vs baseline |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (i, case) in cases.iter().enumerate() {
+        let added = median(
+            latency[i]
+                .iter()
+                .zip(&latency[baseline])
+                .map(|(a, b)| a - b)
+                .collect(),
+        );
+        println!(
+            "| {} | {:.1} | {:.2}× | {:+.1} | {:.0} | {:.2}× |",
+            case.name,
+            median(latency[i].clone()),
+            ratios(&latency, i),
+            added,
+            median(rate[i].clone()),
+            ratios(&rate, i),
+        );
+    }
 }
 
 criterion_group!(upstream, benches);
