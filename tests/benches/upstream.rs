@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::gateway::{Gateway, Site, serve};
 use portcullis::observability::Metrics;
@@ -183,42 +182,73 @@ scopes = ["api"]
     format!("http://{addr}")
 }
 
-/// One keep-alive HTTP/1.1 connection to `base` (plain or, with `tls`, over TLS).
-async fn connect(base: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> SendRequest<Empty<Bytes>> {
-    let authority = base.split_once("://").expect("scheme").1.to_owned();
-    let stream = TcpStream::connect(&authority).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    match tls {
-        None => {
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
-            sender
-        }
-        Some(tls) => {
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-            let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
-                .connect(name, stream)
-                .await
-                .expect("TLS");
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
-            sender
+/// A client connection: HTTP/1.1, or HTTP/2 when TLS's ALPN picked it.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_closed(),
+            Self::H2(s) => s.is_closed(),
         }
     }
 }
 
+/// One keep-alive connection to `base` (plain or, with `tls`, over TLS; HTTP/2 when the
+/// server picks it by ALPN).
+async fn connect(base: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Sender {
+    let authority = base.split_once("://").expect("scheme").1.to_owned();
+    let stream = TcpStream::connect(&authority).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let Some(tls) = tls else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        return Sender::H1(sender);
+    };
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, stream)
+        .await
+        .expect("TLS");
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        return Sender::H2(sender);
+    }
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    Sender::H1(sender)
+}
+
 /// One GET of `/api/x` on `sender`, read whole; the status.
-async fn get(sender: &mut SendRequest<Empty<Bytes>>, authority: &str) -> u16 {
-    sender.ready().await.expect("ready");
-    let request = http::Request::get("/api/x")
-        .header(http::header::HOST, authority)
-        .body(Empty::new())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
+async fn get(sender: &mut Sender, authority: &str) -> u16 {
+    let response = match sender {
+        Sender::H1(sender) => {
+            sender.ready().await.expect("ready");
+            let request = http::Request::get("/api/x")
+                .header(http::header::HOST, authority)
+                .body(Empty::new())
+                .expect("request");
+            sender.send_request(request).await.expect("response")
+        }
+        Sender::H2(sender) => {
+            sender.ready().await.expect("ready");
+            let request = http::Request::get(format!("https://{authority}/api/x"))
+                .body(Empty::new())
+                .expect("request");
+            sender.send_request(request).await.expect("response")
+        }
+    };
     let status = response.status().as_u16();
     let body = response
         .into_body()
@@ -269,6 +299,10 @@ fn benches(c: &mut Criterion) {
         .with_no_client_auth(),
     );
 
+    let mut client_tls_h2 = Arc::unwrap_or_clone(Arc::clone(&client_tls));
+    client_tls_h2.alpn_protocols = vec![b"h2".to_vec()];
+    let client_tls_h2 = Arc::new(client_tls_h2);
+
     let cases = rt.block_on(async {
         let plain = server(None, Arc::clone(&counts), false).await;
         let tls_h2 = server(
@@ -308,6 +342,11 @@ fn benches(c: &mut Criterion) {
                 name: "direct to the TLS upstream, HTTP/1.1 (no gateway)",
                 base: tls_h1.clone(),
                 tls: Some(Arc::clone(&client_tls)),
+            },
+            Case {
+                name: "direct to the TLS upstream, HTTP/2 (no gateway)",
+                base: tls_h2.clone(),
+                tls: Some(Arc::clone(&client_tls_h2)),
             },
             Case {
                 name: "gateway, plain upstream (baseline)",
@@ -359,7 +398,9 @@ fn benches(c: &mut Criterion) {
             let expected = match case.name {
                 n if n.contains("client_credentials") => (before.0 + 3, before.1, before.2),
                 n if n.contains("header credential") => (before.0, before.1 + 3, before.2),
-                n if n.contains("h2 by ALPN") => (before.0, before.1, before.2 + 3),
+                n if n.contains("h2 by ALPN") || n.contains("HTTP/2") => {
+                    (before.0, before.1, before.2 + 3)
+                }
                 _ => before,
             };
             assert_eq!(after, expected, "{}", case.name);
@@ -423,8 +464,8 @@ struct Conns {
     base: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     authority: Arc<str>,
-    one: SendRequest<Empty<Bytes>>,
-    pool: Vec<Option<SendRequest<Empty<Bytes>>>>,
+    one: Sender,
+    pool: Vec<Option<Sender>>,
 }
 
 impl Conns {
@@ -435,7 +476,7 @@ impl Conns {
             self.one = connect(&self.base, self.tls.as_ref()).await;
         }
         for slot in &mut self.pool {
-            if slot.as_ref().is_none_or(SendRequest::is_closed) {
+            if slot.as_ref().is_none_or(Sender::is_closed) {
                 *slot = Some(connect(&self.base, self.tls.as_ref()).await);
             }
         }
@@ -516,12 +557,15 @@ fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case], conns: &mut [Conns]
     // Per case, per round: µs per request one at a time; requests/s over 32 connections.
     let mut latency = vec![Vec::new(); cases.len()];
     let mut rate = vec![Vec::new(); cases.len()];
+    let mut cpu = vec![Vec::new(); cases.len()];
     rt.block_on(async {
         for _ in 0..rounds {
             for (i, conns) in conns.iter_mut().enumerate() {
                 let t = sequential(conns, one).await;
                 latency[i].push(t.as_secs_f64() * 1e6 / one as f64);
+                let before = cpu_seconds();
                 let t = concurrent(conns, many).await;
+                cpu[i].push((cpu_seconds() - before) * 1e6 / many as f64);
                 rate[i].push(many as f64 / t.as_secs_f64());
             }
         }
@@ -546,9 +590,10 @@ fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case], conns: &mut [Conns]
     );
     println!();
     println!(
-        "| case | latency µs/request | vs baseline | added µs | requests/s (32 conn.) | vs baseline |"
+        "| case | latency µs/request | vs baseline | added µs | requests/s (32 conn.) | vs baseline \
+         | process CPU µs/request (32 conn.) | added |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (i, case) in cases.iter().enumerate() {
         let added = median(
             latency[i]
@@ -557,16 +602,37 @@ fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case], conns: &mut [Conns]
                 .map(|(a, b)| a - b)
                 .collect(),
         );
+        let added_cpu = median(
+            cpu[i]
+                .iter()
+                .zip(&cpu[baseline])
+                .map(|(a, b)| a - b)
+                .collect(),
+        );
         println!(
-            "| {} | {:.1} | {:.2}× | {:+.1} | {:.0} | {:.2}× |",
+            "| {} | {:.1} | {:.2}× | {:+.1} | {:.0} | {:.2}× | {:.1} | {:+.1} |",
             case.name,
             median(latency[i].clone()),
             ratios(&latency, i),
             added,
             median(rate[i].clone()),
             ratios(&rate, i),
+            median(cpu[i].clone()),
+            added_cpu,
         );
     }
+}
+
+/// This process's user + system CPU time so far (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
 }
 
 criterion_group!(upstream, benches);
