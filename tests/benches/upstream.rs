@@ -12,11 +12,12 @@
 //!   the token cache);
 //! - the client talking to the plain and TLS upstreams directly (no gateway), for scale.
 //!
-//! Two groups: `latency` (one request at a time over one keep-alive HTTP/1.1 connection to
-//! the gateway: time per request) and `throughput` (32 keep-alive connections with one
-//! request in flight each, as `wrk -c32` does: time per request, printed also as
-//! requests/s). Client, gateway and upstream share one 2-worker tokio runtime and the
-//! machine's two cores.
+//! Criterion groups: `parts` (the copy of the request head kept for a retry after a 401),
+//! `latency` (one request at a time over one keep-alive HTTP/1.1 connection to the gateway:
+//! time per request) and `throughput` (32 keep-alive connections with one request in flight
+//! each, as `wrk -c32` does: time per request, printed also as requests/s). Then the same
+//! measurements interleaved (see [`interleaved`]): the table BENCHMARKS.md gives. Client,
+//! gateway and upstream share one 2-worker tokio runtime and the machine's two cores.
 //!
 //! Run: `cargo bench --workspace --bench upstream`.
 
