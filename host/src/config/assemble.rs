@@ -219,8 +219,18 @@ fn upstream(
         .transpose()
         .map_err(|e| report.invalid(format!("routes[{i}].upstream_auth"), e))?;
     Ok(Some(
-        Upstream::with_tls(base, route.connect_timeout, route.response_timeout, tls)
-            .with_auth(auth),
+        Upstream::with_tls_versions(
+            base,
+            route.connect_timeout,
+            route.response_timeout,
+            tls,
+            route
+                .upstream_tls
+                .as_ref()
+                .and_then(|t| t.http2)
+                .unwrap_or(true),
+        )
+        .with_auth(auth),
     ))
 }
 

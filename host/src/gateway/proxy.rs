@@ -143,17 +143,33 @@ impl Upstream {
         response_timeout: Duration,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Self {
+        Self::with_tls_versions(base, connect_timeout, response_timeout, tls, true)
+    }
+
+    /// [`Upstream::with_tls`], offering HTTP/2 by ALPN only when `http2`.
+    pub fn with_tls_versions(
+        base: Uri,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        http2: bool,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(false);
         let https = base.scheme_str() == Some("https");
         let connector = match (https, tls) {
-            (true, Some(tls)) => HttpsConnectorBuilder::new()
+            (true, Some(tls)) if http2 => HttpsConnectorBuilder::new()
                 .with_tls_config(Arc::unwrap_or_clone(tls))
                 .https_only()
                 .enable_http1()
                 .enable_http2()
+                .wrap_connector(connector),
+            (true, Some(tls)) => HttpsConnectorBuilder::new()
+                .with_tls_config(Arc::unwrap_or_clone(tls))
+                .https_only()
+                .enable_http1()
                 .wrap_connector(connector),
             (true, None) => HttpsConnectorBuilder::new()
                 .with_tls_config(no_roots())
@@ -240,7 +256,7 @@ impl Upstream {
         let credential = self.credential(auth, caller).await?;
         credential.apply(request.headers_mut());
         // The parts to send again, kept only when there is a body to send again with.
-        let again = replay.map(|body| {
+        let again = replay.filter(|_| credential.refreshable()).map(|body| {
             let mut copy = Request::new(full(body));
             *copy.method_mut() = request.method().clone();
             *copy.uri_mut() = request.uri().clone();

@@ -94,6 +94,12 @@ impl Credential {
     pub fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(self.name.clone(), self.value.clone());
     }
+
+    /// Whether a refusal could be answered with another one (a token, not a fixed header):
+    /// only then is a request kept to be sent again.
+    pub fn refreshable(&self) -> bool {
+        self.token.is_some()
+    }
 }
 
 /// Who the caller is, as a token exchange needs it: read before the caller's credentials

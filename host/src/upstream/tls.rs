@@ -9,8 +9,8 @@
 //!   secret reference) present a certificate to the upstream (mTLS).
 //! - **Names.** The upstream URL's host is the SNI name and the name the certificate must
 //!   carry (an IP address needs an IP SAN); `Host` is the URL's authority.
-//! - **Protocols.** ALPN offers `h2` and `http/1.1`; HTTP/2 is used when the upstream picks
-//!   it. An `https://` upstream is only ever reached over TLS: the connector refuses a plain
+//! - **Protocols.** ALPN offers `h2` and `http/1.1` (only `http/1.1` with `http2 = false`);
+//!   HTTP/2 is used when the upstream picks it. An `https://` upstream is only ever reached over TLS: the connector refuses a plain
 //!   connection, and a certificate error is a 502 with a log line naming what failed.
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,9 @@ pub struct UpstreamTlsSettings {
     pub client_cert: Option<PathBuf>,
     /// Its private key (PEM), by reference (`file://`, `env://`, `vault://`).
     pub client_key: Option<SecretRef>,
+    /// Whether HTTP/2 is offered by ALPN (default `true`): on a fast network HTTP/1.1 costs
+    /// the gateway less (`BENCHMARKS.md`, "Upstream side").
+    pub http2: Option<bool>,
 }
 
 impl UpstreamTlsSettings {

@@ -114,6 +114,23 @@ async fn an_https_upstream_is_reached_over_tls_with_its_ca_bundle_over_http2() {
 }
 
 #[tokio::test]
+async fn http2_can_be_turned_off_for_an_upstream_that_offers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path(), "upstream-ca", None);
+    let upstream = tls_upstream(pki.server.clone()).await;
+    let config = standard().on_route(
+        "/mcp",
+        &format!(
+            "upstream_tls = {{ ca_bundle = {}, http2 = false }}",
+            toml_path(&pki.ca_file)
+        ),
+    );
+    let h = start_with_upstream(config, &format!("{}/mcp", upstream.url)).await;
+    assert_eq!(h.mcp_post(Some(READER_KEY), None, LIST).await.status, 200);
+    assert_eq!(upstream.seen()[0].version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
 async fn the_python_mcp_sdk_server_is_reached_over_tls_and_runs_the_call_the_gateway_judged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let generated = generate("python-upstream-ca", &["127.0.0.1".to_owned()]).expect("CA");
