@@ -59,6 +59,8 @@ pub struct Config {
     /// reads from Vault and the reloader watches (see [`crate::secret`]). Empty for a config
     /// validated from a [`RawConfig`](super::raw::RawConfig) built in code.
     pub secret_refs: Vec<SecretRef>,
+    /// `[[rate_limits]]`, checked.
+    pub rate_limits: Vec<crate::gateway::rate_limit::Limit>,
 }
 
 /// `[server]`.

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// `[[rules]]`: rules for every route.
     #[serde(default)]
     pub rules: Vec<RuleSettings>,
+    /// `[[rate_limits]]`.
+    #[serde(default)]
+    pub rate_limits: Vec<crate::gateway::rate_limit::RateLimitSettings>,
     /// `[resource]`: the RFC 9728 metadata.
     #[serde(default)]
     pub resource: RawResource,

@@ -224,6 +224,33 @@ pub(crate) fn validate(
         .map(|section| section.validate(base_dir))
         .transpose()
         .map_err(|e| report.invalid(format!("vault.{}", e.key), e.reason))?;
+    let mut rate_limits = Vec::with_capacity(raw.rate_limits.len());
+    for (i, limit) in raw.rate_limits.iter().enumerate() {
+        if raw.rate_limits[..i].iter().any(|l| l.name == limit.name) {
+            return Err(report.invalid(
+                format!("rate_limits[{i}].name"),
+                format!(
+                    "`{}` names another limit too; names must differ",
+                    limit.name
+                ),
+            ));
+        }
+        if let Some(route) = &limit.route
+            && !routes
+                .iter()
+                .any(|r| path_has_prefix(route, &r.path) || path_has_prefix(&r.path, route))
+        {
+            return Err(report.invalid(
+                format!("rate_limits[{i}].route"),
+                format!("`{route}` is under no route, so the limit would never apply"),
+            ));
+        }
+        rate_limits.push(
+            limit.check().map_err(|(key, reason)| {
+                report.invalid(format!("rate_limits[{i}].{key}"), reason)
+            })?,
+        );
+    }
     Ok(Config {
         source: report.file.clone(),
         server,
@@ -234,6 +261,7 @@ pub(crate) fn validate(
         identity,
         vault,
         secret_refs: Vec::new(),
+        rate_limits,
     })
 }
 

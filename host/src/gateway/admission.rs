@@ -29,6 +29,7 @@ use http_body::Body as _;
 use super::ConnInfo;
 use super::body::{Body, empty, full};
 use super::listing::{Allow, ListingFilter};
+use super::rate_limit::Request as RateLimited;
 use super::rejection::Rejection;
 use super::request::{
     ContextParts, check_case_folding, check_mcp_media, check_method, check_origin, check_path,
@@ -398,6 +399,8 @@ pub async fn admit<'s>(
     };
     let body_for_engine = buffered.filter(|_| route.wants_body);
     let mut allowed = None;
+    // The tools a request calls, for the rate limits that count tool calls.
+    let mut tools: Option<Vec<String>> = None;
     for method in &methods {
         let ctx = context(
             ContextParts {
@@ -419,6 +422,16 @@ pub async fn admit<'s>(
                 return Err(refuse(rejection, Some(route), "-", reason, None));
             }
         };
+        if tools.is_none() && !site.rate_limits.is_empty() {
+            tools = Some(
+                ctx.mcp
+                    .iter()
+                    .flat_map(|m| &m.calls)
+                    .filter(|call| call.method == "tools/call")
+                    .filter_map(|call| call.target.name().map(str::to_owned))
+                    .collect(),
+            );
+        }
         let Outcome { decision, trace } = route.policy.decide(&ctx).await;
         // The headers go back to the request. A provider that still holds the context (a
         // Wasm call abandoned at its deadline) leaves a copy behind instead.
@@ -455,6 +468,27 @@ pub async fn admit<'s>(
         };
         return Err(refuse(rejection, Some(route), "-", "no decision", None));
     };
+    if !site.rate_limits.is_empty() {
+        let request = RateLimited {
+            route: &route.path,
+            path: parts.uri.path(),
+            identity: &identity,
+            provider: &provider,
+            client: peer.map(|p| p.ip()),
+            tools: tools.as_deref().unwrap_or_default(),
+        };
+        if let Err(exceeded) = site.rate_limits.check(&request, std::time::Instant::now()) {
+            metrics.rate_limited(route.label(), &exceeded.limit);
+            let reason = format!("rate limit `{}` spent", exceeded.limit);
+            return Err(refuse(
+                Rejection::TooManyRequests(exceeded),
+                Some(route),
+                &provider,
+                &reason,
+                Some(trace),
+            ));
+        }
+    }
     Ok(Admitted {
         route,
         identity,

@@ -25,6 +25,7 @@ pub mod listener;
 pub(crate) mod listing;
 mod metadata;
 pub(crate) mod proxy;
+pub mod rate_limit;
 pub mod readiness;
 mod rejection;
 // Public for the fuzz targets (`fuzz/fuzz_targets/request_context.rs`), not an API.
@@ -107,7 +108,9 @@ impl Gateway {
     }
 
     /// Replaces the site; requests in flight finish on the old one.
-    pub fn swap(&self, site: Site) {
+    pub fn swap(&self, mut site: Site) {
+        // What callers have spent outlives the configuration.
+        site.rate_limits.keep_buckets(&self.site.load().rate_limits);
         self.site.store(Arc::new(site));
     }
 

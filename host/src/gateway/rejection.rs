@@ -75,6 +75,8 @@ pub enum Rejection {
         /// The origin.
         origin: String,
     },
+    /// A rate limit is spent (429).
+    TooManyRequests(super::rate_limit::Exceeded),
     /// The `Host` is not one this gateway answers to (421): DNS rebinding, or a wrong name.
     HostNotAllowed {
         /// The host as sent.
@@ -172,6 +174,7 @@ impl Rejection {
             | Self::Forbidden { .. }
             | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
@@ -243,6 +246,13 @@ impl Rejection {
                 "forbidden_origin",
                 format!("origin `{origin}` is not allowed to call this gateway"),
             ),
+            Self::TooManyRequests(exceeded) => (
+                "rate_limited",
+                format!(
+                    "the rate limit `{}` is spent; try again in {} s",
+                    exceeded.limit, exceeded.retry_after
+                ),
+            ),
             Self::HostNotAllowed { host } => (
                 "misdirected_request",
                 format!(
@@ -300,6 +310,20 @@ impl Rejection {
         }
         if let Self::MethodNotAllowed { allow } = self {
             headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Self::TooManyRequests(exceeded) = &self {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(exceeded.retry_after),
+            );
+            for (name, value) in [
+                ("ratelimit-policy", &exceeded.policy),
+                ("ratelimit", &exceeded.state),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(http::HeaderName::from_static(name), value);
+                }
+            }
         }
         response
     }

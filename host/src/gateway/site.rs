@@ -74,6 +74,8 @@ pub struct Site {
     pub hosts: crate::config::model::HostPolicy,
     /// CORS answers.
     pub cors: super::cors::CorsHeaders,
+    /// `[[rate_limits]]` and their buckets.
+    pub rate_limits: super::rate_limit::RateLimits,
     /// The forward-auth endpoint, when on.
     pub forward_auth: Option<ForwardAuth>,
     /// Peers that get the full `/readyz` report.
@@ -147,6 +149,7 @@ impl Site {
             origins: config.server.allowed_origins.clone(),
             hosts: config.server.allowed_hosts.clone(),
             cors: super::cors::CorsHeaders::new(&config.server.cors),
+            rate_limits: super::rate_limit::RateLimits::new(config.rate_limits.clone()),
             forward_auth: config.server.forward_auth.clone(),
             readyz_detail_networks: config.server.readyz_detail_networks.clone(),
             max_body_bytes: config.server.max_body_bytes,

@@ -6,6 +6,7 @@
 //! | `portcullis_decisions_total` | `provider`, `verdict` (`allow`, `deny`, `abstain`, `error`) |
 //! | `portcullis_provider_duration_seconds` | `provider` |
 //! | `portcullis_wasm_failures_total` | `provider`, `kind` (`trap`, `timeout`, `unavailable`, `other`) |
+//! | `portcullis_rate_limited_total` | `route`, `limit` |
 //! | `portcullis_upstream_errors_total` | `route`, `kind` (`connect`, `tls`, `timeout`, `credential`, `refused`, `other`) |
 //! | `portcullis_jwks_fetches_total` | `provider`, `result` (`success`, `failure`) |
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
@@ -55,6 +56,12 @@ struct KindLabels {
 struct UpstreamLabels {
     route: String,
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    route: String,
+    limit: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +129,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     wasm_failures: Family<KindLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
+    rate_limited: Family<RateLimitLabels, Counter>,
     jwks: Arc<JwksCollector>,
     secrets: Arc<SecretsCollector>,
     reloads: Family<ReloadLabels, Counter>,
@@ -170,6 +178,12 @@ impl Metrics {
             "Wasm provider calls that trapped, timed out or failed otherwise",
             wasm_failures.clone(),
         );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "upstream_errors",
@@ -206,6 +220,7 @@ impl Metrics {
             latency,
             wasm_failures,
             upstream_errors,
+            rate_limited,
             jwks,
             secrets,
             reloads,
@@ -326,6 +341,16 @@ impl Metrics {
     }
 
     /// Counts a failed upstream request (`connect`, `timeout` or `other`).
+    pub fn rate_limited(&self, route: &str, limit: &str) {
+        self.rate_limited
+            .get_or_create(&RateLimitLabels {
+                route: route.to_owned(),
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an upstream failure of `kind` on `route`.
     pub fn upstream_error(&self, route: &str, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&UpstreamLabels {

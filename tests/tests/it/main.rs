@@ -42,6 +42,7 @@ mod jwt;
 mod oauth_clients;
 mod oauth_server;
 mod oauth_support;
+mod rate_limits;
 mod reload;
 mod scaffold;
 mod secrets;
