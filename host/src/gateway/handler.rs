@@ -36,6 +36,7 @@ pub(crate) async fn handle<'s>(
         "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness.render())),
         "/metrics" => {
             metrics.set_jwt_validators(site.jwt_validators.clone());
+            metrics.set_api_key_validators(site.api_key_validators.clone());
             return (
                 "/metrics",
                 text(

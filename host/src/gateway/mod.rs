@@ -107,6 +107,16 @@ impl Gateway {
 
     /// Replaces the site; requests in flight finish on the old one.
     pub fn swap(&self, site: Site) {
+        let previous = self.site.load();
+        for validator in &site.api_key_validators {
+            if let Some(old) = previous
+                .api_key_validators
+                .iter()
+                .find(|old| old.provider() == validator.provider())
+            {
+                validator.carry_last_used(old);
+            }
+        }
         self.site.store(Arc::new(site));
     }
 

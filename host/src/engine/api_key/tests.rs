@@ -10,6 +10,7 @@ fn settings(toml_keys: Vec<ApiKeyEntry>) -> ApiKeySettings {
         header: None,
         scheme: None,
         keys: toml_keys,
+        keys_file: None,
     }
 }
 
