@@ -20,28 +20,21 @@ fn folder_of(path: &Path) -> &Path {
     }
 }
 
-/// An exclusive `flock` on `.NAME.lock` beside `path`, held until the guard is dropped.
+/// An exclusive `flock` on the folder of `path`, held until the guard is dropped.
 ///
-/// The lock is on a file of its own, not on `path`: [`write_atomically`] replaces `path`'s
-/// inode, so a lock on the old inode would not stop a command that opened the new one.
+/// The lock is on the folder, not on `path`: [`write_atomically`] replaces `path`'s inode,
+/// so a lock on the old inode would not stop a command that opened the new one; and a lock
+/// file of its own would be left beside the keys for every reader of the folder to see.
 pub(crate) struct Lock {
-    _file: File,
+    _folder: File,
 }
 
 /// Takes the [`Lock`] of `path`, waiting for another command's.
 pub(crate) fn lock(path: &Path) -> std::io::Result<Lock> {
     let path = resolved(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(folder_of(&path).join(format!(".{name}.lock")))?;
-    file.lock()?;
-    Ok(Lock { _file: file })
+    let folder = File::open(folder_of(&path))?;
+    folder.lock()?;
+    Ok(Lock { _folder: folder })
 }
 
 /// Replaces `path` with `text` so that a reader (the gateway's reload) sees the old file or
