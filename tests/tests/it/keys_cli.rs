@@ -353,3 +353,17 @@ async fn expired_keys_are_refused() {
     assert_eq!(expired.status, 401, "{}", expired.body);
     answered(&with_bearer(&gateway.base, &fresh).await, 200).expect("an unexpired key works");
 }
+
+#[test]
+fn the_readme_keys_file_example_is_a_valid_keys_file() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let section = &readme[readme.find("### Managing API keys").expect("the section")..];
+    let block = section
+        .split("```toml,ignore\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the keys file example");
+    let file = keys_file::parse(block, "README.md").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.keys[0].name, "agent-1");
+}
