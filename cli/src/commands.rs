@@ -63,6 +63,9 @@ pub enum Command {
     /// Create a provider crate that builds to a Wasm component and passes its own tests.
     #[command(long_about = NEW_ABOUT)]
     New(NewArgs),
+    /// API keys in an `api_key` provider's keys file: `add` (prints the key once), `list`,
+    /// `revoke`.
+    Keys(crate::keys::KeysArgs),
     /// The authorization server's OAuth clients: `add` (prints the secret once), `list`,
     /// `revoke`, in its clients file.
     Clients(ClientsArgs),
@@ -202,6 +205,9 @@ pub enum CliError {
     /// `clients` refused, or the clients file is unusable.
     #[error(transparent)]
     Clients(#[from] portcullis::oauth::clients_file::ClientsFileError),
+    /// `keys` refused, or the keys file is unusable.
+    #[error(transparent)]
+    Keys(#[from] portcullis::engine::api_key::keys_file::KeysFileError),
     /// `signing-key` refused.
     #[error(transparent)]
     SigningKey(#[from] SigningKeyError),

@@ -3,6 +3,7 @@
 //!
 //! - [`commands`]: `serve` (default), `check`, `eval`, `hash-key` and `new`, each a function;
 //!   `main.rs` only parses arguments and maps the result to an exit code.
+//! - [`keys`]: API keys of an `api_key` provider (`keys add|list|revoke`).
 //! - [`clients`] and [`signing_key`]: the authorization server's OAuth clients and
 //!   signing keys (`clients add|list|revoke`, `signing-key new`).
 //! - [`demo`]: the embedded default (a demo MCP server and its configuration).
@@ -13,6 +14,7 @@ pub mod clients;
 pub mod commands;
 pub mod demo;
 pub mod identity;
+pub mod keys;
 pub mod logging;
 pub mod scaffold;
 pub mod signing_key;

@@ -53,6 +53,10 @@ fn main() -> ExitCode {
                 print!("{}", cli::new_provider(&args)?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Keys(args) => {
+                print!("{}", cli::keys::run(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Clients(args) => {
                 print!("{}", cli::clients::run(&args)?);
                 Ok(ExitCode::SUCCESS)

@@ -36,6 +36,8 @@ pub struct BuiltProvider {
     pub component: Option<(PathBuf, String)>,
     /// For JWT providers: the validator, for its key-fetch counters.
     pub jwt: Option<Arc<JwtValidator>>,
+    /// For API-key providers: the validator, for its keys' last-used times.
+    pub api_key: Option<Arc<ApiKeyValidator>>,
 }
 
 /// Which engine trait a provider fills.
@@ -104,14 +106,16 @@ pub async fn assemble(
     for (name, provider) in &config.providers {
         let key = format!("providers.{name}");
         let invalid = |e: &dyn std::fmt::Display| report.invalid(&key, e.to_string());
+        let mut api_key = None;
         let (role, component, jwt) = match &provider.settings {
             ProviderSettings::Anonymous(s) => {
                 let v = AnonymousProvider::new(name, s.clone());
                 (Role::Authenticator(Arc::new(v)), None, None)
             }
             ProviderSettings::ApiKey(s) => {
-                let v = ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?;
-                (Role::Authenticator(Arc::new(v)), None, None)
+                let v = Arc::new(ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?);
+                api_key = Some(Arc::clone(&v));
+                (Role::Authenticator(v), None, None)
             }
             ProviderSettings::Jwt(s) => {
                 let v = Arc::new(JwtValidator::new(name, s.clone()).map_err(|e| invalid(&e))?);
@@ -142,6 +146,7 @@ pub async fn assemble(
                 role,
                 component,
                 jwt,
+                api_key,
             },
         );
     }

@@ -32,6 +32,7 @@ mod expand;
 pub mod model;
 mod providers;
 pub mod raw;
+pub(crate) mod rewrite;
 mod validate;
 
 use std::path::Path;

@@ -65,7 +65,10 @@ pub(crate) fn validate_provider(
     };
     let settings = match raw.settings {
         RawProviderSettings::Anonymous(s) => ProviderSettings::Anonymous(s),
-        RawProviderSettings::ApiKey(s) => ProviderSettings::ApiKey(s),
+        RawProviderSettings::ApiKey(mut s) => {
+            s.keys_file = s.keys_file.map(|file| base_dir.join(file));
+            ProviderSettings::ApiKey(s)
+        }
         RawProviderSettings::Jwt(s) => ProviderSettings::Jwt(s),
         RawProviderSettings::Issued(_) => ProviderSettings::Issued,
         RawProviderSettings::Mtls(s) => {

@@ -57,9 +57,10 @@
 //!     .provider(
 //!         "keys",
 //!         RawProviderSettings::ApiKey(ApiKeySettings {
-//!             header: None, // `Authorization: Bearer <key>`
+//!             header: None, // `Authorization: Bearer <key>` and `X-API-Key: <key>`
 //!             scheme: None,
 //!             keys: vec![ApiKeyEntry::hashed("ci", hash_key("s3cret"), ["reports:read"])],
+//!             keys_file: None,
 //!         }),
 //!     )
 //!     .route("/reports", ["keys"])

@@ -5,7 +5,8 @@
 //! ```toml
 //! [providers.keys]
 //! type = "api_key"
-//! header = "x-api-key"            # default `authorization` with scheme `Bearer`
+//! # header = "x-api-key"          # default: `Authorization: Bearer` and `X-API-Key`
+//! keys_file = "keys.toml"         # `portcullis keys add|revoke`, reloaded live
 //! keys = [
 //!   { name = "ci", hash = "sha256:…", scopes = ["mcp:read"], expires_at = "2027-01-01T00:00:00Z" },
 //!   { name = "ops", key = "env://OPS_API_KEY", scopes = ["*"] },
@@ -13,14 +14,22 @@
 //! ]
 //! ```
 //!
+//! Without `header` and `scheme`, a key is read from `Authorization: Bearer <key>` and from
+//! `X-API-Key: <key>` (clients such as datagrout-conduit send the latter); a request with
+//! both must carry the same key in both, or it is refused as malformed rather than decided
+//! by one of them.
+//!
 //! Only digests are kept in memory. Storing a key's plaintext in the config is refused: a
 //! config file is copied, diffed and pasted into tickets far more often than a secret store.
 
+pub mod keys_file;
 mod location;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -34,18 +43,45 @@ use crate::secret::{SecretError, SecretRef};
 use crate::verdict::{Denial, Identity, Verdict};
 
 /// The `[providers.NAME]` table of an `api_key` provider (without its `type` key).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySettings {
-    /// Header that carries the key; default `authorization`.
+    /// Header that carries the key; default: `authorization` (scheme `Bearer`) and
+    /// `x-api-key` (no scheme).
     #[serde(default)]
     pub header: Option<String>,
     /// Auth scheme before the key; default `Bearer` on `authorization`, none on any other
     /// header. `""` reads the whole header value as the key.
     #[serde(default)]
     pub scheme: Option<String>,
-    /// The accepted keys.
+    /// The accepted keys written in the config.
+    #[serde(default)]
     pub keys: Vec<ApiKeyEntry>,
+    /// A keys file ([`keys_file`]) with more, relative to the config file's folder (the
+    /// config layer makes it absolute); reloaded when it changes.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+}
+
+/// The header that carries a key besides `Authorization: Bearer` when `header` and
+/// `scheme` are not set.
+pub const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
+impl ApiKeySettings {
+    /// Every place a key is read from: `header`/`scheme` when either is set, else
+    /// `Authorization: Bearer` and `X-API-Key`. The gateway strips them all before the
+    /// upstream.
+    pub fn credential_locations(&self) -> Result<Vec<CredentialLocation>, LocationError> {
+        let configured =
+            CredentialLocation::from_settings(self.header.as_deref(), self.scheme.as_deref())?;
+        if self.header.is_some() || self.scheme.is_some() {
+            return Ok(vec![configured]);
+        }
+        Ok(vec![
+            configured,
+            CredentialLocation::from_settings(Some(X_API_KEY.as_str()), None)?,
+        ])
+    }
 }
 
 /// One accepted key: exactly one of `hash` or `key`.
@@ -124,11 +160,23 @@ pub enum ApiKeyConfigError {
         /// What is wrong.
         source: LocationError,
     },
-    /// `keys` is empty.
-    #[error("provider `{provider}`: `keys` is empty; add at least one `{{ name = …, hash = … }}`")]
+    /// Neither `keys` nor `keys_file` is set.
+    #[error(
+        "provider `{provider}`: `keys` is empty and there is no `keys_file`; add at least one \
+         `{{ name = …, hash = … }}`, or `keys_file = \"keys.toml\"` for `portcullis keys add`"
+    )]
     NoKeys {
         /// The provider.
         provider: String,
+    },
+    /// The keys file cannot be read or is invalid; the error names the file, the entry and
+    /// the field.
+    #[error("provider `{provider}`: `keys_file`: {source}")]
+    KeysFile {
+        /// The provider.
+        provider: String,
+        /// Why.
+        source: crate::config::ConfigError,
     },
     /// A key has an empty `name`.
     #[error("provider `{provider}`: key #{index} has an empty `name`; every key needs one")]
@@ -234,6 +282,8 @@ pub fn hash_key(plaintext: &str) -> String {
 pub struct ApiKeyValidator {
     name: String,
     location: CredentialLocation,
+    /// `X-API-Key`, read besides `location` when neither `header` nor `scheme` is set.
+    also: Option<CredentialLocation>,
     by_digest: HashMap<[u8; 32], usize>,
     keys: Vec<StoredKey>,
 }
@@ -244,6 +294,9 @@ struct StoredKey {
     /// Unix seconds from which the key is refused.
     expires_at: Option<i64>,
     revoked: bool,
+    /// Unix seconds of the last request it authenticated; 0: none since the gateway
+    /// started. One relaxed store per allowed request: the metric needs no ordering.
+    last_used: AtomicI64,
 }
 
 impl ApiKeyValidator {
@@ -253,20 +306,30 @@ impl ApiKeyValidator {
         settings: ApiKeySettings,
     ) -> Result<Self, ApiKeyConfigError> {
         let provider = name.into();
-        let location = CredentialLocation::from_settings(
-            settings.header.as_deref(),
-            settings.scheme.as_deref(),
-        )
-        .map_err(|source| ApiKeyConfigError::Location {
-            provider: provider.clone(),
-            source,
-        })?;
-        if settings.keys.is_empty() {
-            return Err(ApiKeyConfigError::NoKeys { provider });
+        let mut locations = settings
+            .credential_locations()
+            .map_err(|source| ApiKeyConfigError::Location {
+                provider: provider.clone(),
+                source,
+            })?
+            .into_iter();
+        let location = locations.next().unwrap_or_default();
+        let also = locations.next();
+        let mut entries = settings.keys;
+        match &settings.keys_file {
+            Some(path) => {
+                let file = keys_file::read(path).map_err(|source| ApiKeyConfigError::KeysFile {
+                    provider: provider.clone(),
+                    source,
+                })?;
+                entries.extend(file.keys.iter().map(keys_file::RawKey::to_entry));
+            }
+            None if entries.is_empty() => return Err(ApiKeyConfigError::NoKeys { provider }),
+            None => {}
         }
-        let mut by_digest = HashMap::with_capacity(settings.keys.len());
-        let mut keys: Vec<StoredKey> = Vec::with_capacity(settings.keys.len());
-        for (index, entry) in settings.keys.into_iter().enumerate() {
+        let mut by_digest = HashMap::with_capacity(entries.len());
+        let mut keys: Vec<StoredKey> = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
             let stored = match stored_key(&provider, index + 1, entry) {
                 Ok(stored) => stored,
                 // Deleting a key's secret (its file, or its Vault field) revokes the key.
@@ -306,14 +369,39 @@ impl ApiKeyValidator {
         Ok(Self {
             name: provider,
             location,
+            also,
             by_digest,
             keys,
         })
     }
 
-    /// Where this validator reads keys from.
+    /// Where this validator reads keys from (the first place, when it reads two).
     pub fn location(&self) -> &CredentialLocation {
         &self.location
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        &self.name
+    }
+
+    /// Each key's name and the Unix seconds of the last request it authenticated, for
+    /// keys used since the gateway started.
+    pub fn last_used(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.keys.iter().filter_map(|k| {
+            let at = k.last_used.load(Ordering::Relaxed);
+            (at > 0).then_some((k.identity.subject.as_str(), at))
+        })
+    }
+
+    /// Takes over `previous`'s last-used times for the keys both have (by name), so that a
+    /// reload (a `keys add`) does not make every key look unused.
+    pub fn carry_last_used(&self, previous: &Self) {
+        for (name, at) in previous.last_used() {
+            if let Some(key) = self.keys.iter().find(|k| k.identity.subject == name) {
+                key.last_used.fetch_max(at, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The decision for a request with these headers, now.
@@ -326,7 +414,22 @@ impl ApiKeyValidator {
 
     /// The decision for a request with these headers at `now` (Unix seconds).
     pub fn check_at(&self, headers: &HeaderMap, now: i64) -> Verdict {
-        let presented = match self.location.find(headers) {
+        let mut presented = self.location.find(headers);
+        if let Some(also) = &self.also {
+            presented = match (presented, also.find(headers)) {
+                (Presented::Absent, other) | (other, Presented::Absent) => other,
+                (Presented::Malformed(reason), _) | (_, Presented::Malformed(reason)) => {
+                    Presented::Malformed(reason)
+                }
+                (Presented::Credential(a), Presented::Credential(b)) if a == b => {
+                    Presented::Credential(a)
+                }
+                (Presented::Credential(_), Presented::Credential(_)) => Presented::Malformed(
+                    "`Authorization` and `X-API-Key` carry different credentials",
+                ),
+            };
+        }
+        let presented = match presented {
             Presented::Absent => return Verdict::Abstain,
             Presented::Malformed(reason) => return Verdict::Deny(invalid_request(reason)),
             Presented::Credential(credential) => credential,
@@ -347,6 +450,11 @@ impl ApiKeyValidator {
         }
         if key.expires_at.is_some_and(|at| now >= at) {
             return Verdict::Deny(Denial::invalid_token("API key has expired"));
+        }
+        // Whole seconds: a store only when the second changes keeps the cache line shared
+        // between cores under load.
+        if key.last_used.load(Ordering::Relaxed) != now {
+            key.last_used.store(now, Ordering::Relaxed);
         }
         Verdict::Allow(key.identity.clone())
     }
@@ -418,6 +526,7 @@ fn stored_key(
         },
         expires_at,
         revoked: entry.revoked,
+        last_used: AtomicI64::new(0),
     })
 }
 
@@ -441,6 +550,7 @@ impl fmt::Debug for ApiKeyValidator {
         f.debug_struct("ApiKeyValidator")
             .field("name", &self.name)
             .field("location", &self.location)
+            .field("also", &self.also)
             .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }

@@ -80,6 +80,7 @@ async fn dispatch<'s>(
     let path = request.uri().path();
     if path == "/metrics" {
         metrics.set_jwt_validators(site.jwt_validators.clone());
+        metrics.set_api_key_validators(site.api_key_validators.clone());
         return (
             "/metrics",
             text(

@@ -109,8 +109,19 @@ impl Gateway {
 
     /// Replaces the site; requests in flight finish on the old one.
     pub fn swap(&self, mut site: Site) {
-        // What callers have spent outlives the configuration.
-        site.rate_limits.keep_buckets(&self.site.load().rate_limits);
+        let previous = self.site.load();
+        // What callers have spent, and when each key was last used, outlive the
+        // configuration.
+        site.rate_limits.keep_buckets(&previous.rate_limits);
+        for validator in &site.api_key_validators {
+            if let Some(old) = previous
+                .api_key_validators
+                .iter()
+                .find(|old| old.provider() == validator.provider())
+            {
+                validator.carry_last_used(old);
+            }
+        }
         self.site.store(Arc::new(site));
     }
 

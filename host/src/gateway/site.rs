@@ -18,7 +18,7 @@ use crate::config::model::{
 };
 use crate::config::{Assembled, Config};
 use crate::engine::Policy;
-use crate::engine::api_key::CredentialLocation;
+use crate::engine::api_key::{ApiKeyValidator, CredentialLocation};
 use crate::engine::jwt::JwtValidator;
 use crate::engine::rules::path_has_prefix;
 use crate::identity::IdentityAuthority;
@@ -99,6 +99,8 @@ pub struct Site {
     pub readiness: Readiness,
     /// JWT validators, for metrics.
     pub jwt_validators: Vec<(String, Arc<JwtValidator>)>,
+    /// API-key validators, for their keys' last-used times.
+    pub api_key_validators: Vec<Arc<ApiKeyValidator>>,
     /// The authorization server, when on: its endpoints are answered before any route.
     pub authorization_server: Option<Arc<AuthorizationServer>>,
     /// The identity CA, when on: its endpoints are answered before any route, and it
@@ -140,6 +142,11 @@ impl Site {
             .values()
             .filter_map(|p| p.jwt.clone().map(|v| (p.name.clone(), v)))
             .collect();
+        let api_key_validators = assembled
+            .providers
+            .values()
+            .filter_map(|p| p.api_key.clone())
+            .collect();
         Self {
             public_origin: origin_of(&public_url),
             root_metadata: document(&public_url, &config.resource),
@@ -162,6 +169,7 @@ impl Site {
             routes,
             readiness,
             jwt_validators,
+            api_key_validators,
             authorization_server: assembled.authorization_server,
             identity: assembled.identity,
         }
@@ -214,12 +222,11 @@ fn live_route(
     if !route.forward_auth_headers {
         strip.push(http::header::AUTHORIZATION);
         for name in &names {
-            let location = match config.providers.get(*name).map(|p| &p.settings) {
-                Some(ProviderSettings::ApiKey(s)) => {
-                    CredentialLocation::from_settings(s.header.as_deref(), s.scheme.as_deref())
-                }
+            let locations = match config.providers.get(*name).map(|p| &p.settings) {
+                Some(ProviderSettings::ApiKey(s)) => s.credential_locations(),
                 Some(ProviderSettings::Jwt(s)) => {
                     CredentialLocation::from_settings(s.header.as_deref(), s.scheme.as_deref())
+                        .map(|location| vec![location])
                 }
                 Some(ProviderSettings::Wasm(w)) => {
                     for header in &w.credential_headers {
@@ -231,10 +238,10 @@ fn live_route(
                 }
                 _ => continue,
             };
-            if let Ok(location) = location
-                && !strip.contains(location.header())
-            {
-                strip.push(location.header().clone());
+            for location in locations.into_iter().flatten() {
+                if !strip.contains(location.header()) {
+                    strip.push(location.header().clone());
+                }
             }
         }
     }

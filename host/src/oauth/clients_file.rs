@@ -17,10 +17,11 @@
 //! ```
 //!
 //! The commands rewrite the file with `toml_edit`, so an operator's comments and layout
-//! survive, and replace it atomically, so the gateway's hot reload never reads half a file.
+//! survive, under a lock, so two commands at once do not lose a change, and replace it
+//! atomically, so the gateway's hot reload never reads half a file
+//! ([`crate::config::rewrite`]).
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -31,7 +32,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use super::clients::is_label;
 use super::settings::{LIFETIME_CEILING_SECS, LIFETIME_FLOOR_SECS};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, rewrite};
 use crate::engine::api_key::parse_hash;
 use crate::secret::SecretString;
 
@@ -400,6 +401,11 @@ fn edit(
     change: impl FnOnce(&ClientsFile, &mut DocumentMut) -> Result<(), ClientsFileError>,
 ) -> Result<(), ClientsFileError> {
     let source = path.display().to_string();
+    let write_error = |source| ClientsFileError::Write {
+        file: path.to_owned(),
+        source,
+    };
+    let _lock = rewrite::lock(path).map_err(write_error)?;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if create && error.kind() == std::io::ErrorKind::NotFound => {
@@ -428,10 +434,7 @@ fn edit(
     // The rewrite must read back as the change meant; a slip here must not reach the
     // gateway, which would keep its last good clients until the file is fixed.
     parse(&new_text, &source)?;
-    write_atomically(path, &new_text).map_err(|source| ClientsFileError::Write {
-        file: path.to_owned(),
-        source,
-    })
+    rewrite::write_atomically(path, &new_text).map_err(write_error)
 }
 
 /// `client` as a `[[clients]]` table, spelled by its `Serialize` impl (field order, omitted
@@ -443,44 +446,6 @@ fn to_table(client: &RawClient) -> Table {
     text.parse::<DocumentMut>()
         .map(|doc| doc.as_table().clone())
         .unwrap_or_default()
-}
-
-/// Replaces `path` with `text` so that a reader (the gateway's reload) sees the old file or
-/// the new one, never a part: a temporary file in the same folder (a rename does not cross
-/// file systems), flushed to disk, renamed over the old one, then the folder flushed so the
-/// rename survives a crash. Owner-only (0600): the file holds secret hashes.
-/// A symlinked file is written at its target, so the link (a ConfigMap's, another
-/// instance's) keeps pointing at the new contents; an existing file keeps its owner, group
-/// and mode, so `sudo portcullis clients revoke` leaves a file the gateway's own user can
-/// still read (a revocation the gateway cannot read would be silently ignored).
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let resolved = std::fs::canonicalize(path).ok();
-    let path = resolved.as_deref().unwrap_or(path);
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let before = std::fs::metadata(path).ok();
-    let mut temp = tempfile::Builder::new()
-        .prefix(".clients-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-        let mode = before.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if let Some(before) = &before {
-            std::os::unix::fs::fchown(temp.as_file(), Some(before.uid()), Some(before.gid()))?;
-        }
-    }
-    temp.write_all(text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

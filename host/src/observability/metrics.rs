@@ -13,6 +13,7 @@
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 //! | `portcullis_secret_refreshes_total` | `source` (`vault`), `result` (`success`, `failure`) |
 //! | `portcullis_secrets_stale` | (gauge: 1 while a last good secret value is served unconfirmed) |
+//! | `portcullis_api_key_last_used_seconds` | `provider`, `key` (gauge: Unix seconds of the key's last successful authentication; keys unused since start are absent) |
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -25,6 +26,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 
+use crate::engine::api_key::ApiKeyValidator;
 use crate::engine::jwt::JwtValidator;
 use crate::engine::{StepOutcome, Trace};
 use crate::secret::SecretCache;
@@ -131,6 +133,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     rate_limited: Family<RateLimitLabels, Counter>,
     jwks: Arc<JwksCollector>,
+    api_keys: Arc<ApiKeysCollector>,
     secrets: Arc<SecretsCollector>,
     reloads: Family<ReloadLabels, Counter>,
     oauth: Family<OAuthLabels, Counter>,
@@ -192,6 +195,8 @@ impl Metrics {
         );
         let jwks = Arc::new(JwksCollector::default());
         registry.register_collector(Box::new(jwks.clone()));
+        let api_keys = Arc::new(ApiKeysCollector::default());
+        registry.register_collector(Box::new(api_keys.clone()));
         let secrets = Arc::new(SecretsCollector::default());
         registry.register_collector(Box::new(secrets.clone()));
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -222,6 +227,7 @@ impl Metrics {
             upstream_errors,
             rate_limited,
             jwks,
+            api_keys,
             secrets,
             reloads,
             oauth,
@@ -369,6 +375,15 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = validators;
     }
 
+    /// Replaces the API-key validators whose keys' last-used times are exported.
+    pub fn set_api_key_validators(&self, validators: Vec<Arc<ApiKeyValidator>>) {
+        *self
+            .api_keys
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = validators;
+    }
+
     /// The secret cache whose reads are exported.
     pub fn set_secrets(&self, cache: Arc<SecretCache>) {
         *self.secrets.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache);
@@ -444,6 +459,45 @@ impl Collector for JwksCollector {
                 [("hit", stats.hits), ("miss", stats.misses)]
             },
         )?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    provider: String,
+    key: String,
+}
+
+/// Reads the API-key validators' last-used times at scrape time: the hot path only stores
+/// an integer, and nothing is kept for keys that are gone.
+#[derive(Debug, Default)]
+struct ApiKeysCollector {
+    validators: Mutex<Vec<Arc<ApiKeyValidator>>>,
+}
+
+impl Collector for ApiKeysCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let validators = self
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut family = encoder.encode_descriptor(
+            "api_key_last_used_seconds",
+            "Unix time of each API key's last successful authentication, by provider and key",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for validator in &validators {
+            for (key, at) in validator.last_used() {
+                let labels = KeyLabels {
+                    provider: validator.provider().to_owned(),
+                    key: key.to_owned(),
+                };
+                ConstGauge::new(at).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }

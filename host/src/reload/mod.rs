@@ -405,9 +405,18 @@ fn inputs(source: &Source) -> Inputs {
             add_dir(&mut dirs, parent);
         }
         for provider in config.providers.values() {
-            if let ProviderSettings::Wasm(wasm) = &provider.settings {
-                feed(&mut digest, &wasm.component);
-                add_dirs_of(&mut dirs, &wasm.component);
+            match &provider.settings {
+                ProviderSettings::Wasm(wasm) => {
+                    feed(&mut digest, &wasm.component);
+                    add_dirs_of(&mut dirs, &wasm.component);
+                }
+                ProviderSettings::ApiKey(keys) => {
+                    if let Some(file) = &keys.keys_file {
+                        feed(&mut digest, file);
+                        add_dirs_of(&mut dirs, file);
+                    }
+                }
+                _ => {}
             }
         }
         for file in config

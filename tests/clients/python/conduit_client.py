@@ -1,20 +1,23 @@
 """datagrout-conduit, unmodified, against a gateway's MCP URL: lists the tools, then makes each
 `--call` in order, printing what happened (see report.py).
 
-Two modes, both with the client secret read from the variable named by `--client-secret-env`:
+Three modes, each with the client secret read from the variable named by
+`--client-secret-env`:
 - `client-credentials`: `Client(url, client_id=…, client_secret=…)`, conduit's own
   client-credentials mode, which posts to the token endpoint it derives from the MCP URL
   (`…/servers/a/mcp` → `…/servers/a/oauth/token`), or to `--token-endpoint` (its
   `token_endpoint=` override);
 - `delegation`: its RFC 8693 `DelegatedProvider`, exchanging the user's token (read from the
   variable named by `--subject-token-env`) with the agent's own client-credentials token as
-  the actor, at the same derived endpoint; the delegated token it holds is printed at the end.
+  the actor, at the same derived endpoint; the delegated token it holds is printed at the end;
+- `api-key`: `Client(url, auth={"api_key": …})` with the secret as an API key, which conduit
+  sends as `X-API-Key` (`--client-id` is not used).
 
 conduit builds its HTTP client itself, so its HTTP exchanges are not printed: what it
 reports (errors carry the status and body) is what the test sees.
 
 usage: conduit_client.py URL --client-id ID --client-secret-env VAR
-           [--mode client-credentials|delegation] [--subject-token-env VAR]
+           [--mode client-credentials|delegation|api-key] [--subject-token-env VAR]
            [--token-endpoint URL]
            [--call NAME[=JSON]]...
 """
@@ -58,6 +61,8 @@ async def run(args):
             actor=TokenSource.client_credentials(agent),
         )
         client = Client(args.url, auth={"delegation": delegation})
+    elif args.mode == "api-key":
+        client = Client(args.url, auth={"api_key": secret})
     else:
         client = Client(
             args.url,
@@ -83,7 +88,7 @@ def main():
     parser = arguments(__doc__)
     parser.add_argument("--client-secret-env", required=True)
     parser.add_argument(
-        "--mode", choices=["client-credentials", "delegation"], default="client-credentials"
+        "--mode", choices=["client-credentials", "delegation", "api-key"], default="client-credentials"
     )
     parser.add_argument("--subject-token-env")
     parser.add_argument("--token-endpoint")

@@ -39,6 +39,7 @@ mod identity;
 mod identity_support;
 mod jwks_faults;
 mod jwt;
+mod keys_cli;
 mod oauth_clients;
 mod oauth_server;
 mod oauth_support;

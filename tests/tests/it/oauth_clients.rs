@@ -2,7 +2,8 @@
 //! unmodified as child processes against a real gateway in front of the demo MCP server:
 //! the Python `mcp` SDK's `ClientCredentialsOAuthProvider` and `PrivateKeyJWTOAuthProvider`,
 //! the TypeScript SDK's `ClientCredentialsProvider` and `PrivateKeyJwtProvider`, and
-//! datagrout-conduit in client-credentials mode and with its RFC 8693 `DelegatedProvider`.
+//! datagrout-conduit in client-credentials mode and with its RFC 8693 `DelegatedProvider`,
+//! and conduit with an API key (which it sends as `X-API-Key`).
 //! The scripts in `tests/clients/` print one JSON line per HTTP exchange, listing and tool
 //! call; the tests assert on those and on what the upstream's `whoami` tool saw (the identity
 //! headers the gateway added), so every result comes from the real client and the real
@@ -757,6 +758,39 @@ async fn conduit_client_credentials_uses_its_derived_token_endpoint() {
     assert_eq!(run.text("echo"), text);
     assert_eq!(run.whoami("x-portcullis-subject"), client::ADMIN, "{run}");
     assert_eq!(run.whoami("x-portcullis-scopes"), "mcp:read admin", "{run}");
+}
+
+/// conduit's `auth={"api_key": …}` sends `X-API-Key`, which the `api_key` provider reads by
+/// default; the header never reaches the upstream.
+#[tokio::test]
+async fn conduit_authenticates_with_an_api_key_in_x_api_key() {
+    let Some((program, script)) = Library::Conduit.installed() else {
+        return;
+    };
+    let harness = start(portcullis_tests::config::standard()).await;
+    let text = random_text();
+    let args: Vec<String> = [
+        &format!("{}/mcp", harness.base),
+        "--client-id=unused",
+        "--client-secret-env=API_KEY",
+        "--mode=api-key",
+        &echo(&text),
+        "--call=whoami",
+    ]
+    .map(|a| (*a).to_owned())
+    .to_vec();
+    let key = portcullis_tests::config::READER_KEY;
+    let good = run(&program, &script, &args, &[("API_KEY", key)]).await;
+    good.succeeded();
+    assert_eq!(good.text("echo"), text);
+    assert_eq!(good.whoami("x-portcullis-subject"), "reader", "{good}");
+    assert_eq!(
+        good.whoami("x-api-key"),
+        "",
+        "the key reached the upstream:\n{good}"
+    );
+    let bad = run(&program, &script, &args, &[("API_KEY", "not-a-key")]).await;
+    assert!(bad.failure().contains("401"), "{bad}");
 }
 
 #[tokio::test]

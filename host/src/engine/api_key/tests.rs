@@ -10,6 +10,7 @@ fn settings(toml_keys: Vec<ApiKeyEntry>) -> ApiKeySettings {
         header: None,
         scheme: None,
         keys: toml_keys,
+        keys_file: None,
     }
 }
 
@@ -230,4 +231,110 @@ fn debug_output_never_shows_a_literal_key() {
     e.key = None;
     e.hash = Some(KEY.into());
     assert!(!format!("{e:?}").contains(KEY));
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, HeaderValue::from_str(value).expect("header value"));
+    }
+    map
+}
+
+#[test]
+fn by_default_a_key_is_read_from_bearer_and_x_api_key() {
+    let v = validator(vec![entry("ci", KEY), entry("other", "pk_other")]);
+    let bearer_value = format!("Bearer {KEY}");
+    for request in [
+        headers(&[("x-api-key", KEY)]),
+        headers(&[("authorization", &bearer_value), ("x-api-key", KEY)]),
+        // Another scheme in `Authorization` is not ours: the `X-API-Key` decides.
+        headers(&[("authorization", "Basic dXNlcjpwdw=="), ("x-api-key", KEY)]),
+    ] {
+        assert!(
+            matches!(v.check(&request), Verdict::Allow(_)),
+            "{request:?}"
+        );
+    }
+    for request in [
+        headers(&[("authorization", &bearer_value), ("x-api-key", "pk_other")]),
+        headers(&[("authorization", &bearer_value), ("x-api-key", "")]),
+        headers(&[("x-api-key", KEY), ("x-api-key", KEY)]),
+    ] {
+        let Verdict::Deny(denial) = v.check(&request) else {
+            panic!("expected: deny for {request:?}");
+        };
+        assert_eq!(denial.kind, DenialKind::BadRequest, "{request:?}");
+    }
+}
+
+#[test]
+fn a_configured_header_is_the_only_one_read() {
+    let mut s = settings(vec![entry("ci", KEY)]);
+    s.header = Some("x-partner-key".into());
+    assert_eq!(s.credential_locations().expect("valid").len(), 1);
+    let v = ApiKeyValidator::new("keys", s).expect("valid");
+    assert!(matches!(
+        v.check(&headers(&[("x-api-key", KEY)])),
+        Verdict::Abstain
+    ));
+    assert!(matches!(v.check(&bearer(KEY)), Verdict::Abstain));
+    assert!(matches!(
+        v.check(&headers(&[("x-partner-key", KEY)])),
+        Verdict::Allow(_)
+    ));
+}
+
+#[test]
+fn keys_file_entries_join_the_inline_keys_and_a_bad_file_names_file_and_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[keys]]\nname = \"agent\"\nhash = \"{}\"\nscopes = [\"a\"]\n",
+            hash_key("pk_agent")
+        ),
+    )
+    .expect("write");
+    let mut s = settings(vec![entry("ci", KEY)]);
+    s.keys_file = Some(path.clone());
+    let v = ApiKeyValidator::new("keys", s.clone()).expect("valid");
+    assert!(matches!(v.check(&bearer("pk_agent")), Verdict::Allow(id) if id.subject == "agent"));
+    assert!(matches!(v.check(&bearer(KEY)), Verdict::Allow(_)));
+    assert_eq!(v.last_used().count(), 2);
+
+    std::fs::write(&path, "[[keys]]\nname = \"agent\"\nhash = \"sha256:12\"\n").expect("write");
+    let error = ApiKeyValidator::new("keys", s.clone())
+        .expect_err("bad hash")
+        .to_string();
+    assert!(
+        error.contains("provider `keys`: `keys_file`:")
+            && error.contains("keys.toml: `keys[0].hash`"),
+        "{error}"
+    );
+    std::fs::remove_file(&path).expect("remove");
+    assert!(
+        ApiKeyValidator::new("keys", s).is_err(),
+        "a missing keys file"
+    );
+    let empty = ApiKeySettings {
+        keys_file: Some(path),
+        ..ApiKeySettings::default()
+    };
+    std::fs::write(empty.keys_file.as_ref().expect("set"), "").expect("write");
+    assert!(
+        ApiKeyValidator::new("keys", empty).is_ok(),
+        "an empty keys file"
+    );
+}
+
+#[test]
+fn last_use_is_recorded_and_carried_to_the_next_validator() {
+    let v = validator(vec![entry("ci", KEY), entry("idle", "pk_idle")]);
+    assert!(matches!(v.check_at(&bearer(KEY), 1_000), Verdict::Allow(_)));
+    assert_eq!(v.last_used().collect::<Vec<_>>(), [("ci", 1_000)]);
+    let next = validator(vec![entry("ci", KEY)]);
+    next.carry_last_used(&v);
+    assert_eq!(next.last_used().collect::<Vec<_>>(), [("ci", 1_000)]);
 }
