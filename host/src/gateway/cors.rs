@@ -20,7 +20,9 @@
 //!   name or address or the public URL's host, unless `server.allowed_hosts` says otherwise;
 //!   elsewhere any host is answered unless `server.allowed_hosts` is set. A web page that
 //!   rebinds its own name to 127.0.0.1 sends its own name as `Host` and gets 421.
-//!   `/healthz` and `/readyz` are exempt: orchestrators probe by address.
+//!   `/healthz` and `/readyz` are exempt: orchestrators probe by address. So is the
+//!   forward-auth endpoint when a trusted proxy asks it: the host it names is the one the
+//!   proxy serves.
 
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,

@@ -36,7 +36,15 @@ pub(crate) async fn handle<'s>(
         "/readyz" => return ("/readyz", readiness(site, conn, &site.readiness.render())),
         _ => {}
     }
-    if let Err(rejection) = cors::check_host(&request, &site.hosts) {
+    // A proxy asking the forward-auth endpoint names the host it serves, which is its
+    // business (it routes many); only a trusted proxy is answered there at all.
+    let asked_by_proxy = site.forward_auth.as_ref().is_some_and(|endpoint| {
+        path.strip_prefix(endpoint.path.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }) && conn
+        .peer
+        .is_some_and(|peer| is_trusted(peer.ip(), &site.trusted_proxies));
+    if !asked_by_proxy && let Err(rejection) = cors::check_host(&request, &site.hosts) {
         return ("-", rejection.into_response());
     }
     if path.starts_with(WELL_KNOWN) {

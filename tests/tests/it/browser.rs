@@ -169,3 +169,40 @@ fn the_default_host_list_on_loopback_is_loopback_and_the_public_host() {
     .expect_err("a URL is not a host");
     assert!(err.to_string().contains("server.allowed_hosts[0]"), "{err}");
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_asking_forward_auth_for_a_host_of_its_own_is_answered() {
+    let upstream = RecordingUpstream::start().await;
+    let config = TestConfig::new()
+        .behind("nginx")
+        .http_route("/api", &["keys"])
+        .api_keys(&["reader"])
+        .server(r#"allowed_hosts = ["localhost", "127.0.0.1"]"#);
+    let h = start_with_upstream(config, &upstream.url).await;
+    let auth = format!("Bearer {READER_KEY}");
+    let check = h
+        .request(
+            "GET",
+            "/check",
+            &[
+                ("host", "tenant-a.example.com"),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/api/x"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("authorization", &auth),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(check.status, 200, "{}", check.body);
+    // The same host on a proxied route is still refused.
+    let direct = h
+        .request(
+            "GET",
+            "/api/x",
+            &[("host", "tenant-a.example.com"), ("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(direct.status, 421, "{}", direct.body);
+}
