@@ -12,8 +12,14 @@ const APP: &str = "https://app.example.com";
 /// The standard config with `app.example.com` allowed, and the default host list (the
 /// test configs opt out of it).
 fn browser_config() -> TestConfig {
+    browser_config_allowing(&[])
+}
+
+/// [`browser_config`] with `more` origins allowed besides `app.example.com`.
+pub(crate) fn browser_config_allowing(more: &[&str]) -> TestConfig {
+    let origins: Vec<&str> = std::iter::once(APP).chain(more.iter().copied()).collect();
     standard()
-        .server(&format!("allowed_origins = [{APP:?}]"))
+        .server(&format!("allowed_origins = {origins:?}"))
         .server(r#"allowed_hosts = ["localhost", "127.0.0.1"]"#)
         .toml(
             "[server.cors]\nallow_headers = [\"x-trace-id\"]\nexpose_headers = [\"x-request-id\"]\n\

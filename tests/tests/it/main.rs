@@ -18,6 +18,7 @@ mod attack_review15c;
 mod attack_review16;
 mod attack_review16b;
 mod browser;
+mod browser_chromium;
 mod chain;
 mod clients_cli;
 mod config_ui;
