@@ -38,6 +38,18 @@ pub struct CacheLimits {
     pub total_bytes: usize,
 }
 
+impl CacheLimits {
+    /// Whether a key this long is accepted.
+    pub fn fits_key(&self, key: &str) -> bool {
+        key.len() <= self.key_bytes
+    }
+
+    /// Whether an entry of this key and value is accepted.
+    pub fn fits(&self, key: &str, value: &[u8]) -> bool {
+        self.fits_key(key) && value.len() <= self.value_bytes
+    }
+}
+
 /// A bounded TTL map.
 #[derive(Debug)]
 pub struct ProviderCache {
@@ -73,7 +85,7 @@ impl ProviderCache {
 
     /// The live value under `key`.
     pub fn get(&self, key: &str, now: Instant) -> Option<Vec<u8>> {
-        if key.len() > self.limits.key_bytes {
+        if !self.limits.fits_key(key) {
             return None;
         }
         self.lock()
@@ -135,7 +147,7 @@ impl ProviderCache {
     }
 
     fn fits(&self, key: &str, value: &[u8]) -> bool {
-        key.len() <= self.limits.key_bytes && value.len() <= self.limits.value_bytes
+        self.limits.fits(key, value)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
