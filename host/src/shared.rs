@@ -139,6 +139,15 @@ impl Use {
 /// Failures by [`Use`], since the process started; read by the metrics.
 static ERRORS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
+/// Whether a [`SharedState`] was ever made in this process, so the metric is present (at
+/// zero) wherever `[shared]` is on.
+static CONFIGURED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `[shared]` has been on in this process.
+pub fn configured() -> bool {
+    CONFIGURED.load(Ordering::Relaxed)
+}
+
 /// Failures of `use_` so far (the `portcullis_shared_state_errors_total` counter).
 pub fn errors(use_: Use) -> u64 {
     ERRORS[use_ as usize].load(Ordering::Relaxed)
@@ -208,6 +217,7 @@ impl SharedState {
         }
         let client = redis::Client::open(url.expose())
             .map_err(|e| format!("`{}` is not a Redis URL: {e}", settings.redis))?;
+        CONFIGURED.store(true, Ordering::Relaxed);
         Ok(Arc::new(Self {
             client,
             connection: OnceCell::new(),
