@@ -1,0 +1,288 @@
+//! Shared state for a fleet on Redis (issue 17): two gateways in this process, configured
+//! alike, sharing one real `redis-server` started by the test on a free loopback port. A
+//! signature accepted by one replica is a replay at the other; a rate limit counts requests
+//! at both; with Redis killed, replay checks fail closed and rate limits fail open (counted
+//! in the metric), and both work again once Redis is back on the same port.
+//!
+//! Skipped, with the reason printed, where `redis-server` is not installed (the Debian
+//! package `redis-server`).
+
+use std::process::{Child, Command, Stdio};
+
+use portcullis_tests::eventually::eventually;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::gateway_forward_auth::which;
+use crate::gateway_harness::{
+    Harness, READER_KEY, RecordingUpstream, TestConfig, standard, start_with_upstream,
+};
+
+/// A `redis-server` of this test's own, stopped by its PID when dropped.
+struct Redis {
+    binary: std::path::PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts one on a free port, or `None` (with the reason printed) when not installed.
+    async fn start() -> Option<Self> {
+        let Some(binary) = which("redis-server") else {
+            println!("skipped: redis-server is not installed (Debian package `redis-server`)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            binary,
+            port,
+            child: None,
+        };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server on the same port (its data gone: nothing is saved) and waits until
+    /// it answers `PING`.
+    async fn restart(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let port = self.port;
+        eventually("redis-server answers PING", || async move {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"PING\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut reply = [0; 7];
+            stream
+                .read_exact(&mut reply)
+                .await
+                .map_err(|e| e.to_string())?;
+            if &reply == b"+PONG\r\n" {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&reply).into_owned())
+            }
+        })
+        .await;
+    }
+
+    /// Kills the server (by its PID) and waits for it to be gone.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill redis-server");
+            child.wait().expect("redis-server exits");
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `[shared]` on `redis`, with a timeout that a busy two-core machine does not reach.
+fn shared(redis: &Redis) -> String {
+    format!("[shared]\nredis = {:?}\ntimeout_ms = 2000\n", redis.url())
+}
+
+/// The standard config, plus `/signed` (not MCP) behind the hmac-signature component, a
+/// limit of `requests` per caller, and `[shared]`.
+fn fleet_config(redis: &Redis, requests: u32) -> TestConfig {
+    standard()
+        .http_route("/signed", &["sig"])
+        .wasm("sig", portcullis_tests::guests::HMAC_SIGNATURE)
+        .with(r#"config = { max_skew_secs = 60, scopes = ["partner"] }"#)
+        .with(r#"secrets = { keys = "k1:shared-key" }"#)
+        .with("body = true")
+        .toml(&format!(
+            "[[rate_limits]]\nname = \"per-caller\"\nroute = \"/mcp\"\nrequests = {requests}\nwindow_secs = 3600\n"
+        ))
+        .toml(&shared(redis))
+}
+
+/// Two replicas of `config` in front of one upstream.
+async fn fleet(config: TestConfig) -> (Harness, Harness, RecordingUpstream) {
+    let upstream = RecordingUpstream::start().await;
+    let a = start_with_upstream(config.clone(), &upstream.url).await;
+    let b = start_with_upstream(config, &upstream.url).await;
+    (a, b, upstream)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The headers of a request to `/signed` with `body`, signed now under `k1`.
+fn signature(body: &str) -> Vec<(&'static str, String)> {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        .to_string();
+    let digest = hex(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref());
+    let signing = format!("POST\n/signed\n{ts}\n{digest}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"shared-key");
+    let sig = hex(ring::hmac::sign(&key, signing.as_bytes()).as_ref());
+    vec![
+        ("x-signature-key-id", "k1".to_owned()),
+        ("x-signature-timestamp", ts),
+        ("x-signature", sig),
+    ]
+}
+
+async fn send_signed(h: &Harness, signed: &[(&'static str, String)], body: &str) -> u16 {
+    let headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.request("POST", "/signed", &headers, Some(body))
+        .await
+        .status
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// The value of `portcullis_shared_state_errors_total{use="…"}` in `metrics`.
+fn shared_errors(metrics: &str, use_: &str) -> Option<u64> {
+    let prefix = format!("portcullis_shared_state_errors_total{{use=\"{use_}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_signature_accepted_by_one_replica_is_refused_as_a_replay_by_the_other() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b, upstream) = fleet(fleet_config(&redis, 100)).await;
+    let body = r#"{"n":1}"#;
+    let signed = signature(body);
+    assert_eq!(send_signed(&a, &signed, body).await, 200);
+    assert_eq!(
+        send_signed(&b, &signed, body).await,
+        401,
+        "the replay at the other replica"
+    );
+    assert_eq!(send_signed(&a, &signed, body).await, 401);
+    // And the other way round.
+    let body = r#"{"n":2}"#;
+    let signed = signature(body);
+    assert_eq!(send_signed(&b, &signed, body).await, 200);
+    assert_eq!(send_signed(&a, &signed, body).await, 401);
+    assert_eq!(
+        upstream.hits(),
+        2,
+        "each signature reached the upstream once"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_counts_the_requests_of_both_replicas_together() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b, upstream) = fleet(fleet_config(&redis, 4)).await;
+    for i in 0..4 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let reply = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+    }
+    for replica in [&a, &b] {
+        let refused = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        assert_eq!(
+            refused.status, 429,
+            "4 in all, not 4 each: {}",
+            refused.body
+        );
+        assert!(
+            refused
+                .header("ratelimit")
+                .is_some_and(|v| v.starts_with("\"per-caller\";r=0;t=")),
+            "{:?}",
+            refused.header("ratelimit")
+        );
+    }
+    assert_eq!(upstream.hits(), 4);
+}
+
+#[tokio::test]
+async fn with_redis_down_replays_fail_closed_and_rate_limits_open_until_it_is_back() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b, _upstream) = fleet(fleet_config(&redis, 2)).await;
+    for replica in [&a, &b] {
+        assert_eq!(
+            replica.mcp_post(Some(READER_KEY), None, LIST).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        a.mcp_post(Some(READER_KEY), None, LIST).await.status,
+        429,
+        "the shared bucket is spent"
+    );
+
+    redis.stop();
+    // Rate limits fail open: the spent caller passes, at both replicas.
+    for replica in [&a, &b, &a] {
+        let reply = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        assert_eq!(reply.status, 200, "fails open: {}", reply.body);
+    }
+    // Replay checks fail closed: a fresh, valid signature is refused.
+    let body = r#"{"n":"while down"}"#;
+    assert_eq!(send_signed(&b, &signature(body), body).await, 401);
+    let metrics = a.request("GET", "/metrics", &[], None).await.body;
+    for use_ in ["rate_limit", "cache"] {
+        assert!(
+            shared_errors(&metrics, use_).is_some_and(|n| n > 0),
+            "expected: portcullis_shared_state_errors_total{{use=\"{use_}\"}} > 0\ngot:\n{metrics}"
+        );
+    }
+
+    redis.restart().await;
+    // Back on the same port (empty: nothing was saved), each replica reconnects by itself.
+    let mut n = 0;
+    eventually("a fresh signature is accepted again", || {
+        n += 1;
+        let body = format!(r#"{{"n":{n}}}"#);
+        let a = &a;
+        async move { send_signed(a, &signature(&body), &body).await == 200 }
+    })
+    .await;
+    let body = r#"{"n":"after"}"#;
+    let signed = signature(body);
+    assert_eq!(send_signed(&b, &signed, body).await, 200);
+    assert_eq!(
+        send_signed(&a, &signed, body).await,
+        401,
+        "replays are caught again"
+    );
+    // Counted again: the fresh bucket (2 tokens) runs out.
+    eventually("the shared limit refuses again", || async {
+        let reply = b.mcp_post(Some(READER_KEY), None, LIST).await;
+        if reply.status == 429 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", reply.status, reply.body))
+        }
+    })
+    .await;
+    assert_eq!(a.mcp_post(Some(READER_KEY), None, LIST).await.status, 429);
+}
