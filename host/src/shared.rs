@@ -154,7 +154,6 @@ pub fn errors(use_: Use) -> u64 {
 }
 
 /// The one connection to the shared Redis of a gateway, made on first use.
-#[derive(Debug)]
 pub struct SharedState {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
@@ -162,6 +161,16 @@ pub struct SharedState {
     timeout: Duration,
     /// Whether the last command failed, so a streak of failures logs once.
     failing: AtomicBool,
+}
+
+/// Not the client: its connection info may hold the password.
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A command that did not complete.

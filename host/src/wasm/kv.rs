@@ -15,6 +15,11 @@
 //!   to remember.
 //!
 //! When a write needs room, expired entries are purged first.
+//!
+//! With `[shared]` on, the imports use the fleet's Redis instead ([`crate::shared`]), with
+//! the same key and value bounds: `cache-add` is `SET NX PX` under the provider's own
+//! namespace, so a replay window holds across replicas. When Redis does not answer,
+//! `cache-add` answers `false` (fail closed, as above) and `cache-get` misses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
