@@ -8,16 +8,18 @@
 //! | Wasm providers' `cache-add` (replay windows) | `{prefix}cache:{provider}:{key}`, `SET NX PX` | **fails closed**: answers `false`, so a replay check treats the request as a replay (deny) |
 //! | Wasm providers' `cache-get` / `cache-set` | the same keys, `GET` / `SET PX` | a miss / not stored (the provider recomputes) |
 //! | rate-limit buckets | `{prefix}rl:{limit}…`, one Lua script (the same token bucket) | **fails open**: the request passes uncounted |
+//! | API-key revocations (`portcullis keys revoke` publishes the key's hash) | `{prefix}revoked-keys:{provider}`, a set; `SISMEMBER` per API-key request | **fails closed**: the key is refused (503, as any provider error) |
 //!
 //! Every failure (a refused connection, an error reply, or no answer within `timeout_ms`)
-//! counts in `portcullis_shared_state_errors_total{use}` (`use` is `cache` or
-//! `rate_limit`) and is logged once per streak of failures, not once per request: a Redis
+//! counts in `portcullis_shared_state_errors_total{use}` (`use` is `cache`, `rate_limit`
+//! or `revocation`) and is logged once per streak of failures, not once per request: a Redis
 //! outage under load would otherwise flood the log. The connection is made on first use
 //! and re-made by the client after a failure, so a gateway starts while Redis is down and
 //! recovers when it is back, with no restart.
 //!
-//! Why these directions: a replay window that forgets is a bypass (a captured signature
-//! accepted twice), so it fails closed like every other provider failure (DESIGN §3); a rate
+//! Why these directions: a replay window that forgets, or a revocation not seen, is a bypass
+//! (a captured signature accepted twice, a lost key still in use), so each fails closed like
+//! every other provider failure (DESIGN §3); a rate
 //! limit is a guard for the upstream's capacity, and refusing every request because the
 //! counter is away would turn a Redis outage into a full outage.
 
@@ -124,6 +126,8 @@ pub enum Use {
     Cache,
     /// Rate-limit buckets.
     RateLimit,
+    /// API-key revocations.
+    Revocation,
 }
 
 impl Use {
@@ -132,12 +136,13 @@ impl Use {
         match self {
             Self::Cache => "cache",
             Self::RateLimit => "rate_limit",
+            Self::Revocation => "revocation",
         }
     }
 }
 
 /// Failures by [`Use`], since the process started; read by the metrics.
-static ERRORS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static ERRORS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// Whether a [`SharedState`] was ever made in this process, so the metric is present (at
 /// zero) wherever `[shared]` is on.
@@ -286,6 +291,38 @@ impl SharedState {
         })
         .await
         .is_ok_and(|reply| reply.is_some())
+    }
+
+    /// The set of the API-key hashes revoked under `provider`.
+    fn revoked_key(&self, provider: &str) -> String {
+        format!("{}revoked-keys:{provider}", self.prefix)
+    }
+
+    /// Publishes the revocation of the key with `hash` (`sha256:<hex>`) of `provider`:
+    /// every replica refuses it from its next request. Kept until removed by hand (`SREM`).
+    pub async fn revoke_key(&self, provider: &str, hash: &str) -> Result<(), SharedError> {
+        let set = self.revoked_key(provider);
+        self.run(Use::Revocation, async |c| {
+            redis::cmd("SADD")
+                .arg(&set)
+                .arg(hash)
+                .query_async::<()>(c)
+                .await
+        })
+        .await
+    }
+
+    /// Whether the key with `hash` of `provider` was revoked through the shared state.
+    pub async fn is_key_revoked(&self, provider: &str, hash: &str) -> Result<bool, SharedError> {
+        let set = self.revoked_key(provider);
+        self.run(Use::Revocation, async |c| {
+            redis::cmd("SISMEMBER")
+                .arg(&set)
+                .arg(hash)
+                .query_async(c)
+                .await
+        })
+        .await
     }
 
     /// Takes `cost` tokens from the shared bucket `key`: `Ok(Ok(()))` taken,

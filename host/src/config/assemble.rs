@@ -121,7 +121,11 @@ pub async fn assemble(
                 (Role::Authenticator(Arc::new(v)), None, None)
             }
             ProviderSettings::ApiKey(s) => {
-                let v = Arc::new(ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?);
+                let v = Arc::new(
+                    ApiKeyValidator::new(name, s.clone())
+                        .map_err(|e| invalid(&e))?
+                        .with_shared(shared.clone()),
+                );
                 api_key = Some(Arc::clone(&v));
                 (Role::Authenticator(v), None, None)
             }

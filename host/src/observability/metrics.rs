@@ -12,7 +12,7 @@
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 //! | `portcullis_secret_refreshes_total` | `source` (`vault`), `result` (`success`, `failure`) |
-//! | `portcullis_shared_state_errors_total` | `use` (`cache`, `rate_limit`): Redis commands of `[shared]` that failed or timed out (see [`crate::shared`]) |
+//! | `portcullis_shared_state_errors_total` | `use` (`cache`, `rate_limit`, `revocation`): Redis commands of `[shared]` that failed or timed out (see [`crate::shared`]) |
 //! | `portcullis_secrets_stale` | (gauge: 1 while a last good secret value is served unconfirmed) |
 //! | `portcullis_api_key_last_used_seconds` | `provider`, `key` (gauge: Unix seconds of the key's last successful authentication; keys unused since start are absent) |
 
@@ -527,7 +527,7 @@ impl Collector for SharedStateCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for use_ in [Use::Cache, Use::RateLimit] {
+        for use_ in [Use::Cache, Use::RateLimit, Use::Revocation] {
             let labels = [("use", use_.label())];
             ConstCounter::new(errors(use_)).encode(family.encode_family(&labels)?)?;
         }

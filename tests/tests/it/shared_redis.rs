@@ -1,8 +1,9 @@
 //! Shared state for a fleet on Redis (issue 17): two gateways in this process, configured
 //! alike, sharing one real `redis-server` started by the test on a free loopback port. A
 //! signature accepted by one replica is a replay at the other; a rate limit counts requests
-//! at both; with Redis killed, replay checks fail closed and rate limits fail open (counted
-//! in the metric), and both work again once Redis is back on the same port.
+//! at both; an API key revoked through Redis is refused by both; with Redis killed, replay
+//! checks and revocations fail closed and rate limits fail open (counted in the metric),
+//! and all work again once Redis is back on the same port.
 //!
 //! Skipped, with the reason printed, where `redis-server` is not installed (the Debian
 //! package `redis-server`).
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::gateway_forward_auth::which;
 use crate::gateway_harness::{
-    Harness, READER_KEY, RecordingUpstream, TestConfig, standard, start_with_upstream,
+    ADMIN_KEY, Harness, READER_KEY, RecordingUpstream, TestConfig, standard, start_with_upstream,
 };
 
 /// A `redis-server` of this test's own, stopped by its PID when dropped.
@@ -102,17 +103,21 @@ fn shared(redis: &Redis) -> String {
     format!("[shared]\nredis = {:?}\ntimeout_ms = 2000\n", redis.url())
 }
 
-/// The standard config, plus `/signed` (not MCP) behind the hmac-signature component, a
-/// limit of `requests` per caller, and `[shared]`.
+/// The standard config (`/mcp` behind API keys), plus `/signed` (not MCP) behind the
+/// hmac-signature component, `/open` (not MCP) open to anyone and limited to `requests` in
+/// all, and `[shared]`. The limit is on a route without API keys, whose revocation check
+/// fails closed: only there can a limit be seen failing open.
 fn fleet_config(redis: &Redis, requests: u32) -> TestConfig {
     standard()
+        .http_route("/open", &["anon"])
+        .provider("anon", "anonymous")
         .http_route("/signed", &["sig"])
         .wasm("sig", portcullis_tests::guests::HMAC_SIGNATURE)
         .with(r#"config = { max_skew_secs = 60, scopes = ["partner"] }"#)
         .with(r#"secrets = { keys = "k1:shared-key" }"#)
         .with("body = true")
         .toml(&format!(
-            "[[rate_limits]]\nname = \"per-caller\"\nroute = \"/mcp\"\nrequests = {requests}\nwindow_secs = 3600\n"
+            "[[rate_limits]]\nname = \"open\"\nroute = \"/open\"\nrequests = {requests}\nwindow_secs = 3600\n"
         ))
         .toml(&shared(redis))
 }
@@ -192,6 +197,10 @@ async fn a_signature_accepted_by_one_replica_is_refused_as_a_replay_by_the_other
     );
 }
 
+async fn open(h: &Harness) -> crate::gateway_harness::Reply {
+    h.request("GET", "/open", &[], None).await
+}
+
 #[tokio::test]
 async fn a_rate_limit_counts_the_requests_of_both_replicas_together() {
     let Some(redis) = Redis::start().await else {
@@ -200,11 +209,11 @@ async fn a_rate_limit_counts_the_requests_of_both_replicas_together() {
     let (a, b, upstream) = fleet(fleet_config(&redis, 4)).await;
     for i in 0..4 {
         let replica = if i % 2 == 0 { &a } else { &b };
-        let reply = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        let reply = open(replica).await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
     }
     for replica in [&a, &b] {
-        let refused = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        let refused = open(replica).await;
         assert_eq!(
             refused.status, 429,
             "4 in all, not 4 each: {}",
@@ -213,7 +222,7 @@ async fn a_rate_limit_counts_the_requests_of_both_replicas_together() {
         assert!(
             refused
                 .header("ratelimit")
-                .is_some_and(|v| v.starts_with("\"per-caller\";r=0;t=")),
+                .is_some_and(|v| v.starts_with("\"open\";r=0;t=")),
             "{:?}",
             refused.header("ratelimit")
         );
@@ -221,35 +230,84 @@ async fn a_rate_limit_counts_the_requests_of_both_replicas_together() {
     assert_eq!(upstream.hits(), 4);
 }
 
+/// Publishes the revocation of `key` of the `keys` provider, as `portcullis keys revoke`
+/// does when the config has `[shared]`.
+async fn revoke_in_redis(redis: &Redis, key: &str) {
+    let settings = portcullis::shared::RawShared {
+        redis: redis.url(),
+        key_prefix: None,
+        timeout_ms: Some(2000),
+    }
+    .check()
+    .expect("valid");
+    portcullis::shared::SharedState::new(&settings)
+        .expect("a Redis URL")
+        .revoke_key("keys", &portcullis::engine::api_key::hash_key(key))
+        .await
+        .expect("published");
+}
+
 #[tokio::test]
-async fn with_redis_down_replays_fail_closed_and_rate_limits_open_until_it_is_back() {
-    let Some(mut redis) = Redis::start().await else {
+async fn a_key_revoked_through_redis_is_refused_by_both_replicas_on_their_next_request() {
+    let Some(redis) = Redis::start().await else {
         return;
     };
-    let (a, b, _upstream) = fleet(fleet_config(&redis, 2)).await;
+    let (a, b, _upstream) = fleet(fleet_config(&redis, 100)).await;
     for replica in [&a, &b] {
         assert_eq!(
             replica.mcp_post(Some(READER_KEY), None, LIST).await.status,
             200
         );
     }
-    assert_eq!(
-        a.mcp_post(Some(READER_KEY), None, LIST).await.status,
-        429,
-        "the shared bucket is spent"
-    );
+    revoke_in_redis(&redis, READER_KEY).await;
+    for replica in [&a, &b] {
+        let refused = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        // Another key of the same provider still works.
+        assert_eq!(
+            replica.mcp_post(Some(ADMIN_KEY), None, LIST).await.status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_replays_and_revocations_fail_closed_and_rate_limits_open_until_it_is_back()
+{
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b, _upstream) = fleet(fleet_config(&redis, 2)).await;
+    for replica in [&a, &b] {
+        assert_eq!(open(replica).await.status, 200);
+        assert_eq!(
+            replica.mcp_post(Some(ADMIN_KEY), None, LIST).await.status,
+            200
+        );
+    }
+    assert_eq!(open(&a).await.status, 429, "the shared bucket is spent");
 
     redis.stop();
-    // Rate limits fail open: the spent caller passes, at both replicas.
+    // Rate limits fail open: the spent bucket lets requests through, at both replicas.
     for replica in [&a, &b, &a] {
-        let reply = replica.mcp_post(Some(READER_KEY), None, LIST).await;
+        let reply = open(replica).await;
         assert_eq!(reply.status, 200, "fails open: {}", reply.body);
     }
     // Replay checks fail closed: a fresh, valid signature is refused.
     let body = r#"{"n":"while down"}"#;
     assert_eq!(send_signed(&b, &signature(body), body).await, 401);
+    // Revocations fail closed: a valid key is refused while its status is unknown.
+    for replica in [&a, &b] {
+        let refused = replica.mcp_post(Some(ADMIN_KEY), None, LIST).await;
+        assert!(
+            refused.status == 503,
+            "expected: 503 (the provider errs)\ngot: {} {}",
+            refused.status,
+            refused.body
+        );
+    }
     let metrics = a.request("GET", "/metrics", &[], None).await.body;
-    for use_ in ["rate_limit", "cache"] {
+    for use_ in ["rate_limit", "cache", "revocation"] {
         assert!(
             shared_errors(&metrics, use_).is_some_and(|n| n > 0),
             "expected: portcullis_shared_state_errors_total{{use=\"{use_}\"}} > 0\ngot:\n{metrics}"
@@ -274,9 +332,13 @@ async fn with_redis_down_replays_fail_closed_and_rate_limits_open_until_it_is_ba
         401,
         "replays are caught again"
     );
+    eventually("keys are accepted again at b", || async {
+        b.mcp_post(Some(ADMIN_KEY), None, LIST).await.status == 200
+    })
+    .await;
     // Counted again: the fresh bucket (2 tokens) runs out.
     eventually("the shared limit refuses again", || async {
-        let reply = b.mcp_post(Some(READER_KEY), None, LIST).await;
+        let reply = open(&b).await;
         if reply.status == 429 {
             Ok(())
         } else {
@@ -284,5 +346,5 @@ async fn with_redis_down_replays_fail_closed_and_rate_limits_open_until_it_is_ba
         }
     })
     .await;
-    assert_eq!(a.mcp_post(Some(READER_KEY), None, LIST).await.status, 429);
+    assert_eq!(open(&a).await.status, 429);
 }
