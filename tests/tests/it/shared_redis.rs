@@ -348,3 +348,82 @@ async fn with_redis_down_replays_and_revocations_fail_closed_and_rate_limits_ope
     .await;
     assert_eq!(open(&a).await.status, 429);
 }
+
+/// Runs `portcullis keys ARGS…` as `main` does: what it prints, or its error message.
+fn keys_command(args: &[&str]) -> Result<String, String> {
+    use clap::Parser as _;
+    let cli = portcullis_cli::Cli::try_parse_from(["portcullis", "keys"].iter().chain(args))
+        .map_err(|e| e.to_string())?;
+    match cli.command {
+        Some(portcullis_cli::Command::Keys(args)) => {
+            portcullis_cli::keys::run(&args).map_err(|e| format!("{e:#}"))
+        }
+        other => panic!("not a keys command: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn keys_revoke_publishes_the_revocation_when_the_config_has_shared_state() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:9\"\n\n\
+             [providers.keys]\ntype = \"api_key\"\nkeys_file = \"keys.toml\"\n\n\
+             [[routes]]\npath = \"/mcp\"\nupstream = \"http://127.0.0.1:9/mcp\"\n\
+             chain = [\"keys\"]\n\n{}",
+            shared(&redis)
+        ),
+    )
+    .expect("write config");
+    let c = config.to_str().expect("UTF-8 path");
+    for name in ["agent-1", "agent-2"] {
+        keys_command(&["add", name, "-c", c, "--scopes", "mcp:read"]).expect("added");
+    }
+    let out = keys_command(&["revoke", "agent-1", "-c", c]).expect("revoked");
+    assert!(out.contains("published to the shared Redis"), "{out}");
+    let file = portcullis::engine::api_key::keys_file::read(&dir.path().join("keys.toml"))
+        .expect("keys file");
+    let hash = |name: &str| {
+        file.keys
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| k.hash.clone())
+            .expect("key in the file")
+    };
+    let settings = portcullis::shared::RawShared {
+        redis: redis.url(),
+        key_prefix: None,
+        timeout_ms: Some(2000),
+    }
+    .check()
+    .expect("valid");
+    let state = portcullis::shared::SharedState::new(&settings).expect("a Redis URL");
+    assert!(
+        state
+            .is_key_revoked("keys", &hash("agent-1"))
+            .await
+            .expect("read")
+    );
+    assert!(
+        !state
+            .is_key_revoked("keys", &hash("agent-2"))
+            .await
+            .expect("read")
+    );
+
+    // With Redis down the file is still changed, and the command says what was not done.
+    redis.stop();
+    let error = keys_command(&["revoke", "agent-2", "-c", c]).expect_err("not published");
+    assert!(
+        error.contains("not published to the shared Redis"),
+        "{error}"
+    );
+    let file = portcullis::engine::api_key::keys_file::read(&dir.path().join("keys.toml"))
+        .expect("keys file");
+    assert!(file.keys.iter().any(|k| k.name == "agent-2" && k.revoked));
+}
