@@ -274,6 +274,16 @@ impl SharedState {
         .is_ok()
     }
 
+    /// Removes a cache entry (a `cache-set` refused for its size leaves no older value).
+    pub async fn cache_remove(&self, provider: &str, key: &str) {
+        let key = self.cache_key(provider, key);
+        let _ = self
+            .run(Use::Cache, async |c| {
+                redis::cmd("DEL").arg(&key).query_async::<()>(c).await
+            })
+            .await;
+    }
+
     /// `cache-add` (`SET NX PX`): whether it stored; `false` on a failure, so a replay
     /// check fails closed.
     pub async fn cache_add(&self, provider: &str, key: &str, value: &[u8], ttl: Duration) -> bool {

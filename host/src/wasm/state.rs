@@ -340,12 +340,16 @@ impl host::Host for StoreState {
     ) -> wasmtime::Result<()> {
         let ttl = Duration::from_millis(ttl_ms.into());
         if let Some(shared) = &self.grants.shared {
-            // The same per-entry bounds as in memory; the total is Redis's to bound
-            // (`maxmemory`), and every entry expires.
-            if self.grants.cache.limits().fits(&key, &value) {
+            // The same per-entry bounds as in memory, and the same rule: a refused value
+            // leaves no older one behind. The total is Redis's to bound (`maxmemory`), and
+            // every entry expires.
+            let limits = self.grants.cache.limits();
+            if limits.fits(&key, &value) {
                 shared
                     .cache_set(&self.grants.provider, &key, &value, ttl)
                     .await;
+            } else if limits.fits_key(&key) {
+                shared.cache_remove(&self.grants.provider, &key).await;
             }
             return Ok(());
         }

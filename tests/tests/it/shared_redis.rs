@@ -427,3 +427,48 @@ async fn keys_revoke_publishes_the_revocation_when_the_config_has_shared_state()
         .expect("keys file");
     assert!(file.keys.iter().any(|k| k.name == "agent-2" && k.revoked));
 }
+
+#[tokio::test]
+async fn the_shared_cache_keeps_providers_apart_honours_ttls_and_add_is_set_if_absent() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let settings = portcullis::shared::RawShared {
+        redis: redis.url(),
+        key_prefix: Some("fleet-a:".into()),
+        timeout_ms: Some(2000),
+    }
+    .check()
+    .expect("valid");
+    let state = portcullis::shared::SharedState::new(&settings).expect("a Redis URL");
+    let long = std::time::Duration::from_secs(60);
+    assert!(state.cache_add("p1", "nonce", b"1", long).await);
+    assert!(!state.cache_add("p1", "nonce", b"2", long).await, "NX");
+    assert!(
+        state.cache_add("p2", "nonce", b"3", long).await,
+        "another provider's namespace"
+    );
+    assert_eq!(
+        state.cache_get("p1", "nonce").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert!(state.cache_set("p1", "k", b"v", long).await);
+    assert_eq!(state.cache_get("p1", "k").await.as_deref(), Some(&b"v"[..]));
+    state.cache_remove("p1", "k").await;
+    assert_eq!(state.cache_get("p1", "k").await, None);
+    // A short TTL lapses, after which the key can be added again.
+    let short = std::time::Duration::from_millis(50);
+    assert!(state.cache_add("p1", "brief", b"x", short).await);
+    eventually("the entry expires", || async {
+        state.cache_get("p1", "brief").await.is_none()
+    })
+    .await;
+    assert!(state.cache_add("p1", "brief", b"y", short).await);
+
+    redis.stop();
+    assert!(
+        !state.cache_add("p1", "fresh", b"1", long).await,
+        "fails closed"
+    );
+    assert_eq!(state.cache_get("p1", "nonce").await, None, "a miss");
+}
