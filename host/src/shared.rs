@@ -241,7 +241,9 @@ impl SharedState {
         }))
     }
 
-    /// The Redis key of a provider's cache entry: one namespace per provider.
+    /// The Redis key of a provider's cache entry: one namespace per provider. Provider
+    /// names have no `:` (letters, digits, `-`, `_`), so no provider's keys can be spelled
+    /// in another's namespace.
     fn cache_key(&self, provider: &str, key: &str) -> String {
         format!("{}cache:{provider}:{key}", self.prefix)
     }
