@@ -402,8 +402,8 @@ impl SharedState {
                 ERRORS[use_ as usize].fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "shared state: redis failed ({e}); replay checks fail closed and rate \
-                         limits fail open until it answers"
+                        "shared state: redis failed ({e}); replay checks and key revocations fail closed, \
+                         rate limits fail open, until it answers"
                     );
                 }
             }
