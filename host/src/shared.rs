@@ -19,9 +19,14 @@
 //!
 //! Why these directions: a replay window that forgets, or a revocation not seen, is a bypass
 //! (a captured signature accepted twice, a lost key still in use), so each fails closed like
-//! every other provider failure (DESIGN §3); a rate
-//! limit is a guard for the upstream's capacity, and refusing every request because the
-//! counter is away would turn a Redis outage into a full outage.
+//! every other provider failure (DESIGN §3); a rate limit is a guard for the upstream's
+//! capacity, and refusing every request because the counter is away would turn a Redis
+//! outage into a full outage.
+//!
+//! Each assembled site has its own [`SharedState`] (a reload makes a new connection and the
+//! old one goes with the old site). With `[shared]` off nothing here runs: the rate limits
+//! and the API-key provider check one `Option`, and the Wasm cache imports stay in memory
+//! (they are async imports either way, so that a Redis round trip never blocks a thread).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
