@@ -470,10 +470,27 @@ async fn the_shared_cache_keeps_providers_apart_honours_ttls_and_add_is_set_if_a
     .await;
     assert!(state.cache_add("p1", "brief", b"y", short).await);
 
+    // The token bucket script: the burst, then refused, then refilled at its rate.
+    for _ in 0..2 {
+        assert!(matches!(
+            state.take_tokens("b", 2.0, 20.0, 1.0).await,
+            Ok(Ok(()))
+        ));
+    }
+    match state.take_tokens("b", 2.0, 20.0, 1.0).await {
+        Ok(Err(left)) => assert!((0.0..1.0).contains(&left), "{left}"),
+        other => panic!("expected: short\ngot: {other:?}"),
+    }
+    eventually("a token is back", || async {
+        matches!(state.take_tokens("b", 2.0, 20.0, 1.0).await, Ok(Ok(())))
+    })
+    .await;
+
     redis.stop();
     assert!(
         !state.cache_add("p1", "fresh", b"1", long).await,
         "fails closed"
     );
+    assert!(state.take_tokens("b", 2.0, 20.0, 1.0).await.is_err());
     assert_eq!(state.cache_get("p1", "nonce").await, None, "a miss");
 }
