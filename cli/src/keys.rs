@@ -45,7 +45,8 @@ pub enum KeysCommand {
     Add(AddKeyArgs),
     /// List the keys (never a key): name, scopes, created, expires, revoked.
     List,
-    /// Revoke a key: it is refused once the gateway has reloaded the file.
+    /// Revoke a key: it is refused once the gateway has reloaded the file, and, when the
+    /// config (`--config`) has `[shared]`, by every replica from its next request.
     Revoke {
         /// The key's name.
         name: String,
@@ -71,7 +72,11 @@ pub struct AddKeyArgs {
 
 /// Runs a `keys` command; returns what to print.
 pub fn run(args: &KeysArgs) -> Result<String, CliError> {
-    let file = find_keys_file(args)?;
+    let Target {
+        file,
+        provider,
+        shared,
+    } = find_keys_file(args)?;
     let now = OffsetDateTime::now_utc();
     match &args.command {
         KeysCommand::Add(add) => {
@@ -103,8 +108,8 @@ pub fn run(args: &KeysArgs) -> Result<String, CliError> {
             Ok(out)
         }
         KeysCommand::List => list(&file),
-        KeysCommand::Revoke { name, reason } => Ok(
-            match keys_file::revoke(&file, name, reason.as_deref(), now)? {
+        KeysCommand::Revoke { name, reason } => {
+            let mut out = match keys_file::revoke(&file, name, reason.as_deref(), now)? {
                 Revoked::Now => format!(
                     "key `{name}` revoked in {}: it is refused once the gateway has reloaded \
                      the file\n",
@@ -114,20 +119,84 @@ pub fn run(args: &KeysArgs) -> Result<String, CliError> {
                     "key `{name}` was already revoked in {}; the file is unchanged\n",
                     file.display()
                 ),
-            },
-        ),
+            };
+            // Published again when already revoked: the first publication may have failed.
+            if let (Some(shared), Some(provider)) = (shared, provider) {
+                publish_revocation(&file, name, &provider, &shared)?;
+                let _ = writeln!(
+                    out,
+                    "published to the shared Redis: every replica refuses it from its next \
+                     request"
+                );
+            }
+            Ok(out)
+        }
     }
+}
+
+/// Adds the hash of key `name` to the fleet's revoked keys in Redis (`[shared]`).
+fn publish_revocation(
+    file: &Path,
+    name: &str,
+    provider: &str,
+    shared: &portcullis::shared::RawShared,
+) -> Result<(), CliError> {
+    let failed = |why: String| {
+        CliError::Usage(format!(
+            "key `{name}` is revoked in {}, but not published to the shared Redis ({why}); \
+             run the command again once Redis answers, or replicas refuse it only once they \
+             reload the file",
+            file.display()
+        ))
+    };
+    let keys = keys_file::read(file).map_err(|e| failed(e.to_string()))?;
+    let hash = keys
+        .keys
+        .iter()
+        .find(|k| k.name == name)
+        .map(|k| k.hash.to_ascii_lowercase())
+        .ok_or_else(|| failed(format!("no key `{name}` in the file")))?;
+    let settings = shared
+        .check()
+        .map_err(|(key, reason)| failed(format!("`shared.{key}`: {reason}")))?;
+    let state = portcullis::shared::SharedState::new(&settings).map_err(failed)?;
+    // On a thread of its own: `run` is called from inside the binary's runtime (and from
+    // tests'), where a runtime cannot be blocked on.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime
+                    .block_on(state.revoke_key(provider, &hash))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the publishing thread panicked".to_owned()))
+    })
+    .map_err(failed)
+}
+
+/// Where a `keys` command works: the file, and with `--config`, the provider it belongs to
+/// and the config's `[shared]` section (a revocation is published there too).
+struct Target {
+    file: PathBuf,
+    provider: Option<String>,
+    shared: Option<portcullis::shared::RawShared>,
 }
 
 /// `--file`, else the `keys_file` of the config's `api_key` provider (`--provider`, or the
 /// only one with a `keys_file`), relative to the config's folder as the gateway reads it.
 /// Only the keys needed are read: the commands must work on any config the running gateway
 /// would load.
-fn find_keys_file(args: &KeysArgs) -> Result<PathBuf, CliError> {
+fn find_keys_file(args: &KeysArgs) -> Result<Target, CliError> {
     #[derive(serde::Deserialize)]
     struct Config {
         #[serde(default)]
         providers: std::collections::BTreeMap<String, Provider>,
+        shared: Option<portcullis::shared::RawShared>,
     }
     #[derive(serde::Deserialize)]
     struct Provider {
@@ -137,7 +206,11 @@ fn find_keys_file(args: &KeysArgs) -> Result<PathBuf, CliError> {
     }
 
     if let Some(file) = &args.file {
-        return Ok(file.clone());
+        return Ok(Target {
+            file: file.clone(),
+            provider: None,
+            shared: None,
+        });
     }
     let config = &args.config;
     let text = std::fs::read_to_string(config).map_err(|source| CliError::Input {
@@ -188,7 +261,11 @@ fn find_keys_file(args: &KeysArgs) -> Result<PathBuf, CliError> {
             )));
         }
     };
-    Ok(config.parent().unwrap_or(Path::new("")).join(&chosen.1))
+    Ok(Target {
+        file: config.parent().unwrap_or(Path::new("")).join(&chosen.1),
+        provider: Some(chosen.0.clone()),
+        shared: parsed.shared,
+    })
 }
 
 fn list(file: &Path) -> Result<String, CliError> {

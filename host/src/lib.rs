@@ -21,6 +21,7 @@
 //! - [`load`]: the composition root, from a config to a site that serves; every way of
 //!   starting the engine (the binary, reloads, the tower layer, tests) goes through it.
 //! - [`reload`]: hot reload of the config file and the Wasm components it names.
+//! - [`shared`]: state shared by a fleet of replicas on Redis (`[shared]`), off by default.
 //!
 //! The `portcullis` binary (its commands, the embedded demo, the provider scaffold) is the
 //! `portcullis-cli` crate, so a service embedding this library compiles none of it.
@@ -42,6 +43,7 @@ pub mod oauth;
 pub mod observability;
 pub mod reload;
 pub mod secret;
+pub mod shared;
 pub mod upstream;
 pub mod verdict;
 pub mod wasm;

@@ -66,6 +66,8 @@ pub struct Assembled {
     /// One upstream per route (`None` for an embedded config's), same order as
     /// `config.routes`: its TLS client and its credential built.
     pub upstreams: Vec<Option<Upstream>>,
+    /// The fleet's Redis, when `[shared]` is on.
+    pub shared: Option<Arc<crate::shared::SharedState>>,
 }
 
 /// Whether building `config` needs the Wasm runtime.
@@ -102,6 +104,12 @@ pub async fn assemble(
                 .map_err(|e| report.invalid("identity", e.to_string()))
         })
         .transpose()?;
+    let shared = config
+        .shared
+        .as_ref()
+        .map(crate::shared::SharedState::new)
+        .transpose()
+        .map_err(|reason| report.invalid("shared.redis", reason))?;
     let mut providers = BTreeMap::new();
     for (name, provider) in &config.providers {
         let key = format!("providers.{name}");
@@ -113,7 +121,11 @@ pub async fn assemble(
                 (Role::Authenticator(Arc::new(v)), None, None)
             }
             ProviderSettings::ApiKey(s) => {
-                let v = Arc::new(ApiKeyValidator::new(name, s.clone()).map_err(|e| invalid(&e))?);
+                let v = Arc::new(
+                    ApiKeyValidator::new(name, s.clone())
+                        .map_err(|e| invalid(&e))?
+                        .with_shared(shared.clone()),
+                );
                 api_key = Some(Arc::clone(&v));
                 (Role::Authenticator(v), None, None)
             }
@@ -132,7 +144,7 @@ pub async fn assemble(
                 let Some(runtime) = runtime else {
                     return Err(report.invalid(&key, "a Wasm provider needs the Wasm runtime"));
                 };
-                let (role, hash) = wasm(name, w, runtime, &report, &key).await?;
+                let (role, hash) = wasm(name, w, runtime, &report, &key, shared.as_ref()).await?;
                 (role, Some((w.component.clone(), hash)), None)
             }
             ProviderSettings::Issued => (Role::Issued, None, None),
@@ -174,6 +186,7 @@ pub async fn assemble(
         authorization_server,
         identity,
         upstreams,
+        shared,
     })
 }
 
@@ -245,6 +258,7 @@ async fn wasm(
     runtime: &WasmRuntime,
     report: &Reporter,
     key: &str,
+    shared: Option<&Arc<crate::shared::SharedState>>,
 ) -> Result<(Role, String), ConfigError> {
     if !settings.component.is_file() {
         return Err(report.invalid(
@@ -268,7 +282,8 @@ async fn wasm(
             .map_err(|e| report.invalid(format!("{key}.secrets.{secret}"), e.to_string()))?;
         secrets.insert(secret.clone(), value);
     }
-    let grants = Grants::new(name, secrets, settings.body, settings.limits.clone());
+    let grants = Grants::new(name, secrets, settings.body, settings.limits.clone())
+        .with_shared(shared.cloned());
     let provider = WasmProvider::new(
         component,
         grants,

@@ -61,6 +61,8 @@ pub struct Config {
     pub secret_refs: Vec<SecretRef>,
     /// `[[rate_limits]]`, checked.
     pub rate_limits: Vec<crate::gateway::rate_limit::Limit>,
+    /// `[shared]`: state on Redis, when on.
+    pub shared: Option<crate::shared::SharedSettings>,
 }
 
 /// `[server]`.

@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// `[vault]`: the Vault (or OpenBao) server `vault://` references read from.
     #[serde(default)]
     pub vault: Option<RawVault>,
+    /// `[shared]`: state shared by replicas on Redis, off when absent.
+    #[serde(default)]
+    pub shared: Option<crate::shared::RawShared>,
 }
 
 /// `[server.cors]`.

@@ -251,6 +251,12 @@ pub(crate) fn validate(
             })?,
         );
     }
+    let shared = raw
+        .shared
+        .as_ref()
+        .map(crate::shared::RawShared::check)
+        .transpose()
+        .map_err(|(key, reason)| report.invalid(format!("shared.{key}"), reason))?;
     Ok(Config {
         source: report.file.clone(),
         server,
@@ -262,6 +268,7 @@ pub(crate) fn validate(
         vault,
         secret_refs: Vec::new(),
         rate_limits,
+        shared,
     })
 }
 

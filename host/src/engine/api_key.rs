@@ -40,6 +40,7 @@ use crate::context::RequestContext;
 use crate::crypto::{constant_time_eq, sha256};
 use crate::engine::{Authenticator, BoxFuture, ProviderError};
 use crate::secret::{SecretError, SecretRef};
+use crate::shared::SharedState;
 use crate::verdict::{Denial, Identity, Verdict};
 
 /// The `[providers.NAME]` table of an `api_key` provider (without its `type` key).
@@ -286,6 +287,9 @@ pub struct ApiKeyValidator {
     also: Option<CredentialLocation>,
     by_digest: HashMap<[u8; 32], usize>,
     keys: Vec<StoredKey>,
+    /// The fleet's Redis, when `[shared]` is on: revocations published there by
+    /// `portcullis keys revoke` are refused by every replica on the next request.
+    shared: Option<Arc<SharedState>>,
 }
 
 struct StoredKey {
@@ -372,7 +376,16 @@ impl ApiKeyValidator {
             also,
             by_digest,
             keys,
+            shared: None,
         })
+    }
+
+    /// Also refuses the keys revoked in the fleet's Redis; when Redis does not answer, a
+    /// key is refused too (revocations fail closed).
+    #[must_use]
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Where this validator reads keys from (the first place, when it reads two).
@@ -406,14 +419,16 @@ impl ApiKeyValidator {
 
     /// The decision for a request with these headers, now.
     pub fn check(&self, headers: &HeaderMap) -> Verdict {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.check_at(headers, now)
+        self.check_at(headers, Self::now())
     }
 
     /// The decision for a request with these headers at `now` (Unix seconds).
     pub fn check_at(&self, headers: &HeaderMap, now: i64) -> Verdict {
+        self.decide(headers, now).0
+    }
+
+    /// The decision, and on `Allow` the key's digest.
+    fn decide(&self, headers: &HeaderMap, now: i64) -> (Verdict, Option<[u8; 32]>) {
         let mut presented = self.location.find(headers);
         if let Some(also) = &self.also {
             presented = match (presented, also.find(headers)) {
@@ -430,8 +445,10 @@ impl ApiKeyValidator {
             };
         }
         let presented = match presented {
-            Presented::Absent => return Verdict::Abstain,
-            Presented::Malformed(reason) => return Verdict::Deny(invalid_request(reason)),
+            Presented::Absent => return (Verdict::Abstain, None),
+            Presented::Malformed(reason) => {
+                return (Verdict::Deny(invalid_request(reason)), None);
+            }
             Presented::Credential(credential) => credential,
         };
         let digest = sha256(presented.as_bytes());
@@ -443,20 +460,35 @@ impl ApiKeyValidator {
             .map(|&i| &self.keys[i])
             .filter(|k| constant_time_eq(&k.digest, &digest))
         else {
-            return Verdict::Deny(Denial::invalid_token("unknown API key"));
+            return (
+                Verdict::Deny(Denial::invalid_token("unknown API key")),
+                None,
+            );
         };
         if key.revoked {
-            return Verdict::Deny(Denial::invalid_token("API key is revoked"));
+            return (
+                Verdict::Deny(Denial::invalid_token("API key is revoked")),
+                None,
+            );
         }
         if key.expires_at.is_some_and(|at| now >= at) {
-            return Verdict::Deny(Denial::invalid_token("API key has expired"));
+            return (
+                Verdict::Deny(Denial::invalid_token("API key has expired")),
+                None,
+            );
         }
         // Whole seconds: a store only when the second changes keeps the cache line shared
         // between cores under load.
         if key.last_used.load(Ordering::Relaxed) != now {
             key.last_used.store(now, Ordering::Relaxed);
         }
-        Verdict::Allow(key.identity.clone())
+        (Verdict::Allow(key.identity.clone()), Some(key.digest))
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -569,8 +601,21 @@ impl Authenticator for ApiKeyValidator {
         &'a self,
         request: &'a Arc<RequestContext>,
     ) -> BoxFuture<'a, Result<Verdict, ProviderError>> {
-        let verdict = self.check(&request.headers);
-        Box::pin(std::future::ready(Ok(verdict)))
+        let (verdict, digest) = self.decide(&request.headers, Self::now());
+        let (Some(shared), Verdict::Allow(_), Some(digest)) = (&self.shared, &verdict, digest)
+        else {
+            return Box::pin(std::future::ready(Ok(verdict)));
+        };
+        Box::pin(async move {
+            let hash = format!("sha256:{}", hex::encode(digest));
+            match shared.is_key_revoked(&self.name, &hash).await {
+                Ok(false) => Ok(verdict),
+                Ok(true) => Ok(Verdict::Deny(Denial::invalid_token("API key is revoked"))),
+                Err(e) => Err(ProviderError(format!(
+                    "cannot read key revocations from the shared state ({e}); refusing"
+                ))),
+            }
+        })
     }
 }
 

@@ -477,7 +477,11 @@ pub async fn admit<'s>(
             client: peer.map(|p| p.ip()),
             tools: tools.as_deref().unwrap_or_default(),
         };
-        if let Err(exceeded) = site.rate_limits.check(&request, std::time::Instant::now()) {
+        if let Err(exceeded) = site
+            .rate_limits
+            .check_shared(&request, std::time::Instant::now())
+            .await
+        {
             metrics.rate_limited(route.label(), &exceeded.limit);
             let reason = format!("rate limit `{}` spent", exceeded.limit);
             return Err(refuse(

@@ -21,7 +21,10 @@
 //!   cost its caller, which is what a limit is for).
 //! - Buckets live in the gateway's memory, kept across reloads ([`Buckets`]), at most
 //!   [`MAX_BUCKETS`] (full buckets are forgotten first: a full bucket is the same as none).
-//!   They are per replica.
+//!   They are per replica, unless `[shared]` names a Redis: then every replica takes from
+//!   the same buckets there (one Lua script runs the same token bucket atomically, on
+//!   Redis's clock), and when Redis does not answer the request passes uncounted (rate
+//!   limits fail open; see [`crate::shared`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +35,7 @@ use serde::Deserialize;
 
 use crate::engine::glob_match;
 use crate::engine::rules::path_has_prefix;
+use crate::shared::SharedState;
 use crate::verdict::Identity;
 
 /// The most buckets kept in memory.
@@ -186,6 +190,7 @@ struct Bucket {
 pub struct RateLimits {
     limits: Vec<Limit>,
     buckets: Arc<Buckets>,
+    shared: Option<Arc<SharedState>>,
 }
 
 /// What a request is, for the limits.
@@ -211,7 +216,15 @@ impl RateLimits {
         Self {
             limits,
             buckets: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Keeps the buckets in the fleet's Redis rather than in this process.
+    #[must_use]
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Takes over `previous`'s buckets (a reload keeps what callers have spent).
@@ -224,42 +237,31 @@ impl RateLimits {
         self.limits.is_empty()
     }
 
-    /// Takes the tokens `request` costs; the first limit short refuses it.
+    /// Takes the tokens `request` costs, from Redis when `[shared]` is on and from this
+    /// process's buckets otherwise; the first limit short refuses it.
+    pub async fn check_shared(&self, request: &Request<'_>, now: Instant) -> Result<(), Exceeded> {
+        let Some(shared) = &self.shared else {
+            return self.check(request, now);
+        };
+        for limit in &self.limits {
+            for (key, cost) in limit.keys(request) {
+                match shared
+                    .take_tokens(&key, limit.capacity, limit.per_second, cost)
+                    .await
+                {
+                    Ok(Ok(())) | Err(_) => {}
+                    Ok(Err(tokens)) => return Err(limit.exceeded(tokens, cost)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the tokens `request` costs from this process's buckets; the first limit short
+    /// refuses it.
     pub fn check(&self, request: &Request<'_>, now: Instant) -> Result<(), Exceeded> {
         for limit in &self.limits {
-            if limit
-                .route
-                .as_deref()
-                .is_some_and(|route| !path_has_prefix(request.path, route))
-            {
-                continue;
-            }
-            let calls: Vec<&str> = match &limit.tool {
-                Some(glob) => request
-                    .tools
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|tool| glob_match(glob, tool))
-                    .collect(),
-                None if limit.by_tool => {
-                    if request.tools.is_empty() {
-                        vec![""]
-                    } else {
-                        request.tools.iter().map(String::as_str).collect()
-                    }
-                }
-                None => vec![""],
-            };
-            // Calls to the same bucket are taken together.
-            let mut per_key: Vec<(String, f64)> = Vec::new();
-            for tool in calls {
-                let key = limit.key(request, tool);
-                match per_key.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, n)) => *n += 1.0,
-                    None => per_key.push((key, 1.0)),
-                }
-            }
-            for (key, cost) in per_key {
+            for (key, cost) in limit.keys(request) {
                 self.buckets.take(limit, &key, cost, now)?;
             }
         }
@@ -268,6 +270,67 @@ impl RateLimits {
 }
 
 impl Limit {
+    /// The buckets `request` takes from under this limit and how many tokens from each:
+    /// none when the limit does not apply.
+    fn keys(&self, request: &Request<'_>) -> Vec<(String, f64)> {
+        if self
+            .route
+            .as_deref()
+            .is_some_and(|route| !path_has_prefix(request.path, route))
+        {
+            return Vec::new();
+        }
+        let calls: Vec<&str> = match &self.tool {
+            Some(glob) => request
+                .tools
+                .iter()
+                .map(String::as_str)
+                .filter(|tool| glob_match(glob, tool))
+                .collect(),
+            None if self.by_tool => {
+                if request.tools.is_empty() {
+                    vec![""]
+                } else {
+                    request.tools.iter().map(String::as_str).collect()
+                }
+            }
+            None => vec![""],
+        };
+        // Calls to the same bucket are taken together.
+        let mut per_key: Vec<(String, f64)> = Vec::new();
+        for tool in calls {
+            let key = self.key(request, tool);
+            match per_key.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1.0,
+                None => per_key.push((key, 1.0)),
+            }
+        }
+        per_key
+    }
+
+    /// The refusal of `cost` tokens when the bucket holds `tokens`.
+    fn exceeded(&self, tokens: f64, cost: f64) -> Exceeded {
+        let wait = (cost.min(self.capacity) - tokens) / self.per_second;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a wait of at most a day's window, non-negative"
+        )]
+        let retry_after = Duration::from_secs_f64(wait.max(0.0)).as_secs_f64().ceil() as u64;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "tokens are between 0 and the burst"
+        )]
+        let remaining = tokens.floor().max(0.0) as u64;
+        Exceeded {
+            limit: self.name.clone(),
+            retry_after: retry_after.max(1),
+            policy: self.policy.clone(),
+            state: format!("\"{}\";r={remaining};t={}", self.name, retry_after.max(1)),
+        }
+    }
+
     fn key(&self, request: &Request<'_>, tool: &str) -> String {
         let mut key = self.name.clone();
         let mut part = |on: bool, value: &str| {
@@ -310,25 +373,7 @@ impl Buckets {
             bucket.tokens -= cost;
             return Ok(());
         }
-        let wait = (cost.min(limit.capacity) - bucket.tokens) / limit.per_second;
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "a wait of at most a day's window, non-negative"
-        )]
-        let retry_after = Duration::from_secs_f64(wait.max(0.0)).as_secs_f64().ceil() as u64;
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "tokens are between 0 and the burst"
-        )]
-        let remaining = bucket.tokens.floor().max(0.0) as u64;
-        Err(Exceeded {
-            limit: limit.name.clone(),
-            retry_after: retry_after.max(1),
-            policy: limit.policy.clone(),
-            state: format!("\"{}\";r={remaining};t={}", limit.name, retry_after.max(1)),
-        })
+        Err(limit.exceeded(bucket.tokens, cost))
     }
 }
 

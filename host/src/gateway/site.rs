@@ -156,7 +156,8 @@ impl Site {
             origins: config.server.allowed_origins.clone(),
             hosts: config.server.allowed_hosts.clone(),
             cors: super::cors::CorsHeaders::new(&config.server.cors),
-            rate_limits: super::rate_limit::RateLimits::new(config.rate_limits.clone()),
+            rate_limits: super::rate_limit::RateLimits::new(config.rate_limits.clone())
+                .with_shared(assembled.shared.clone()),
             forward_auth: config.server.forward_auth.clone(),
             readyz_detail_networks: config.server.readyz_detail_networks.clone(),
             max_body_bytes: config.server.max_body_bytes,

@@ -12,6 +12,7 @@
 //! | `portcullis_jwt_token_cache_total` | `provider`, `result` (`hit`, `miss`) |
 //! | `portcullis_reloads_total` | `result` (`success`, `failure`) |
 //! | `portcullis_secret_refreshes_total` | `source` (`vault`), `result` (`success`, `failure`) |
+//! | `portcullis_shared_state_errors_total` | `use` (`cache`, `rate_limit`, `revocation`): Redis commands of `[shared]` that failed or timed out (see [`crate::shared`]) |
 //! | `portcullis_secrets_stale` | (gauge: 1 while a last good secret value is served unconfirmed) |
 //! | `portcullis_api_key_last_used_seconds` | `provider`, `key` (gauge: Unix seconds of the key's last successful authentication; keys unused since start are absent) |
 
@@ -199,6 +200,7 @@ impl Metrics {
         registry.register_collector(Box::new(api_keys.clone()));
         let secrets = Arc::new(SecretsCollector::default());
         registry.register_collector(Box::new(secrets.clone()));
+        registry.register_collector(Box::new(SharedStateCollector));
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "reloads",
@@ -506,6 +508,31 @@ impl Collector for ApiKeysCollector {
 struct SecretLabels {
     source: &'static str,
     result: &'static str,
+}
+
+/// `portcullis_shared_state_errors_total`, read from [`crate::shared`]'s counters; present
+/// once a `[shared]` Redis has been configured in this process.
+#[derive(Debug)]
+struct SharedStateCollector;
+
+impl Collector for SharedStateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::shared::{Use, configured, errors};
+        if !configured() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "shared_state_errors",
+            "Redis commands of the shared state that failed or timed out, by use",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for use_ in [Use::Cache, Use::RateLimit, Use::Revocation] {
+            let labels = [("use", use_.label())];
+            ConstCounter::new(errors(use_)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads the secret cache's counters at scrape time; silent until Vault was read.

@@ -7,7 +7,14 @@ pub(crate) mod authenticator {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "portcullis:auth/authenticator",
-        imports: { default: trappable },
+        // The cache is a Redis round trip when `[shared]` is on: awaited, not blocking a
+        // runtime thread.
+        imports: {
+            "portcullis:auth/host.cache-get": async | trappable,
+            "portcullis:auth/host.cache-set": async | trappable,
+            "portcullis:auth/host.cache-add": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         with: {
             "portcullis:auth/types.request": crate::wasm::state::RequestHandle,

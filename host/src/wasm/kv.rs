@@ -15,6 +15,11 @@
 //!   to remember.
 //!
 //! When a write needs room, expired entries are purged first.
+//!
+//! With `[shared]` on, the imports use the fleet's Redis instead ([`crate::shared`]), with
+//! the same key and value bounds: `cache-add` is `SET NX PX` under the provider's own
+//! namespace, so a replay window holds across replicas. When Redis does not answer,
+//! `cache-add` answers `false` (fail closed, as above) and `cache-get` misses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,6 +41,18 @@ pub struct CacheLimits {
     pub value_bytes: usize,
     /// Most bytes held in all: keys, values and [`ENTRY_OVERHEAD`] per entry.
     pub total_bytes: usize,
+}
+
+impl CacheLimits {
+    /// Whether a key this long is accepted.
+    pub fn fits_key(&self, key: &str) -> bool {
+        key.len() <= self.key_bytes
+    }
+
+    /// Whether an entry of this key and value is accepted.
+    pub fn fits(&self, key: &str, value: &[u8]) -> bool {
+        self.fits_key(key) && value.len() <= self.value_bytes
+    }
 }
 
 /// A bounded TTL map.
@@ -73,7 +90,7 @@ impl ProviderCache {
 
     /// The live value under `key`.
     pub fn get(&self, key: &str, now: Instant) -> Option<Vec<u8>> {
-        if key.len() > self.limits.key_bytes {
+        if !self.limits.fits_key(key) {
             return None;
         }
         self.lock()
@@ -135,7 +152,7 @@ impl ProviderCache {
     }
 
     fn fits(&self, key: &str, value: &[u8]) -> bool {
-        key.len() <= self.limits.key_bytes && value.len() <= self.limits.value_bytes
+        self.limits.fits(key, value)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -17,6 +17,7 @@ use crate::crypto;
 use crate::log_text::escape_control;
 use crate::mcp::McpTarget;
 use crate::secret::SecretString;
+use crate::shared::SharedState;
 
 /// Most core instances one provider instance may create; see [`StoreState::new`].
 pub(crate) const MAX_CORE_INSTANCES: usize = 32;
@@ -34,6 +35,9 @@ pub struct Grants {
     pub limits: Limits,
     /// The provider's own cache.
     pub cache: ProviderCache,
+    /// The fleet's Redis, when `[shared]` is on: the cache lives there instead, under the
+    /// provider's name.
+    pub shared: Option<Arc<SharedState>>,
 }
 
 impl Grants {
@@ -56,7 +60,15 @@ impl Grants {
             body,
             limits,
             cache,
+            shared: None,
         }
+    }
+
+    /// Keeps the provider's cache in the fleet's Redis rather than in this process.
+    #[must_use]
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 }
 
@@ -310,18 +322,54 @@ impl host::Host for StoreState {
         Ok(crypto::verify_signature(alg, key, &message, &signature))
     }
 
-    fn cache_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+    async fn cache_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        if let Some(shared) = &self.grants.shared {
+            if !self.grants.cache.limits().fits_key(&key) {
+                return Ok(None);
+            }
+            return Ok(shared.cache_get(&self.grants.provider, &key).await);
+        }
         Ok(self.grants.cache.get(&key, Instant::now()))
     }
 
-    fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u32) -> wasmtime::Result<()> {
+    async fn cache_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u32,
+    ) -> wasmtime::Result<()> {
         let ttl = Duration::from_millis(ttl_ms.into());
+        if let Some(shared) = &self.grants.shared {
+            // The same per-entry bounds as in memory, and the same rule: a refused value
+            // leaves no older one behind. The total is Redis's to bound (`maxmemory`), and
+            // every entry expires.
+            let limits = self.grants.cache.limits();
+            if limits.fits(&key, &value) {
+                shared
+                    .cache_set(&self.grants.provider, &key, &value, ttl)
+                    .await;
+            } else if limits.fits_key(&key) {
+                shared.cache_remove(&self.grants.provider, &key).await;
+            }
+            return Ok(());
+        }
         self.grants.cache.set(key, value, ttl, Instant::now());
         Ok(())
     }
 
-    fn cache_add(&mut self, key: String, value: Vec<u8>, ttl_ms: u32) -> wasmtime::Result<bool> {
+    async fn cache_add(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u32,
+    ) -> wasmtime::Result<bool> {
         let ttl = Duration::from_millis(ttl_ms.into());
+        if let Some(shared) = &self.grants.shared {
+            return Ok(self.grants.cache.limits().fits(&key, &value)
+                && shared
+                    .cache_add(&self.grants.provider, &key, &value, ttl)
+                    .await);
+        }
         Ok(self.grants.cache.add(key, value, ttl, Instant::now()))
     }
 

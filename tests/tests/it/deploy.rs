@@ -257,7 +257,7 @@ fn the_configmap_config_loads_and_its_paths_are_the_deployments_mounts() {
     // It loads as the gateway loads it, resolved from the folder it is mounted in.
     let config = portcullis::config::load_str(text, "deploy/kubernetes/configmap.yaml", config_dir)
         .unwrap_or_else(|e| panic!("the ConfigMap's config does not load: {e}"));
-    // Shared state on Redis has no setting yet: it may appear in a comment only.
+    // The manifests run no Redis: `[shared]` may appear in a comment only.
     for line in text.lines().filter(|l| l.to_lowercase().contains("redis")) {
         assert!(line.trim_start().starts_with('#'), "not a comment: {line}");
     }

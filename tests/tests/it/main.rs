@@ -48,6 +48,7 @@ mod rate_limits;
 mod reload;
 mod scaffold;
 mod secrets;
+mod shared_redis;
 mod soak;
 mod upstream_side;
 mod wasm_examples;
