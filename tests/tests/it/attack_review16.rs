@@ -5,10 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioExecutor;
 use portcullis_tests::config::TestConfig;
 use portcullis_tests::upstream::{Seen, answer, json};
@@ -68,28 +65,7 @@ fn vault_config(vault: &RecordingUpstream, dir: &std::path::Path, keys: &str) ->
 
 /// The forward-auth answer for a request with `key`: the subject, or the status.
 async fn check(base: &str, key: &str) -> Result<String, u16> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let request = http::Request::get(format!("{base}/check/mcp"))
-        .header("x-forwarded-for", "127.0.0.1")
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .map_err(|_| 0u16)?
-        .map_err(|_| 1u16)?;
-    let status = response.status().as_u16();
-    let subject = response
-        .headers()
-        .get("x-portcullis-subject")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let _ = response.into_body().collect().await;
-    match (status, subject) {
-        (200, Some(subject)) => Ok(subject),
-        (status, _) => Err(status),
-    }
+    crate::secrets::check(&crate::secrets::client(), base, key).await
 }
 
 /// `vault://secret/app#f` is checked for `..` segments, but the URL it becomes is parsed by

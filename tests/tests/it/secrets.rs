@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 
 use crate::gateway_harness::{TestConfig, Watched, serve_watched};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
@@ -316,7 +316,8 @@ impl Live {
     }
 }
 
-async fn check(client: &HttpClient, base: &str, key: &str) -> Result<String, u16> {
+/// The forward-auth answer for a request with `key`: the subject, or the status.
+pub(crate) async fn check(client: &HttpClient, base: &str, key: &str) -> Result<String, u16> {
     let request = http::Request::get(format!("{base}/check/mcp"))
         .header("x-forwarded-for", "127.0.0.1")
         .header("authorization", format!("Bearer {key}"))
